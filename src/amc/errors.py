@@ -1,0 +1,28 @@
+"""User-facing errors: each carries a one-line message naming the problem and the fix.
+
+The CLI prints ``AmcError`` messages without a traceback and exits with code 2; anything else is a bug.
+"""
+
+
+class AmcError(Exception):
+    """A mistake the user can fix (bad path, unknown model, impossible budget, ...)."""
+
+
+class UnknownModelError(AmcError):
+    pass
+
+
+class CheckpointError(AmcError):
+    pass
+
+
+class DataError(AmcError):
+    pass
+
+
+class BudgetError(AmcError):
+    pass
+
+
+class UnsupportedModelError(AmcError):
+    pass

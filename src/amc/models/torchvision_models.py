@@ -1,0 +1,31 @@
+"""Any torchvision classification model, reached from the registry by the prefix ``tv:``."""
+
+from __future__ import annotations
+
+import difflib
+
+import torch.nn as nn
+import torchvision
+
+from amc.errors import UnknownModelError
+
+PREFIX = "tv:"
+COMMON_MODELS = ("resnet18", "resnet50", "mobilenet_v2", "vgg16_bn")
+
+
+def available() -> list[str]:
+    """Classification model names torchvision can build (detection/segmentation/video models excluded)."""
+    return torchvision.models.list_models(module=torchvision.models)
+
+
+def build(name: str, num_classes: int = 1000, **kwargs) -> nn.Module:
+    """Randomly initialised torchvision model `name` (without the prefix); pretrained weights are never fetched."""
+    names = available()
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=3)
+        hint = f"did you mean: {', '.join(PREFIX + c for c in close)}?" if close else \
+            "it is not a torchvision classification model;"
+        raise UnknownModelError(f"unknown torchvision model '{PREFIX}{name}'; {hint} "
+                                "(see torchvision.models.list_models())")
+    # weights=None: downloading would fail offline and would silently change the model's meaning
+    return torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
