@@ -1,0 +1,272 @@
+"""Which channels of a CNN can be pruned, how they couple, and what each choice costs.
+
+The model is traced once with torch-pruning's DependencyGraph. A *decision* is one hidden tensor whose
+channels can be removed independently of everything else: the input channels of a consumer layer
+(conv or linear) together with the output channels of the one layer that produces them, and whatever
+sits between (BatchNorm, activations, depthwise convolutions). Channels that meet other tensors in a
+residual addition, a concatenation or a channel padding (the option-A shortcut of CIFAR ResNets, which
+torch-pruning treats as an elementwise op) are not free and stay whole, as in the AMC paper.
+
+The cost model is exact for the physically pruned network: every conv/linear weight is a product of
+(kept inputs) x (kept outputs), so MACs and parameters are sums of such products over the layers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch_pruning as tp
+
+from amc.cost import LayerCost, count_params, layer_costs
+from amc.errors import UnsupportedModelError
+
+# Activation backward nodes that pass channels through one-to-one; anything else with channels
+# coupling (Add, Mul, Cat, ConstantPadNd, ...) makes a group not free.
+_PASS_THROUGH_OPS = ("Relu", "Hardtanh", "Clamp", "Sigmoid", "Silu", "Gelu", "Hardswish", "Hardsigmoid",
+                     "LeakyRelu", "Elu", "Mish", "Tanh", "MaxPool", "AvgPool", "Mean", "Dropout", "Clone",
+                     "TBackward")  # TBackward: the transposed weight of a linear layer, not data
+
+
+@dataclass(frozen=True)
+class Member:
+    """One module touched when a decision removes channels: its name and torch-pruning's handler."""
+
+    module: str
+    handler: Callable[[nn.Module, Sequence[int]], nn.Module] = field(compare=False, repr=False)
+    role: str  # "consumer" (input channels), "producer" (output channels), "depthwise", "norm"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One step of the agent: how many input channels of `consumer` (and outputs of `producer`) to keep."""
+
+    index: int
+    consumer: str
+    producer: str
+    channels: int                 # channels before pruning
+    layer: LayerCost              # the consumer layer, whose features form the state
+    members: tuple[Member, ...]
+
+
+@dataclass
+class _LinearTerm:
+    """MACs/params of one conv/linear layer as a function of the decisions controlling its channels."""
+
+    name: str
+    macs_per_pair: int            # MACs per (input channel/groups, output channel) pair
+    weight_per_pair: int          # weight elements per pair
+    in_channels: int
+    out_channels: int
+    groups: int
+    has_bias: bool
+    in_decision: int | None
+    out_decision: int | None
+    depthwise: bool
+
+
+class LayerGraph:
+    """Prunable decisions of a model plus an exact MACs/params model over per-decision keep counts."""
+
+    def __init__(self, model: nn.Module, input_shape: tuple[int, int, int]):
+        self.input_shape = tuple(input_shape)
+        was_training = model.training
+        model.eval()
+        self.costs = layer_costs(model, self.input_shape)
+        self.total_params = count_params(model)
+        modules = dict(model.named_modules())
+        # batch 2: with batch 1 some torch builds trace a conv with bias through extra unsqueeze nodes
+        example = torch.zeros(2, *self.input_shape)
+        dependency_graph = tp.DependencyGraph().build_dependency(model, example, verbose=False)
+        names = {module: name for name, module in model.named_modules()}
+        decisions: list[Decision] = []
+        self.skipped: dict[str, str] = {}
+        unsupported = sorted({type(m).__name__ for m in modules.values() if _is_unsupported(m)})
+        if unsupported:
+            raise UnsupportedModelError(
+                f"model contains layer types amc cannot prune consistently: {', '.join(unsupported)}; "
+                "replace them or open an issue")
+        for name, cost in self.costs.items():
+            module = modules[name]
+            if cost.groups != 1 or cost.in_channels <= 1:
+                continue  # depthwise/grouped convs are pruned with their producer, never as consumers
+            fn = tp.prune_conv_in_channels if cost.kind == "conv" else tp.prune_linear_in_channels
+            group = dependency_graph.get_pruning_group(module, fn, [0])
+            members, reason = _free_members(group, names, name, flatten_ok=cost.kind == "linear")
+            producer = next((m.module for m in members or [] if m.role == "producer"), None)
+            if producer is not None and self.costs[producer].out_channels != cost.in_channels:
+                members, reason = None, "inputs are a flattened feature map, not channels"
+            if members is None:
+                self.skipped[name] = reason
+                continue
+            decisions.append(Decision(len(decisions), name, producer, cost.in_channels, cost, tuple(members)))
+        model.train(was_training)
+        if not decisions:
+            raise UnsupportedModelError(
+                "model has no prunable layers (no conv/linear whose input channels can be removed "
+                "without breaking a residual, concatenation or padded shortcut)")
+        self.decisions = decisions
+        self._terms = self._build_terms(modules)
+        self._norms = self._build_norms(modules)
+        full = [d.channels for d in decisions]
+        self._fixed_params = self.total_params - self._modeled_params(full)
+
+    # ---- cost model -------------------------------------------------------------------------------
+    def _build_terms(self, modules: dict[str, nn.Module]) -> list[_LinearTerm]:
+        in_dec: dict[str, int] = {}
+        out_dec: dict[str, int] = {}
+        dw: dict[str, int] = {}
+        for d in self.decisions:
+            for m in d.members:
+                if m.role == "consumer":
+                    in_dec[m.module] = d.index
+                elif m.role == "producer":
+                    out_dec[m.module] = d.index
+                elif m.role == "depthwise":
+                    dw[m.module] = d.index
+        terms = []
+        for name, c in self.costs.items():
+            area = c.out_hw[0] * c.out_hw[1]
+            k2 = c.kernel_size * _kernel_width(modules[name])
+            depthwise = name in dw
+            terms.append(_LinearTerm(
+                name=name, macs_per_pair=area * k2, weight_per_pair=k2,
+                in_channels=c.in_channels, out_channels=c.out_channels, groups=c.groups,
+                has_bias=getattr(modules[name], "bias", None) is not None,
+                in_decision=dw[name] if depthwise else in_dec.get(name),
+                out_decision=dw[name] if depthwise else out_dec.get(name),
+                depthwise=depthwise))
+        return terms
+
+    def _build_norms(self, modules: dict[str, nn.Module]) -> list[tuple[int, int]]:
+        """(decision, params per channel) of every norm layer whose channels a decision removes."""
+        norms = []
+        for d in self.decisions:
+            for m in d.members:
+                if m.role == "norm":
+                    per_channel = sum(p.numel() for p in modules[m.module].parameters(recurse=False))
+                    norms.append((d.index, per_channel // max(1, d.channels)))
+        return norms
+
+    def _counts(self, keep: Sequence[float]) -> np.ndarray:
+        keep = np.asarray(keep, dtype=np.float64)
+        if keep.shape != (len(self.decisions),):
+            raise ValueError(f"expected {len(self.decisions)} keep counts, got shape {keep.shape}")
+        return keep
+
+    def _io(self, t: _LinearTerm, keep: np.ndarray) -> tuple[float, float]:
+        cin = keep[t.in_decision] if t.in_decision is not None else t.in_channels
+        cout = keep[t.out_decision] if t.out_decision is not None else t.out_channels
+        return cin, cout
+
+    def macs(self, keep: Sequence[float]) -> int:
+        """MACs of the network pruned to `keep[i]` channels at decision i (one input sample)."""
+        keep = self._counts(keep)
+        total = 0.0
+        for t in self._terms:
+            cin, cout = self._io(t, keep)
+            pairs = cout if t.depthwise else cin / t.groups * cout
+            total += t.macs_per_pair * pairs
+        return int(round(total))
+
+    def _modeled_params(self, keep: Sequence[float]) -> float:
+        keep = np.asarray(keep, dtype=np.float64)
+        total = 0.0
+        for t in self._terms:
+            cin, cout = self._io(t, keep)
+            pairs = cout if t.depthwise else cin / t.groups * cout
+            total += t.weight_per_pair * pairs + (cout if t.has_bias else 0)
+        for decision, per_channel in self._norms:
+            total += per_channel * keep[decision]
+        return total
+
+    def params(self, keep: Sequence[float]) -> int:
+        """Parameters of the network pruned to `keep` (all parameters, norms included)."""
+        return int(round(self._fixed_params + self._modeled_params(self._counts(keep))))
+
+    def full_keep(self) -> list[int]:
+        return [d.channels for d in self.decisions]
+
+    @property
+    def total_macs(self) -> int:
+        return self.macs(self.full_keep())
+
+    def decision_macs(self) -> list[int]:
+        """Original MACs that each decision's channels take part in (consumer + producer + depthwise)."""
+        full = np.asarray(self.full_keep(), dtype=np.float64)
+        out = []
+        for d in self.decisions:
+            reduced = full.copy()
+            reduced[d.index] = 0
+            out.append(self.macs(full) - self.macs(reduced))
+        return out
+
+    def describe(self) -> list[dict]:
+        """One row per decision, for logs and reports."""
+        return [{"index": d.index, "consumer": d.consumer, "producer": d.producer, "channels": d.channels,
+                 "kernel": d.layer.kernel_size, "stride": d.layer.stride, "macs": m}
+                for d, m in zip(self.decisions, self.decision_macs())]
+
+
+def _kernel_width(module: nn.Module) -> int:
+    if isinstance(module, nn.Conv2d):
+        return module.kernel_size[1]
+    return 1
+
+
+def _is_unsupported(module: nn.Module) -> bool:
+    """Layers whose channels torch-pruning cannot follow and that we therefore refuse to guess about."""
+    if isinstance(module, (nn.Conv1d, nn.Conv3d, nn.ConvTranspose2d, nn.LSTM, nn.GRU, nn.RNN)):
+        return True
+    return isinstance(module, nn.Conv2d) and module.groups not in (1, module.in_channels)
+
+
+def _free_members(group, names: dict[nn.Module, str], consumer: str,
+                  flatten_ok: bool) -> tuple[list[Member] | None, str]:
+    """The modules a decision touches, or None (and why) when the channels are coupled elsewhere.
+
+    `flatten_ok`: the consumer is a linear layer, whose inputs may pass through a flatten (checked by
+    the caller to be channel-for-channel, i.e. a 1x1 feature map).
+    """
+    members: list[Member] = []
+    producers = 0
+    for dep, _ in group:
+        node = dep.target
+        kind = node.type
+        module_name = names.get(node.module)
+        handler = dep.handler
+        pruner_name = type(getattr(handler, "__self__", handler)).__name__
+        if kind == tp.ops.OPTYPE.ELEMENTWISE:
+            op = node.name
+            if len(node.inputs) > 1 or not any(p in op for p in _PASS_THROUGH_OPS):
+                return None, f"channels meet other tensors ({op.split('(')[-1].rstrip(')')})"
+            continue
+        if kind == tp.ops.OPTYPE.RESHAPE and flatten_ok:
+            continue
+        if kind in (tp.ops.OPTYPE.CONCAT, tp.ops.OPTYPE.SPLIT, tp.ops.OPTYPE.SLICE, tp.ops.OPTYPE.RESHAPE,
+                    tp.ops.OPTYPE.EXPAND, tp.ops.OPTYPE.UNBIND):
+            return None, f"channels pass through a {kind.name.lower()} op"
+        if module_name is None:
+            return None, f"channels pass through an untracked op {node.name}"
+        if kind == tp.ops.OPTYPE.DEPTHWISE_CONV:
+            members.append(Member(module_name, handler, "depthwise"))
+        elif kind in (tp.ops.OPTYPE.BN, tp.ops.OPTYPE.GN, tp.ops.OPTYPE.LN, tp.ops.OPTYPE.IN,
+                      tp.ops.OPTYPE.PRELU):
+            members.append(Member(module_name, handler, "norm"))
+        elif kind in (tp.ops.OPTYPE.CONV, tp.ops.OPTYPE.LINEAR):
+            is_input_side = handler.__name__ == "prune_in_channels"
+            if is_input_side and module_name != consumer:
+                return None, f"channels also feed {module_name}"
+            if is_input_side:
+                members.append(Member(module_name, handler, "consumer"))
+            else:
+                producers += 1
+                members.append(Member(module_name, handler, "producer"))
+        else:
+            return None, f"channels pass through {pruner_name} ({kind.name})"
+    if producers != 1:
+        return None, "no single producing layer"
+    return members, ""

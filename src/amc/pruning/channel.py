@@ -1,0 +1,61 @@
+"""Turns per-decision keep counts into a pruned, reconstructed model: the per-episode hot path."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+
+from amc.graph import LayerGraph
+from amc.pruning.features import LayerStats
+from amc.pruning.lsq import greedy_ranking, least_squares, magnitude_ranking
+from amc.pruning.surgery import prune_copy
+
+SELECTIONS = ("magnitude", "greedy")
+
+
+class ChannelPruner:
+    """Prunes a fixed original model for any keep-count vector, caching what episodes share.
+
+    Channel rankings depend only on the layer (magnitude) or on its fixed statistics (greedy), so each
+    keep count reads a prefix of one ranking; least-squares solutions are memoised per (layer, count).
+    """
+
+    def __init__(self, model: nn.Module, graph: LayerGraph, stats: dict[str, LayerStats] | None = None, *,
+                 selection: str = "magnitude", reconstruct: bool = True, ridge: float = 1e-4):
+        if selection not in SELECTIONS:
+            raise ValueError(f"unknown channel selection {selection!r}; choose one of {SELECTIONS}")
+        if (reconstruct or selection == "greedy") and stats is None:
+            raise ValueError("reconstruction and greedy selection need calibration statistics")
+        self.model = model
+        self.graph = graph
+        self.stats = stats
+        self.reconstruct = reconstruct
+        self.ridge = ridge
+        modules = dict(model.named_modules())
+        self._rankings = []
+        for d in graph.decisions:
+            if selection == "greedy":
+                self._rankings.append(greedy_ranking(stats[d.consumer], ridge))
+            else:
+                self._rankings.append(magnitude_ranking(modules[d.consumer].weight))
+        self._solve = lru_cache(maxsize=4096)(self._solve_uncached)
+
+    def kept_channels(self, decision: int, count: int) -> torch.Tensor:
+        """Sorted indices of the `count` channels kept at `decision`."""
+        return torch.sort(self._rankings[decision][:count]).values
+
+    def _solve_uncached(self, decision: int, count: int) -> torch.Tensor:
+        d = self.graph.decisions[decision]
+        return least_squares(self.stats[d.consumer], self.kept_channels(decision, count), self.ridge)
+
+    def prune(self, keep_counts: Sequence[int]) -> tuple[nn.Module, list[torch.Tensor]]:
+        """(pruned copy, kept channel indices per decision) for integer `keep_counts`."""
+        kept = [self.kept_channels(i, int(c)) for i, c in enumerate(keep_counts)]
+        weights = None
+        if self.reconstruct:
+            weights = {d.consumer: self._solve(d.index, int(c))
+                       for d, c in zip(self.graph.decisions, keep_counts) if int(c) < d.channels}
+        return prune_copy(self.model, self.graph, kept, weights), kept

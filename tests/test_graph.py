@@ -1,0 +1,71 @@
+import pytest
+import torch
+
+from amc import count_macs, count_params, models
+from amc.errors import UnsupportedModelError
+from amc.graph import LayerGraph
+from amc.pruning.surgery import prune_copy
+
+CASES = [("resnet20", 9), ("plain20", 19), ("vgg16", 13), ("mobilenet_v1", 14), ("mobilenet_v2", None),
+         ("digits_cnn", 4)]
+
+
+def random_keep(graph, generator):
+    return [int(torch.randint(1, d.channels + 1, (1,), generator=generator)) for d in graph.decisions]
+
+
+@pytest.mark.parametrize("name,expected", CASES)
+def test_decisions_and_exact_cost_model(name, expected):
+    model = models.create(name).eval()
+    shape = models.model_info(model).input_shape
+    graph = LayerGraph(model, shape)
+    if expected is not None:
+        assert len(graph.decisions) == expected
+    assert graph.total_macs == count_macs(model, shape)
+    assert graph.params(graph.full_keep()) == count_params(model)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(2):
+        keep = random_keep(graph, g)
+        kept = [torch.sort(torch.randperm(d.channels, generator=g)[:k]).values for d, k in zip(graph.decisions, keep)]
+        pruned = prune_copy(model, graph, kept)
+        out = pruned(torch.randn(2, *shape))
+        assert out.shape == (2, models.model_info(model).num_classes)
+        assert count_macs(pruned, shape) == graph.macs(keep)
+        assert count_params(pruned) == graph.params(keep)
+
+
+def test_resnet_free_decisions_are_inside_blocks():
+    graph = LayerGraph(models.create("resnet20").eval(), (3, 32, 32))
+    assert all(d.consumer.endswith("conv2") for d in graph.decisions)
+    assert all(d.producer == d.consumer.replace("conv2", "conv1") for d in graph.decisions)
+    # residual-coupled layers are reported, not silently dropped
+    assert "layer1.0.conv1" in graph.skipped and "linear" in graph.skipped
+
+
+def test_mobilenet_v2_depthwise_pruned_with_producer():
+    graph = LayerGraph(models.create("mobilenet_v2").eval(), (3, 32, 32))
+    roles = {m.role for d in graph.decisions for m in d.members}
+    assert "depthwise" in roles
+    # the projection conv of an inverted residual block is a free decision
+    assert any(d.consumer.endswith(".conv3") or "conv" in d.consumer for d in graph.decisions)
+
+
+def test_pruning_leaves_original_untouched():
+    model = models.create("resnet20").eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    graph = LayerGraph(model, (3, 32, 32))
+    prune_copy(model, graph, [torch.arange(d.channels // 2) for d in graph.decisions])
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_unsupported_layer_is_named():
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3, groups=2),
+                              torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 1))
+    with pytest.raises(UnsupportedModelError, match="Conv2d"):
+        LayerGraph(net, (3, 16, 16))
+
+
+def test_no_prunable_layers_is_an_error():
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
+    with pytest.raises(UnsupportedModelError, match="no prunable layers"):
+        LayerGraph(net, (3, 2, 2))
