@@ -1,0 +1,263 @@
+"""Loaders for the supported datasets, each returning a `Dataset` with a seeded held-out split.
+
+Everything is validated here, at the edge: a bad path, layout or array gives a one-line `DataError`.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from amc.data.splits import Dataset, Split, carve_heldout, pick_per_class
+from amc.errors import DataError
+
+DATASETS = ("digits", "cifar10", "imagefolder")
+
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+CIFAR10_FOLDER = "cifar-10-batches-py"       # the folder name torchvision's reader insists on
+NPZ_KEYS = ("train_x", "train_y", "test_x", "test_y")
+DOWNLOAD_DIR = Path.home() / ".cache" / "amc" / "data"   # where --download puts CIFAR-10 without --data-dir
+
+DIGITS_HELDOUT_PER_CLASS = 30
+DIGITS_TEST_FRACTION = 0.2
+DIGITS_TEST_SEED = 0      # the test split never moves with `seed`, so no seed can train on another's test images
+CIFAR10_HELDOUT_PER_CLASS = 500
+IMAGEFOLDER_SIZE = 224
+RESIZE_RATIO = 1.14       # shorter side resized to size * 1.14 before the centre crop (256 for 224)
+IMAGEFOLDER_MAX_BYTES = 16 * 2**30
+
+
+def load_dataset(name: str, data_dir: str | Path | None = None, *, heldout_per_class: int | None = None,
+                 seed: int = 0, download: bool = False, image_size: int | None = None) -> Dataset:
+    """Load a dataset by name (see `DATASETS`) into memory, with train / held-out / test splits.
+
+    `heldout_per_class` images of every class are carved from the training set by `seed` (defaults:
+    digits 30, cifar10 500, imagefolder min(50, 10% of the smallest class)); train keeps the rest in
+    the original order. `data_dir`: cifar10 takes an .npz (train_x/test_x uint8 [N, H, W, 3],
+    train_y/test_y) or the folder holding `cifar-10-batches-py`; imagefolder takes a root with
+    `train/` and `val/` class folders. `download` fetches CIFAR-10 (into `data_dir` or ~/.cache/amc/data).
+    `image_size` is the imagefolder crop side in pixels (default 224).
+    """
+    key = str(name).lower()
+    if key not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    path = None if data_dir is None else Path(data_dir).expanduser()
+    if key == "digits":
+        if path is not None:
+            raise DataError("digits ships with scikit-learn and reads no files; drop --data-dir")
+        dataset = _load_digits(seed, DIGITS_HELDOUT_PER_CLASS if heldout_per_class is None else heldout_per_class)
+    elif key == "cifar10":
+        dataset = _load_cifar10(path, download, seed, heldout_per_class)
+    else:
+        if download:
+            raise DataError("imagefolder cannot be downloaded; drop --download and pass --data-dir with "
+                            "train/ and val/")
+        dataset = _load_imagefolder(path, IMAGEFOLDER_SIZE if image_size is None else image_size, seed,
+                                    heldout_per_class)
+    if image_size is not None and image_size != dataset.input_shape[1]:
+        raise DataError(f"image_size={image_size} applies only to imagefolder ({key} images are "
+                        f"{dataset.input_shape[1]}x{dataset.input_shape[2]}); drop image_size")
+    return dataset
+
+
+def _assemble(name: str, train_x: torch.Tensor, train_y: np.ndarray, test_x: torch.Tensor, test_y: np.ndarray,
+              class_names: list[str], per_class: int, seed: int, hflip: bool,
+              test_indices: np.ndarray | None = None, train_indices: np.ndarray | None = None) -> Dataset:
+    """Carve held-out from the (already validated) training arrays and wrap everything in a `Dataset`.
+
+    `train_indices` / `test_indices` map rows to positions in a larger source (digits), if any.
+    """
+    train_pos, heldout_pos = carve_heldout(train_y, per_class, seed, class_names)
+    train_source = np.arange(len(train_y)) if train_indices is None else train_indices
+    test_source = np.arange(len(test_y)) if test_indices is None else test_indices
+    labels = torch.from_numpy(train_y.astype(np.int64))
+
+    def part(positions: np.ndarray) -> Split:
+        index = torch.from_numpy(positions.astype(np.int64))
+        return Split(train_x[index], labels[index], hflip, torch.from_numpy(train_source[positions].astype(np.int64)))
+
+    test = Split(test_x, torch.from_numpy(test_y.astype(np.int64)), hflip,
+                 torch.from_numpy(test_source.astype(np.int64)))
+    return Dataset(name, part(train_pos), part(heldout_pos), test, len(class_names),
+                   tuple(train_x.shape[1:]), list(class_names))
+
+
+# digits ---------------------------------------------------------------------------------------------------------
+
+def _load_digits(seed: int, per_class: int) -> Dataset:
+    """scikit-learn's 1,797 8x8 digits; 20% stratified test (fixed), held-out by `seed`, train the rest."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    # Values are 0..16; spread them over the uint8 range like any other image.
+    x = torch.from_numpy(np.rint(bunch.images * 255.0 / 16.0).astype(np.uint8)).unsqueeze(1)
+    y = bunch.target.astype(np.int64)
+    counts = np.bincount(y, minlength=10)
+    test_counts = [int(round(DIGITS_TEST_FRACTION * n)) for n in counts]
+    test_pos = np.sort(np.concatenate(pick_per_class(y, test_counts, 10, np.random.default_rng(DIGITS_TEST_SEED))))
+    pool = np.setdiff1d(np.arange(len(y)), test_pos)
+    return _assemble("digits", x[torch.from_numpy(pool)], y[pool], x[torch.from_numpy(test_pos)], y[test_pos],
+                     [str(d) for d in range(10)], per_class, seed, hflip=False, test_indices=test_pos,
+                     train_indices=pool)
+
+
+# cifar10 --------------------------------------------------------------------------------------------------------
+
+def _load_cifar10(path: Path | None, download: bool, seed: int, heldout_per_class: int | None) -> Dataset:
+    """CIFAR-10 from an .npz of HWC arrays or torchvision's python folder (optionally downloaded)."""
+    if path is None:
+        if not download:
+            raise DataError("cifar10 needs its data: pass --data-dir with the .npz or the CIFAR-10 python folder, "
+                            "or --download")
+        path = DOWNLOAD_DIR
+    if path.is_file():
+        if path.suffix != ".npz":
+            raise DataError(f"{path}: expected a .npz file or a CIFAR-10 python folder, got a {path.suffix or 'no'}"
+                            " extension; pass the .npz or the folder holding cifar-10-batches-py")
+        arrays = _read_npz(path)
+    elif path.is_dir() or download:
+        arrays = _read_cifar_folder(path, download)
+    else:
+        raise DataError(f"{path} does not exist; pass the CIFAR-10 .npz or python folder, or --download")
+    train_x, train_y, test_x, test_y = _check_arrays(str(path), arrays, 10)
+    per_class = CIFAR10_HELDOUT_PER_CLASS if heldout_per_class is None else heldout_per_class
+    return _assemble("cifar10", train_x, train_y, test_x, test_y, CIFAR10_CLASSES, per_class, seed, hflip=True)
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            missing = [k for k in NPZ_KEYS if k not in npz.files]
+            if missing:
+                raise DataError(f"{path} is missing keys {', '.join(missing)}; it needs {', '.join(NPZ_KEYS)}")
+            return {k: npz[k] for k in NPZ_KEYS}
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise DataError(f"cannot read {path} as .npz ({type(e).__name__}); pass an npz written by numpy.savez "
+                        "with plain (non-object) arrays") from None
+
+
+def _read_cifar_folder(path: Path, download: bool) -> dict[str, np.ndarray]:
+    from torchvision.datasets import CIFAR10
+
+    # torchvision wants the folder *containing* cifar-10-batches-py; accept either.
+    root = path.parent if path.name == CIFAR10_FOLDER else path
+    if not download and not (root / CIFAR10_FOLDER).is_dir():
+        raise DataError(f"{path}: not a CIFAR-10 folder (no {CIFAR10_FOLDER}/ inside); pass the .npz, the folder "
+                        f"holding {CIFAR10_FOLDER}, or --download")
+    arrays = {}
+    for train in (True, False):
+        try:
+            # Only the first construction downloads; the second finds the files in place.
+            data = CIFAR10(str(root), train=train, download=download and train)
+        except (RuntimeError, OSError) as e:
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise DataError(f"cannot read CIFAR-10 from {root / CIFAR10_FOLDER} ({reason}); "
+                            "re-download it with --download or pass the .npz") from None
+        split = "train" if train else "test"
+        arrays[f"{split}_x"], arrays[f"{split}_y"] = data.data, np.asarray(data.targets)
+    return arrays
+
+
+def _check_arrays(source: str, arrays: dict[str, np.ndarray],
+                  num_classes: int) -> tuple[torch.Tensor, np.ndarray, torch.Tensor, np.ndarray]:
+    """Validate HWC uint8 images and integer labels; return (train_x NCHW, train_y, test_x NCHW, test_y)."""
+    out = []
+    for split in ("train", "test"):
+        x, y = arrays[f"{split}_x"], arrays[f"{split}_y"]
+        if x.dtype != np.uint8:
+            raise DataError(f"{source}: {split}_x must be uint8 pixels 0..255, got {x.dtype}; "
+                            "convert with (x * 255).round().astype('uint8') if it holds floats in 0..1")
+        if x.ndim != 4 or x.shape[-1] not in (1, 3):
+            raise DataError(f"{source}: {split}_x must be [N, H, W, C] with C 1 or 3, got {list(x.shape)}; "
+                            "store images channel-last")
+        if len(x) == 0:
+            raise DataError(f"{source}: the {split} split is empty; provide at least one {split} image")
+        if not np.issubdtype(y.dtype, np.integer) or y.ndim != 1 or len(y) != len(x):
+            raise DataError(f"{source}: {split}_y must be {len(x)} integer labels [N], got {y.dtype} "
+                            f"{list(y.shape)}; store one integer class index per image")
+        if y.min() < 0 or y.max() >= num_classes:
+            raise DataError(f"{source}: {split}_y has labels {int(y.min())}..{int(y.max())} outside "
+                            f"0..{num_classes - 1}; store class indices 0..{num_classes - 1}")
+        # One contiguous HWC -> CHW copy here, so every batch later is a plain slice.
+        out += [torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(), y.astype(np.int64)]
+    if out[0].shape[1:] != out[2].shape[1:]:
+        raise DataError(f"{source}: train images are {list(out[0].shape[1:])} but test images are "
+                        f"{list(out[2].shape[1:])} (CHW); store both splits at the same size")
+    return out[0], out[1], out[2], out[3]
+
+
+# imagefolder ----------------------------------------------------------------------------------------------------
+
+def _load_imagefolder(path: Path | None, size: int, seed: int, heldout_per_class: int | None) -> Dataset:
+    """`path/train` and `path/val` in ImageFolder layout, resized and centre-cropped to `size` and held
+    as uint8 in memory: [N, 3, size, size] bytes per split, so this is for modest datasets, not ImageNet."""
+    from torchvision.datasets import ImageFolder
+
+    if path is None:
+        raise DataError("imagefolder needs --data-dir: a folder with train/ and val/ class subfolders")
+    if not path.exists():
+        raise DataError(f"{path} does not exist; pass a folder with train/ and val/ class subfolders")
+    if not path.is_dir():
+        raise DataError(f"{path} is a file; imagefolder needs a folder with train/ and val/ class subfolders")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise DataError(f"image_size must be a positive integer, got {size!r}; pass e.g. 224")
+    for sub in ("train", "val"):
+        if not (path / sub).is_dir():
+            raise DataError(f"{path} has no {sub}/ folder; imagefolder needs train/ and val/ with one "
+                            "subfolder per class (val/ is the test split)")
+    folders = {}
+    for sub in ("train", "val"):
+        try:
+            folders[sub] = ImageFolder(str(path / sub))
+        except (FileNotFoundError, OSError) as e:
+            reason = " ".join(str(e).split())   # torchvision's messages may span lines
+            raise DataError(f"{path / sub}: {reason}; put images in one subfolder per class") from None
+    classes = folders["train"].classes
+    extra = sorted(set(folders["val"].classes) - set(classes))
+    if extra:
+        raise DataError(f"{path / 'val'} has classes not in train/: {', '.join(extra)}; "
+                        "give val/ the same class folders")
+    # val/ may lack some classes, so map its labels through the class names, not its own numbering.
+    val_to_train = [classes.index(c) for c in folders["val"].classes]
+    train_files = folders["train"].samples
+    val_files = [(f, val_to_train[t]) for f, t in folders["val"].samples]
+    total_bytes = (len(train_files) + len(val_files)) * 3 * size * size
+    if total_bytes > IMAGEFOLDER_MAX_BYTES:
+        raise DataError(f"{path}: {len(train_files) + len(val_files)} images at {size}x{size} need "
+                        f"{total_bytes / 2**30:.1f} GiB in memory (limit {IMAGEFOLDER_MAX_BYTES // 2**30} GiB); "
+                        "use a smaller image_size or a subset of the images")
+    train_x, train_y = _decode(train_files, size)
+    test_x, test_y = _decode(val_files, size)
+    if heldout_per_class is None:
+        smallest = int(np.bincount(train_y, minlength=len(classes)).min())
+        # At least one held-out image per class when possible, never a class's last training image.
+        heldout_per_class = min(50, max(1, smallest // 10), smallest - 1)
+    return _assemble("imagefolder", train_x, train_y, test_x, test_y, list(classes), heldout_per_class, seed,
+                     hflip=True)
+
+
+def _decode(files: list[tuple[str, int]], size: int) -> tuple[torch.Tensor, np.ndarray]:
+    """Decode, resize (shorter side to size * 1.14) and centre-crop images into uint8 [N, 3, size, size]."""
+    from PIL import Image
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import functional as TF
+
+    x = torch.empty(len(files), 3, size, size, dtype=torch.uint8)
+    short_side = int(size * RESIZE_RATIO)
+
+    def load(i: int) -> None:
+        try:
+            with Image.open(files[i][0]) as img:
+                img = TF.resize(img.convert("RGB"), short_side, InterpolationMode.BILINEAR)
+                x[i] = TF.pil_to_tensor(TF.center_crop(img, size))
+        except OSError as e:
+            raise DataError(f"cannot read image {files[i][0]} ({type(e).__name__}); remove or replace it") from None
+
+    # PIL releases the GIL while decoding and resizing, so threads scale with cores.
+    with ThreadPoolExecutor() as pool:
+        list(pool.map(load, range(len(files))))
+    return x, np.array([t for _, t in files], dtype=np.int64)
