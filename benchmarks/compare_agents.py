@@ -1,0 +1,95 @@
+"""DDPG against the uniform and random baselines on one model, budget and data, over several seeds.
+
+    python benchmarks/compare_agents.py --model resnet20 --weights ../shared/data/pretrained/cifar10jpeg/resnet20.pt \
+        --data-dir ../shared/data/cifar10-jpeg/cifar10_jpeg.npz --episodes 300 --seeds 0 1 2 --out runs/bench/r20
+
+Each (agent, seed) is an ordinary run directory; finished runs are skipped and unfinished ones resumed, so
+the script can be killed and restarted. Prints a markdown table (mean and spread over seeds) at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import amc
+from amc.data import load_dataset
+from amc.search import SearchConfig
+
+
+def run_all(args: argparse.Namespace) -> list[dict]:
+    dataset = load_dataset(args.data, args.data_dir)
+    rows = []
+    for agent in args.agents:
+        for seed in ([0] if agent == "uniform" else args.seeds):
+            out = Path(args.out) / f"{agent}-seed{seed}"
+            if (out / "summary.json").exists():
+                summary = json.loads((out / "summary.json").read_text())
+            else:
+                config = SearchConfig(model=args.model, weights=args.weights, data=args.data, data_dir=args.data_dir,
+                                      ratio=args.ratio, agent=agent, episodes=args.episodes, seed=seed,
+                                      warmup=args.warmup, bn_recalibration=args.bn_recalibration,
+                                      channel_round=args.channel_round, heldout_limit=args.heldout_limit,
+                                      precision=args.precision)
+                t0 = time.time()
+                last = {"t": t0}
+
+                def progress(r: dict) -> None:
+                    if time.time() - last["t"] > 60 or r["remaining"] == 0:
+                        last["t"] = time.time()
+                        print(f"  {agent} seed {seed}: episode {r['episode'] + 1}/{r['episodes']} "
+                              f"best {r['best_reward']:.4f} ({time.time() - t0:.0f}s)", flush=True)
+
+                resume = (out / "state.pt").exists()
+                summary = amc.search(config, out=out, resume=resume, dataset=dataset, progress=progress).summary
+            rows.append({"agent": agent, "seed": seed, **summary})
+            print(json.dumps({k: rows[-1][k] for k in ("agent", "seed", "best_val_top1", "test_top1", "macs_ratio",
+                                                       "search_seconds")}), flush=True)
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| agent | seeds | held-out top-1 (no fine-tune) | test top-1 | MACs ratio | search time / run |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for agent in dict.fromkeys(r["agent"] for r in rows):
+        rs = [r for r in rows if r["agent"] == agent]
+
+        def fmt(key: str, scale: float = 100.0) -> str:
+            values = [scale * r[key] for r in rs]
+            if len(values) == 1:
+                return f"{values[0]:.2f}"
+            return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f} (min {min(values):.2f}, max {max(values):.2f})"
+
+        lines.append(f"| {agent} | {len(rs)} | {fmt('best_val_top1')} | {fmt('test_top1')} | "
+                     f"{statistics.mean(r['macs_ratio'] for r in rs):.4f} | "
+                     f"{statistics.mean(r['search_seconds'] for r in rs) / 60:.1f} min |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--weights")
+    parser.add_argument("--data", default="cifar10")
+    parser.add_argument("--data-dir")
+    parser.add_argument("--ratio", type=float, default=0.5)
+    parser.add_argument("--episodes", type=int, default=300)
+    parser.add_argument("--warmup", type=int)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--agents", nargs="+", default=["uniform", "random", "ddpg"])
+    parser.add_argument("--bn-recalibration", type=int, default=0)
+    parser.add_argument("--channel-round", type=int, default=1)
+    parser.add_argument("--heldout-limit", type=int)
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    rows = run_all(args)
+    print(table(rows))
+    Path(args.out, "table.md").write_text(table(rows) + "\n")
+
+
+if __name__ == "__main__":
+    main()

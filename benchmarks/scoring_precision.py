@@ -1,0 +1,91 @@
+"""Does bf16 scoring rank candidates like fp32? Held-out top-1 of sampled 50%-MACs policies, both ways.
+
+    python benchmarks/scoring_precision.py --model resnet56 \
+        --weights ../shared/data/pretrained/cifar10jpeg/resnet56.pt \
+        --data-dir ../shared/data/cifar10-jpeg/cifar10_jpeg.npz --policies 12
+
+Policy 0 is uniform, the rest are random actions through the environment's budget clipping.
+Prints per-policy accuracies and times, Kendall's tau between the two precisions and the mean gap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+
+import numpy as np
+import torch
+
+from amc import models
+from amc.data import batches, load_dataset
+from amc.env import CompressionEnv, EnvConfig
+from amc.evaluate import Evaluator
+from amc.graph import LayerGraph
+from amc.pruning import ChannelPruner, collect_stats
+
+
+def kendall_tau(a: list[float], b: list[float]) -> float:
+    """Tau-b without scipy (scipy is not a dependency)."""
+    concordant = discordant = ties_a = ties_b = 0
+    for i in range(len(a)):
+        for j in range(i + 1, len(a)):
+            da, db = np.sign(a[i] - a[j]), np.sign(b[i] - b[j])
+            if da == 0 and db == 0:
+                continue
+            if da == 0:
+                ties_a += 1
+            elif db == 0:
+                ties_b += 1
+            elif da == db:
+                concordant += 1
+            else:
+                discordant += 1
+    denominator = np.sqrt((concordant + discordant + ties_a) * (concordant + discordant + ties_b))
+    return float((concordant - discordant) / denominator) if denominator else float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="resnet56")
+    parser.add_argument("--weights", required=True)
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--ratio", type=float, default=0.5)
+    parser.add_argument("--policies", type=int, default=12)
+    args = parser.parse_args()
+    dataset = load_dataset("cifar10", args.data_dir)
+    model = models.create(args.model, weights=args.weights).eval()
+    info = models.model_info(model)
+    graph = LayerGraph(model, info.input_shape)
+    calibration = next(batches(dataset.train.subset(dataset.calibration_indices(3000, 0)), 3000,
+                               mean=info.mean, std=info.std))[0]
+    pruner = ChannelPruner(model, graph, collect_stats(model, graph, calibration))
+    fp32 = Evaluator(dataset.heldout, info.mean, info.std)
+    bf16 = Evaluator(dataset.heldout, info.mean, info.std, precision="bf16")
+    print(f"unpruned held-out top-1 (fp32): {fp32.top1(copy.deepcopy(model)):.4f}")
+    env = CompressionEnv(graph, lambda keep: 0.0, EnvConfig(ratio=args.ratio))
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(args.policies):
+        env.reset()
+        done = False
+        while not done:
+            action = env.uniform_ratio() if i == 0 else rng.uniform(env.config.lbound, 1.0)
+            _, _, done, _, info_step = env.step(np.array([action], dtype=np.float32))
+        net, _ = pruner.prune(info_step["keep_counts"])
+        t0 = time.perf_counter()
+        a = fp32.top1(net)
+        t1 = time.perf_counter()
+        b = bf16.top1(net)
+        t2 = time.perf_counter()
+        rows.append((a, b, t1 - t0, t2 - t1))
+        print(f"policy {i}: macs ratio {info_step['macs_ratio']:.4f}  fp32 {a:.4f} ({t1 - t0:.1f}s)  "
+              f"bf16 {b:.4f} ({t2 - t1:.1f}s)", flush=True)
+    a, b, ta, tb = map(list, zip(*rows))
+    print(f"Kendall tau {kendall_tau(a, b):.3f}; mean |fp32 - bf16| {100 * np.mean(np.abs(np.subtract(a, b))):.3f} "
+          f"points; median time fp32 {np.median(ta):.2f}s bf16 {np.median(tb):.2f}s "
+          f"(torch threads {torch.get_num_threads()})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+"""The random baseline: uniform preserve ratios in [lbound, 1], clipped by the environment like any agent."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from amc.agents.base import Agent, Transition
+
+
+class RandomAgent(Agent):
+    name = "random"
+
+    def __init__(self, obs_dim: int, lbound: float, seed: int):
+        self.lbound = lbound
+        self.rng = np.random.default_rng(seed)
+
+    def begin_episode(self, episode: int) -> None:
+        pass
+
+    def act(self, obs: np.ndarray) -> float:
+        return float(self.rng.uniform(self.lbound, 1.0))
+
+    def end_episode(self, transitions: list[Transition], reward: float) -> dict[str, float]:
+        return {}
+
+    def state_dict(self) -> dict:
+        return {"rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]

@@ -1,0 +1,234 @@
+"""The `amc` command: parses arguments, calls the Python API, prints. Nothing else lives here."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import warnings
+from datetime import datetime
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from amc.errors import AmcError
+
+app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False,
+                  help="AMC: AutoML for Model Compression. Search per-layer channel pruning policies with DDPG "
+                       "under a hard MACs/params budget, export the pruned model, train and evaluate models.")
+console = Console(stderr=True)
+_debug = {"on": False}
+
+
+@app.callback()
+def _global(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors.")) -> None:
+    _debug["on"] = debug
+
+
+class _EpisodeProgress:
+    """A live bar on a terminal; a plain line every ~5% of the run elsewhere (logs, CI)."""
+
+    def __init__(self, total: int):
+        self.total = total
+        self.live = console.is_terminal
+        self.every = max(1, total // 20)
+        self.bar = Progress(TextColumn("[bold]episode {task.completed}/{task.total}"), BarColumn(),
+                            TextColumn("reward {task.fields[reward]:.4f}  best {task.fields[best]:.4f}"),
+                            TimeElapsedColumn(), TimeRemainingColumn(), console=console) if self.live else None
+        self.task = self.bar.add_task("search", total=total, reward=0.0, best=0.0) if self.bar else None
+
+    def __enter__(self):
+        if self.bar:
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar:
+            self.bar.__exit__(*exc)
+
+    def __call__(self, record: dict) -> None:
+        from amc.search import eta_seconds
+        if self.bar:
+            self.bar.update(self.task, completed=record["episode"] + 1, total=record["episodes"],
+                            reward=record["reward"], best=record["best_reward"])
+        elif (record["episode"] + 1) % self.every == 0 or record["remaining"] == 0:
+            console.print(f"episode {record['episode'] + 1}/{record['episodes']}  reward {record['reward']:.4f}  "
+                          f"best {record['best_reward']:.4f}  macs {record['macs_ratio']:.3f}  "
+                          f"eta {eta_seconds(record):.0f}s", highlight=False)
+
+
+@app.command("search")
+def search_command(
+    model: str = typer.Option("digits_cnn", help="Zoo name (see `amc models`) or tv:<torchvision name>."),
+    weights: Optional[Path] = typer.Option(None, help="Checkpoint of the trained model. Without it: the bundled "
+                                           "weights of the embedded default, else random init (a warning)."),
+    data: str = typer.Option("digits", help="Dataset: digits (embedded default), cifar10, imagefolder."),
+    data_dir: Optional[Path] = typer.Option(None, help="cifar10: .npz or CIFAR python folder; imagefolder: root."),
+    target: str = typer.Option("macs", help="Budgeted resource: macs or params."),
+    ratio: float = typer.Option(0.5, help="Budget as a share of the original cost, in (0, 1]."),
+    reward: str = typer.Option("acc", help="acc (hard budget, reward = held-out accuracy), or acc-macs / "
+                               "acc-params (accuracy-guaranteed: -error*log(cost), no budget)."),
+    agent: str = typer.Option("ddpg", help="ddpg, random (same clipping, random actions) or uniform."),
+    episodes: int = typer.Option(300, help="Episodes (scored candidates) to run."),
+    warmup: Optional[int] = typer.Option(None, help="DDPG warm-up episodes with random actions "
+                                         "[default: min(100, episodes/4)]."),
+    lbound: float = typer.Option(0.2, help="Smallest preserve ratio of any layer."),
+    channel_round: int = typer.Option(1, help="Round kept channels to multiples of this (8 suits fast kernels)."),
+    selection: str = typer.Option("magnitude", help="Channel selection: magnitude or greedy "
+                                  "(reconstruction-aware)."),
+    reconstruct: bool = typer.Option(True, help="Least-squares reconstruction of pruned layers."),
+    bn_recalibration: int = typer.Option(0, help="Re-estimate BN statistics on this many batches of 100 "
+                                         "calibration images before scoring (0 = off)."),
+    calibration_images: int = typer.Option(3000, help="Training images used to sample layer features."),
+    heldout_limit: Optional[int] = typer.Option(None, help="Score candidates on the first N held-out images."),
+    precision: str = typer.Option("fp32", help="Scoring precision of candidates: fp32, or bf16 (about 2x faster "
+                                  "on CPUs with bf16 units; final figures are always fp32)."),
+    seed: int = typer.Option(0, help="Seed for the agent, calibration sampling and torch."),
+    threads: Optional[int] = typer.Option(None, help="torch CPU threads [default: torch's choice]."),
+    out: Optional[Path] = typer.Option(None, help="Run directory [default: runs/<model>-<agent>-<time>]."),
+    resume: bool = typer.Option(False, help="Continue the search in --out where it stopped."),
+    overwrite: bool = typer.Option(False, help="Replace an existing --out."),
+) -> None:
+    """Search a per-layer pruning policy under a budget and export the pruned model.
+
+    With no arguments: prunes the bundled digits CNN to 50% MACs on scikit-learn's digits (a few minutes).
+    """
+    from amc.search import SearchConfig, search
+
+    if resume and out is None:
+        raise AmcError("--resume needs --out pointing at the run directory to continue")
+    out = out or Path("runs") / f"{model.replace(':', '_')}-{agent}-{datetime.now():%Y%m%d-%H%M%S}"
+    config = SearchConfig(model=model, weights=str(weights) if weights else None, data=data,
+                          data_dir=str(data_dir) if data_dir else None, target=target, ratio=ratio, reward=reward,
+                          agent=agent, episodes=episodes, warmup=warmup, lbound=lbound, channel_round=channel_round,
+                          selection=selection, reconstruct=reconstruct, bn_recalibration=bn_recalibration,
+                          calibration_images=calibration_images, heldout_limit=heldout_limit, precision=precision, seed=seed,
+                          threads=threads)
+    console.print(f"[bold]amc search[/bold] {model} on {data}: {target} <= {ratio:g}, agent {agent}, "
+                  f"{episodes if agent != 'uniform' else 1} episodes -> {out}", highlight=False)
+    with _EpisodeProgress(episodes if agent != "uniform" else 1) as progress:
+        result = search(config, out=out, resume=resume, overwrite=overwrite, progress=progress)
+    s = result.summary
+    console.print(f"best policy: held-out top-1 {s['best_val_top1']:.4f} (original "
+                  f"{s['baseline']['heldout_top1']:.4f}), test top-1 {s['test_top1']:.4f}, "
+                  f"MACs {s['macs'] / 1e6:.2f}M ({s['macs_ratio']:.3f}), params {s['params'] / 1e6:.3f}M "
+                  f"({s['params_ratio']:.3f}); wrote {out}/summary.json, policy.json, model.pt", highlight=False)
+    print(json.dumps({"run_dir": str(out), **{k: s[k] for k in ("best_val_top1", "test_top1", "macs",
+                                                                "macs_ratio", "params")}}))
+
+
+@app.command("train")
+def train_command(
+    model: str = typer.Option(..., help="Zoo name (see `amc models`)."),
+    data: str = typer.Option(..., help="Dataset: digits, cifar10, imagefolder."),
+    data_dir: Optional[Path] = typer.Option(None, help="Dataset file or folder."),
+    epochs: int = typer.Option(..., help="Training epochs."),
+    out: Path = typer.Option(..., help="Checkpoint file, rewritten after every epoch."),
+    weights: Optional[Path] = typer.Option(None, help="Start from these weights (fine-tuning)."),
+    lr: float = typer.Option(0.1, help="Peak learning rate (cosine schedule)."),
+    batch_size: int = typer.Option(128, help="Batch size."),
+    weight_decay: float = typer.Option(5e-4, help="Weight decay."),
+    seed: int = typer.Option(0, help="Seed."),
+    threads: Optional[int] = typer.Option(None, help="torch CPU threads."),
+    resume: bool = typer.Option(False, help="Continue from the checkpoint in --out."),
+) -> None:
+    """Train a zoo model on a dataset's training split (held-out excluded), cosine LR, checkpoint per epoch."""
+    import torch
+
+    from amc import models
+    from amc.data import load_dataset
+    from amc.train import TrainConfig, train
+
+    if epochs < 1:
+        raise AmcError(f"--epochs must be at least 1, got {epochs}")
+    if out.exists() and not resume:
+        raise AmcError(f"{out} already exists; pass --resume to continue it or choose another --out")
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    dataset = load_dataset(data, data_dir)
+    net = models.create(model, num_classes=dataset.num_classes, weights=weights)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def show(r: dict) -> None:
+        console.print(f"epoch {r['epoch']}/{r['epochs']}  loss {r['train_loss']:.4f}  train {r['train_top1']:.4f}  "
+                      f"held-out {r['heldout_top1']:.4f}  {r['seconds']:.0f}s", highlight=False)
+
+    final = train(net, dataset, out, TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr,
+                                                 weight_decay=weight_decay, seed=seed), resume=resume, progress=show)
+    print(json.dumps({"out": str(out), "heldout_top1": final.get("heldout_top1"), "test_top1": final["test_top1"]}))
+
+
+@app.command("eval")
+def eval_command(
+    model: str = typer.Option(..., help="Zoo name, or a run directory of `amc search` (its pruned model)."),
+    weights: Optional[Path] = typer.Option(None, help="Checkpoint (not needed for a run directory)."),
+    data: str = typer.Option(..., help="Dataset: digits, cifar10, imagefolder."),
+    data_dir: Optional[Path] = typer.Option(None, help="Dataset file or folder."),
+    split: str = typer.Option("test", help="val (the held-out split searches score on) or test."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    threads: Optional[int] = typer.Option(None, help="torch CPU threads."),
+) -> None:
+    """Top-1/top-5 accuracy, MACs and parameters of a model."""
+    import torch
+
+    from amc import count_macs, count_params, load_pruned, models
+    from amc.data import load_dataset
+    from amc.evaluate import Evaluator
+
+    if split not in ("val", "test"):
+        raise AmcError(f"--split must be val or test, got {split!r}")
+    if threads:
+        torch.set_num_threads(threads)
+    dataset = load_dataset(data, data_dir)
+    if Path(model).is_dir():
+        net = load_pruned(model)
+    else:
+        net = models.create(model, num_classes=dataset.num_classes, weights=weights)
+        if weights is None:
+            warnings.warn(f"no --weights: evaluating a randomly initialised {model}", stacklevel=1)
+    info = models.model_info(net)
+    if tuple(info.input_shape) != tuple(dataset.input_shape):
+        raise AmcError(f"model expects inputs {info.input_shape} but {data} has {dataset.input_shape}")
+    t0 = time.perf_counter()
+    acc = Evaluator(dataset.heldout if split == "val" else dataset.test, info.mean, info.std).accuracy(net, (1, 5))
+    result = {"model": info.name, "split": split, "images": len(dataset.heldout if split == "val" else dataset.test),
+              "top1": round(100 * acc[1], 3), "top5": round(100 * acc[5], 3),
+              "macs": count_macs(net, info.input_shape), "params": count_params(net),
+              "seconds": round(time.perf_counter() - t0, 2)}
+    if as_json:
+        print(json.dumps(result))
+    else:
+        console.print(f"{info.name} on {data} {split} ({result['images']} images): top-1 {result['top1']:.2f}%  "
+                      f"top-5 {result['top5']:.2f}%  MACs {result['macs'] / 1e6:.2f}M  "
+                      f"params {result['params'] / 1e6:.3f}M", highlight=False)
+
+
+@app.command("models")
+def models_command() -> None:
+    """List the model zoo (torchvision models are reachable as tv:<name>)."""
+    from amc import models
+    for name in models.list_models():
+        print(name)
+
+
+def main() -> None:
+    warnings.simplefilter("default")
+    warnings.formatwarning = lambda msg, category, *a, **k: f"warning: {msg}\n"
+    try:
+        app()
+    except AmcError as e:
+        if _debug["on"]:
+            raise
+        console.print(f"[red]error:[/red] {e}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        console.print("interrupted; a search can be continued with --resume --out RUN_DIR")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

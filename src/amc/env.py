@@ -1,0 +1,234 @@
+"""The compression environment: the only place that turns actions into a policy under a budget.
+
+One episode walks the prunable decisions of a `LayerGraph` in order. At step t the agent sees the
+paper's 11-feature embedding of layer t and answers a preserve ratio; the environment rounds it to a
+whole (optionally multiple-of-k) channel count and clips it so that the budget stays reachable
+(resource-constrained mode), then moves on. After the last decision the candidate is scored and the
+reward returned. Costs come from the graph's exact cost model, so the budget holds for the exported,
+physically pruned network, not for an estimate of it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import gymnasium as gym
+import numpy as np
+
+from amc.errors import AmcError, BudgetError
+from amc.graph import LayerGraph
+
+TARGETS = ("macs", "params")
+REWARDS = ("acc", "acc-macs", "acc-params")
+OBS_FEATURES = ("index", "type", "in_channels", "out_channels", "kernel", "stride", "feature_map",
+                "layer_macs", "reduced_macs", "rest_macs", "prev_action")
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """Budget and action settings, validated at construction."""
+
+    target: str = "macs"          # the budgeted resource: "macs" or "params"
+    ratio: float = 0.5            # budget as a share of the original model's cost, in (0, 1]
+    lbound: float = 0.2           # smallest preserve ratio any decision may take
+    channel_round: int = 1        # keep counts rounded to multiples of this (8 suits fast kernels)
+    reward: str = "acc"           # "acc" (resource-constrained, R = accuracy = 1 - error),
+                                  # "acc-macs" / "acc-params" (accuracy-guaranteed, no hard budget)
+
+    def __post_init__(self) -> None:
+        if self.target not in TARGETS:
+            raise AmcError(f"unknown target {self.target!r}; choose one of {', '.join(TARGETS)}")
+        if self.reward not in REWARDS:
+            raise AmcError(f"unknown reward {self.reward!r}; choose one of {', '.join(REWARDS)}")
+        if not (0 < self.ratio <= 1):
+            raise AmcError(f"--ratio must be in (0, 1], got {self.ratio}; e.g. 0.5 keeps half the {self.target}")
+        if not (0 < self.lbound <= 1):
+            raise AmcError(f"--lbound must be in (0, 1], got {self.lbound}")
+        if self.channel_round < 1:
+            raise AmcError(f"--channel-round must be a positive integer, got {self.channel_round}")
+
+    @property
+    def constrained(self) -> bool:
+        return self.reward == "acc"
+
+
+def allowed_counts(channels: int, lbound: float, multiple: int) -> np.ndarray:
+    """Keep counts a decision may take: multiples of `multiple` (plus the full count), >= lbound share."""
+    low = max(1, math.ceil(lbound * channels - 1e-9))
+    counts = [c for c in range(multiple, channels + 1, multiple) if c >= low]
+    if not counts or counts[-1] != channels:
+        counts.append(channels)
+    return np.asarray(sorted(set(counts)), dtype=np.int64)
+
+
+class CompressionEnv(gym.Env):
+    """Gymnasium environment over the decisions of `graph`.
+
+    `evaluate(keep_counts) -> accuracy in [0, 1]` scores a finished candidate (held-out top-1 of the
+    pruned model); it is called once per episode, after the last step.
+    Observation: float32 [11] in [0, 1] (see OBS_FEATURES). Action: float32 [1], preserve ratio in [0, 1]
+    (values under `lbound` are raised to it).
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, graph: LayerGraph, evaluate: Callable[[list[int]], float], config: EnvConfig = EnvConfig()):
+        super().__init__()
+        self.graph = graph
+        self.evaluate = evaluate
+        self.config = config
+        self.observation_space = gym.spaces.Box(0.0, 1.0, (len(OBS_FEATURES),), dtype=np.float32)
+        self.action_space = gym.spaces.Box(0.0, 1.0, (1,), dtype=np.float32)
+        self.decisions = graph.decisions
+        self.channels = np.array([d.channels for d in self.decisions], dtype=np.int64)
+        self.allowed = [allowed_counts(int(c), config.lbound, config.channel_round) for c in self.channels]
+        self.lower = np.array([a[0] for a in self.allowed], dtype=np.int64)
+        self.total_cost = self.cost(self.channels)
+        self.budget = config.ratio * self.total_cost
+        self._static = self._static_features()
+        self.decision_macs = np.asarray(graph.decision_macs(), dtype=np.float64)
+        self.total_macs = float(graph.total_macs)
+        if config.constrained:
+            self.check_feasible()
+        self.t = 0
+        self.keep = self.channels.copy()
+        self.prev_action = 0.0
+
+    # ---- costs ------------------------------------------------------------------------------------
+    def cost(self, keep: Sequence[float]) -> float:
+        """The budgeted resource (MACs or params) of the network pruned to `keep`."""
+        return float(self.graph.macs(keep) if self.config.target == "macs" else self.graph.params(keep))
+
+    def min_ratio(self) -> float:
+        """Smallest cost ratio reachable with every decision at its lower bound."""
+        return self.cost(self.lower) / self.total_cost
+
+    def check_feasible(self) -> None:
+        reachable = self.min_ratio()
+        if reachable > self.config.ratio + 1e-12:
+            prunable = 1 - self.cost(np.zeros_like(self.channels)) / self.total_cost
+            raise BudgetError(
+                f"budget {self.config.ratio:g} of {self.config.target} cannot be met: with every prunable layer at "
+                f"the lower bound {self.config.lbound:g} the model keeps {reachable:.3f} (only {prunable:.1%} of its "
+                f"{self.config.target} is in prunable layers); use --ratio >= {math.ceil(reachable * 1000) / 1000:g} "
+                "or a smaller --lbound")
+
+    def _affine(self, t: int, keep: np.ndarray) -> tuple[float, float]:
+        """Cost as A + B * keep[t] with every other count fixed (the cost is affine in each count)."""
+        probe = keep.astype(np.float64).copy()
+        probe[t] = 0
+        a = self.cost(probe)
+        probe[t] = 1
+        return a, self.cost(probe) - a
+
+    def clip_count(self, t: int, desired: float) -> int:
+        """Nearest allowed count to `desired`, clipped so the budget stays reachable and is not undershot.
+
+        Upper clip: with every later decision at its lower bound the budget must still hold.
+        Lower clip: with every later decision kept whole the cost must not fall under the budget
+        (only binds near the end of an episode); the upper clip wins if the two cross.
+        """
+        allowed = self.allowed[t]
+        choice = int(allowed[np.argmin(np.abs(allowed - desired))])
+        if not self.config.constrained:
+            return choice
+        keep = self.keep.copy()
+        keep[t + 1:] = self.lower[t + 1:]
+        a, b = self._affine(t, keep)
+        c_max = math.inf if b <= 0 else (self.budget - a) / b
+        keep[t + 1:] = self.channels[t + 1:]
+        a, b = self._affine(t, keep)
+        c_min = -math.inf if b <= 0 else (self.budget - a) / b
+        if choice < c_min:
+            above = allowed[allowed >= c_min - 1e-9]
+            choice = int(above[0]) if len(above) else int(allowed[-1])
+        if choice > c_max + 1e-9:
+            below = allowed[allowed <= c_max + 1e-9]
+            choice = int(below[-1]) if len(below) else int(allowed[0])
+        return choice
+
+    # ---- observation ------------------------------------------------------------------------------
+    def _static_features(self) -> np.ndarray:
+        rows = []
+        for d in self.decisions:
+            c = d.layer
+            rows.append([d.index, 0.0 if c.kind == "conv" else 1.0, c.in_channels, c.out_channels,
+                         c.kernel_size, c.stride, c.in_hw[0] * c.in_hw[1]])
+        feats = np.asarray(rows, dtype=np.float64)
+        scale = feats.max(axis=0)
+        scale[scale == 0] = 1.0
+        return feats / scale
+
+    def _observation(self) -> np.ndarray:
+        t = min(self.t, len(self.decisions) - 1)
+        kept = self.keep.copy()
+        kept[t:] = self.channels[t:]
+        reduced = (self.total_macs - self.graph.macs(kept)) / self.total_macs
+        rest = self.decision_macs[t + 1:].sum() / self.total_macs
+        layer = self.decision_macs[t] / self.decision_macs.max()
+        obs = np.concatenate([self._static[t], [layer, reduced, min(rest, 1.0), self.prev_action]])
+        return np.clip(obs, 0.0, 1.0).astype(np.float32)
+
+    # ---- gymnasium API ----------------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self.t = 0
+        self.keep = self.channels.copy()
+        self.prev_action = 0.0
+        return self._observation(), {"decision": self.decisions[0].consumer}
+
+    def step(self, action) -> tuple[np.ndarray, float, bool, bool, dict]:
+        if self.t >= len(self.decisions):
+            raise RuntimeError("episode is over; call reset()")
+        ratio = float(np.clip(np.asarray(action, dtype=np.float64).reshape(-1)[0], self.config.lbound, 1.0))
+        t = self.t
+        count = self.clip_count(t, ratio * self.channels[t])
+        self.keep[t] = count
+        executed = count / self.channels[t]
+        self.prev_action = executed
+        self.t += 1
+        info = {"decision": self.decisions[t].consumer, "keep": count, "action": executed}
+        if self.t < len(self.decisions):
+            return self._observation(), 0.0, False, False, info
+        keep = [int(c) for c in self.keep]
+        cost = self.cost(keep)
+        if self.config.constrained and cost > self.budget + 1e-6:
+            raise AssertionError(f"budget violated: {cost} > {self.budget} (a bug in clipping)")
+        accuracy = float(self.evaluate(keep))
+        info.update(self.summarize(keep), accuracy=accuracy)
+        reward = self.reward(accuracy, info["macs"], info["params"])
+        return self._observation(), reward, True, False, info
+
+    def summarize(self, keep: Sequence[int]) -> dict:
+        macs = self.graph.macs(keep)
+        params = self.graph.params(keep)
+        return {"keep_counts": list(map(int, keep)),
+                "ratios": [round(int(k) / int(c), 6) for k, c in zip(keep, self.channels)],
+                "macs": macs, "params": params, "macs_ratio": macs / self.total_macs,
+                "params_ratio": params / self.graph.total_params}
+
+    def reward(self, accuracy: float, macs: float, params: float) -> float:
+        """R_err (as accuracy = 1 - error) or the accuracy-guaranteed -error * log(cost)."""
+        error = 1.0 - accuracy
+        if self.config.reward == "acc":
+            return accuracy
+        cost = macs if self.config.reward == "acc-macs" else params
+        return -error * math.log(cost)
+
+    # ---- fixed policies -------------------------------------------------------------------------
+    def uniform_counts(self, ratio: float) -> list[int]:
+        return [int(a[np.argmin(np.abs(a - ratio * c))]) for a, c in zip(self.allowed, self.channels)]
+
+    def uniform_ratio(self, iterations: int = 40) -> float:
+        """Largest single preserve ratio whose rounded counts meet the budget (bisection)."""
+        lo, hi = self.config.lbound, 1.0
+        if self.cost(self.uniform_counts(hi)) <= self.budget:
+            return hi
+        if self.cost(self.uniform_counts(lo)) > self.budget:
+            return lo
+        for _ in range(iterations):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if self.cost(self.uniform_counts(mid)) <= self.budget else (lo, mid)
+        return lo

@@ -1,0 +1,81 @@
+"""Scoring a (pruned) model on an in-memory split: the per-episode reward and the final reports."""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import torch
+import torch.nn as nn
+
+from amc.data import Split, batches
+
+
+PRECISIONS = ("fp32", "bf16")
+
+
+class Evaluator:
+    """Top-k accuracy on a fixed split, with the normalized batches built once and reused.
+
+    Batches of 100 in channels-last layout were the fastest CPU setting measured here (ResNet-56,
+    2 cores: 8.6 s -> 5.7 s for 5,000 images against contiguous batches of 500). `precision="bf16"`
+    runs under bfloat16 autocast, about 2x faster again on CPUs with bf16 units, at a small accuracy cost.
+    """
+
+    def __init__(self, split: Split, mean: Sequence[float], std: Sequence[float], *, batch_size: int = 100,
+                 limit: int | None = None, precision: str = "fp32"):
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if limit is not None:
+            split = split.subset(torch.arange(min(limit, len(split))))
+        self.size = len(split)
+        self.precision = precision
+        self._batches = [(x.contiguous(memory_format=torch.channels_last), y)
+                         for x, y in batches(split, batch_size, mean=mean, std=std)]
+
+    @torch.no_grad()  # not inference_mode: the model may be trained afterwards
+    def accuracy(self, model: nn.Module, topk: tuple[int, ...] = (1,)) -> dict[int, float]:
+        """{k: share of images whose label is among the top-k predictions}.
+
+        Converts `model` to channels-last in place (values are unchanged).
+        """
+        was_training = model.training
+        model.eval()
+        model.to(memory_format=torch.channels_last)
+        hits = {k: 0 for k in topk}
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16")
+        for x, y in self._batches:
+            with autocast:
+                logits = model(x)
+            ranked = logits.topk(min(max(topk), logits.shape[1]), dim=1).indices
+            correct = ranked == y.unsqueeze(1)
+            for k in topk:
+                hits[k] += int(correct[:, :k].any(dim=1).sum())
+        model.train(was_training)
+        return {k: hits[k] / self.size for k in topk}
+
+    def top1(self, model: nn.Module) -> float:
+        return self.accuracy(model, (1,))[1]
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, images: Iterable[torch.Tensor]) -> None:
+    """Re-estimate BatchNorm running statistics of a pruned model on a few training batches.
+
+    Pruning changes the inputs each BN sees (least-squares reconstruction shifts them), so the
+    statistics collected on the original network are stale.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    saved = [(m.momentum, m.training) for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the given batches
+    was_training = model.training
+    model.train()
+    for x in images:
+        model(x)
+    model.train(was_training)
+    for m, (momentum, training) in zip(norms, saved):
+        m.momentum = momentum
+        m.train(training)

@@ -1,0 +1,332 @@
+"""The search loop: agent <-> environment episodes, logging, checkpoints, resume and the final export.
+
+`search()` is the Python API behind `amc search`. A run directory holds everything a run produces:
+config.json, episodes.jsonl (one line per episode), policy.json (best so far), state.pt (agent and loop
+state, rewritten atomically after every episode so a killed run resumes where it stopped), and at the end
+model.pt/model.json (the exported pruned network) and summary.json.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import io
+import json
+import platform
+import shutil
+import time
+import warnings
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from amc import models
+from amc.agents import Transition, make_agent
+from amc.cost import count_macs, count_params
+from amc.data import Dataset, batches, fingerprint, load_dataset
+from amc.env import CompressionEnv, EnvConfig
+from amc.errors import AmcError
+from amc.evaluate import PRECISIONS, Evaluator, recalibrate_batchnorm
+from amc.export import save_pruned
+from amc.graph import LayerGraph
+from amc.policy import Policy, write_bytes_atomic, write_json_atomic
+from amc.pruning import ChannelPruner, collect_stats
+from amc.pruning.channel import SELECTIONS
+
+STATE_FILE = "state.pt"
+DEFAULT_MODEL, DEFAULT_DATA = "digits_cnn", "digits"
+
+
+@dataclass
+class SearchConfig:
+    """Everything that determines a search; written to config.json and used to resume it."""
+
+    model: str = DEFAULT_MODEL
+    weights: str | None = None
+    data: str = DEFAULT_DATA
+    data_dir: str | None = None
+    target: str = "macs"
+    ratio: float = 0.5
+    lbound: float = 0.2
+    channel_round: int = 1
+    reward: str = "acc"
+    agent: str = "ddpg"
+    episodes: int = 300
+    warmup: int | None = None            # DDPG warm-up episodes; default min(100, episodes // 4)
+    seed: int = 0
+    calibration_images: int = 3000
+    points_per_image: int = 10
+    selection: str = "magnitude"         # "magnitude" or "greedy" (reconstruction-aware)
+    reconstruct: bool = True             # least-squares reconstruction of each pruned layer
+    bn_recalibration: int = 0            # training batches to re-estimate BN statistics on (0 = off)
+    heldout_limit: int | None = None     # score on the first N held-out images only
+    eval_batch_size: int = 100
+    precision: str = "fp32"              # scoring precision of candidates: "fp32" or "bf16" (faster)
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        EnvConfig(self.target, self.ratio, self.lbound, self.channel_round, self.reward)  # validates
+        if self.episodes < 1:
+            raise AmcError(f"--episodes must be at least 1, got {self.episodes}")
+        if self.calibration_images < 1:
+            raise AmcError("--calibration-images must be at least 1")
+        if self.precision not in PRECISIONS:
+            raise AmcError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.selection not in SELECTIONS:
+            raise AmcError(f"--selection must be one of {', '.join(SELECTIONS)}, got {self.selection!r}")
+        if self.agent not in ("ddpg", "random", "uniform"):
+            raise AmcError(f"--agent must be ddpg, random or uniform, got {self.agent!r}")
+
+    @property
+    def warmup_episodes(self) -> int:
+        return self.warmup if self.warmup is not None else min(100, self.episodes // 4)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "SearchConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in names})
+
+
+@dataclass
+class SearchResult:
+    run_dir: Path
+    policy: Policy
+    best_val_top1: float
+    summary: dict
+    episodes: list[dict] = field(repr=False)
+
+
+class Candidate:
+    """Builds and scores pruned candidates for the environment; remembers scores of repeated policies."""
+
+    def __init__(self, pruner: ChannelPruner, evaluator: Evaluator, recalibration: list[torch.Tensor]):
+        self.pruner = pruner
+        self.evaluator = evaluator
+        self.recalibration = recalibration
+        self._scores: dict[tuple[int, ...], float] = {}
+
+    def build(self, keep: list[int]) -> nn.Module:
+        pruned, _ = self.pruner.prune(keep)
+        if self.recalibration:
+            recalibrate_batchnorm(pruned, self.recalibration)
+        return pruned
+
+    def __call__(self, keep: list[int]) -> float:
+        key = tuple(keep)
+        if key not in self._scores:
+            self._scores[key] = self.evaluator.top1(self.build(keep))
+        return self._scores[key]
+
+
+def _prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
+    if resume:
+        if not (out / STATE_FILE).exists():
+            raise AmcError(f"nothing to resume in {out} (no {STATE_FILE}); start a new search without --resume")
+        return
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise AmcError(f"output directory {out} already exists; pass --resume to continue it, "
+                           "--overwrite to replace it, or choose another --out")
+        shutil.rmtree(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise AmcError(f"cannot write to output directory {out} ({e.strerror}); choose a writable --out") from None
+
+
+def _load_model(config: SearchConfig, dataset: Dataset) -> nn.Module:
+    weights = config.weights
+    if weights is None:
+        weights = models.bundled_weights(config.model)
+    if weights is None:
+        warnings.warn(f"no --weights given for {config.model}: searching a randomly initialised model "
+                      "(fine for checking structure, meaningless for accuracy)", stacklevel=3)
+    model = models.create(config.model, num_classes=dataset.num_classes, weights=weights)
+    expected = models.model_info(model).input_shape
+    if tuple(expected) != tuple(dataset.input_shape):
+        raise AmcError(f"model {config.model} expects inputs {expected} but dataset {config.data} has "
+                       f"{tuple(dataset.input_shape)}; pick a matching --model or --data")
+    return model.eval()
+
+
+def environment_versions() -> dict:
+    import torch_pruning
+
+    import amc
+    return {"amc": amc.__version__, "torch": torch.__version__, "torch_pruning": torch_pruning.__version__,
+            "numpy": np.__version__, "python": platform.python_version(), "machine": platform.machine(),
+            "processor": platform.processor() or platform.machine()}
+
+
+def search(config: SearchConfig | None = None, *, out: str | Path, resume: bool = False, overwrite: bool = False,
+           model: nn.Module | None = None, dataset: Dataset | None = None,
+           progress: Callable[[dict], None] | None = None, **overrides) -> SearchResult:
+    """Find a per-layer preserve-ratio policy under the budget and export the pruned model into `out`.
+
+    `config` fields may also be given as keyword arguments (`search(out="runs/x", model_name=...)` is not
+    needed: pass `SearchConfig(model="resnet56", ...)` or `episodes=50` etc.). A ready `model` (with
+    `amc_info`, see `amc.models.create`) and `dataset` may be passed instead of names.
+    `progress` is called after every episode with that episode's log record.
+    """
+    out = Path(out)
+    if resume and (out / "config.json").exists():
+        config = SearchConfig.from_dict(json.loads((out / "config.json").read_text())["search"])
+    config = SearchConfig(**{**asdict(config or SearchConfig()), **overrides})
+    _prepare_run_dir(out, resume, overwrite)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed)
+
+    if dataset is None:
+        dataset = load_dataset(config.data, config.data_dir, seed=0)
+    if model is None:
+        model = _load_model(config, dataset)
+    info = models.model_info(model)
+    model.eval()
+    graph = LayerGraph(model, info.input_shape)
+    env_config = EnvConfig(config.target, config.ratio, config.lbound, config.channel_round, config.reward)
+
+    if len(dataset.heldout) == 0:
+        raise AmcError(f"held-out split of {config.data} is empty; use a dataset with more training images")
+    calibration_idx = dataset.calibration_indices(min(config.calibration_images, len(dataset.train)), config.seed)
+    calibration = next(batches(dataset.train.subset(calibration_idx), len(calibration_idx),
+                               mean=info.mean, std=info.std))[0]
+    needs_stats = config.reconstruct or config.selection == "greedy"
+    stats = collect_stats(model, graph, calibration, points_per_image=config.points_per_image,
+                          seed=config.seed) if needs_stats else None
+    pruner = ChannelPruner(model, graph, stats, selection=config.selection, reconstruct=config.reconstruct)
+    evaluator = Evaluator(dataset.heldout, info.mean, info.std, batch_size=config.eval_batch_size,
+                          limit=config.heldout_limit, precision=config.precision)
+    recalibration = [calibration[i:i + 100] for i in range(0, 100 * config.bn_recalibration, 100)
+                     if i < len(calibration)]
+    candidate = Candidate(pruner, evaluator, recalibration)
+    env = CompressionEnv(graph, candidate, env_config)
+    baseline_top1 = Evaluator(dataset.heldout, info.mean, info.std).top1(copy.deepcopy(model))
+
+    obs_dim = env.observation_space.shape[0]
+    if config.agent == "uniform":
+        agent = make_agent("uniform", obs_dim, config.lbound, config.seed, ratio=env.uniform_ratio())
+        episodes = 1  # deterministic: one episode is the whole search
+    else:
+        agent_kwargs = {"warmup_episodes": config.warmup_episodes} if config.agent == "ddpg" else {}
+        agent = make_agent(config.agent, obs_dim, config.lbound, config.seed, **agent_kwargs)
+        episodes = config.episodes
+
+    log_path = out / "episodes.jsonl"
+    log: list[dict] = []
+    best: dict | None = None
+    start_episode = 0
+    if resume:
+        state = torch.load(out / STATE_FILE, map_location="cpu", weights_only=True)
+        agent.load_state_dict(state["agent"])
+        start_episode = int(state["episode"])
+        best = json.loads(state["best"]) if state["best"] else None
+        lines = log_path.read_text().splitlines() if log_path.exists() else []
+        log = [json.loads(line) for line in lines[:start_episode]]
+        log_path.write_text("".join(json.dumps(r) + "\n" for r in log))
+    else:
+        write_json_atomic(out / "config.json", {
+            "search": asdict(config), "versions": environment_versions(),
+            "model": asdict(info), "data_fingerprint": {s: fingerprint(getattr(dataset, s))
+                                                        for s in ("train", "heldout", "test")},
+            "weights_sha256": _sha256(config.weights) if config.weights else None,
+            "decisions": graph.describe(), "skipped_layers": graph.skipped,
+            "baseline": {"heldout_top1": baseline_top1, "macs": graph.total_macs, "params": graph.total_params},
+            "budget": {"target": config.target, "ratio": config.ratio, "value": env.budget},
+        })
+
+    started = time.perf_counter()
+    for episode in range(start_episode, episodes):
+        t0 = time.perf_counter()
+        record, transitions = _run_episode(env, agent, episode)
+        stats_out = agent.end_episode(transitions, record["reward"])
+        record.update(episode=episode, seconds=round(time.perf_counter() - t0, 4),
+                      agent={k: float(v) for k, v in (stats_out or {}).items()})
+        if best is None or record["reward"] > best["reward"]:
+            best = record
+            _policy_from(best, graph, config.model).save(out / "policy.json")
+        record["best_reward"] = best["reward"]
+        log.append(record)
+        with log_path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        _save_state(out, agent, episode + 1, best)
+        if progress:
+            progress({**record, "episodes": episodes, "elapsed": time.perf_counter() - started,
+                      "done": episode + 1 - start_episode, "remaining": episodes - episode - 1})
+
+    return _finish(out, config, graph, candidate, best, log, dataset, info, baseline_top1)
+
+
+def _run_episode(env: CompressionEnv, agent, episode: int) -> tuple[dict, list[Transition]]:
+    obs, _ = env.reset()
+    agent.begin_episode(episode)
+    transitions: list[Transition] = []
+    while True:
+        proposed = agent.act(obs)
+        next_obs, reward, terminated, _, info = env.step(np.array([proposed], dtype=np.float32))
+        transitions.append(Transition(obs, float(info["action"]), next_obs if not terminated else obs, terminated))
+        obs = next_obs
+        if terminated:
+            break
+    record = {"reward": float(reward), "accuracy": info["accuracy"], "macs": info["macs"],
+              "params": info["params"], "macs_ratio": info["macs_ratio"], "params_ratio": info["params_ratio"],
+              "keep": info["keep_counts"], "ratios": info["ratios"]}
+    return record, transitions
+
+
+def _policy_from(record: dict, graph: LayerGraph, model_name: str) -> Policy:
+    return Policy(model_name, [d.consumer for d in graph.decisions], [d.channels for d in graph.decisions],
+                  list(record["keep"]), {k: record[k] for k in ("accuracy", "reward", "macs", "params",
+                                                                  "macs_ratio", "params_ratio", "episode")
+                                         if k in record})
+
+
+def _save_state(out: Path, agent, episode: int, best: dict | None) -> None:
+    buffer = io.BytesIO()
+    torch.save({"episode": episode, "agent": agent.state_dict(), "best": json.dumps(best) if best else ""}, buffer)
+    write_bytes_atomic(out / STATE_FILE, buffer.getvalue())
+
+
+def _sha256(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _finish(out: Path, config: SearchConfig, graph: LayerGraph, candidate: Candidate, best: dict, log: list[dict],
+            dataset: Dataset, info, baseline_top1: float) -> SearchResult:
+    policy = _policy_from(best, graph, config.model)
+    pruned = candidate.build(policy.keep)
+    pruned.amc_info = info
+    exported_macs = count_macs(pruned, info.input_shape)  # counted on the real network, not predicted
+    save_pruned(pruned, out, extra={"policy": policy.to_dict()})
+    # the reported figures are fp32 on the full splits, whatever precision or subset scored the search
+    heldout = Evaluator(dataset.heldout, info.mean, info.std).top1(pruned)
+    test = Evaluator(dataset.test, info.mean, info.std).accuracy(pruned, (1, 5))
+    summary = {
+        "model": config.model, "agent": config.agent, "seed": config.seed, "episodes": len(log),
+        "best_episode": best.get("episode"), "best_val_top1": heldout, "best_search_score": best["accuracy"],
+        "best_reward": best["reward"],
+        "test_top1": test[1], "test_top5": test.get(5),
+        "macs": exported_macs, "macs_ratio": exported_macs / graph.total_macs,
+        "params": count_params(pruned), "params_ratio": count_params(pruned) / graph.total_params,
+        "baseline": {"heldout_top1": baseline_top1, "macs": graph.total_macs, "params": graph.total_params},
+        "budget_ratio": config.ratio if config.reward == "acc" else None, "target": config.target,
+        "search_seconds": round(sum(r["seconds"] for r in log), 2),
+    }
+    write_json_atomic(out / "summary.json", summary)
+    return SearchResult(out, policy, heldout, summary, log)
+
+
+def eta_seconds(record: dict) -> float:
+    done = max(1, record["done"])
+    return record["elapsed"] / done * record["remaining"] if record["remaining"] else 0.0
+
+
+__all__ = ["SearchConfig", "SearchResult", "search", "eta_seconds"]

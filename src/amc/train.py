@@ -1,0 +1,104 @@
+"""Training and fine-tuning on an in-memory dataset: SGD with cosine LR, checkpoints every epoch, resume."""
+
+from __future__ import annotations
+
+import io
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from amc import models
+from amc.data import Dataset, batches
+from amc.errors import CheckpointError
+from amc.evaluate import Evaluator
+from amc.policy import write_bytes_atomic
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 0.1                # peak learning rate; cosine decay to 0 over all steps
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 0.0     # linear warm-up before the cosine
+    augment: bool = True
+    seed: int = 0
+
+
+def _lr_at(step: int, total: int, warmup: int, peak: float) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * peak * (1 + math.cos(math.pi * progress))
+
+
+def train(model: nn.Module, dataset: Dataset, out: str | Path, config: TrainConfig = TrainConfig(), *,
+          resume: bool = False, progress: Callable[[dict], None] | None = None) -> dict:
+    """Train `model` on `dataset.train`, writing a checkpoint to `out` after every epoch.
+
+    The checkpoint is a dict of tensors and plain values ({'state_dict', 'optimizer', 'epoch', 'history',
+    'model', ...}) that loads with `torch.load(weights_only=True)` and with `amc.models.load_weights`.
+    Returns the final record with held-out and test top-1.
+    """
+    out = Path(out)
+    info = models.model_info(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay, nesterov=True)
+    steps_per_epoch = math.ceil(len(dataset.train) / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    warmup_steps = int(config.warmup_epochs * steps_per_epoch)
+    history: list[dict] = []
+    start_epoch = 0
+    generator = torch.Generator().manual_seed(config.seed)
+    if resume and out.exists():
+        try:
+            state = torch.load(out, map_location="cpu", weights_only=True)
+            model.load_state_dict(state["state_dict"])
+            optimizer.load_state_dict(state["optimizer"])
+            generator.set_state(state["generator"])
+        except Exception as e:  # noqa: BLE001 - one user-facing problem whatever the cause
+            raise CheckpointError(f"cannot resume from {out} ({type(e).__name__}: {str(e)[:80]}); "
+                                  "start again without --resume") from None
+        start_epoch, history = int(state["epoch"]), list(state["history"])
+    heldout = Evaluator(dataset.heldout, info.mean, info.std)
+    test = Evaluator(dataset.test, info.mean, info.std)
+    step = start_epoch * steps_per_epoch
+    for epoch in range(start_epoch, config.epochs):
+        model.train()
+        t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
+        for x, y in batches(dataset.train, config.batch_size, mean=info.mean, std=info.std, shuffle=True,
+                            augment=config.augment, generator=generator):
+            for group in optimizer.param_groups:
+                group["lr"] = _lr_at(step, total_steps, warmup_steps, config.lr)
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            seen += len(y)
+            loss_sum += float(loss) * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+        record = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_top1": correct / seen,
+                  "heldout_top1": heldout.top1(model), "seconds": time.perf_counter() - t0}
+        if epoch + 1 == config.epochs:
+            record["test_top1"] = test.top1(model)
+        history.append(record)
+        buffer = io.BytesIO()
+        torch.save({"state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "generator": generator.get_state(), "epoch": epoch + 1, "history": history,
+                    "model": info.name, "config": asdict(config), **record}, buffer)
+        write_bytes_atomic(out, buffer.getvalue())
+        if progress:
+            progress({**record, "epochs": config.epochs})
+    final = dict(history[-1]) if history else {}
+    if "test_top1" not in final:
+        final["test_top1"] = test.top1(model)
+    return final

@@ -1,0 +1,60 @@
+"""Drives the `amc` command as a user would."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def amc(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "amc.cli", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_help_lists_commands():
+    r = amc("--help")
+    assert r.returncode == 0
+    for command in ("search", "train", "eval", "models"):
+        assert command in r.stdout
+
+
+def test_models_lists_zoo():
+    r = amc("models")
+    assert r.returncode == 0 and "resnet56" in r.stdout and "mobilenet_v2" in r.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["eval", "--model", "resnet5", "--data", "digits"], "did you mean"),
+    (["eval", "--model", "digits_cnn", "--weights", "/nonexistent.pt", "--data", "digits"], "not found"),
+    (["search", "--ratio", "1.5", "--episodes", "2"], "--ratio must be in (0, 1]"),
+    (["search", "--ratio", "0.01", "--episodes", "2"], "cannot be met"),
+    (["eval", "--model", "digits_cnn", "--data", "cifar10"], "--data-dir"),
+])
+def test_user_mistakes_get_one_line_errors(tmp_path, args, message):
+    if args[0] == "search":
+        args = [*args, "--out", str(tmp_path / "run")]
+    r = amc(*args)
+    assert r.returncode == 2
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_train_then_eval_json(tmp_path):
+    ckpt = tmp_path / "cnn.pt"
+    r = amc("train", "--model", "digits_cnn", "--data", "digits", "--epochs", "6", "--batch-size", "64", "--lr", "0.05",
+            "--out", str(ckpt))
+    assert r.returncode == 0, r.stderr
+    r = amc("eval", "--model", "digits_cnn", "--weights", str(ckpt), "--data", "digits", "--split", "val", "--json")
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert {"top1", "top5", "macs", "params"} <= set(result)
+    assert result["top1"] > 80  # six short epochs on digits are far above chance (10%)
+
+
+def test_default_search_runs_end_to_end(tmp_path):
+    r = amc("search", "--episodes", "6", "--warmup", "2", "--out", str(tmp_path / "demo"))
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    assert result["macs_ratio"] <= 0.5
+    assert (tmp_path / "demo" / "model.pt").exists()

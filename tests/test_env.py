@@ -1,0 +1,104 @@
+import numpy as np
+import pytest
+import torch.nn as nn
+from gymnasium.utils.env_checker import check_env
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from amc import models
+from amc.env import CompressionEnv, EnvConfig, allowed_counts
+from amc.errors import BudgetError
+from amc.graph import LayerGraph
+
+
+def _env(name="digits_cnn", **config):
+    model = models.create(name).eval()
+    graph = LayerGraph(model, models.model_info(model).input_shape)
+    return CompressionEnv(graph, lambda keep: 0.5, EnvConfig(**config))
+
+
+def test_gymnasium_env_checker_passes():
+    check_env(_env(), skip_render_check=True)
+
+
+def test_observation_has_the_papers_eleven_features_in_unit_range():
+    env = _env("resnet20")
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (11,) and obs.dtype == np.float32
+    seen = [obs]
+    done = False
+    while not done:
+        obs, reward, done, _, info = env.step(np.array([0.6], dtype=np.float32))
+        seen.append(obs)
+    seen = np.stack(seen)
+    assert seen.min() >= 0 and seen.max() <= 1
+    assert seen[1, 0] > seen[0, 0]                  # layer index grows
+    assert np.isclose(seen[1, 10], info["ratios"][0], atol=1e-6)  # previous action is fed back
+
+
+def test_impossible_budget_names_the_minimum():
+    with pytest.raises(BudgetError, match=r"use --ratio >= 0\.\d+"):
+        _env("resnet20", ratio=0.05)
+
+
+def test_uniform_ratio_meets_budget_tightly():
+    env = _env("resnet20", ratio=0.5)
+    r = env.uniform_ratio()
+    assert env.cost(env.uniform_counts(r)) <= env.budget
+    assert env.cost(env.uniform_counts(min(1.0, r + 0.05))) > env.budget
+
+
+def test_channel_rounding_to_multiples():
+    counts = allowed_counts(64, 0.2, 8)
+    assert counts[0] == 16 and all(c % 8 == 0 for c in counts) and counts[-1] == 64
+    assert allowed_counts(20, 0.2, 8).tolist() == [8, 16, 20]
+
+
+def test_accuracy_guaranteed_reward_has_no_budget():
+    env = _env(reward="acc-macs")
+    env.reset()
+    done = False
+    while not done:
+        _, reward, done, _, info = env.step(np.array([0.2], dtype=np.float32))
+    assert info["macs_ratio"] < 0.3
+    assert reward == pytest.approx(-(1 - 0.5) * np.log(info["macs"]))
+
+
+@st.composite
+def chains(draw):
+    """Random conv chains with optional depthwise-separable stages and a classifier."""
+    layers, channels = [], 3
+    for i in range(draw(st.integers(2, 5))):
+        out = draw(st.integers(2, 24))
+        if draw(st.booleans()) and i > 0:
+            layers += [nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False),
+                       nn.BatchNorm2d(channels), nn.ReLU()]
+        layers += [nn.Conv2d(channels, out, draw(st.sampled_from([1, 3])), padding="same",
+                             bias=draw(st.booleans())), nn.BatchNorm2d(out), nn.ReLU()]
+        channels = out
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, 5)]
+    return nn.Sequential(*layers).eval()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(net=chains(), budget=st.floats(0.05, 1.0), actions=st.lists(st.floats(0.0, 1.0), min_size=30, max_size=30),
+       multiple=st.sampled_from([1, 4]))
+def test_budget_is_never_exceeded(net, budget, actions, multiple):
+    graph = LayerGraph(net, (3, 6, 6))
+    try:
+        env = CompressionEnv(graph, lambda keep: 1.0, EnvConfig(ratio=budget, channel_round=multiple))
+    except BudgetError:
+        assert env_min_ratio(graph, multiple) > budget
+        return
+    env.reset()
+    done, i = False, 0
+    while not done:
+        _, _, done, _, info = env.step(np.array([actions[i]], dtype=np.float32))
+        i += 1
+    assert graph.macs(info["keep_counts"]) <= env.budget + 1e-6
+    assert min(info["keep_counts"]) >= 1
+
+
+def env_min_ratio(graph, multiple):
+    lower = [allowed_counts(d.channels, 0.2, multiple)[0] for d in graph.decisions]
+    return graph.macs(lower) / graph.total_macs
