@@ -1,115 +1,226 @@
+"""Agents: bounds, seeding, exact resume, the DDPG update rule's bookkeeping, and that DDPG actually learns."""
+
 import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
-from amc.agents import DDPGAgent, DDPGConfig, RandomAgent, Transition, UniformAgent, make_agent
-from amc.agents.ddpg import truncated_normal
+from amc.agents import AGENTS, DDPGAgent, DDPGConfig, RandomAgent, Transition, UniformAgent, make_agent
+from amc.agents.ddpg import ReplayBuffer, truncated_normal
 
-OBS_DIM = 11
-
-
-def bandit_episode(agent, rng, steps=4, target=0.7):
-    """A toy task: reward is highest when every action is `target`; states are random features."""
-    transitions, obs = [], rng.random(OBS_DIM).astype(np.float32)
-    for t in range(steps):
-        action = agent.act(obs)
-        next_obs = rng.random(OBS_DIM).astype(np.float32)
-        done = t == steps - 1
-        transitions.append(Transition(obs, action, obs if done else next_obs, done))
-        obs = next_obs
-    reward = 1 - float(np.mean([abs(t.action - target) for t in transitions]))
-    return transitions, reward
+OBS_DIM, LAYERS, TARGET = 11, 4, 0.7
+# A toy "network" of four layers with fixed features, like AMC's per-layer states.
+LAYER_STATES = np.random.default_rng(123).random((LAYERS, OBS_DIM)).astype(np.float32)
 
 
-def run(agent, episodes, seed=0):
-    rng = np.random.default_rng(seed)
-    rewards = []
-    for e in range(episodes):
-        agent.begin_episode(e)
-        transitions, reward = bandit_episode(agent, rng)
-        agent.end_episode(transitions, reward)
+def toy_episode(agent) -> tuple[list[Transition], float]:
+    """Walk the four layers; the episode's reward is highest when every preserve ratio is TARGET."""
+    transitions = []
+    for t in range(LAYERS):
+        obs, done = LAYER_STATES[t], t == LAYERS - 1
+        transitions.append(Transition(obs, agent.act(obs), obs if done else LAYER_STATES[t + 1], done))
+    return transitions, 1 - float(np.mean([abs(t.action - TARGET) for t in transitions]))
+
+
+def run(agent, start: int, stop: int) -> tuple[list[list[float]], list[float], list[dict]]:
+    """Episodes start..stop-1; returns the actions, rewards and end_episode stats of each."""
+    actions, rewards, stats = [], [], []
+    for episode in range(start, stop):
+        agent.begin_episode(episode)
+        transitions, reward = toy_episode(agent)
+        stats.append(agent.end_episode(transitions, reward))
+        actions.append([t.action for t in transitions])
         rewards.append(reward)
-    return rewards
+    return actions, rewards, stats
 
 
-@settings(max_examples=50, deadline=None)
-@given(lbound=st.floats(0.05, 0.9), episode=st.integers(0, 30), seed=st.integers(0, 100))
-def test_actions_stay_in_bounds(lbound, episode, seed):
-    agent = DDPGAgent(OBS_DIM, lbound, seed, warmup_episodes=10)
+def weights(agent: DDPGAgent) -> list[torch.Tensor]:
+    return [p for net in (agent.actor, agent.critic, agent.actor_target, agent.critic_target)
+            for p in net.parameters()]
+
+
+def same_weights(a: DDPGAgent, b: DDPGAgent) -> bool:
+    return all(torch.equal(p, q) for p, q in zip(weights(a), weights(b), strict=True))
+
+
+# ---- bounds ----------------------------------------------------------------------------------------
+@settings(max_examples=40, deadline=None)
+@given(lbound=st.floats(0.0, 0.95), episode=st.integers(0, 60), seed=st.integers(0, 2**31),
+       sigma_min=st.floats(0.0, 0.5), obs=arrays(np.float32, OBS_DIM, elements=st.floats(0, 1, width=32)))
+def test_ddpg_actions_stay_in_bounds(lbound, episode, seed, sigma_min, obs):
+    agent = DDPGAgent(OBS_DIM, lbound, seed, warmup_episodes=10, noise_sigma_min=sigma_min)
     agent.begin_episode(episode)
-    for _ in range(5):
-        a = agent.act(np.random.default_rng(seed).random(OBS_DIM).astype(np.float32))
-        assert lbound <= a <= 1.0
+    for _ in range(20):
+        assert lbound <= agent.act(obs) <= 1.0
+    assert lbound <= agent.predict(obs) <= 1.0
 
 
-def test_truncated_normal_respects_bounds_and_centre():
+@pytest.mark.parametrize("logit", [-30.0, 30.0])
+def test_saturated_actor_still_acts_in_bounds(logit):
+    agent = DDPGAgent(OBS_DIM, 0.3, 0, warmup_episodes=0, noise_sigma_min=0.5, noise_decay=1.0)
+    with torch.no_grad():
+        agent.actor.net[-2].bias.fill_(logit)  # sigmoid output ~0 (below lbound) or ~1
+    agent.begin_episode(0)
+    actions = [agent.act(LAYER_STATES[0]) for _ in range(500)]
+    assert min(actions) >= 0.3 and max(actions) <= 1.0
+    assert agent.predict(LAYER_STATES[0]) == pytest.approx(0.3 if logit < 0 else 1.0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(low=st.floats(0.0, 0.9), width=st.floats(0.05, 1.0), where=st.floats(0, 1), sigma=st.floats(0, 3))
+def test_truncated_normal_stays_in_bounds(low, width, where, sigma):
+    high = min(low + width, 1.0)
     rng = np.random.default_rng(0)
-    draws = [truncated_normal(0.6, 0.1, 0.2, 1.0, rng) for _ in range(2000)]
-    assert min(draws) >= 0.2 and max(draws) <= 1.0
-    assert abs(np.mean(draws) - 0.6) < 0.01
+    mean = low + where * (high - low)
+    assert all(low <= truncated_normal(mean, sigma, low, high, rng) <= high for _ in range(50))
 
 
+def test_truncated_normal_is_centred_and_not_clipped():
+    rng = np.random.default_rng(0)
+    draws = np.array([truncated_normal(0.6, 0.1, 0.2, 1.0, rng) for _ in range(4000)])
+    assert abs(draws.mean() - 0.6) < 0.01 and abs(draws.std() - 0.1) < 0.01
+    # Truncation by resampling leaves no point masses on the bounds (clipping would put ~mass there).
+    edge = np.random.default_rng(1)
+    near_bound = np.array([truncated_normal(0.2, 0.3, 0.2, 1.0, edge) for _ in range(2000)])
+    assert (near_bound == 0.2).sum() == 0
+
+
+# ---- exploration -----------------------------------------------------------------------------------
+def test_noise_decays_after_warmup_to_a_floor():
+    agent = DDPGAgent(OBS_DIM, 0.2, 0, warmup_episodes=10)
+    for episode, expected in ((0, 0.5), (10, 0.5), (11, 0.5 * 0.95), (20, 0.5 * 0.95 ** 10), (500, 0.02)):
+        agent.begin_episode(episode)
+        assert agent.sigma == pytest.approx(expected)
+    # The floor is a real amount of exploration: the spread of act() around predict() is sigma_min.
+    obs = LAYER_STATES[0]
+    greedy = agent.predict(obs)
+    assert 0.3 < greedy < 0.9  # far from the bounds, so truncation does not narrow the spread
+    spread = np.std([agent.act(obs) - greedy for _ in range(3000)])
+    assert spread == pytest.approx(0.02, rel=0.1)
+
+
+def test_warmup_actions_are_uniform_in_range():
+    agent = DDPGAgent(OBS_DIM, 0.4, 0, warmup_episodes=5)
+    agent.begin_episode(4)
+    actions = np.array([agent.act(LAYER_STATES[0]) for _ in range(4000)])
+    assert actions.min() >= 0.4 and actions.max() <= 1.0
+    assert np.histogram(actions, bins=6, range=(0.4, 1.0))[0].min() > 500  # ~667 each if uniform
+
+
+# ---- seeding and resume ------------------------------------------------------------------------------
 def test_same_seed_same_behaviour_different_seed_differs():
-    a, b, c = (DDPGAgent(OBS_DIM, 0.2, s, warmup_episodes=3, buffer_size=200) for s in (1, 1, 2))
-    ra, rb, rc = run(a, 8), run(b, 8), run(c, 8)
-    assert ra == rb and ra != rc
-    assert all(torch.equal(p, q) for p, q in zip(a.actor.parameters(), b.actor.parameters()))
+    a, b, c = (DDPGAgent(OBS_DIM, 0.2, seed, warmup_episodes=3, batch_size=16) for seed in (1, 1, 2))
+    assert same_weights(a, b) and not same_weights(a, c)
+    ra, rb, rc = run(a, 0, 8), run(b, 0, 8), run(c, 0, 8)
+    assert ra == rb and ra[0] != rc[0]
+    assert same_weights(a, b) and not same_weights(a, c)
+    assert not same_weights(a, DDPGAgent(OBS_DIM, 0.2, 1))  # and the 5 learning episodes did change them
 
 
-def test_global_rng_is_not_disturbed():
+def test_global_rngs_are_not_disturbed():
     torch.manual_seed(123)
-    expected = torch.rand(3)
+    np.random.seed(123)
+    expected = torch.rand(3), np.random.rand(3)
     torch.manual_seed(123)
-    DDPGAgent(OBS_DIM, 0.2, seed=5)
-    assert torch.equal(torch.rand(3), expected)
+    np.random.seed(123)
+    run(DDPGAgent(OBS_DIM, 0.2, seed=5, warmup_episodes=1, batch_size=8), 0, 3)
+    assert torch.equal(torch.rand(3), expected[0]) and np.array_equal(np.random.rand(3), expected[1])
 
 
 def test_state_dict_round_trip_resumes_exactly(tmp_path):
-    agent = DDPGAgent(OBS_DIM, 0.2, 0, warmup_episodes=3, buffer_size=100)
-    run(agent, 6)
+    agent = DDPGAgent(OBS_DIM, 0.2, 0, warmup_episodes=3, buffer_size=30, batch_size=16)
+    run(agent, 0, 6)
     torch.save(agent.state_dict(), tmp_path / "agent.pt")
-    clone = DDPGAgent(OBS_DIM, 0.2, 99, warmup_episodes=3, buffer_size=100)
+    # A fresh agent with another seed and config: the checkpoint's config, weights and RNGs take over.
+    clone = DDPGAgent(OBS_DIM, 0.5, 99, warmup_episodes=50, buffer_size=7)
     clone.load_state_dict(torch.load(tmp_path / "agent.pt", weights_only=True))
-    rng_a, rng_b = np.random.default_rng(7), np.random.default_rng(7)
-    for e in range(6, 10):
-        for agent_, rng in ((agent, rng_a), (clone, rng_b)):
-            agent_.begin_episode(e)
-        ta, ra = bandit_episode(agent, rng_a)
-        tb, rb = bandit_episode(clone, rng_b)
-        assert [t.action for t in ta] == [t.action for t in tb]
-        assert agent.end_episode(ta, ra) == clone.end_episode(tb, rb)
+    assert clone.config == agent.config and clone.lbound == agent.lbound
+    assert same_weights(agent, clone)
+    assert run(agent, 6, 12) == run(clone, 6, 12)  # actions, rewards, losses; buffer wraps around on the way
+    assert same_weights(agent, clone)
+    for opt_a, opt_b in ((agent.actor_optim, clone.actor_optim), (agent.critic_optim, clone.critic_optim)):
+        sa, sb = opt_a.state_dict()["state"], opt_b.state_dict()["state"]
+        assert all(torch.equal(sa[k]["exp_avg_sq"], sb[k]["exp_avg_sq"]) for k in sa)
 
 
-def test_noise_decays_after_warmup_to_a_floor():
-    agent = DDPGAgent(OBS_DIM, 0.2, 0, warmup_episodes=10)
-    agent.begin_episode(10)
-    assert agent.sigma == pytest.approx(0.5)
-    agent.begin_episode(11)
-    assert agent.sigma == pytest.approx(0.5 * 0.95)
-    agent.begin_episode(500)
-    assert agent.sigma == pytest.approx(DDPGConfig().noise_sigma_min)
+def test_state_dict_is_a_snapshot():
+    agent = DDPGAgent(OBS_DIM, 0.2, 0, warmup_episodes=1, batch_size=8)
+    run(agent, 0, 2)
+    snapshot = agent.state_dict()
+    continued = run(agent, 2, 4)  # would change the snapshot's tensors if they were shared
+    clone = DDPGAgent(OBS_DIM, 0.2, 0)
+    clone.load_state_dict(snapshot)
+    assert run(clone, 2, 4) == continued
 
 
-def test_ddpg_learns_a_toy_bandit():
-    agent = DDPGAgent(OBS_DIM, 0.2, 0, warmup_episodes=20, noise_decay=0.97)
-    rewards = run(agent, 200)
-    probe = np.random.default_rng(1).random((20, OBS_DIM)).astype(np.float32)
-    greedy = [agent.predict(o) for o in probe]
-    assert abs(np.mean(greedy) - 0.7) < 0.1
-    assert np.mean(rewards[-30:]) > np.mean(rewards[:20])  # better than the random warm-up
+# ---- learning bookkeeping --------------------------------------------------------------------------------
+def test_replay_samples_every_step_uniformly_and_forgets_fifo():
+    buffer = ReplayBuffer(obs_dim=1, size=8)
+    for i in range(12):  # 3 episodes of 4 steps into room for 8: the first episode is dropped
+        buffer.add(Transition(np.array([i], np.float32), i / 12, np.array([i], np.float32), i % 4 == 3), reward=i)
+    assert len(buffer) == 8
+    obs, action, reward, next_obs, done = buffer.sample(16000, np.random.default_rng(0))
+    assert obs.shape == (16000, 1) and action.shape == reward.shape == done.shape == (16000, 1)
+    counts = np.bincount(obs[:, 0].astype(int), minlength=12)
+    assert counts[:4].sum() == 0  # overwritten
+    assert counts[4:].min() > 1800 and counts[4:].max() < 2200  # including steps 4 and 8, first of their episodes
+    assert np.array_equal(done[:, 0], (obs[:, 0] % 4 == 3).astype(np.float32))
 
 
-def test_random_and_uniform_agents():
-    r1, r2 = RandomAgent(OBS_DIM, 0.3, 4), RandomAgent(OBS_DIM, 0.3, 4)
-    xs = [r1.act(None) for _ in range(100)]
-    assert xs == [r2.act(None) for _ in range(100)] and min(xs) >= 0.3 and max(xs) <= 1.0
-    state = r1.state_dict()
-    nxt = r1.act(None)
-    r2.load_state_dict(state)
-    assert r2.act(None) == nxt
+def test_baseline_warmup_and_update_count(monkeypatch):
+    agent = DDPGAgent(OBS_DIM, 0.2, 0, warmup_episodes=2, batch_size=8, updates_per_step=3)
+    calls = []
+    original = agent.update
+    monkeypatch.setattr(agent, "update", lambda: calls.append(1) or original())
+    before = [p.clone() for p in weights(agent)]
+    transitions, _ = toy_episode(agent)
+    baselines = []
+    for episode, reward in enumerate((0.2, 0.6, 1.0)):
+        agent.begin_episode(episode)
+        stats = agent.end_episode(transitions, reward)
+        baselines.append(stats["baseline"])
+        if episode < 2:  # warm-up: stored, but no learning
+            assert not calls and "critic_loss" not in stats
+            assert all(torch.equal(p, q) for p, q in zip(before, weights(agent)))
+    assert baselines == pytest.approx([0.2, 0.4, 0.7])  # first R, then b + 0.5 (R - b)
+    assert len(calls) == 3 * LAYERS and len(agent.buffer) == 3 * LAYERS
+    assert np.isfinite(stats["critic_loss"]) and np.isfinite(stats["actor_loss"]) and stats["sigma"] == 0.5
+    assert not all(torch.equal(p, q) for p, q in zip(before, weights(agent)))
+
+
+def test_ddpg_learns_a_toy_layer_walk():
+    agent = DDPGAgent(OBS_DIM, 0.2, 0, warmup_episodes=20)  # the paper's hyperparameters otherwise
+    _, rewards, _ = run(agent, 0, 150)
+    greedy = np.array([agent.predict(s) for s in LAYER_STATES])
+    assert np.abs(greedy - TARGET).max() < 0.1, greedy
+    assert np.mean(rewards[-20:]) > np.mean(rewards[:20]) + 0.05  # better than the random warm-up
+
+
+# ---- other agents and the registry ---------------------------------------------------------------------
+def test_random_agent_in_range_seeded_and_resumes(tmp_path):
+    a, b, c = RandomAgent(OBS_DIM, 0.3, 4), RandomAgent(OBS_DIM, 0.3, 4), RandomAgent(OBS_DIM, 0.3, 5)
+    xs = [a.act(LAYER_STATES[0]) for _ in range(1000)]
+    assert xs == [b.act(LAYER_STATES[0]) for _ in range(1000)] != [c.act(LAYER_STATES[0]) for _ in range(1000)]
+    assert min(xs) >= 0.3 and max(xs) <= 1.0 and max(xs) - min(xs) > 0.6
+    assert a.end_episode([], 0.5) == {}
+    torch.save(a.state_dict(), tmp_path / "random.pt")
+    clone = RandomAgent(OBS_DIM, 0.9, 0)
+    clone.load_state_dict(torch.load(tmp_path / "random.pt", weights_only=True))
+    assert [clone.act(None) for _ in range(10)] == [a.act(None) for _ in range(10)]
+
+
+def test_make_agent_registry_and_config():
+    assert {"ddpg", "random"} <= set(AGENTS)
+    ddpg = make_agent("ddpg", OBS_DIM, 0.2, 0, warmup_episodes=7, batch_size=32)
+    assert isinstance(ddpg, DDPGAgent) and ddpg.config == DDPGConfig(warmup_episodes=7, batch_size=32)
+    assert isinstance(make_agent("random", OBS_DIM, 0.2, 0), RandomAgent)
     u = make_agent("uniform", OBS_DIM, 0.2, 0, ratio=0.45)
     assert isinstance(u, UniformAgent) and u.act(None) == 0.45
     with pytest.raises(ValueError, match="unknown agent"):
         make_agent("ppo", OBS_DIM, 0.2, 0)
+    with pytest.raises(TypeError):
+        make_agent("ddpg", OBS_DIM, 0.2, 0, warmup=7)  # misspelt field
+    with pytest.raises(ValueError):
+        DDPGConfig(noise_sigma_min=0.9)  # floor above the initial sigma

@@ -10,7 +10,7 @@ import numpy as np
 
 @dataclass
 class Transition:
-    """One step of an episode."""
+    """One step of an episode, i.e. one prunable layer."""
 
     obs: np.ndarray        # float32 [obs_dim]: the state of layer t, features in [0, 1]
     action: float          # preserve ratio actually executed (after the environment's clipping), in [0, 1]
@@ -29,7 +29,11 @@ class Agent(ABC):
 
     @abstractmethod
     def act(self, obs: np.ndarray) -> float:
-        """Proposed preserve ratio for the layer described by `obs` (the environment clips it further)."""
+        """Proposed preserve ratio in [lbound, 1] for the layer whose state is `obs` (float32 [obs_dim]).
+
+        The environment may clip it further to keep the budget reachable; it reports the executed ratio,
+        which is what goes into the `Transition`.
+        """
 
     @abstractmethod
     def end_episode(self, transitions: list[Transition], reward: float) -> dict[str, float]:
@@ -41,4 +45,4 @@ class Agent(ABC):
 
     @abstractmethod
     def load_state_dict(self, state: dict) -> None:
-        ...
+        """Restore a `state_dict()` (as returned by `torch.load(..., weights_only=True)`)."""

@@ -1,20 +1,28 @@
 """DDPG as in the AMC paper, readable top to bottom: networks, replay buffer, exploration, update.
 
-Every step of an episode is stored with the episode's final reward; at update time the reward is centred
-by a moving-average baseline of episode rewards, and the critic bootstraps with discount 1, as in the
-paper. Quirks of the public AMC implementations are fixed on purpose:
+Reward: every step of an episode is stored with the episode's final reward R (the accuracy-based reward
+is only known once the whole network is pruned); at update time it is centred by a moving-average
+baseline of episode rewards, b <- b + alpha * (R - b), and the critic bootstraps with discount 1, as in
+the paper.
 
-1. Exploration noise decays 0.95 per episode from the first episode after warm-up, which makes the
-   last few hundred episodes effectively greedy; here sigma never falls under `noise_sigma_min`.
-2. Replay sampling that skips an episode's first step; here every stored transition can be sampled.
-3. The RL batch size tied to the data loader's batch size; here `batch_size` is its own setting.
+Quirks of the public AMC implementations that are fixed here on purpose:
+
+1. Exploration noise decays by 0.95 per episode from the first episode after warm-up, so after ~100
+   episodes sigma is below 0.003 and the last few hundred episodes are effectively greedy; here sigma
+   never falls under `noise_sigma_min`.
+2. Replay sampling that skips the first step of each episode (so the first layer never trains the
+   critic); here minibatches are drawn uniformly from every stored transition.
+3. The RL minibatch size tied to the data loader's batch size; here `batch_size` is its own setting.
 4. The next action chosen from the previous layer's state; here `act()` always receives the current
    layer's state (the search loop passes the observation the environment just returned).
 """
 
 from __future__ import annotations
 
+import copy
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -32,7 +40,7 @@ class DDPGConfig:
     actor_lr: float = 1e-4
     critic_lr: float = 1e-3
     tau: float = 0.01              # soft target update rate
-    batch_size: int = 64           # RL minibatch, independent of any data batch size
+    batch_size: int = 64           # RL minibatch, independent of any data batch size (quirk 3)
     buffer_size: int = 2000        # transitions kept (FIFO)
     warmup_episodes: int = 100     # uniform random actions in [lbound, 1], no learning
     noise_sigma: float = 0.5       # truncated-normal exploration around the actor's action
@@ -42,37 +50,54 @@ class DDPGConfig:
     baseline_alpha: float = 0.5    # moving-average baseline: b <- b + alpha * (R - b)
     updates_per_step: int = 1      # gradient updates per stored transition, after warm-up
 
+    def __post_init__(self) -> None:
+        if self.hidden < 1 or self.batch_size < 1 or self.buffer_size < 1 or self.updates_per_step < 0:
+            raise ValueError(f"hidden, batch_size and buffer_size must be >= 1, updates_per_step >= 0: {self}")
+        if self.warmup_episodes < 0:
+            raise ValueError(f"warmup_episodes must be >= 0, got {self.warmup_episodes}")
+        if not (0 < self.tau <= 1 and 0 <= self.discount <= 1 and 0 < self.baseline_alpha <= 1):
+            raise ValueError(f"need 0 < tau <= 1, 0 <= discount <= 1, 0 < baseline_alpha <= 1: {self}")
+        if not 0 <= self.noise_sigma_min <= self.noise_sigma or not 0 < self.noise_decay <= 1:
+            raise ValueError(f"need 0 <= noise_sigma_min <= noise_sigma and 0 < noise_decay <= 1: {self}")
+
 
 class Actor(nn.Module):
+    """Deterministic policy: state [B, obs_dim] -> preserve ratio [B, 1] in (0, 1)."""
+
     def __init__(self, obs_dim: int, hidden: int):
         super().__init__()
         self.net = nn.Sequential(nn.Linear(obs_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
                                  nn.Linear(hidden, 1), nn.Sigmoid())
 
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:  # [B, obs_dim] -> [B, 1] in (0, 1)
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.net(obs)
 
 
 class Critic(nn.Module):
+    """Q-function: state [B, obs_dim] and action [B, 1] -> value [B, 1]."""
+
     def __init__(self, obs_dim: int, hidden: int):
         super().__init__()
         self.net = nn.Sequential(nn.Linear(obs_dim + 1, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
                                  nn.Linear(hidden, 1))
 
-    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:  # -> [B, 1]
+    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         return self.net(torch.cat([obs, action], dim=1))
 
 
 class ReplayBuffer:
-    """FIFO of transitions with raw episode rewards; arrays so that it saves and loads exactly."""
+    """FIFO of transitions, each with its episode's raw reward; plain arrays so it saves and loads exactly."""
 
     def __init__(self, obs_dim: int, size: int):
         self.obs = np.zeros((size, obs_dim), np.float32)
         self.next_obs = np.zeros((size, obs_dim), np.float32)
         self.action = np.zeros(size, np.float32)
-        self.reward = np.zeros(size, np.float32)
+        self.reward = np.zeros(size, np.float32)  # raw R; the baseline is subtracted when sampled
         self.done = np.zeros(size, np.float32)
         self.pos, self.count = 0, 0
+
+    def __len__(self) -> int:
+        return self.count
 
     def add(self, t: Transition, reward: float) -> None:
         i = self.pos
@@ -82,22 +107,26 @@ class ReplayBuffer:
         self.count = min(self.count + 1, len(self.action))
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+        """(obs [B, obs_dim], action [B, 1], reward [B, 1], next_obs [B, obs_dim], done [B, 1])."""
         idx = rng.integers(0, self.count, size=batch_size)  # uniform over every stored step (quirk 2)
         return self.obs[idx], self.action[idx, None], self.reward[idx, None], self.next_obs[idx], self.done[idx, None]
 
     def state_dict(self) -> dict:
-        return {"obs": torch.from_numpy(self.obs), "next_obs": torch.from_numpy(self.next_obs),
-                "action": torch.from_numpy(self.action), "reward": torch.from_numpy(self.reward),
-                "done": torch.from_numpy(self.done), "pos": self.pos, "count": self.count}
+        arrays = {key: torch.tensor(getattr(self, key)) for key in ("obs", "next_obs", "action", "reward", "done")}
+        return {**arrays, "pos": self.pos, "count": self.count}
 
     def load_state_dict(self, state: dict) -> None:
         for key in ("obs", "next_obs", "action", "reward", "done"):
-            getattr(self, key)[...] = state[key].numpy()
+            setattr(self, key, state[key].numpy().copy())
         self.pos, self.count = int(state["pos"]), int(state["count"])
 
 
 def truncated_normal(mean: float, sigma: float, low: float, high: float, rng: np.random.Generator) -> float:
-    """A draw from N(mean, sigma^2) restricted to [low, high] (rejection, then clipping as a last resort)."""
+    """One draw from N(mean, sigma^2) restricted to [low, high]: rejection, then clipping as a last resort.
+
+    With `mean` inside the interval each try succeeds with probability >= ~1/2, so the clipping fallback
+    (which would pile mass on the bounds) practically never runs.
+    """
     for _ in range(16):
         x = rng.normal(mean, sigma)
         if low <= x <= high:
@@ -105,48 +134,81 @@ def truncated_normal(mean: float, sigma: float, low: float, high: float, rng: np
     return float(np.clip(rng.normal(mean, sigma), low, high))
 
 
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run torch on one intra-op thread for the duration.
+
+    The networks are tiny (300 wide, batch 64): splitting such matmuls over threads costs more than it
+    saves, and on a busy machine (the search evaluates models on the same cores) the synchronisation made
+    updates over 10x slower in our measurements. One thread also makes results independent of the
+    machine's thread count, so a resumed search repeats exactly.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 class DDPGAgent(Agent):
+    """The AMC searcher: a preserve ratio per layer from the layer's state, learnt by DDPG.
+
+    `seed` fixes the network initialisation (drawn inside `torch.random.fork_rng`, so the global torch RNG
+    is untouched), the exploration noise and the replay sampling (a private numpy Generator).
+    Keyword `overrides` replace fields of `config` (this is how `make_agent(..., warmup_episodes=20)` works).
+    """
+
     name = "ddpg"
 
     def __init__(self, obs_dim: int, lbound: float, seed: int, config: DDPGConfig | None = None, **overrides):
-        self.config = config = DDPGConfig(**{**asdict(config or DDPGConfig()), **overrides})
-        self.lbound = lbound
+        if not 0 <= lbound <= 1:
+            raise ValueError(f"lbound must be in [0, 1], got {lbound}")
+        self.lbound = float(lbound)
         self.rng = np.random.default_rng(seed)
+        self.baseline: float | None = None  # moving average of episode rewards; None until the first episode
+        self.episode = 0
+        self._build(obs_dim, DDPGConfig(**{**asdict(config or DDPGConfig()), **overrides}), seed)
+
+    def _build(self, obs_dim: int, config: DDPGConfig, seed: int) -> None:
+        """Networks, target copies, optimizers and an empty buffer for `config`."""
+        self.obs_dim, self.config = obs_dim, config
         with torch.random.fork_rng(devices=[]):  # seeded init without disturbing the global RNG
             torch.manual_seed(seed)
             self.actor, self.critic = Actor(obs_dim, config.hidden), Critic(obs_dim, config.hidden)
-            self.actor_target, self.critic_target = Actor(obs_dim, config.hidden), Critic(obs_dim, config.hidden)
-        self.actor_target.load_state_dict(self.actor.state_dict())
-        self.critic_target.load_state_dict(self.critic.state_dict())
+        self.actor_target, self.critic_target = copy.deepcopy(self.actor), copy.deepcopy(self.critic)
         self.actor_optim = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
         self.critic_optim = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr)
         self.buffer = ReplayBuffer(obs_dim, config.buffer_size)
-        self.baseline: float | None = None
-        self.episode = 0
 
     # ---- acting -----------------------------------------------------------------------------------
     @property
     def sigma(self) -> float:
+        """Exploration noise of the current episode (std of the truncated normal, in preserve-ratio units)."""
         c = self.config
-        after_warmup = max(0, self.episode - c.warmup_episodes)
-        return max(c.noise_sigma * c.noise_decay ** after_warmup, c.noise_sigma_min)
+        episodes_after_warmup = max(0, self.episode - c.warmup_episodes)
+        return max(c.noise_sigma * c.noise_decay ** episodes_after_warmup, c.noise_sigma_min)
 
     def begin_episode(self, episode: int) -> None:
         self.episode = episode
 
     @torch.no_grad()
     def predict(self, obs: np.ndarray) -> float:
-        """The actor's deterministic action, clipped to [lbound, 1]."""
-        action = float(self.actor(torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0)))
+        """The actor's deterministic preserve ratio for state `obs` [obs_dim], clipped to [lbound, 1]."""
+        with _one_thread():
+            action = self.actor(torch.as_tensor(obs, dtype=torch.float32).reshape(1, -1)).item()
         return float(np.clip(action, self.lbound, 1.0))
 
     def act(self, obs: np.ndarray) -> float:
+        """Exploratory preserve ratio in [lbound, 1] for the current layer's state `obs` [obs_dim]."""
         if self.episode < self.config.warmup_episodes:
             return float(self.rng.uniform(self.lbound, 1.0))
         return truncated_normal(self.predict(obs), self.sigma, self.lbound, 1.0, self.rng)
 
     # ---- learning ---------------------------------------------------------------------------------
     def end_episode(self, transitions: list[Transition], reward: float) -> dict[str, float]:
+        """Store the episode with its reward, update the baseline and, after warm-up, train."""
+        reward = float(reward)  # a numpy scalar would not load back with torch.load(weights_only=True)
         for t in transitions:
             self.buffer.add(t, reward)
         c = self.config
@@ -154,15 +216,21 @@ class DDPGAgent(Agent):
         stats = {"sigma": self.sigma, "baseline": self.baseline}
         if self.episode < c.warmup_episodes:
             return stats
-        losses = [self.update() for _ in range(c.updates_per_step * len(transitions))]
-        stats["critic_loss"] = float(np.mean([l[0] for l in losses]))
-        stats["actor_loss"] = float(np.mean([l[1] for l in losses]))
+        with _one_thread():
+            losses = np.array([self.update() for _ in range(c.updates_per_step * len(transitions))])
+        if len(losses):
+            stats["critic_loss"], stats["actor_loss"] = (float(x) for x in losses.mean(axis=0))
         return stats
 
     def update(self) -> tuple[float, float]:
-        """One critic and one actor gradient step on a minibatch, then soft target updates."""
+        """One critic and one actor gradient step on a minibatch, then soft target updates.
+
+        Returns (critic MSE loss, actor loss = -mean Q) of this step.
+        """
         c = self.config
         obs, action, reward, next_obs, done = map(torch.from_numpy, self.buffer.sample(c.batch_size, self.rng))
+        # Centre with the current baseline, not the one at storage time: old episodes are judged
+        # against what the agent achieves now.
         reward = reward - self.baseline
         with torch.no_grad():
             target_q = reward + c.discount * (1 - done) * self.critic_target(next_obs, self.actor_target(next_obs))
@@ -171,6 +239,7 @@ class DDPGAgent(Agent):
         critic_loss.backward()
         self.critic_optim.step()
 
+        # This also leaves gradients in the critic; they are cleared by its zero_grad() before its next step.
         actor_loss = -self.critic(obs, self.actor(obs)).mean()
         self.actor_optim.zero_grad()
         actor_loss.backward()
@@ -179,19 +248,22 @@ class DDPGAgent(Agent):
         with torch.no_grad():
             for net, target in ((self.actor, self.actor_target), (self.critic, self.critic_target)):
                 for p, tp in zip(net.parameters(), target.parameters()):
-                    tp.lerp_(p, c.tau)
+                    tp.lerp_(p, c.tau)  # tp <- tp + tau * (p - tp)
         return critic_loss.item(), actor_loss.item()
 
     # ---- checkpointing ----------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"config": asdict(self.config), "episode": self.episode, "baseline": self.baseline,
-                "rng": self.rng.bit_generator.state, "buffer": self.buffer.state_dict(),
-                "actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
-                "actor_target": self.actor_target.state_dict(), "critic_target": self.critic_target.state_dict(),
-                "actor_optim": self.actor_optim.state_dict(), "critic_optim": self.critic_optim.state_dict()}
+        """A snapshot (copied, so later learning does not change it) of everything needed to resume."""
+        nets = {key: getattr(self, key).state_dict() for key in
+                ("actor", "critic", "actor_target", "critic_target", "actor_optim", "critic_optim")}
+        return copy.deepcopy({"config": asdict(self.config), "obs_dim": self.obs_dim, "lbound": self.lbound,
+                              "episode": self.episode, "baseline": self.baseline,
+                              "rng": self.rng.bit_generator.state, "buffer": self.buffer.state_dict(), **nets})
 
     def load_state_dict(self, state: dict) -> None:
-        self.episode, self.baseline = int(state["episode"]), state["baseline"]
+        """Resume from `state_dict()`; the checkpoint's config, obs_dim and lbound replace this agent's."""
+        self._build(int(state["obs_dim"]), DDPGConfig(**state["config"]), seed=0)  # weights are overwritten below
+        self.lbound, self.episode, self.baseline = float(state["lbound"]), int(state["episode"]), state["baseline"]
         self.rng.bit_generator.state = state["rng"]
         self.buffer.load_state_dict(state["buffer"])
         for key in ("actor", "critic", "actor_target", "critic_target", "actor_optim", "critic_optim"):

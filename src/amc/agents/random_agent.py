@@ -8,10 +8,14 @@ from amc.agents.base import Agent, Transition
 
 
 class RandomAgent(Agent):
+    """Draws every preserve ratio uniformly from [lbound, 1] with its own seeded Generator; learns nothing."""
+
     name = "random"
 
     def __init__(self, obs_dim: int, lbound: float, seed: int):
-        self.lbound = lbound
+        if not 0 <= lbound <= 1:
+            raise ValueError(f"lbound must be in [0, 1], got {lbound}")
+        self.lbound = float(lbound)
         self.rng = np.random.default_rng(seed)
 
     def begin_episode(self, episode: int) -> None:
@@ -24,7 +28,8 @@ class RandomAgent(Agent):
         return {}
 
     def state_dict(self) -> dict:
-        return {"rng": self.rng.bit_generator.state}
+        return {"lbound": self.lbound, "rng": self.rng.bit_generator.state}
 
     def load_state_dict(self, state: dict) -> None:
+        self.lbound = float(state["lbound"])
         self.rng.bit_generator.state = state["rng"]
