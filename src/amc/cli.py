@@ -67,6 +67,7 @@ def search_command(
                                            "weights of the embedded default, else random init (a warning)."),
     data: str = typer.Option("digits", help="Dataset: digits (embedded default), cifar10, imagefolder."),
     data_dir: Optional[Path] = typer.Option(None, help="cifar10: .npz or CIFAR python folder; imagefolder: root."),
+    download: bool = typer.Option(False, help="Download CIFAR-10 if it is not in --data-dir (needs network)."),
     target: str = typer.Option("macs", help="Budgeted resource: macs or params."),
     ratio: float = typer.Option(0.5, help="Budget as a share of the original cost, in (0, 1]."),
     reward: str = typer.Option("acc", help="acc (hard budget, reward = held-out accuracy), or acc-macs / "
@@ -74,7 +75,9 @@ def search_command(
     agent: str = typer.Option("ddpg", help="ddpg, random (same clipping, random actions) or uniform."),
     episodes: int = typer.Option(300, help="Episodes (scored candidates) to run."),
     warmup: Optional[int] = typer.Option(None, help="DDPG warm-up episodes with random actions "
-                                         "[default: min(100, episodes/4)]."),
+                                         "(default: min(100, episodes/4))."),
+    agent_option: list[str] = typer.Option([], help="Agent setting as KEY=VALUE, repeatable (DDPG: any "
+                                           "DDPGConfig field, e.g. noise_sigma_min=0.1)."),
     lbound: float = typer.Option(0.2, help="Smallest preserve ratio of any layer."),
     channel_round: int = typer.Option(1, help="Round kept channels to multiples of this (8 suits fast kernels)."),
     selection: str = typer.Option("magnitude", help="Channel selection: magnitude or greedy "
@@ -87,8 +90,8 @@ def search_command(
     precision: str = typer.Option("fp32", help="Scoring precision of candidates: fp32, or bf16 (about 2x faster "
                                   "on CPUs with bf16 units; final figures are always fp32)."),
     seed: int = typer.Option(0, help="Seed for the agent, calibration sampling and torch."),
-    threads: Optional[int] = typer.Option(None, help="torch CPU threads [default: torch's choice]."),
-    out: Optional[Path] = typer.Option(None, help="Run directory [default: runs/<model>-<agent>-<time>]."),
+    threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: torch's choice)."),
+    out: Optional[Path] = typer.Option(None, help="Run directory (default: runs/<model>-<agent>-<time>)."),
     resume: bool = typer.Option(False, help="Continue the search in --out where it stopped."),
     overwrite: bool = typer.Option(False, help="Replace an existing --out."),
 ) -> None:
@@ -101,12 +104,13 @@ def search_command(
     if resume and out is None:
         raise AmcError("--resume needs --out pointing at the run directory to continue")
     out = out or Path("runs") / f"{model.replace(':', '_')}-{agent}-{datetime.now():%Y%m%d-%H%M%S}"
-    config = SearchConfig(model=model, weights=str(weights) if weights else None, data=data,
-                          data_dir=str(data_dir) if data_dir else None, target=target, ratio=ratio, reward=reward,
-                          agent=agent, episodes=episodes, warmup=warmup, lbound=lbound, channel_round=channel_round,
-                          selection=selection, reconstruct=reconstruct, bn_recalibration=bn_recalibration,
-                          calibration_images=calibration_images, heldout_limit=heldout_limit, precision=precision, seed=seed,
-                          threads=threads)
+    config = SearchConfig(
+        model=model, weights=str(weights) if weights else None, data=data,
+        data_dir=str(data_dir) if data_dir else None, download=download, target=target, ratio=ratio,
+        reward=reward, agent=agent, episodes=episodes, warmup=warmup, lbound=lbound, channel_round=channel_round,
+        selection=selection, reconstruct=reconstruct, bn_recalibration=bn_recalibration,
+        calibration_images=calibration_images, heldout_limit=heldout_limit, precision=precision, seed=seed,
+        threads=threads, agent_options=_key_values(agent_option))
     console.print(f"[bold]amc search[/bold] {model} on {data}: {target} <= {ratio:g}, agent {agent}, "
                   f"{episodes if agent != 'uniform' else 1} episodes -> {out}", highlight=False)
     with _EpisodeProgress(episodes if agent != "uniform" else 1) as progress:
@@ -120,11 +124,26 @@ def search_command(
                                                                 "macs_ratio", "params")}}))
 
 
+def _key_values(pairs: list[str]) -> dict:
+    """KEY=VALUE strings to a dict, values parsed as JSON where possible (numbers, booleans)."""
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise AmcError(f"--agent-option expects KEY=VALUE, got {pair!r}")
+        try:
+            options[key] = json.loads(value)
+        except ValueError:
+            options[key] = value
+    return options
+
+
 @app.command("train")
 def train_command(
     model: str = typer.Option(..., help="Zoo name (see `amc models`)."),
     data: str = typer.Option(..., help="Dataset: digits, cifar10, imagefolder."),
     data_dir: Optional[Path] = typer.Option(None, help="Dataset file or folder."),
+    download: bool = typer.Option(False, help="Download CIFAR-10 if it is not in --data-dir (needs network)."),
     epochs: int = typer.Option(..., help="Training epochs."),
     out: Path = typer.Option(..., help="Checkpoint file, rewritten after every epoch."),
     weights: Optional[Path] = typer.Option(None, help="Start from these weights (fine-tuning)."),
@@ -149,7 +168,7 @@ def train_command(
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    dataset = load_dataset(data, data_dir)
+    dataset = load_dataset(data, data_dir, download=download)
     net = models.create(model, num_classes=dataset.num_classes, weights=weights)
     out.parent.mkdir(parents=True, exist_ok=True)
 
@@ -168,6 +187,7 @@ def eval_command(
     weights: Optional[Path] = typer.Option(None, help="Checkpoint (not needed for a run directory)."),
     data: str = typer.Option(..., help="Dataset: digits, cifar10, imagefolder."),
     data_dir: Optional[Path] = typer.Option(None, help="Dataset file or folder."),
+    download: bool = typer.Option(False, help="Download CIFAR-10 if it is not in --data-dir (needs network)."),
     split: str = typer.Option("test", help="val (the held-out split searches score on) or test."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads."),
@@ -183,7 +203,7 @@ def eval_command(
         raise AmcError(f"--split must be val or test, got {split!r}")
     if threads:
         torch.set_num_threads(threads)
-    dataset = load_dataset(data, data_dir)
+    dataset = load_dataset(data, data_dir, download=download)
     if Path(model).is_dir():
         net = load_pruned(model)
     else:

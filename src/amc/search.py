@@ -49,6 +49,7 @@ class SearchConfig:
     weights: str | None = None
     data: str = DEFAULT_DATA
     data_dir: str | None = None
+    download: bool = False
     target: str = "macs"
     ratio: float = 0.5
     lbound: float = 0.2
@@ -57,6 +58,7 @@ class SearchConfig:
     agent: str = "ddpg"
     episodes: int = 300
     warmup: int | None = None            # DDPG warm-up episodes; default min(100, episodes // 4)
+    agent_options: dict = field(default_factory=dict)  # extra agent settings, e.g. {"noise_sigma_min": 0.1}
     seed: int = 0
     calibration_images: int = 3000
     points_per_image: int = 10
@@ -186,7 +188,7 @@ def search(config: SearchConfig | None = None, *, out: str | Path, resume: bool 
     np.random.seed(config.seed)
 
     if dataset is None:
-        dataset = load_dataset(config.data, config.data_dir, seed=0)
+        dataset = load_dataset(config.data, config.data_dir, seed=0, download=config.download)
     if model is None:
         model = _load_model(config, dataset)
     info = models.model_info(model)
@@ -217,7 +219,11 @@ def search(config: SearchConfig | None = None, *, out: str | Path, resume: bool 
         episodes = 1  # deterministic: one episode is the whole search
     else:
         agent_kwargs = {"warmup_episodes": config.warmup_episodes} if config.agent == "ddpg" else {}
-        agent = make_agent(config.agent, obs_dim, config.lbound, config.seed, **agent_kwargs)
+        try:
+            agent = make_agent(config.agent, obs_dim, config.lbound, config.seed,
+                               **{**agent_kwargs, **config.agent_options})
+        except (TypeError, ValueError) as e:
+            raise AmcError(f"bad --agent-option for {config.agent}: {e}") from None
         episodes = config.episodes
 
     log_path = out / "episodes.jsonl"

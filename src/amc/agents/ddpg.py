@@ -45,7 +45,7 @@ class DDPGConfig:
     warmup_episodes: int = 100     # uniform random actions in [lbound, 1], no learning
     noise_sigma: float = 0.5       # truncated-normal exploration around the actor's action
     noise_decay: float = 0.95      # per episode after warm-up
-    noise_sigma_min: float = 0.02  # floor (quirk 1)
+    noise_sigma_min: float = 0.1   # floor (quirk 1); 0.02 stalled ResNet-20 search (benchmarks/RESULTS.md)
     discount: float = 1.0
     baseline_alpha: float = 0.5    # moving-average baseline: b <- b + alpha * (R - b)
     updates_per_step: int = 1      # gradient updates per stored transition, after warm-up
