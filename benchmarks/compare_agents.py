@@ -45,7 +45,7 @@ def run_all(args: argparse.Namespace) -> list[dict]:
                               f"best {r['best_reward']:.4f} ({time.time() - t0:.0f}s)", flush=True)
 
                 resume = (out / "state.pt").exists()
-                summary = amc.search(config, out=out, resume=resume, dataset=dataset, progress=progress).summary
+                summary = amc.search(data=dataset, config=config, out=out, resume=resume, progress=progress).summary
             rows.append({"agent": agent, "seed": seed, **summary})
             print(json.dumps({k: rows[-1][k] for k in ("agent", "seed", "best_val_top1", "test_top1", "macs_ratio",
                                                        "search_seconds")}), flush=True)

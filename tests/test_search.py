@@ -24,7 +24,7 @@ def _config(**kw):
 
 
 def test_search_writes_run_and_exports_a_smaller_model(tmp_path, digits):
-    result = amc.search(_config(), out=tmp_path / "run", dataset=digits)
+    result = amc.search(config=_config(), out=tmp_path / "run", data=digits)
     run = tmp_path / "run"
     for f in ("config.json", "episodes.jsonl", "policy.json", "model.pt", "model.json", "summary.json"):
         assert (run / f).exists(), f
@@ -43,7 +43,7 @@ def test_search_writes_run_and_exports_a_smaller_model(tmp_path, digits):
 
 
 def test_exported_model_loads_in_a_fresh_process_with_the_same_accuracy(tmp_path, digits):
-    result = amc.search(_config(agent="uniform"), out=tmp_path / "u", dataset=digits)
+    result = amc.search(config=_config(agent="uniform"), out=tmp_path / "u", data=digits)
     code = ("import amc, json; from amc.data import load_dataset; from amc.evaluate import Evaluator; "
             "from amc.models import model_info; m = amc.load_pruned(r'%s'); d = load_dataset('digits'); "
             "i = model_info(m); print(json.dumps(Evaluator(d.heldout, i.mean, i.std).top1(m)))" % (tmp_path / "u"))
@@ -52,32 +52,40 @@ def test_exported_model_loads_in_a_fresh_process_with_the_same_accuracy(tmp_path
 
 
 def test_same_seed_same_policy(tmp_path, digits):
-    a = amc.search(_config(agent="ddpg", episodes=8, warmup=3), out=tmp_path / "a", dataset=digits)
-    b = amc.search(_config(agent="ddpg", episodes=8, warmup=3), out=tmp_path / "b", dataset=digits)
+    a = amc.search(config=_config(agent="ddpg", episodes=8, warmup=3), out=tmp_path / "a", data=digits)
+    b = amc.search(config=_config(agent="ddpg", episodes=8, warmup=3), out=tmp_path / "b", data=digits)
     assert a.policy.keep == b.policy.keep
     assert [r["keep"] for r in a.episodes] == [r["keep"] for r in b.episodes]
 
 
 def test_resume_continues_and_matches_uninterrupted_run(tmp_path, digits):
-    full = amc.search(_config(episodes=10, warmup=3), out=tmp_path / "full", dataset=digits)
-    amc.search(_config(episodes=6, warmup=3), out=tmp_path / "part", dataset=digits)
+    full = amc.search(config=_config(episodes=10, warmup=3), out=tmp_path / "full", data=digits)
+    amc.search(config=_config(episodes=6, warmup=3), out=tmp_path / "part", data=digits)
     # continue the same run to 10 episodes
     cfg = json.loads((tmp_path / "part" / "config.json").read_text())
     cfg["search"]["episodes"] = 10
     (tmp_path / "part" / "config.json").write_text(json.dumps(cfg))
-    resumed = amc.search(out=tmp_path / "part", resume=True, dataset=digits)
+    resumed = amc.search(out=tmp_path / "part", resume=True, data=digits)
     assert [r["keep"] for r in resumed.episodes] == [r["keep"] for r in full.episodes]
     assert [r["episode"] for r in resumed.episodes] == list(range(10))
 
 
 def test_existing_output_is_refused(tmp_path, digits):
-    amc.search(_config(agent="uniform"), out=tmp_path / "r", dataset=digits)
+    amc.search(config=_config(agent="uniform"), out=tmp_path / "r", data=digits)
     with pytest.raises(AmcError, match="already exists"):
-        amc.search(_config(agent="uniform"), out=tmp_path / "r", dataset=digits)
+        amc.search(config=_config(agent="uniform"), out=tmp_path / "r", data=digits)
 
 
 def test_original_model_is_not_mutated_by_a_search(tmp_path, digits):
     model = models.create("digits_cnn", weights=models.bundled_weights("digits_cnn")).eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    amc.search(_config(episodes=5, warmup=2), out=tmp_path / "m", model=model, dataset=digits)
+    amc.search(config=_config(episodes=5, warmup=2), out=tmp_path / "m", model=model, data=digits)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_api_by_names_and_keyword_settings(tmp_path):
+    result = amc.search("digits_cnn", "digits", out=tmp_path / "api", agent="random", episodes=3,
+                        calibration_images=200, ratio=0.6)
+    assert result.summary["macs_ratio"] <= 0.6 and result.summary["model"] == "digits_cnn"
+    with pytest.raises(AmcError, match="unknown search setting"):
+        amc.search("digits_cnn", "digits", out=tmp_path / "bad", episode=3)

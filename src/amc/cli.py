@@ -114,7 +114,7 @@ def search_command(
     console.print(f"[bold]amc search[/bold] {model} on {data}: {target} <= {ratio:g}, agent {agent}, "
                   f"{episodes if agent != 'uniform' else 1} episodes -> {out}", highlight=False)
     with _EpisodeProgress(episodes if agent != "uniform" else 1) as progress:
-        result = search(config, out=out, resume=resume, overwrite=overwrite, progress=progress)
+        result = search(config=config, out=out, resume=resume, overwrite=overwrite, progress=progress)
     s = result.summary
     console.print(f"best policy: held-out top-1 {s['best_val_top1']:.4f} (original "
                   f"{s['baseline']['heldout_top1']:.4f}), test top-1 {s['test_top1']:.4f}, "

@@ -167,20 +167,37 @@ def environment_versions() -> dict:
             "processor": platform.processor() or platform.machine()}
 
 
-def search(config: SearchConfig | None = None, *, out: str | Path, resume: bool = False, overwrite: bool = False,
-           model: nn.Module | None = None, dataset: Dataset | None = None,
-           progress: Callable[[dict], None] | None = None, **overrides) -> SearchResult:
+def search(model: nn.Module | str | None = None, data: Dataset | str | None = None, *, out: str | Path,
+           config: SearchConfig | None = None, resume: bool = False, overwrite: bool = False,
+           progress: Callable[[dict], None] | None = None, **options) -> SearchResult:
     """Find a per-layer preserve-ratio policy under the budget and export the pruned model into `out`.
 
-    `config` fields may also be given as keyword arguments (`search(out="runs/x", model_name=...)` is not
-    needed: pass `SearchConfig(model="resnet56", ...)` or `episodes=50` etc.). A ready `model` (with
-    `amc_info`, see `amc.models.create`) and `dataset` may be passed instead of names.
-    `progress` is called after every episode with that episode's log record.
+    `model` is a zoo name or a model built by `amc.models.create` (it carries `amc_info`); `data` is a
+    dataset name or a loaded `amc.data.Dataset`. Settings come from `config` and/or keyword `options`
+    (any `SearchConfig` field: `target="macs", ratio=0.5, episodes=300, agent="ddpg", seed=0, ...`).
+    With `resume=True` the run's own config.json is used. `progress` is called after every episode with
+    that episode's log record. Example::
+
+        result = amc.search("resnet56", "cifar10", weights="r56.pt", data_dir="cifar10.npz", ratio=0.5,
+                            out="runs/r56")
     """
     out = Path(out)
+    net = model if isinstance(model, nn.Module) else None
+    dataset = data if isinstance(data, Dataset) else None
+    if isinstance(model, str):
+        options["model"] = model
+    elif net is not None:
+        options["model"] = models.model_info(net).name
+    if isinstance(data, str):
+        options["data"] = data
+    elif dataset is not None:
+        options["data"] = dataset.name
     if resume and (out / "config.json").exists():
-        config = SearchConfig.from_dict(json.loads((out / "config.json").read_text())["search"])
-    config = SearchConfig(**{**asdict(config or SearchConfig()), **overrides})
+        config, options = SearchConfig.from_dict(json.loads((out / "config.json").read_text())["search"]), {}
+    try:
+        config = SearchConfig(**{**asdict(config or SearchConfig()), **options})
+    except TypeError as e:
+        raise AmcError(f"unknown search setting: {e}") from None
     _prepare_run_dir(out, resume, overwrite)
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -189,8 +206,7 @@ def search(config: SearchConfig | None = None, *, out: str | Path, resume: bool 
 
     if dataset is None:
         dataset = load_dataset(config.data, config.data_dir, seed=0, download=config.download)
-    if model is None:
-        model = _load_model(config, dataset)
+    model = net if net is not None else _load_model(config, dataset)
     info = models.model_info(model)
     model.eval()
     graph = LayerGraph(model, info.input_shape)
