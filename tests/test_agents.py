@@ -89,7 +89,7 @@ def test_truncated_normal_is_centred_and_not_clipped():
 
 # ---- exploration -----------------------------------------------------------------------------------
 def test_noise_decays_after_warmup_to_a_floor():
-    agent = DDPGAgent(OBS_DIM, 0.2, 0, warmup_episodes=10)
+    agent = DDPGAgent(OBS_DIM, 0.2, 0, warmup_episodes=10, noise_sigma_min=0.02)
     for episode, expected in ((0, 0.5), (10, 0.5), (11, 0.5 * 0.95), (20, 0.5 * 0.95 ** 10), (500, 0.02)):
         agent.begin_episode(episode)
         assert agent.sigma == pytest.approx(expected)
@@ -224,3 +224,12 @@ def test_make_agent_registry_and_config():
         make_agent("ddpg", OBS_DIM, 0.2, 0, warmup=7)  # misspelt field
     with pytest.raises(ValueError):
         DDPGConfig(noise_sigma_min=0.9)  # floor above the initial sigma
+
+
+def test_anchor_starts_the_actor_at_the_prior_and_warms_up_around_it():
+    agent = DDPGAgent(OBS_DIM, 0.2, 0, anchor=0.45, warmup_episodes=5)
+    states = np.random.default_rng(0).random((10, OBS_DIM)).astype(np.float32)
+    assert all(abs(agent.predict(s) - 0.45) < 0.02 for s in states)
+    draws = [agent.act(states[0]) for _ in range(500)]
+    assert abs(np.mean(draws) - 0.47) < 0.05 and np.std(draws) < 0.25  # truncated at 0.2, sigma 0.2
+    assert min(draws) >= 0.2

@@ -69,3 +69,27 @@ def test_no_prunable_layers_is_an_error():
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
     with pytest.raises(UnsupportedModelError, match="no prunable layers"):
         LayerGraph(net, (3, 2, 2))
+
+
+@pytest.mark.parametrize("name", ["tv:resnet18", "tv:mobilenet_v2"])
+def test_coupled_groups_prune_consistently(name):
+    model = models.create(name, num_classes=10).eval()
+    shape = (3, 64, 64)
+    free = LayerGraph(model, shape)
+    grouped = LayerGraph(model, shape, group_coupled=True)
+    coupled = [d for d in grouped.decisions if d.coupled]
+    assert coupled and len(grouped.decisions) == len(free.decisions) + len(coupled)
+    g = torch.Generator().manual_seed(3)
+    keep = random_keep(grouped, g)
+    kept = [torch.sort(torch.randperm(d.channels, generator=g)[:k]).values for d, k in zip(grouped.decisions, keep)]
+    pruned = prune_copy(model, grouped, kept)
+    assert pruned(torch.randn(2, *shape)).shape == (2, 10)
+    assert count_macs(pruned, shape) == grouped.macs(keep)
+    assert count_params(pruned) == grouped.params(keep)
+
+
+def test_option_a_shortcut_groups_are_refused_even_when_grouping():
+    graph = LayerGraph(models.create("resnet20").eval(), (3, 32, 32), group_coupled=True)
+    assert not any(d.coupled for d in graph.decisions)
+    # the subsampled, zero-padded shortcut shows up as a slice and a pad: refused either way
+    assert any(w in graph.skipped["layer1.0.conv1"] for w in ("slice", "zero-padded"))

@@ -80,6 +80,8 @@ def search_command(
                                            "DDPGConfig field, e.g. noise_sigma_min=0.1)."),
     lbound: float = typer.Option(0.2, help="Smallest preserve ratio of any layer."),
     channel_round: int = typer.Option(1, help="Round kept channels to multiples of this (8 suits fast kernels)."),
+    group_coupled: bool = typer.Option(False, help="Also prune each residual-coupled channel group as one "
+                                       "decision (where torch-pruning follows it; never across padded shortcuts)."),
     selection: str = typer.Option("magnitude", help="Channel selection: magnitude or greedy "
                                   "(reconstruction-aware)."),
     reconstruct: bool = typer.Option(True, help="Least-squares reconstruction of pruned layers."),
@@ -108,6 +110,7 @@ def search_command(
         model=model, weights=str(weights) if weights else None, data=data,
         data_dir=str(data_dir) if data_dir else None, download=download, target=target, ratio=ratio,
         reward=reward, agent=agent, episodes=episodes, warmup=warmup, lbound=lbound, channel_round=channel_round,
+        group_coupled=group_coupled,
         selection=selection, reconstruct=reconstruct, bn_recalibration=bn_recalibration,
         calibration_images=calibration_images, heldout_limit=heldout_limit, precision=precision, seed=seed,
         threads=threads, agent_options=_key_values(agent_option))

@@ -42,7 +42,11 @@ class Member:
 
 @dataclass(frozen=True)
 class Decision:
-    """One step of the agent: how many input channels of `consumer` (and outputs of `producer`) to keep."""
+    """One step of the agent: how many input channels of `consumer` (and outputs of `producer`) to keep.
+
+    A coupled-group decision (`group_coupled=True`) has several consumers and producers sharing the
+    same channels (a residual stream); `consumer`/`producer`/`layer` then describe the first of them.
+    """
 
     index: int
     consumer: str
@@ -50,6 +54,14 @@ class Decision:
     channels: int                 # channels before pruning
     layer: LayerCost              # the consumer layer, whose features form the state
     members: tuple[Member, ...]
+
+    @property
+    def consumers(self) -> tuple[str, ...]:
+        return tuple(m.module for m in self.members if m.role == "consumer")
+
+    @property
+    def coupled(self) -> bool:
+        return len(self.consumers) > 1 or sum(m.role == "producer" for m in self.members) > 1
 
 
 @dataclass
@@ -71,7 +83,10 @@ class _LinearTerm:
 class LayerGraph:
     """Prunable decisions of a model plus an exact MACs/params model over per-decision keep counts."""
 
-    def __init__(self, model: nn.Module, input_shape: tuple[int, int, int]):
+    def __init__(self, model: nn.Module, input_shape: tuple[int, int, int], *, group_coupled: bool = False):
+        """Trace `model` at `input_shape` (C, H, W). `group_coupled`: also make each residual-coupled
+        channel group (all layers reading and writing one residual stream) a single decision, where
+        torch-pruning follows it correctly (never across a zero-padded shortcut)."""
         self.input_shape = tuple(input_shape)
         was_training = model.training
         model.eval()
@@ -95,13 +110,18 @@ class LayerGraph:
                 continue  # depthwise/grouped convs are pruned with their producer, never as consumers
             fn = tp.prune_conv_in_channels if cost.kind == "conv" else tp.prune_linear_in_channels
             group = dependency_graph.get_pruning_group(module, fn, [0])
-            members, reason = _free_members(group, names, name, flatten_ok=cost.kind == "linear")
-            producer = next((m.module for m in members or [] if m.role == "producer"), None)
-            if producer is not None and self.costs[producer].out_channels != cost.in_channels:
-                members, reason = None, "inputs are a flattened feature map, not channels"
+            members, reason = _group_members(group, names, name, coupled=False)
+            if members is None and group_coupled and reason.startswith(_COUPLING):
+                if any(name in d.consumers for d in decisions):
+                    continue  # already part of an earlier coupled group
+                members, reason = _group_members(group, names, name, coupled=True)
+            if members is not None:
+                reason = self._channel_mismatch(members, cost.in_channels)
+                members = None if reason else members
             if members is None:
                 self.skipped[name] = reason
                 continue
+            producer = next(m.module for m in members if m.role == "producer")
             decisions.append(Decision(len(decisions), name, producer, cost.in_channels, cost, tuple(members)))
         model.train(was_training)
         if not decisions:
@@ -113,6 +133,15 @@ class LayerGraph:
         self._norms = self._build_norms(modules)
         full = [d.channels for d in decisions]
         self._fixed_params = self.total_params - self._modeled_params(full)
+
+    def _channel_mismatch(self, members: list[Member], channels: int) -> str:
+        """Why the members do not all share `channels` channels one-for-one ("" if they do)."""
+        for m in members:
+            if m.role == "consumer" and self.costs[m.module].in_channels != channels:
+                return "inputs are a flattened feature map, not channels"
+            if m.role == "producer" and self.costs[m.module].out_channels != channels:
+                return "inputs are a flattened feature map, not channels"
+        return ""
 
     # ---- cost model -------------------------------------------------------------------------------
     def _build_terms(self, modules: dict[str, nn.Module]) -> list[_LinearTerm]:
@@ -207,7 +236,8 @@ class LayerGraph:
     def describe(self) -> list[dict]:
         """One row per decision, for logs and reports."""
         return [{"index": d.index, "consumer": d.consumer, "producer": d.producer, "channels": d.channels,
-                 "kernel": d.layer.kernel_size, "stride": d.layer.stride, "macs": m}
+                 "kernel": d.layer.kernel_size, "stride": d.layer.stride, "macs": m,
+                 "coupled_consumers": list(d.consumers) if d.coupled else []}
                 for d, m in zip(self.decisions, self.decision_macs())]
 
 
@@ -224,12 +254,17 @@ def _is_unsupported(module: nn.Module) -> bool:
     return isinstance(module, nn.Conv2d) and module.groups not in (1, module.in_channels)
 
 
-def _free_members(group, names: dict[nn.Module, str], consumer: str,
-                  flatten_ok: bool) -> tuple[list[Member] | None, str]:
-    """The modules a decision touches, or None (and why) when the channels are coupled elsewhere.
+_COUPLING = "channels "  # prefix of the reasons that group_coupled may overcome
 
-    `flatten_ok`: the consumer is a linear layer, whose inputs may pass through a flatten (checked by
-    the caller to be channel-for-channel, i.e. a 1x1 feature map).
+
+def _group_members(group, names: dict[nn.Module, str], consumer: str,
+                   coupled: bool) -> tuple[list[Member] | None, str]:
+    """The modules a decision touches, or None (and why) when they cannot be one decision.
+
+    Strict (`coupled=False`): exactly the consumer, one producer and what lies between. Coupled: any
+    number of consumers and producers joined by additions. Concatenations, slices and channel padding
+    (the option-A shortcut, which torch-pruning mistakes for an elementwise op) are refused in both.
+    A flatten is accepted in front of linear consumers; the caller checks it is channel-for-channel.
     """
     members: list[Member] = []
     producers = 0
@@ -238,35 +273,40 @@ def _free_members(group, names: dict[nn.Module, str], consumer: str,
         kind = node.type
         module_name = names.get(node.module)
         handler = dep.handler
-        pruner_name = type(getattr(handler, "__self__", handler)).__name__
         if kind == tp.ops.OPTYPE.ELEMENTWISE:
-            op = node.name
+            op = node.name.split("(")[-1].rstrip(")")
+            if "Pad" in op:
+                return None, f"channels are zero-padded into a shortcut ({op}); torch-pruning cannot follow it"
             if len(node.inputs) > 1 or not any(p in op for p in _PASS_THROUGH_OPS):
-                return None, f"channels meet other tensors ({op.split('(')[-1].rstrip(')')})"
+                if not (coupled and any(p in op for p in ("Add", "Sub", "Mul"))):
+                    return None, f"channels meet other tensors ({op})"
             continue
-        if kind == tp.ops.OPTYPE.RESHAPE and flatten_ok:
-            continue
-        if kind in (tp.ops.OPTYPE.CONCAT, tp.ops.OPTYPE.SPLIT, tp.ops.OPTYPE.SLICE, tp.ops.OPTYPE.RESHAPE,
-                    tp.ops.OPTYPE.EXPAND, tp.ops.OPTYPE.UNBIND):
-            return None, f"channels pass through a {kind.name.lower()} op"
+        if kind == tp.ops.OPTYPE.RESHAPE:
+            continue  # a flatten in front of a linear layer; checked by the caller
+        if kind in (tp.ops.OPTYPE.CONCAT, tp.ops.OPTYPE.SPLIT, tp.ops.OPTYPE.SLICE, tp.ops.OPTYPE.EXPAND,
+                    tp.ops.OPTYPE.UNBIND):
+            return None, f"pass through a {kind.name.lower()} op"
         if module_name is None:
-            return None, f"channels pass through an untracked op {node.name}"
+            return None, f"pass through an untracked op {node.name}"
         if kind == tp.ops.OPTYPE.DEPTHWISE_CONV:
             members.append(Member(module_name, handler, "depthwise"))
         elif kind in (tp.ops.OPTYPE.BN, tp.ops.OPTYPE.GN, tp.ops.OPTYPE.LN, tp.ops.OPTYPE.IN,
                       tp.ops.OPTYPE.PRELU):
             members.append(Member(module_name, handler, "norm"))
         elif kind in (tp.ops.OPTYPE.CONV, tp.ops.OPTYPE.LINEAR):
-            is_input_side = handler.__name__ == "prune_in_channels"
-            if is_input_side and module_name != consumer:
-                return None, f"channels also feed {module_name}"
-            if is_input_side:
+            if handler.__name__ == "prune_in_channels":
+                if module_name != consumer and not coupled:
+                    return None, f"channels also feed {module_name}"
                 members.append(Member(module_name, handler, "consumer"))
             else:
                 producers += 1
                 members.append(Member(module_name, handler, "producer"))
         else:
-            return None, f"channels pass through {pruner_name} ({kind.name})"
-    if producers != 1:
-        return None, "no single producing layer"
+            return None, f"pass through {kind.name}"
+    if producers == 0:
+        return None, "no producing layer"
+    if producers > 1 and not coupled:
+        return None, "channels come from several layers"
+    # the triggering consumer first, so that it describes the decision
+    members.sort(key=lambda m: m.module != consumer)
     return members, ""

@@ -54,6 +54,7 @@ class SearchConfig:
     ratio: float = 0.5
     lbound: float = 0.2
     channel_round: int = 1
+    group_coupled: bool = False          # also prune residual-coupled channel groups, one decision each
     reward: str = "acc"
     agent: str = "ddpg"
     episodes: int = 300
@@ -209,7 +210,7 @@ def search(model: nn.Module | str | None = None, data: Dataset | str | None = No
     model = net if net is not None else _load_model(config, dataset)
     info = models.model_info(model)
     model.eval()
-    graph = LayerGraph(model, info.input_shape)
+    graph = LayerGraph(model, info.input_shape, group_coupled=config.group_coupled)
     env_config = EnvConfig(config.target, config.ratio, config.lbound, config.channel_round, config.reward)
 
     if len(dataset.heldout) == 0:
@@ -235,9 +236,11 @@ def search(model: nn.Module | str | None = None, data: Dataset | str | None = No
         episodes = 1  # deterministic: one episode is the whole search
     else:
         agent_kwargs = {"warmup_episodes": config.warmup_episodes} if config.agent == "ddpg" else {}
+        options = dict(config.agent_options)
+        if options.get("anchor") == "uniform":  # a named prior: the uniform ratio meeting this budget
+            options["anchor"] = env.uniform_ratio()
         try:
-            agent = make_agent(config.agent, obs_dim, config.lbound, config.seed,
-                               **{**agent_kwargs, **config.agent_options})
+            agent = make_agent(config.agent, obs_dim, config.lbound, config.seed, **{**agent_kwargs, **options})
         except (TypeError, ValueError) as e:
             raise AmcError(f"bad --agent-option for {config.agent}: {e}") from None
         episodes = config.episodes

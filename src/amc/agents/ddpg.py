@@ -49,6 +49,9 @@ class DDPGConfig:
     discount: float = 1.0
     baseline_alpha: float = 0.5    # moving-average baseline: b <- b + alpha * (R - b)
     updates_per_step: int = 1      # gradient updates per stored transition, after warm-up
+    anchor: float | None = None    # optional prior policy (e.g. the uniform ratio that meets the budget):
+                                   # the actor starts out answering it and warm-up samples around it
+    anchor_sigma: float = 0.2      # spread of warm-up actions around the anchor
 
     def __post_init__(self) -> None:
         if self.hidden < 1 or self.batch_size < 1 or self.buffer_size < 1 or self.updates_per_step < 0:
@@ -176,6 +179,12 @@ class DDPGAgent(Agent):
         with torch.random.fork_rng(devices=[]):  # seeded init without disturbing the global RNG
             torch.manual_seed(seed)
             self.actor, self.critic = Actor(obs_dim, config.hidden), Critic(obs_dim, config.hidden)
+        if config.anchor is not None:  # start from the anchor: small last-layer weights, bias = logit(anchor)
+            last = self.actor.net[-2]
+            with torch.no_grad():
+                last.weight.mul_(0.01)
+                anchor = min(max(config.anchor, 1e-3), 1 - 1e-3)
+                last.bias.fill_(float(np.log(anchor / (1 - anchor))))
         self.actor_target, self.critic_target = copy.deepcopy(self.actor), copy.deepcopy(self.critic)
         self.actor_optim = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
         self.critic_optim = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr)
@@ -201,7 +210,10 @@ class DDPGAgent(Agent):
 
     def act(self, obs: np.ndarray) -> float:
         """Exploratory preserve ratio in [lbound, 1] for the current layer's state `obs` [obs_dim]."""
-        if self.episode < self.config.warmup_episodes:
+        c = self.config
+        if self.episode < c.warmup_episodes:
+            if c.anchor is not None:
+                return truncated_normal(c.anchor, c.anchor_sigma, self.lbound, 1.0, self.rng)
             return float(self.rng.uniform(self.lbound, 1.0))
         return truncated_normal(self.predict(obs), self.sigma, self.lbound, 1.0, self.rng)
 

@@ -37,25 +37,25 @@ class ChannelPruner:
         modules = dict(model.named_modules())
         self._rankings = []
         for d in graph.decisions:
-            if selection == "greedy":
+            if selection == "greedy" and not d.coupled:
                 self._rankings.append(greedy_ranking(stats[d.consumer], ridge))
-            else:
-                self._rankings.append(magnitude_ranking(modules[d.consumer].weight))
+            else:  # coupled groups: magnitude summed over every consumer of the shared channels
+                self._rankings.append(magnitude_ranking(*(modules[c].weight for c in d.consumers)))
         self._solve = lru_cache(maxsize=4096)(self._solve_uncached)
 
     def kept_channels(self, decision: int, count: int) -> torch.Tensor:
         """Sorted indices of the `count` channels kept at `decision`."""
         return torch.sort(self._rankings[decision][:count]).values
 
-    def _solve_uncached(self, decision: int, count: int) -> torch.Tensor:
-        d = self.graph.decisions[decision]
-        return least_squares(self.stats[d.consumer], self.kept_channels(decision, count), self.ridge)
+    def _solve_uncached(self, consumer: str, decision: int, count: int) -> torch.Tensor:
+        return least_squares(self.stats[consumer], self.kept_channels(decision, count), self.ridge)
 
     def prune(self, keep_counts: Sequence[int]) -> tuple[nn.Module, list[torch.Tensor]]:
         """(pruned copy, kept channel indices per decision) for integer `keep_counts`."""
         kept = [self.kept_channels(i, int(c)) for i, c in enumerate(keep_counts)]
         weights = None
         if self.reconstruct:
-            weights = {d.consumer: self._solve(d.index, int(c))
-                       for d, c in zip(self.graph.decisions, keep_counts) if int(c) < d.channels}
+            weights = {consumer: self._solve(consumer, d.index, int(c))
+                       for d, c in zip(self.graph.decisions, keep_counts) if int(c) < d.channels
+                       for consumer in d.consumers}
         return prune_copy(self.model, self.graph, kept, weights), kept

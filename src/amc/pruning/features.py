@@ -52,7 +52,7 @@ def collect_stats(model: nn.Module, graph: LayerGraph, images: torch.Tensor, *, 
     The AMC reference samples 10 random positions per image on about 3,000 calibration images.
     """
     modules = dict(model.named_modules())
-    consumers = {d.consumer for d in graph.decisions}
+    consumers = {name for d in graph.decisions for name in d.consumers}
     generator = torch.Generator().manual_seed(seed)
     stats: dict[str, LayerStats] = {}
 

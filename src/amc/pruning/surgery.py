@@ -24,11 +24,12 @@ def prune_copy(model: nn.Module, graph: LayerGraph, keep: Sequence[torch.Tensor]
     pruned = copy.deepcopy(model)
     modules = dict(pruned.named_modules())
     for decision, kept in zip(graph.decisions, keep):
-        new = (consumer_weights or {}).get(decision.consumer)
-        if new is not None:
-            weight = modules[decision.consumer].weight
-            shape = (weight.shape[0], len(kept), *weight.shape[2:])
-            weight[:, kept] = new.reshape(shape).to(weight.dtype)
+        for consumer in decision.consumers:
+            new = (consumer_weights or {}).get(consumer)
+            if new is not None:
+                weight = modules[consumer].weight
+                shape = (weight.shape[0], len(kept), *weight.shape[2:])
+                weight[:, kept] = new.reshape(shape).to(weight.dtype)
     for decision, kept in zip(graph.decisions, keep):
         mask = torch.ones(decision.channels, dtype=torch.bool)
         mask[kept] = False
