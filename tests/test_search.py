@@ -89,3 +89,9 @@ def test_api_by_names_and_keyword_settings(tmp_path):
     assert result.summary["macs_ratio"] <= 0.6 and result.summary["model"] == "digits_cnn"
     with pytest.raises(AmcError, match="unknown search setting"):
         amc.search("digits_cnn", "digits", out=tmp_path / "bad", episode=3)
+
+
+def test_a_mistake_leaves_no_output_directory(tmp_path, digits):
+    with pytest.raises(AmcError, match="cannot be met"):
+        amc.search(config=_config(ratio=0.01), out=tmp_path / "never", data=digits)
+    assert not (tmp_path / "never").exists()

@@ -125,18 +125,27 @@ class Candidate:
         return self._scores[key]
 
 
-def _prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
+def _check_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse a bad output directory before any work is done."""
     if resume:
         if not (out / STATE_FILE).exists():
             raise AmcError(f"nothing to resume in {out} (no {STATE_FILE}); start a new search without --resume")
         return
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise AmcError(f"output directory {out} already exists; pass --resume to continue it, "
-                           "--overwrite to replace it, or choose another --out")
+    if out.exists() and not out.is_dir():
+        raise AmcError(f"output path {out} is a file; choose a directory for --out")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise AmcError(f"output directory {out} already exists; pass --resume to continue it, "
+                       "--overwrite to replace it, or choose another --out")
+
+
+def _create_run_dir(out: Path, resume: bool) -> None:
+    """Create (or empty, for --overwrite) the run directory once everything is set up."""
+    if resume:
+        return
+    if out.exists():
         shutil.rmtree(out)
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        out.mkdir(parents=True)
         probe = out / ".write-test"
         probe.write_bytes(b"")
         probe.unlink()
@@ -199,7 +208,7 @@ def search(model: nn.Module | str | None = None, data: Dataset | str | None = No
         config = SearchConfig(**{**asdict(config or SearchConfig()), **options})
     except TypeError as e:
         raise AmcError(f"unknown search setting: {e}") from None
-    _prepare_run_dir(out, resume, overwrite)
+    _check_run_dir(out, resume, overwrite)
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
@@ -245,6 +254,7 @@ def search(model: nn.Module | str | None = None, data: Dataset | str | None = No
             raise AmcError(f"bad --agent-option for {config.agent}: {e}") from None
         episodes = config.episodes
 
+    _create_run_dir(out, resume)  # only now: a mistake found above leaves nothing behind
     log_path = out / "episodes.jsonl"
     log: list[dict] = []
     best: dict | None = None
