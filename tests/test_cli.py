@@ -29,6 +29,8 @@ def test_models_lists_zoo():
     (["search", "--ratio", "1.5", "--episodes", "2"], "--ratio must be in (0, 1]"),
     (["search", "--ratio", "0.01", "--episodes", "2"], "cannot be met"),
     (["eval", "--model", "digits_cnn", "--data", "cifar10"], "--data-dir"),
+    (["search", "--agent-option", "noequals", "--episodes", "2"], "KEY=VALUE"),
+    (["search", "--agent-option", "no_such_setting=1", "--episodes", "2"], "bad --agent-option"),
 ])
 def test_user_mistakes_get_one_line_errors(tmp_path, args, message):
     if args[0] == "search":
