@@ -5,7 +5,6 @@ from amc import models
 from amc.graph import LayerGraph
 from amc.pruning import ChannelPruner, collect_stats
 from amc.pruning.lsq import greedy_ranking, least_squares, magnitude_ranking, reconstruction_error
-from amc.pruning.surgery import prune_copy
 
 
 def _layer_outputs(model, name, x):
