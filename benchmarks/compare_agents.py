@@ -33,7 +33,7 @@ def run_all(args: argparse.Namespace) -> list[dict]:
                                       ratio=args.ratio, agent=agent, episodes=args.episodes, seed=seed,
                                       warmup=args.warmup, bn_recalibration=args.bn_recalibration,
                                       channel_round=args.channel_round, heldout_limit=args.heldout_limit,
-                                      precision=args.precision,
+                                      precision=args.precision, threads=args.threads,
                                       agent_options=json.loads(args.agent_options) if agent == "ddpg" else {})
                 t0 = time.time()
                 last = {"t": t0}
@@ -86,6 +86,7 @@ def main() -> None:
     parser.add_argument("--heldout-limit", type=int)
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     parser.add_argument("--agent-options", default="{}", help="JSON dict of DDPG settings")
+    parser.add_argument("--threads", type=int, help="torch CPU threads per search")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     rows = run_all(args)
