@@ -19,7 +19,7 @@ from amc.errors import AmcError
 app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False,
                   help="AMC: AutoML for Model Compression. Search per-layer channel pruning policies with DDPG "
                        "under a hard MACs/params budget, export the pruned model, train and evaluate models.")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # an error stays one line, however long
 _debug = {"on": False}
 
 
@@ -177,14 +177,88 @@ def train_command(
     net = models.create(model, num_classes=dataset.num_classes, weights=weights)
     out.parent.mkdir(parents=True, exist_ok=True)
 
-    def show(r: dict) -> None:
-        console.print(f"epoch {r['epoch']}/{r['epochs']}  loss {r['train_loss']:.4f}  train {r['train_top1']:.4f}  "
-                      f"held-out {r['heldout_top1']:.4f}  {r['seconds']:.0f}s", highlight=False)
-
-    final = train(net, dataset, out, TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr,
-                                                 weight_decay=weight_decay, seed=seed, precision=precision),
-                  resume=resume, progress=show)
+    try:
+        config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
+                             precision=precision)
+    except ValueError as e:
+        raise AmcError(f"bad training setting: {e}") from None
+    with _StepProgress() as progress:
+        final = train(net, dataset, out, config, resume=resume, progress=progress.epoch, on_step=progress.step)
     print(json.dumps({"out": str(out), "heldout_top1": final.get("heldout_top1"), "test_top1": final["test_top1"]}))
+
+
+class _StepProgress:
+    """Training progress: a live bar with ETA on a terminal, one line per epoch (with ETA) elsewhere."""
+
+    def __init__(self):
+        self.bar = Progress(TextColumn("[bold]step {task.completed}/{task.total}"), BarColumn(),
+                            TimeElapsedColumn(), TimeRemainingColumn(), console=console) if console.is_terminal else None
+        self.task = self.bar.add_task("train", total=None) if self.bar else None
+        self.t0 = time.perf_counter()
+
+    def __enter__(self):
+        if self.bar:
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar:
+            self.bar.__exit__(*exc)
+
+    def step(self, step: int, total: int) -> None:
+        if self.bar:
+            self.bar.update(self.task, completed=step, total=total)
+
+    def epoch(self, r: dict) -> None:
+        elapsed = time.perf_counter() - self.t0
+        done = r["epoch"] - r.get("first_epoch", 0)
+        eta = elapsed / max(1, done) * (r["epochs"] - r["epoch"])
+        console.print(f"epoch {r['epoch']}/{r['epochs']}  loss {r['train_loss']:.4f}  train {r['train_top1']:.4f}  "
+                      f"held-out {r['heldout_top1']:.4f}  {r['seconds']:.0f}s  eta {eta:.0f}s", highlight=False)
+
+
+@app.command("finetune")
+def finetune_command(
+    run_dir: Path = typer.Argument(..., help="Output directory of `amc search`."),
+    epochs: int = typer.Option(20, help="Fine-tuning epochs."),
+    lr: float = typer.Option(0.01, help="Peak learning rate (cosine schedule); ~1e-3 for adamw."),
+    optimizer: str = typer.Option("sgd", help="sgd (Nesterov momentum) or adamw."),
+    batch_size: int = typer.Option(128, help="Batch size."),
+    weight_decay: float = typer.Option(5e-4, help="Weight decay."),
+    distill: bool = typer.Option(False, help="Distil from the original network (the run's model and weights)."),
+    distill_alpha: float = typer.Option(0.5, help="Weight of the distillation loss with --distill."),
+    teacher_weights: Optional[Path] = typer.Option(None, help="Weights of the original network, if the run's "
+                                                   "path no longer resolves."),
+    precision: str = typer.Option("fp32", help="fp32, or bf16 autocast."),
+    seed: int = typer.Option(0, help="Seed (data order, augmentation)."),
+    threads: Optional[int] = typer.Option(None, help="torch CPU threads."),
+    resume: bool = typer.Option(False, help="Continue an interrupted fine-tune of this run."),
+    overwrite: bool = typer.Option(False, help="Start a new fine-tune, discarding a previous one."),
+) -> None:
+    """Fine-tune a search run's pruned model on the training split; writes model_finetuned.pt and the test
+    top-1 into summary.json."""
+    import torch
+
+    from amc.finetune import finetune
+    from amc.train import TrainConfig
+
+    try:
+        config = TrainConfig(epochs=epochs, lr=lr, optimizer=optimizer, batch_size=batch_size,
+                             weight_decay=weight_decay, precision=precision, seed=seed,
+                             distill_alpha=distill_alpha if distill else 0.0)
+    except ValueError as e:
+        raise AmcError(f"bad fine-tuning setting: {e}") from None
+    if epochs < 1:
+        raise AmcError(f"--epochs must be at least 1, got {epochs}")
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    with _StepProgress() as progress:
+        record = finetune(run_dir, config, distill=distill, teacher_weights=teacher_weights, resume=resume,
+                          overwrite=overwrite, progress=progress.epoch, on_step=progress.step)
+    console.print(f"fine-tuned {run_dir}: held-out top-1 {record['heldout_top1']:.4f}, test top-1 "
+                  f"{record['test_top1']:.4f}; wrote model_finetuned.pt and summary.json", highlight=False)
+    print(json.dumps({"run_dir": str(run_dir), **{k: record[k] for k in ("epochs", "heldout_top1", "test_top1")}}))
 
 
 @app.command("eval")

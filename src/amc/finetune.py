@@ -1,0 +1,103 @@
+"""Fine-tuning the pruned model of a search run, optionally distilled from the original network.
+
+Reads the run's config.json (model, weights, data) and exported model, trains on the training split
+(held-out excluded), keeps a resumable checkpoint in `finetune.pt`, writes the fine-tuned weights to
+`model_finetuned.pt` and the outcome into summary.json under "finetune".
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from amc import models
+from amc.data import Dataset, load_dataset
+from amc.errors import AmcError
+from amc.export import load_pruned
+from amc.policy import write_bytes_atomic, write_json_atomic
+from amc.train import TrainConfig, train
+
+CHECKPOINT_FILE = "finetune.pt"
+FINETUNED_FILE = "model_finetuned.pt"
+
+
+def run_config(run_dir: Path) -> dict:
+    """The `search` section of a run's config.json, with a one-line error if it is missing or corrupt."""
+    path = run_dir / "config.json"
+    try:
+        return json.loads(path.read_text())["search"]
+    except FileNotFoundError:
+        raise AmcError(f"{run_dir} is not a search run (no config.json); point at the --out of `amc search`") \
+            from None
+    except (ValueError, KeyError) as e:
+        raise AmcError(f"{path} is corrupt ({type(e).__name__}); the run cannot be fine-tuned") from None
+
+
+def finetune(run_dir: str | Path, config: TrainConfig = TrainConfig(epochs=20, lr=0.01), *,
+             distill: bool = False, teacher_weights: str | Path | None = None, data: Dataset | None = None,
+             resume: bool = False, overwrite: bool = False, progress: Callable[[dict], None] | None = None,
+             on_step: Callable[[int, int], None] | None = None) -> dict:
+    """Fine-tune `run_dir`'s pruned model; returns the summary's "finetune" record (test_top1, ...).
+
+    With `distill=True` the original network (the run's model and weights, or `teacher_weights`) is the
+    teacher, mixed in with `config.distill_alpha` (0.5 if left at 0).
+    """
+    run_dir = Path(run_dir)
+    search_config = run_config(run_dir)
+    checkpoint = run_dir / CHECKPOINT_FILE
+    if resume and not checkpoint.exists():
+        raise AmcError(f"nothing to resume: {checkpoint} does not exist; start without --resume")
+    if checkpoint.exists() and not (resume or overwrite):
+        raise AmcError(f"{run_dir} has already been fine-tuned ({CHECKPOINT_FILE}); pass --resume to continue "
+                       "it or --overwrite to start again")
+    if overwrite and not resume:
+        checkpoint.unlink(missing_ok=True)
+    student = load_pruned(run_dir)
+    dataset = data if data is not None else load_dataset(search_config["data"], search_config.get("data_dir"),
+                                                         seed=0)
+    teacher = None
+    if distill:
+        weights = teacher_weights or search_config.get("weights") or models.bundled_weights(search_config["model"])
+        if weights is None or not Path(weights).exists():
+            raise AmcError(f"the original weights {weights} are not found (paths are relative to where the search "
+                           "ran); pass --teacher-weights FILE")
+        teacher = models.create(search_config["model"], num_classes=dataset.num_classes, weights=weights)
+        if config.distill_alpha == 0:
+            config = TrainConfig(**{**asdict(config), "distill_alpha": 0.5})
+    t0 = time.perf_counter()
+    final = train(student, dataset, checkpoint, config, resume=resume, progress=progress, teacher=teacher,
+                  on_step=on_step)
+    buffer = io.BytesIO()
+    torch.save({k: v.contiguous() for k, v in student.state_dict().items()}, buffer)
+    write_bytes_atomic(run_dir / FINETUNED_FILE, buffer.getvalue())
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    record = {"epochs": config.epochs, "lr": config.lr, "optimizer": config.optimizer,
+              "precision": config.precision, "distill": distill,
+              "distill_alpha": config.distill_alpha if distill else 0.0,
+              "heldout_top1": final.get("heldout_top1"), "test_top1": final["test_top1"],
+              "history": state["history"], "seconds_this_session": round(time.perf_counter() - t0, 1)}
+    summary_path = run_dir / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    summary["finetune"] = record
+    write_json_atomic(summary_path, summary)
+    return record
+
+
+def load_finetuned(run_dir: str | Path) -> torch.nn.Module:
+    """The run's pruned model with its fine-tuned weights (after `amc finetune`)."""
+    run_dir = Path(run_dir)
+    path = run_dir / FINETUNED_FILE
+    if not path.exists():
+        raise AmcError(f"{run_dir} has no fine-tuned model; run `amc finetune {run_dir}` first")
+    model = load_pruned(run_dir)
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return model.eval()
+
+
+__all__ = ["finetune", "load_finetuned", "run_config"]

@@ -1,0 +1,75 @@
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import amc
+from amc.data import load_dataset
+from amc.errors import AmcError
+from amc.evaluate import Evaluator
+from amc.finetune import finetune, load_finetuned
+from amc.models import model_info
+from amc.search import SearchConfig
+from amc.train import TrainConfig, distillation_loss
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+@pytest.fixture()
+def harsh_run(tmp_path, digits):
+    """Uniform pruning to 20% MACs without reconstruction: accuracy drops, so fine-tuning has work to do."""
+    config = SearchConfig(agent="uniform", ratio=0.2, lbound=0.05, reconstruct=False, calibration_images=200)
+    amc.search(config=config, out=tmp_path / "run", data=digits)
+    return tmp_path / "run"
+
+
+def test_distillation_loss_is_zero_for_identical_logits_and_positive_otherwise():
+    logits = torch.randn(8, 10)
+    assert float(distillation_loss(logits, logits, 4.0)) == pytest.approx(0.0, abs=1e-6)
+    assert float(distillation_loss(logits, torch.randn(8, 10), 4.0)) > 0.01
+
+
+def test_finetune_recovers_accuracy_and_records_it(harsh_run, digits):
+    before = json.loads((harsh_run / "summary.json").read_text())
+    record = finetune(harsh_run, TrainConfig(epochs=4, lr=0.02, batch_size=64), distill=True, data=digits)
+    assert record["heldout_top1"] > before["best_val_top1"] + 0.02
+    summary = json.loads((harsh_run / "summary.json").read_text())
+    assert summary["finetune"]["test_top1"] == record["test_top1"]
+    assert summary["macs"] == before["macs"]  # the search's own figures stay as they were
+    model = load_finetuned(harsh_run)
+    info = model_info(model)
+    assert Evaluator(digits.test, info.mean, info.std).top1(model) == pytest.approx(record["test_top1"])
+    # the architecture is the pruned one, not the original
+    assert amc.count_macs(model, info.input_shape) == before["macs"]
+
+
+def test_finetune_refuses_to_redo_and_resumes(harsh_run, digits):
+    finetune(harsh_run, TrainConfig(epochs=1, lr=0.02, batch_size=64), data=digits)
+    with pytest.raises(AmcError, match="--resume"):
+        finetune(harsh_run, TrainConfig(epochs=1, lr=0.02, batch_size=64), data=digits)
+    record = finetune(harsh_run, TrainConfig(epochs=2, lr=0.02, batch_size=64), data=digits, resume=True)
+    assert [h["epoch"] for h in record["history"]] == [1, 2]  # continued, not restarted
+
+
+def _amc(*args):
+    return subprocess.run([sys.executable, "-m", "amc.cli", *args], capture_output=True, text=True)
+
+
+def test_cli_finetune_and_its_errors(harsh_run, tmp_path):
+    r = _amc("finetune", str(harsh_run), "--epochs", "1", "--batch-size", "64", "--threads", "1")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1])["epochs"] == 1
+    assert "eta" in r.stderr  # progress with an ETA
+    for args, message in (([str(tmp_path / "nope")], "not a search run"),
+                          ([str(harsh_run), "--optimizer", "lion"], "optimizer must be sgd or adamw"),
+                          ([str(harsh_run)], "--resume")):
+        r = _amc("finetune", *args, "--epochs", "1")
+        assert r.returncode == 2, r.stderr
+        errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and message in errors[0], r.stderr
+        assert "Traceback" not in r.stderr
