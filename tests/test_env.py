@@ -102,3 +102,35 @@ def test_budget_is_never_exceeded(net, budget, actions, multiple):
 def env_min_ratio(graph, multiple):
     lower = [allowed_counts(d.channels, 0.2, multiple)[0] for d in graph.decisions]
     return graph.macs(lower) / graph.total_macs
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(net=chains(), budget=st.floats(0.05, 1.0), actions=st.lists(st.floats(0.0, 1.0), min_size=30, max_size=30),
+       power=st.floats(0.5, 2.0))
+def test_a_nonlinear_monotone_cost_model_is_never_exceeded_either(net, budget, actions, power):
+    """The latency target's clipping (bisection, not a line) keeps the same guarantee for any cost that only
+    grows with each count, here a MACs-power plus a per-channel overhead."""
+    graph = LayerGraph(net, (3, 6, 6))
+
+    def cost(keep):
+        return graph.macs(keep) ** power + 50.0 * float(np.sum(keep))
+
+    try:
+        env = CompressionEnv(graph, lambda keep: 1.0, EnvConfig(target="latency", ratio=budget), cost_model=cost)
+    except BudgetError:
+        lower = [allowed_counts(d.channels, 0.2, 1)[0] for d in graph.decisions]
+        assert cost(lower) > budget * cost([d.channels for d in graph.decisions])
+        return
+    env.reset()
+    done, i = False, 0
+    while not done:
+        _, _, done, _, info = env.step(np.array([actions[i]], dtype=np.float32))
+        i += 1
+    assert cost(info["keep_counts"]) <= env.budget * (1 + 1e-9)
+    assert info["cost_ratio"] <= budget + 1e-9
+
+
+def test_latency_target_needs_a_cost_model():
+    graph = LayerGraph(nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3)).eval(), (3, 8, 8))
+    with pytest.raises(Exception, match="latency model"):
+        CompressionEnv(graph, lambda keep: 1.0, EnvConfig(target="latency"))

@@ -20,7 +20,7 @@ import numpy as np
 from amc.errors import AmcError, BudgetError
 from amc.graph import LayerGraph
 
-TARGETS = ("macs", "params")
+TARGETS = ("macs", "params", "latency")
 REWARDS = ("acc", "acc-macs", "acc-params")
 OBS_FEATURES = ("index", "type", "in_channels", "out_channels", "kernel", "stride", "feature_map",
                 "layer_macs", "reduced_macs", "rest_macs", "prev_action")
@@ -30,7 +30,7 @@ OBS_FEATURES = ("index", "type", "in_channels", "out_channels", "kernel", "strid
 class EnvConfig:
     """Budget and action settings, validated at construction."""
 
-    target: str = "macs"          # the budgeted resource: "macs" or "params"
+    target: str = "macs"          # the budgeted resource: "macs", "params" or "latency" (needs a cost model)
     ratio: float = 0.5            # budget as a share of the original model's cost, in (0, 1]
     lbound: float = 0.2           # smallest preserve ratio any decision may take
     channel_round: int = 1        # keep counts rounded to multiples of this (8 suits fast kernels)
@@ -74,8 +74,14 @@ class CompressionEnv(gym.Env):
 
     metadata = {"render_modes": []}
 
-    def __init__(self, graph: LayerGraph, evaluate: Callable[[list[int]], float], config: EnvConfig = EnvConfig()):
+    def __init__(self, graph: LayerGraph, evaluate: Callable[[list[int]], float], config: EnvConfig = EnvConfig(),
+                 cost_model: Callable[[Sequence[float]], float] | None = None):
+        """`cost_model(keep)` replaces the graph's exact cost for the budget (e.g. predicted latency in ms);
+        it must not decrease when any count grows. The "latency" target requires one."""
         super().__init__()
+        if config.target == "latency" and cost_model is None:
+            raise AmcError("the latency target needs a latency model (amc.latency_model.build_latency_model)")
+        self.cost_model = cost_model
         self.graph = graph
         self.evaluate = evaluate
         self.config = config
@@ -98,7 +104,9 @@ class CompressionEnv(gym.Env):
 
     # ---- costs ------------------------------------------------------------------------------------
     def cost(self, keep: Sequence[float]) -> float:
-        """The budgeted resource (MACs or params) of the network pruned to `keep`."""
+        """The budgeted resource (MACs, params or modelled latency) of the network pruned to `keep`."""
+        if self.cost_model is not None:
+            return float(self.cost_model(keep))
         return float(self.graph.macs(keep) if self.config.target == "macs" else self.graph.params(keep))
 
     def min_ratio(self) -> float:
@@ -134,6 +142,8 @@ class CompressionEnv(gym.Env):
         choice = int(allowed[np.argmin(np.abs(allowed - desired))])
         if not self.config.constrained:
             return choice
+        if self.cost_model is not None:
+            return self._clip_monotone(t, choice)
         keep = self.keep.copy()
         keep[t + 1:] = self.lower[t + 1:]
         a, b = self._affine(t, keep)
@@ -148,6 +158,30 @@ class CompressionEnv(gym.Env):
             below = allowed[allowed <= c_max + 1e-9]
             choice = int(below[-1]) if len(below) else int(allowed[0])
         return choice
+
+    def _clip_monotone(self, t: int, choice: int) -> int:
+        """`clip_count` for a cost that only grows with each count (not affine): bisection over the allowed
+        counts instead of solving a line."""
+        allowed = self.allowed[t]
+
+        def cost_at(count: int, rest: np.ndarray) -> float:
+            keep = self.keep.copy()
+            keep[t + 1:] = rest
+            keep[t] = count
+            return self.cost(keep)
+
+        def first(predicate) -> int:  # first index where a monotone predicate turns true (len if never)
+            lo, hi = 0, len(allowed)
+            while lo < hi:
+                mid = (lo + hi) // 2
+                lo, hi = (lo, mid) if predicate(int(allowed[mid])) else (mid + 1, hi)
+            return lo
+
+        over = first(lambda c: cost_at(c, self.lower[t + 1:]) > self.budget)  # counts from here break it
+        c_max = int(allowed[max(over - 1, 0)])
+        reach = first(lambda c: cost_at(c, self.channels[t + 1:]) >= self.budget)
+        c_min = int(allowed[min(reach, len(allowed) - 1)])
+        return min(max(choice, c_min), c_max)
 
     # ---- observation ------------------------------------------------------------------------------
     def _static_features(self) -> np.ndarray:
@@ -207,7 +241,9 @@ class CompressionEnv(gym.Env):
         return {"keep_counts": list(map(int, keep)),
                 "ratios": [round(int(k) / int(c), 6) for k, c in zip(keep, self.channels)],
                 "macs": macs, "params": params, "macs_ratio": macs / self.total_macs,
-                "params_ratio": params / self.graph.total_params}
+                "params_ratio": params / self.graph.total_params,
+                **({"cost": self.cost(keep), "cost_ratio": self.cost(keep) / self.total_cost}
+                   if self.cost_model is not None else {})}
 
     def reward(self, accuracy: float, macs: float, params: float) -> float:
         """R_err (as accuracy = 1 - error) or the accuracy-guaranteed -error * log(cost)."""
