@@ -28,7 +28,7 @@ from amc import models
 from amc.agents import Transition, make_agent
 from amc.cost import count_macs, count_params
 from amc.data import Dataset, batches, fingerprint, load_dataset
-from amc.env import CompressionEnv, EnvConfig
+from amc.env import CompressionEnv, EnvConfig, allowed_counts
 from amc.errors import AmcError
 from amc.evaluate import PRECISIONS, Evaluator, recalibrate_batchnorm
 from amc.export import save_pruned
@@ -36,6 +36,7 @@ from amc.graph import LayerGraph
 from amc.policy import Policy, write_bytes_atomic, write_json_atomic
 from amc.pruning import ChannelPruner, collect_stats
 from amc.pruning.channel import SELECTIONS
+from amc.pruning.fine_grained import MagnitudePruner, WeightGraph, save_sparse
 
 STATE_FILE = "state.pt"
 DEFAULT_MODEL, DEFAULT_DATA = "digits_cnn", "digits"
@@ -70,6 +71,10 @@ class SearchConfig:
     eval_batch_size: int = 100
     precision: str = "fp32"              # scoring precision of candidates: "fp32" or "bf16" (faster)
     threads: int | None = None
+    method: str = "channel"              # "channel" (structured) or "fine-grained" (weights, for model size)
+    latency_backend: str = "torch"       # target latency: the runtime it is measured on (torch, onnxruntime)
+    latency_threads: int = 1             # ... with this many threads
+    latency_batch: int = 1               # ... at this batch size
 
     def __post_init__(self) -> None:
         EnvConfig(self.target, self.ratio, self.lbound, self.channel_round, self.reward)  # validates
@@ -81,6 +86,16 @@ class SearchConfig:
             raise AmcError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.selection not in SELECTIONS:
             raise AmcError(f"--selection must be one of {', '.join(SELECTIONS)}, got {self.selection!r}")
+        if self.method not in ("channel", "fine-grained"):
+            raise AmcError(f"--method must be channel or fine-grained, got {self.method!r}")
+        if self.method == "fine-grained" and (self.target != "params" and self.reward == "acc"
+                                              or self.reward == "acc-macs"):
+            raise AmcError("fine-grained pruning shrinks the parameters, not dense MACs or latency; use "
+                           "--target params (or --reward acc-params)")
+        if self.latency_backend not in ("torch", "onnxruntime"):
+            raise AmcError(f"--latency-backend must be torch or onnxruntime, got {self.latency_backend!r}")
+        if self.latency_threads < 1 or self.latency_batch < 1:
+            raise AmcError("--latency-threads and the latency batch must be at least 1")
         if self.agent not in ("ddpg", "random", "uniform"):
             raise AmcError(f"--agent must be ddpg, random or uniform, got {self.agent!r}")
 
@@ -228,7 +243,9 @@ def _search(model, data, *, out: Path, config, resume, overwrite, progress, **op
     model = net if net is not None else _load_model(config, dataset)
     info = models.model_info(model)
     model.eval()
-    graph = LayerGraph(model, info.input_shape, group_coupled=config.group_coupled)
+    fine_grained = config.method == "fine-grained"
+    graph = WeightGraph(model, info.input_shape) if fine_grained else \
+        LayerGraph(model, info.input_shape, group_coupled=config.group_coupled)
     if config.threads is None and graph.total_macs < 10_000_000:
         # tiny convolutions gain nothing from intra-op threads and lose a lot when another job shares the
         # cores (digits_cnn: 50 ms per episode on one thread against ~700 ms on two, measured here)
@@ -240,16 +257,20 @@ def _search(model, data, *, out: Path, config, resume, overwrite, progress, **op
     calibration_idx = dataset.calibration_indices(min(config.calibration_images, len(dataset.train)), config.seed)
     calibration = next(batches(dataset.train.subset(calibration_idx), len(calibration_idx),
                                mean=info.mean, std=info.std))[0]
-    needs_stats = config.reconstruct or config.selection == "greedy"
-    stats = collect_stats(model, graph, calibration, points_per_image=config.points_per_image,
-                          seed=config.seed) if needs_stats else None
-    pruner = ChannelPruner(model, graph, stats, selection=config.selection, reconstruct=config.reconstruct)
+    if fine_grained:
+        pruner = MagnitudePruner(model, graph)
+    else:
+        needs_stats = config.reconstruct or config.selection == "greedy"
+        stats = collect_stats(model, graph, calibration, points_per_image=config.points_per_image,
+                              seed=config.seed) if needs_stats else None
+        pruner = ChannelPruner(model, graph, stats, selection=config.selection, reconstruct=config.reconstruct)
     evaluator = Evaluator(dataset.heldout, info.mean, info.std, batch_size=config.eval_batch_size,
                           limit=config.heldout_limit, precision=config.precision)
     recalibration = [calibration[i:i + 100] for i in range(0, 100 * config.bn_recalibration, 100)
                      if i < len(calibration)]
     candidate = Candidate(pruner, evaluator, recalibration)
-    env = CompressionEnv(graph, candidate, env_config)
+    latency = _latency_model(model, graph, env_config, config) if config.target == "latency" else None
+    env = CompressionEnv(graph, candidate, env_config, cost_model=latency.predict if latency else None)
     baseline_top1 = Evaluator(dataset.heldout, info.mean, info.std).top1(copy.deepcopy(model))
 
     obs_dim = env.observation_space.shape[0]
@@ -316,7 +337,32 @@ def _search(model, data, *, out: Path, config, resume, overwrite, progress, **op
             progress({**record, "episodes": episodes, "elapsed": time.perf_counter() - started,
                       "done": episode + 1 - start_episode, "remaining": episodes - episode - 1})
 
-    return _finish(out, config, graph, candidate, best, log, dataset, info, baseline_top1)
+    return _finish(out, config, graph, candidate, best, log, dataset, info, baseline_top1, latency)
+
+
+def _latency_model(model: nn.Module, graph: LayerGraph, env_config: EnvConfig, config: SearchConfig):
+    """Layer lookup table for the latency target, calibrated on two whole-network measurements."""
+    from amc.latency_model import build_latency_model
+
+    allowed = [allowed_counts(d.channels, env_config.lbound, env_config.channel_round) for d in graph.decisions]
+    latency = build_latency_model(model, graph, allowed, backend=config.latency_backend,
+                                  threads=config.latency_threads, batch=config.latency_batch)
+    shrink = ChannelPruner(model, graph, None, selection="magnitude", reconstruct=False)
+    points = []
+    for ratio in (1.0, 0.6, 0.3):  # full, and two uniform prunings spanning the range a budget lands in
+        keep = [int(a[np.argmin(np.abs(a - ratio * d.channels))]) for a, d in zip(allowed, graph.decisions)]
+        net = model if ratio == 1.0 else shrink.prune(keep)[0]
+        points.append((keep, _measure(net, graph.input_shape, config)))
+    latency.calibrate(points)
+    latency.info["calibration"] = [{"keep_ratio": r, "measured_ms": m, "predicted_ms": latency.predict(k)}
+                                   for r, (k, m) in zip((1.0, 0.6, 0.3), points)]
+    return latency
+
+
+def _measure(net: nn.Module, input_shape: tuple, config: SearchConfig) -> float:
+    from amc.latency import measure_latency
+    return measure_latency(net, input_shape, backend=config.latency_backend, batch=config.latency_batch,
+                           threads=config.latency_threads, repeats=100).median_ms
 
 
 def _run_episode(env: CompressionEnv, agent, episode: int) -> tuple[dict, list[Transition]]:
@@ -354,7 +400,7 @@ def _sha256(path: str) -> str:
 
 
 def _finish(out: Path, config: SearchConfig, graph: LayerGraph, candidate: Candidate, best: dict, log: list[dict],
-            dataset: Dataset, info, baseline_top1: float) -> SearchResult:
+            dataset: Dataset, info, baseline_top1: float, latency=None) -> SearchResult:
     policy = _policy_from(best, graph, config.model)
     pruned = candidate.build(policy.keep)
     pruned.amc_info = info
@@ -374,6 +420,20 @@ def _finish(out: Path, config: SearchConfig, graph: LayerGraph, candidate: Candi
         "budget_ratio": config.ratio if config.reward == "acc" else None, "target": config.target,
         "search_seconds": round(sum(r["seconds"] for r in log), 2),
     }
+    if isinstance(graph, WeightGraph):  # zeros are still stored densely: count and store them sparsely
+        dense_bytes = (out / "model.pt").stat().st_size
+        sparse_bytes = save_sparse(pruned, out / "model_sparse.pt", [d.consumer for d in graph.decisions])
+        summary.update(params=graph.params(policy.keep), params_ratio=graph.params(policy.keep) / graph.total_params,
+                       sparse_macs=graph.macs(policy.keep), dense_bytes=dense_bytes, sparse_bytes=sparse_bytes,
+                       method="fine-grained")
+    if latency is not None:  # the budget was a prediction: check it on the real networks, side by side
+        original = candidate.pruner.model
+        measured = [_measure(net, info.input_shape, config) for net in (original, pruned, original, pruned)]
+        original_ms, pruned_ms = min(measured[0::2]), min(measured[1::2])
+        summary["latency"] = {
+            **latency.info, "target_ratio": config.ratio, "original_ms": original_ms, "pruned_ms": pruned_ms,
+            "measured_ratio": pruned_ms / original_ms, "predicted_ms": latency.predict(policy.keep),
+            "predicted_ratio": latency.predict(policy.keep) / latency.predict(graph.full_keep())}
     write_json_atomic(out / "summary.json", summary)
     return SearchResult(out, policy, heldout, summary, log)
 

@@ -1,0 +1,68 @@
+import json
+
+import pytest
+import torch
+
+import amc
+from amc import models
+from amc.data import load_dataset
+from amc.errors import AmcError
+from amc.pruning.fine_grained import MagnitudePruner, WeightGraph, load_sparse
+from amc.search import SearchConfig
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+def _nonzero_params(model):
+    return sum(int((p != 0).sum()) for p in model.parameters())
+
+
+def test_magnitude_pruner_keeps_exactly_the_largest_weights():
+    model = models.create("digits_cnn", 10, weights=models.bundled_weights("digits_cnn")).eval()
+    graph = WeightGraph(model, (1, 8, 8))
+    keep = [max(1, d.channels // 3) for d in graph.decisions]
+    pruned, masks = MagnitudePruner(model, graph).prune(keep)
+    original, modules = dict(model.named_modules()), dict(pruned.named_modules())
+    for d, k in zip(graph.decisions, keep):
+        w = modules[d.consumer].weight
+        assert int((w != 0).sum()) == k
+        smallest_kept = original[d.consumer].weight.abs()[masks[d.consumer]].min()
+        largest_dropped = original[d.consumer].weight.abs()[~masks[d.consumer]].max()
+        assert smallest_kept >= largest_dropped
+    assert _nonzero_params(pruned) == graph.params(keep)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                  models.create("digits_cnn", 10, weights=models.bundled_weights(
+                                                      "digits_cnn")).state_dict().values()))  # original untouched
+
+
+def test_fine_grained_search_meets_the_params_budget_and_writes_a_smaller_sparse_file(tmp_path, digits):
+    config = SearchConfig(method="fine-grained", target="params", ratio=0.3, lbound=0.05, episodes=6, warmup=3,
+                          calibration_images=200)
+    result = amc.search(config=config, out=tmp_path / "run", data=digits)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["params_ratio"] <= 0.3 + 1e-9
+    dense = amc.load_pruned(tmp_path / "run")
+    assert _nonzero_params(dense) == summary["params"]
+    assert summary["macs_ratio"] == pytest.approx(1.0)  # dense kernels do the same work: said, not hidden
+    assert summary["sparse_bytes"] < 0.6 * summary["dense_bytes"]
+    state = load_sparse(tmp_path / "run" / "model_sparse.pt")
+    for key, value in dense.state_dict().items():
+        assert torch.equal(state[key], value), key
+    assert result.best_val_top1 == summary["best_val_top1"]
+
+
+def test_accuracy_guaranteed_fine_grained_search_runs_without_a_budget(tmp_path, digits):
+    config = SearchConfig(method="fine-grained", reward="acc-params", lbound=0.05, episodes=5, warmup=2,
+                          calibration_images=200)
+    amc.search(config=config, out=tmp_path / "run", data=digits)
+    log = [json.loads(x) for x in (tmp_path / "run" / "episodes.jsonl").read_text().splitlines()]
+    assert all(r["reward"] < 0 for r in log)  # -error * log(params)
+    assert min(r["params_ratio"] for r in log) < 0.7
+
+
+def test_fine_grained_with_a_macs_target_is_refused():
+    with pytest.raises(AmcError, match="--target params"):
+        SearchConfig(method="fine-grained", target="macs")
