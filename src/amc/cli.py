@@ -68,7 +68,12 @@ def search_command(
     data: str = typer.Option("digits", help="Dataset: digits (embedded default), cifar10, imagefolder."),
     data_dir: Optional[Path] = typer.Option(None, help="cifar10: .npz or CIFAR python folder; imagefolder: root."),
     download: bool = typer.Option(False, help="Download CIFAR-10 if it is not in --data-dir (needs network)."),
-    target: str = typer.Option("macs", help="Budgeted resource: macs or params."),
+    target: str = typer.Option("macs", help="Budgeted resource: macs, params, or latency (measured per layer "
+                               "once on this machine, cached, checked on the final model)."),
+    method: str = typer.Option("channel", help="channel (remove whole channels: faster) or fine-grained (zero "
+                               "single weights by magnitude: smaller; use with --target params)."),
+    latency_backend: str = typer.Option("torch", help="With --target latency: torch or onnxruntime."),
+    latency_threads: int = typer.Option(1, help="With --target latency: threads the latency is measured with."),
     ratio: float = typer.Option(0.5, help="Budget as a share of the original cost, in (0, 1]."),
     reward: str = typer.Option("acc", help="acc (hard budget, reward = held-out accuracy), or acc-macs / "
                                "acc-params (accuracy-guaranteed: -error*log(cost), no budget)."),
@@ -113,7 +118,8 @@ def search_command(
         group_coupled=group_coupled,
         selection=selection, reconstruct=reconstruct, bn_recalibration=bn_recalibration,
         calibration_images=calibration_images, heldout_limit=heldout_limit, precision=precision, seed=seed,
-        threads=threads, agent_options=_key_values(agent_option))
+        threads=threads, agent_options=_key_values(agent_option),
+        latency_backend=latency_backend, latency_threads=latency_threads, method=method)
     console.print(f"[bold]amc search[/bold] {model} on {data}: {target} <= {ratio:g}, agent {agent}, "
                   f"{episodes if agent != 'uniform' else 1} episodes -> {out}", highlight=False)
     with _EpisodeProgress(episodes if agent != "uniform" else 1) as progress:
@@ -123,8 +129,14 @@ def search_command(
                   f"{s['baseline']['heldout_top1']:.4f}), test top-1 {s['test_top1']:.4f}, "
                   f"MACs {s['macs'] / 1e6:.2f}M ({s['macs_ratio']:.3f}), params {s['params'] / 1e6:.3f}M "
                   f"({s['params_ratio']:.3f}); wrote {out}/summary.json, policy.json, model.pt", highlight=False)
+    if "latency" in s:
+        lat = s["latency"]
+        console.print(f"latency ({lat['backend']}, {lat['threads']} thread(s), batch {lat['batch']}): measured "
+                      f"{lat['pruned_ms']:.3f} ms against {lat['original_ms']:.3f} ms ({lat['measured_ratio']:.3f}; "
+                      f"target {lat['target_ratio']:g}, predicted {lat['predicted_ratio']:.3f})", highlight=False)
     print(json.dumps({"run_dir": str(out), **{k: s[k] for k in ("best_val_top1", "test_top1", "macs",
-                                                                "macs_ratio", "params")}}))
+                                                                "macs_ratio", "params")},
+                      **({"latency_ratio": s["latency"]["measured_ratio"]} if "latency" in s else {})}))
 
 
 def _key_values(pairs: list[str]) -> dict:
@@ -305,6 +317,108 @@ def eval_command(
         console.print(f"{info.name} on {data} {split} ({result['images']} images): top-1 {result['top1']:.2f}%  "
                       f"top-5 {result['top5']:.2f}%  MACs {result['macs'] / 1e6:.2f}M  "
                       f"params {result['params'] / 1e6:.3f}M", highlight=False)
+
+
+@app.command("export")
+def export_command(
+    run_dir: Path = typer.Argument(..., help="Output directory of `amc search`."),
+    onnx: Path = typer.Option(..., "--onnx", help="ONNX file to write (replaced if it exists)."),
+    finetuned: bool = typer.Option(False, help="Export the fine-tuned weights (after `amc finetune`)."),
+    opset: int = typer.Option(17, help="ONNX opset version."),
+    dynamic_batch: bool = typer.Option(True, help="Symbolic batch dimension (else fixed at 1)."),
+    check_images: int = typer.Option(64, help="Held-out images on which onnxruntime must match PyTorch."),
+) -> None:
+    """Write a run's pruned model as ONNX, checked with onnxruntime against PyTorch on held-out images."""
+    from amc import load_pruned, models
+    from amc.finetune import load_finetuned
+    from amc.onnx_export import check_onnx, export_onnx, require_onnx
+
+    if check_images < 1:
+        raise AmcError(f"--check-images must be at least 1, got {check_images}")
+    require_onnx()  # before any work: the one-line install hint
+    net = load_finetuned(run_dir) if finetuned else load_pruned(run_dir)
+    info = models.model_info(net)
+    inputs, described = _sample_inputs(run_dir, info, check_images)
+    export_onnx(net, onnx, info.input_shape, opset=opset, dynamic_batch=dynamic_batch)
+    try:
+        max_abs_diff = check_onnx(net, onnx, inputs)
+    except AmcError:
+        onnx.unlink(missing_ok=True)  # a file that computes something else must not be left behind
+        raise
+    console.print(f"wrote {onnx} (opset {opset}, {'dynamic' if dynamic_batch else 'fixed'} batch); onnxruntime "
+                  f"matches PyTorch on {described}: max abs diff {max_abs_diff:.2e}", highlight=False)
+    print(json.dumps({"onnx": str(onnx), "max_abs_diff": max_abs_diff, "check_inputs": described,
+                      "opset": opset, "dynamic_batch": dynamic_batch}))
+
+
+def _sample_inputs(run_dir: Path, info, count: int):
+    """`count` held-out images of the run's dataset, normalised for the model; random inputs (with a
+    warning) when the data cannot be loaded here."""
+    import torch
+
+    from amc.data import batches, load_dataset
+    from amc.finetune import run_config
+
+    try:
+        config = run_config(run_dir)
+        dataset = load_dataset(config["data"], config.get("data_dir"), seed=0)
+        heldout = dataset.heldout.subset(torch.arange(min(count, len(dataset.heldout))))
+        images, _ = next(batches(heldout, count, mean=info.mean, std=info.std))
+        if tuple(images.shape[1:]) != tuple(info.input_shape):
+            raise AmcError(f"its images are {tuple(images.shape[1:])}, the model takes {tuple(info.input_shape)}")
+        return images, f"{len(images)} held-out {config['data']} images"
+    except (AmcError, KeyError) as e:
+        warnings.warn(f"checking on random inputs: the run's data cannot be loaded here ({e})", stacklevel=1)
+        return torch.randn(count, *info.input_shape), f"{count} random inputs"
+
+
+@app.command("bench")
+def bench_command(
+    model: str = typer.Argument(..., help="Zoo name, tv:<torchvision name>, or a run directory of `amc search`."),
+    weights: Optional[Path] = typer.Option(None, help="Checkpoint of a zoo model (random init without it; "
+                                           "latency hardly depends on the values)."),
+    backend: str = typer.Option("torch", help="torch or onnxruntime (the model exported to ONNX first)."),
+    batch: int = typer.Option(1, help="Images per forward pass."),
+    threads: int = typer.Option(1, help="Intra-op threads of the backend."),
+    warmup: int = typer.Option(10, help="Untimed runs first."),
+    repeats: int = typer.Option(100, help="Timed runs, at least."),
+    min_seconds: float = typer.Option(1.0, help="Keep timing until this many seconds of runs."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Inference latency of a model on this CPU: median and 90th percentile of individually timed runs."""
+    from amc import count_macs, count_params, models
+    from amc.latency import check_settings, measure_latency
+
+    check_settings(backend, batch, threads)  # before loading anything
+    net = _model_or_run(model, weights)
+    info = models.model_info(net)
+    result = measure_latency(net, info.input_shape, backend=backend, batch=batch, threads=threads, warmup=warmup,
+                             repeats=repeats, min_seconds=min_seconds)
+    record = {"model": info.name, "source": model, **result.to_dict(), "macs": count_macs(net, info.input_shape),
+              "params": count_params(net), "images_per_s": 1e3 * batch / result.median_ms}
+    if as_json:
+        print(json.dumps(record))
+        return
+    console.print(f"{info.name} ({model}) on {backend}, {threads} thread(s), batch {batch}: median "
+                  f"{result.median_ms:.3f} ms, p90 {result.p90_ms:.3f} ms, IQR {result.iqr_ms:.3f} ms over "
+                  f"{result.repeats} runs ({record['images_per_s']:.0f} images/s); MACs {record['macs'] / 1e6:.2f}M "
+                  f"per image, params {record['params'] / 1e6:.3f}M; CPU {result.cpu}", highlight=False)
+
+
+def _model_or_run(name: str, weights: Optional[Path]):
+    """The pruned model of a run directory, else zoo model `name` (with `weights` if given)."""
+    from amc import load_pruned, models
+
+    path = Path(name)
+    if path.is_dir():
+        if weights is not None:
+            raise AmcError("--weights applies to zoo models; a run directory carries its own weights")
+        return load_pruned(path)
+    if path.exists():
+        raise AmcError(f"{name} is a file; pass the run directory holding it, or a zoo name with --weights {name}")
+    if "/" in name or "\\" in name:
+        raise AmcError(f"run directory not found: {name}; pass the --out of `amc search` or a zoo name")
+    return models.create(name, weights=weights)
 
 
 @app.command("models")

@@ -362,7 +362,7 @@ def _latency_model(model: nn.Module, graph: LayerGraph, env_config: EnvConfig, c
 def _measure(net: nn.Module, input_shape: tuple, config: SearchConfig) -> float:
     from amc.latency import measure_latency
     return measure_latency(net, input_shape, backend=config.latency_backend, batch=config.latency_batch,
-                           threads=config.latency_threads, repeats=100).median_ms
+                           threads=config.latency_threads, repeats=100, min_seconds=0.5).median_ms
 
 
 def _run_episode(env: CompressionEnv, agent, episode: int) -> tuple[dict, list[Transition]]:

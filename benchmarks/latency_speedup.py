@@ -1,0 +1,100 @@
+"""Measured speed-up of a run's pruned model over its original, per backend, against the MACs reduction.
+
+    python benchmarks/latency_speedup.py runs/r20-ddpg --threads 1 --rounds 20 --repeats 25
+
+The original network is the run's model and weights (from RUN_DIR/config.json, or --model / --weights).
+Batch-1 latency of both is measured at a fixed thread count with torch and onnxruntime, interleaved round
+by round (original, pruned, original, pruned, ...) so that machine noise hits both alike; the speed-up is
+the median over rounds of the per-round ratio. Prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import warnings
+from contextlib import ExitStack
+from pathlib import Path
+
+import numpy as np
+
+import amc
+from amc import count_macs, models
+from amc.errors import AmcError
+from amc.latency import BACKENDS, cpu_name, runner, time_calls
+
+
+def original_model(run_dir: Path, pruned, name: str | None, weights: str | None):
+    """The unpruned network of the run, with its weights where they can be found (latency hardly depends
+    on the values, so a missing file is a warning, not an error)."""
+    info = models.model_info(pruned)
+    search = json.loads((run_dir / "config.json").read_text())["search"] if (run_dir / "config.json").exists() else {}
+    name = name or search.get("model") or info.name
+    weights = weights or search.get("weights") or models.bundled_weights(name)
+    if weights is not None and not Path(weights).exists():
+        warnings.warn(f"original weights {weights} not found; timing a randomly initialised {name}", stacklevel=1)
+        weights = None
+    return models.create(name, num_classes=info.num_classes, weights=weights, **info.kwargs).eval()
+
+
+def measure_pair(original, pruned, input_shape, backend: str, threads: int, rounds: int, repeats: int) -> dict:
+    """Median milliseconds of each model and the median per-round speed-up, measured interleaved."""
+    times = {"original": [], "pruned": []}
+    ratios = []
+    with ExitStack() as stack:
+        runs = {key: stack.enter_context(runner(net, input_shape, backend=backend, batch=1, threads=threads))
+                for key, net in (("original", original), ("pruned", pruned))}
+        for _ in range(rounds):
+            medians = {}
+            for key in ("original", "pruned"):
+                t = time_calls(runs[key], warmup=2, repeats=repeats)
+                times[key].extend(t)
+                medians[key] = float(np.median(t))
+            ratios.append(medians["original"] / medians["pruned"])
+    q25, q75 = np.percentile(ratios, [25, 75])
+    return {"backend": backend, "threads": threads, "original_ms": float(np.median(times["original"])),
+            "pruned_ms": float(np.median(times["pruned"])), "speedup": statistics.median(ratios),
+            "speedup_iqr": float(q75 - q25)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path, help="Output directory of `amc search`.")
+    parser.add_argument("--model", help="Original model name (default: the run's).")
+    parser.add_argument("--weights", help="Original weights (default: the run's, else the bundled ones).")
+    parser.add_argument("--finetuned", action="store_true", help="Time the fine-tuned weights of the run.")
+    parser.add_argument("--threads", type=int, default=1, help="Intra-op threads of every backend.")
+    parser.add_argument("--rounds", type=int, default=20, help="Interleaved rounds per backend.")
+    parser.add_argument("--repeats", type=int, default=25, help="Timed runs of each model per round.")
+    parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
+    args = parser.parse_args(argv)
+
+    if args.finetuned:
+        from amc.finetune import load_finetuned
+        pruned = load_finetuned(args.run_dir)
+    else:
+        pruned = amc.load_pruned(args.run_dir)
+    original = original_model(args.run_dir, pruned, args.model, args.weights)
+    shape = models.model_info(pruned).input_shape
+    macs_original, macs_pruned = count_macs(original, shape), count_macs(pruned, shape)
+    print(f"{models.model_info(original).name}: {macs_original / 1e6:.2f}M -> {macs_pruned / 1e6:.2f}M MACs "
+          f"({args.run_dir}); CPU {cpu_name()}; batch 1, {args.threads} thread(s), {args.rounds} rounds x "
+          f"{args.repeats} runs per model\n", flush=True)
+    print("| backend | threads | original ms | pruned ms | speed-up (IQR) | MACs reduction "
+          "| speed-up / MACs reduction |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    reduction = macs_original / macs_pruned
+    for backend in args.backends:
+        r = measure_pair(original, pruned, shape, backend, args.threads, args.rounds, args.repeats)
+        print(f"| {backend} | {args.threads} | {r['original_ms']:.3f} | {r['pruned_ms']:.3f} | "
+              f"{r['speedup']:.2f}x ({r['speedup_iqr']:.2f}) | {reduction:.2f}x | {r['speedup'] / reduction:.2f} |",
+              flush=True)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except AmcError as e:
+        sys.exit(f"error: {e}")

@@ -1,0 +1,165 @@
+"""Predicted inference latency of a pruned network from its per-decision keep counts.
+
+Measuring every candidate of a search is slow and noisy, so each conv/linear layer is measured once, alone,
+on a grid of the input/output channel counts its decisions can take (a lookup table, cached per machine,
+backend, threads and batch), and a candidate's latency is the sum of its layers' interpolated times. The
+sum misses what lies between layers (norms, activations, additions, framework overhead); two whole-network
+measurements (unpruned and uniformly pruned) calibrate it as `offset + scale * sum`. The search checks the
+exported model by direct measurement.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch.nn as nn
+
+from amc.graph import LayerGraph
+from amc.latency import cpu_name, measure_latency
+from amc.policy import write_json_atomic
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("AMC_CACHE_DIR", Path.home() / ".cache" / "amc")) / "latency"
+
+
+@dataclass
+class _Table:
+    """Measured milliseconds of one layer on a grid of (input channels, output channels)."""
+
+    cin: np.ndarray     # grid of input channel counts, increasing
+    cout: np.ndarray    # grid of output channel counts, increasing
+    ms: np.ndarray      # [len(cin), len(cout)], made monotone non-decreasing along both axes
+
+    def __call__(self, cin: float, cout: float) -> float:
+        rows = [np.interp(cout, self.cout, row) for row in self.ms]
+        return float(np.interp(cin, self.cin, rows))
+
+
+class LatencyModel:
+    """`predict(keep)` in milliseconds for the network of `graph` pruned to `keep` counts."""
+
+    def __init__(self, graph: LayerGraph, tables: dict[str, _Table], offset_ms: float = 0.0, scale: float = 1.0,
+                 info: dict | None = None):
+        self.graph = graph
+        self.tables = tables
+        self.offset_ms = offset_ms
+        self.scale = scale
+        self.info = info or {}
+
+    def layer_sum(self, keep: Sequence[float]) -> float:
+        keep = np.asarray(keep, dtype=np.float64)
+        total = 0.0
+        for term in self.graph._terms:
+            cin, cout = self.graph._io(term, keep)
+            total += self.tables[term.name](cin, cout)
+        return total
+
+    def predict(self, keep: Sequence[float]) -> float:
+        return self.offset_ms + self.scale * self.layer_sum(keep)
+
+    def calibrate(self, points: list[tuple[Sequence[float], float]]) -> None:
+        """Fit offset and scale to whole-network measurements [(keep, measured_ms), ...] (least squares);
+        the scale stays positive so the prediction keeps growing with every count."""
+        sums = np.array([self.layer_sum(k) for k, _ in points])
+        measured = np.array([m for _, m in points])
+        if len(points) == 1 or np.ptp(sums) < 1e-9:
+            self.scale, self.offset_ms = 1.0, float(np.mean(measured - sums))
+            return
+        scale, offset = np.polyfit(sums, measured, 1)
+        self.scale = max(float(scale), 0.1)
+        self.offset_ms = float(np.mean(measured - self.scale * sums))
+
+
+def _grid(allowed: np.ndarray, points: int) -> np.ndarray:
+    picks = np.unique(np.round(np.linspace(0, len(allowed) - 1, min(points, len(allowed)))).astype(int))
+    return allowed[picks]
+
+
+def _standalone(module: nn.Module, cin: int, cout: int, depthwise: bool) -> nn.Module:
+    if isinstance(module, nn.Conv2d):
+        groups = cout if depthwise else 1
+        return nn.Conv2d(cout if depthwise else cin, cout, module.kernel_size, module.stride, module.padding,
+                         module.dilation, groups=groups, bias=module.bias is not None)
+    return nn.Linear(cin, cout, bias=module.bias is not None)
+
+
+def build_latency_model(model: nn.Module, graph: LayerGraph, allowed: Sequence[np.ndarray], *,
+                        backend: str = "torch", threads: int = 1, batch: int = 1, points: int = 6,
+                        repeats: int = 30, progress: Callable[[str], None] | None = None,
+                        use_cache: bool = True) -> LatencyModel:
+    """Measure (or read from the cache) every layer's latency on a grid of `points` counts per decision.
+
+    `allowed[i]` are the keep counts decision i can take (the environment's, after rounding). Grouped
+    convolutions other than depthwise are measured at their own size only.
+    """
+    modules = dict(model.named_modules())
+    key = hashlib.sha256(f"{cpu_name()}|{backend}|{threads}|{batch}".encode()).hexdigest()[:16]
+    path = cache_dir() / f"{backend}-t{threads}-b{batch}-{key}.json"
+    cache: dict[str, float] = {}
+    if use_cache and path.exists():
+        try:
+            cache = json.loads(path.read_text())
+        except ValueError:
+            cache = {}  # a damaged cache is only lost time: measure again
+    measured = 0
+    tables: dict[str, _Table] = {}
+    for term in graph._terms:
+        module = modules[term.name]
+        cost = graph.costs[term.name]
+        cin_grid = _grid(allowed[term.in_decision], points) if term.in_decision is not None \
+            else np.array([term.in_channels])
+        cout_grid = _grid(allowed[term.out_decision], points) if term.out_decision is not None \
+            else np.array([term.out_channels])
+        if term.depthwise:
+            cin_grid = cout_grid  # one count drives both sides
+        grouped = term.groups != 1 and not term.depthwise
+        if grouped:
+            cin_grid, cout_grid = np.array([term.in_channels]), np.array([term.out_channels])
+        ms = np.zeros((len(cin_grid), len(cout_grid)))
+        for i, cin in enumerate(cin_grid):
+            for j, cout in enumerate(cout_grid):
+                if term.depthwise and i != j:
+                    continue
+                shape = (int(cin), *cost.in_hw) if cost.kind == "conv" else (int(cin),)
+                signature = f"{type(module).__name__}|{module}|dw={term.depthwise}|{cin}x{cout}|{shape}"
+                if grouped:
+                    layer = module
+                else:
+                    layer = _standalone(module, int(cin), int(cout), term.depthwise)
+                if signature not in cache:
+                    cache[signature] = measure_latency(layer, shape, backend=backend, batch=batch, threads=threads,
+                                                       warmup=3, repeats=repeats).median_ms
+                    measured += 1
+                    if progress and measured % 20 == 0:
+                        progress(f"measured {measured} layer shapes")
+                ms[i, j] = cache[signature]
+        if term.depthwise:  # only the diagonal was measured: a 1-D table over the shared count
+            diag = np.maximum.accumulate(np.diag(ms))
+            tables[term.name] = _DepthwiseTable(cout_grid, diag)
+            continue
+        ms = np.maximum.accumulate(np.maximum.accumulate(ms, axis=0), axis=1)  # measurement noise
+        tables[term.name] = _Table(cin_grid.astype(float), cout_grid.astype(float), ms)
+    if measured and use_cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, cache)
+    info = {"backend": backend, "threads": threads, "batch": batch, "cpu": cpu_name(), "cache": str(path),
+            "layer_shapes_measured": measured, "layer_shapes_cached": len(cache) - measured}
+    return LatencyModel(graph, tables, info=info)
+
+
+class _DepthwiseTable:
+    def __init__(self, counts: np.ndarray, ms: np.ndarray):
+        self.counts, self.ms = counts.astype(float), ms
+
+    def __call__(self, cin: float, cout: float) -> float:
+        return float(np.interp(cout, self.counts, self.ms))
+
+
+__all__ = ["LatencyModel", "build_latency_model", "cache_dir"]
