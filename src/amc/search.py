@@ -126,17 +126,25 @@ class Candidate:
         self.evaluator = evaluator
         self.recalibration = recalibration
         self._scores: dict[tuple[int, ...], float] = {}
+        self.timing: dict[str, float] = {}
 
     def build(self, keep: list[int]) -> nn.Module:
+        t0 = time.perf_counter()
         pruned, _ = self.pruner.prune(keep)
+        t1 = time.perf_counter()
         if self.recalibration:
             recalibrate_batchnorm(pruned, self.recalibration)
+        self.timing.update(prune=t1 - t0, recalibrate=time.perf_counter() - t1)
         return pruned
 
     def __call__(self, keep: list[int]) -> float:
         key = tuple(keep)
+        self.timing = {"prune": 0.0, "recalibrate": 0.0, "evaluate": 0.0}  # where an episode's time goes
         if key not in self._scores:
-            self._scores[key] = self.evaluator.top1(self.build(keep))
+            pruned = self.build(keep)
+            t0 = time.perf_counter()
+            self._scores[key] = self.evaluator.top1(pruned)
+            self.timing["evaluate"] = time.perf_counter() - t0
         return self._scores[key]
 
 
@@ -323,7 +331,10 @@ def _search(model, data, *, out: Path, config, resume, overwrite, progress, **op
         t0 = time.perf_counter()
         record, transitions = _run_episode(env, agent, episode)
         stats_out = agent.end_episode(transitions, record["reward"])
-        record.update(episode=episode, seconds=round(time.perf_counter() - t0, 4),
+        seconds = time.perf_counter() - t0
+        timing = {k: round(v, 4) for k, v in candidate.timing.items()}
+        timing["agent_and_env"] = round(seconds - sum(candidate.timing.values()), 4)
+        record.update(episode=episode, seconds=round(seconds, 4), timing=timing,
                       agent={k: float(v) for k, v in (stats_out or {}).items()})
         if best is None or record["reward"] > best["reward"]:
             best = record

@@ -1,0 +1,113 @@
+"""Where a search episode's time goes, against the physical limit: one bare forward pass of the pruned network
+over the held-out split.
+
+    python benchmarks/search_speed.py --model resnet56 --weights ../shared/data/pretrained/cifar10jpeg/resnet56.pt \\
+        --data-dir ../shared/data/cifar10-jpeg/cifar10_jpeg.npz --episodes 40 --precision bf16 --out runs/bench/speed
+
+Runs a short DDPG search (its episodes.jsonl records prune / recalibrate / evaluate / agent time per
+episode), times the one-off feature sampling, then times a bare forward pass of each of the last episodes'
+pruned networks over the same held-out batches, in the same precision and thread count, interleaved with
+re-scoring the same network through the evaluator so both see the same machine load. Prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+import amc
+from amc import models
+from amc.data import batches, load_dataset
+from amc.evaluate import Evaluator
+from amc.graph import LayerGraph
+from amc.pruning import ChannelPruner, collect_stats
+from amc.search import SearchConfig
+
+
+def bare_forward_seconds(model: torch.nn.Module, evaluator: Evaluator, precision: str) -> float:
+    """Forward passes only: no argmax, no accuracy bookkeeping, no layout conversion."""
+    model.eval().to(memory_format=torch.channels_last)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+    t0 = time.perf_counter()
+    with torch.inference_mode(), autocast:
+        for x, _ in evaluator._batches:
+            model(x)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="resnet56")
+    parser.add_argument("--weights")
+    parser.add_argument("--data", default="cifar10")
+    parser.add_argument("--data-dir")
+    parser.add_argument("--ratio", type=float, default=0.5)
+    parser.add_argument("--episodes", type=int, default=40)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
+    parser.add_argument("--bn-recalibration", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--last", type=int, default=10, help="episodes (from the end) to compare in detail")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    dataset = load_dataset(args.data, args.data_dir)
+    config = SearchConfig(model=args.model, weights=args.weights, data=args.data, data_dir=args.data_dir,
+                          ratio=args.ratio, episodes=args.episodes, warmup=args.warmup, precision=args.precision,
+                          bn_recalibration=args.bn_recalibration, threads=args.threads, seed=0)
+    out = Path(args.out)
+    t0 = time.perf_counter()
+    amc.search(data=dataset, config=config, out=out, resume=(out / "state.pt").exists())
+    wall = time.perf_counter() - t0
+    log = [json.loads(line) for line in (out / "episodes.jsonl").read_text().splitlines()]
+
+    # the one-off setup: feature sampling for the least-squares statistics
+    model = models.create(args.model, num_classes=dataset.num_classes, weights=args.weights).eval()
+    info = models.model_info(model)
+    graph = LayerGraph(model, info.input_shape)
+    idx = dataset.calibration_indices(config.calibration_images, config.seed)
+    calibration = next(batches(dataset.train.subset(idx), len(idx), mean=info.mean, std=info.std))[0]
+    t0 = time.perf_counter()
+    stats = collect_stats(model, graph, calibration, points_per_image=config.points_per_image, seed=0)
+    sampling = time.perf_counter() - t0
+
+    # the last episodes' networks: bare forward against the evaluator's scoring, interleaved
+    pruner = ChannelPruner(model, graph, stats)
+    evaluator = Evaluator(dataset.heldout, info.mean, info.std, precision=args.precision)
+    ratios, bare_times = [], []
+    for record in log[-args.last:]:
+        pruned, _ = pruner.prune(record["keep"])
+        evaluator.top1(pruned)  # warm
+        bare = min(bare_forward_seconds(pruned, evaluator, args.precision) for _ in range(2))
+        bare_times.append(bare)
+        ratios.append(record["seconds"] / bare)
+
+    def mean(key: str, part: str | None = None) -> float:
+        rows = log[-args.last:]
+        return statistics.mean(r["timing"][part] if part else r[key] for r in rows)
+
+    lines = [f"{args.model}, {args.ratio:g} MACs, {args.precision}, {args.threads} threads, "
+             f"{len(dataset.heldout)} held-out images, last {args.last} of {len(log)} episodes",
+             "", "| part | seconds per episode | share |", "| --- | --- | --- |"]
+    episode = mean("seconds")
+    for part in ("prune", "recalibrate", "evaluate", "agent_and_env"):
+        lines.append(f"| {part} | {mean('', part):.3f} | {mean('', part) / episode:.1%} |")
+    lines += [f"| **episode** | {episode:.3f} | 100% |",
+              f"| bare forward of the same networks | {statistics.mean(bare_times):.3f} | |",
+              "", f"episode / bare forward: median {statistics.median(ratios):.2f} "
+                  f"(min {min(ratios):.2f}, max {max(ratios):.2f})",
+              f"one-off feature sampling ({config.calibration_images} images x {config.points_per_image} "
+              f"positions): {sampling:.1f} s; search wall time for {len(log)} episodes: {wall:.0f} s"]
+    text = "\n".join(lines)
+    print(text)
+    (out / "speed.md").write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
