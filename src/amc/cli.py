@@ -72,6 +72,10 @@ def search_command(
                                "once on this machine, cached, checked on the final model)."),
     method: str = typer.Option("channel", help="channel (remove whole channels: faster) or fine-grained (zero "
                                "single weights by magnitude: smaller; use with --target params)."),
+    workers: int = typer.Option(1, help="Score episodes in parallel on this many Ray actors (extra "
+                                "`distributed`); 1 = in this process."),
+    ray_address: Optional[str] = typer.Option(None, help="Existing Ray cluster for --workers (default: a local "
+                                              "instance)."),
     latency_backend: str = typer.Option("torch", help="With --target latency: torch or onnxruntime."),
     latency_threads: int = typer.Option(1, help="With --target latency: threads the latency is measured with."),
     ratio: float = typer.Option(0.5, help="Budget as a share of the original cost, in (0, 1]."),
@@ -119,7 +123,8 @@ def search_command(
         selection=selection, reconstruct=reconstruct, bn_recalibration=bn_recalibration,
         calibration_images=calibration_images, heldout_limit=heldout_limit, precision=precision, seed=seed,
         threads=threads, agent_options=_key_values(agent_option),
-        latency_backend=latency_backend, latency_threads=latency_threads, method=method)
+        latency_backend=latency_backend, latency_threads=latency_threads, method=method,
+        workers=workers, ray_address=ray_address)
     console.print(f"[bold]amc search[/bold] {model} on {data}: {target} <= {ratio:g}, agent {agent}, "
                   f"{episodes if agent != 'uniform' else 1} episodes -> {out}", highlight=False)
     with _EpisodeProgress(episodes if agent != "uniform" else 1) as progress:

@@ -72,6 +72,8 @@ class SearchConfig:
     precision: str = "fp32"              # scoring precision of candidates: "fp32" or "bf16" (faster)
     threads: int | None = None
     method: str = "channel"              # "channel" (structured) or "fine-grained" (weights, for model size)
+    workers: int = 1                     # > 1: score episodes in parallel on Ray actors
+    ray_address: str | None = None       # an existing Ray cluster (default: start a local one)
     latency_backend: str = "torch"       # target latency: the runtime it is measured on (torch, onnxruntime)
     latency_threads: int = 1             # ... with this many threads
     latency_batch: int = 1               # ... at this batch size
@@ -92,6 +94,10 @@ class SearchConfig:
                                               or self.reward == "acc-macs"):
             raise AmcError("fine-grained pruning shrinks the parameters, not dense MACs or latency; use "
                            "--target params (or --reward acc-params)")
+        if self.workers < 1:
+            raise AmcError(f"--workers must be at least 1, got {self.workers}")
+        if self.workers > 1 and self.method == "fine-grained":
+            raise AmcError("--workers > 1 supports channel pruning only; drop --workers for fine-grained")
         if self.latency_backend not in ("torch", "onnxruntime"):
             raise AmcError(f"--latency-backend must be torch or onnxruntime, got {self.latency_backend!r}")
         if self.latency_threads < 1 or self.latency_batch < 1:
@@ -327,28 +333,76 @@ def _search(model, data, *, out: Path, config, resume, overwrite, progress, **op
         })
 
     started = time.perf_counter()
-    for episode in range(start_episode, episodes):
-        t0 = time.perf_counter()
-        record, transitions = _run_episode(env, agent, episode)
+    state = {"best": best}
+
+    def finished(episode: int, record: dict, transitions: list[Transition], seconds: float, timing: dict) -> None:
+        """Learn from one scored episode, log it and save the resumable state (episodes arrive in order)."""
         stats_out = agent.end_episode(transitions, record["reward"])
-        seconds = time.perf_counter() - t0
-        timing = {k: round(v, 4) for k, v in candidate.timing.items()}
-        timing["agent_and_env"] = round(seconds - sum(candidate.timing.values()), 4)
-        record.update(episode=episode, seconds=round(seconds, 4), timing=timing,
+        record.update(episode=episode, seconds=round(seconds, 4), timing={k: round(v, 4) for k, v in timing.items()},
                       agent={k: float(v) for k, v in (stats_out or {}).items()})
-        if best is None or record["reward"] > best["reward"]:
-            best = record
-            _policy_from(best, graph, config.model).save(out / "policy.json")
-        record["best_reward"] = best["reward"]
+        if state["best"] is None or record["reward"] > state["best"]["reward"]:
+            state["best"] = record
+            _policy_from(record, graph, config.model).save(out / "policy.json")
+        record["best_reward"] = state["best"]["reward"]
         log.append(record)
         with log_path.open("a") as f:
             f.write(json.dumps(record) + "\n")
-        _save_state(out, agent, episode + 1, best)
+        _save_state(out, agent, episode + 1, state["best"])
         if progress:
             progress({**record, "episodes": episodes, "elapsed": time.perf_counter() - started,
                       "done": episode + 1 - start_episode, "remaining": episodes - episode - 1})
 
+    if config.workers > 1 and episodes - start_episode > 1:
+        _parallel_episodes(env, agent, config, model, stats if not fine_grained else None, dataset, recalibration,
+                           range(start_episode, episodes), finished)
+    else:
+        for episode in range(start_episode, episodes):
+            t0 = time.perf_counter()
+            record, transitions = _run_episode(env, agent, episode)
+            seconds = time.perf_counter() - t0
+            timing = {**candidate.timing, "agent_and_env": seconds - sum(candidate.timing.values())}
+            finished(episode, record, transitions, seconds, timing)
+    best = state["best"]
+
     return _finish(out, config, graph, candidate, best, log, dataset, info, baseline_top1, latency)
+
+
+def _parallel_episodes(env: CompressionEnv, agent, config: SearchConfig, model: nn.Module, stats, dataset: Dataset,
+                       recalibration: list[torch.Tensor], episodes: range, finished) -> None:
+    """Propose episodes while up to `config.workers` are scored on Ray actors; learn from them in order.
+
+    The learner runs at most `workers - 1` episodes ahead of what it has learned from (a short policy lag);
+    warm-up episodes do not depend on learning, so they run fully in parallel.
+    """
+    from collections import deque
+
+    from amc.distributed import RayScorer, worker_payload
+
+    scorer = RayScorer(config.workers, worker_payload(model, config, stats, dataset.heldout, recalibration),
+                       config.ray_address)
+    scored_by_workers = env.evaluate
+    env.evaluate = lambda keep: float("nan")  # the episode is scored remotely
+    in_flight: deque = deque()
+    upcoming = iter(episodes)
+    try:
+        while True:
+            while len(in_flight) < config.workers:
+                episode = next(upcoming, None)
+                if episode is None:
+                    break
+                record, transitions = _run_episode(env, agent, episode)
+                scorer.submit(record["keep"])
+                in_flight.append((episode, record, transitions, time.perf_counter()))
+            if not in_flight:
+                return
+            episode, record, transitions, t0 = in_flight.popleft()
+            accuracy, timing = scorer.next()
+            record["accuracy"] = accuracy
+            record["reward"] = env.reward(accuracy, record["macs"], record["params"])
+            finished(episode, record, transitions, time.perf_counter() - t0, timing)
+    finally:
+        env.evaluate = scored_by_workers
+        scorer.close()
 
 
 def _latency_model(model: nn.Module, graph: LayerGraph, env_config: EnvConfig, config: SearchConfig):

@@ -1,0 +1,96 @@
+"""Scoring candidates in parallel on Ray actors (optional extra `distributed`).
+
+Building a policy is cheap (the environment's clipping arithmetic); scoring it (pruning, least squares,
+a forward pass over the held-out split) is what takes the time. So the search loop keeps proposing
+episodes while up to `workers` of them are being scored, and the learner consumes finished episodes in the
+order they were proposed. Each actor holds its own copy of the original model, the calibration statistics
+(sampled once by the driver) and the held-out split, and runs one torch thread.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from amc import models
+from amc.errors import AmcError
+
+
+def require_ray():
+    try:
+        import ray
+    except ImportError:
+        raise AmcError("--workers needs Ray: pip install 'amc-compress[distributed]'") from None
+    return ray
+
+
+class _Worker:
+    """One Ray actor: rebuilds the scorer from plain data once, then scores keep-count vectors."""
+
+    def __init__(self, payload: dict):
+        from amc.evaluate import Evaluator
+        from amc.graph import LayerGraph
+        from amc.pruning import ChannelPruner
+        from amc.search import Candidate
+
+        torch.set_num_threads(payload["threads"])
+        info = payload["info"]
+        model = models.create(info["name"], num_classes=info["num_classes"], **info["kwargs"])
+        model.load_state_dict(payload["state_dict"])
+        model.eval()
+        graph = LayerGraph(model, tuple(info["input_shape"]), group_coupled=payload["group_coupled"])
+        pruner = ChannelPruner(model, graph, payload["stats"], selection=payload["selection"],
+                               reconstruct=payload["reconstruct"])
+        evaluator = Evaluator(payload["heldout"], info["mean"], info["std"], batch_size=payload["batch_size"],
+                              limit=payload["limit"], precision=payload["precision"])
+        self.candidate = Candidate(pruner, evaluator, payload["recalibration"])
+
+    def score(self, keep: list[int]) -> tuple[float, dict]:
+        accuracy = self.candidate(keep)
+        return accuracy, dict(self.candidate.timing)
+
+
+class RayScorer:
+    """`submit(keep)` queues a candidate; `next()` returns (accuracy, timing) in submission order."""
+
+    def __init__(self, workers: int, payload: dict[str, Any], address: str | None = None):
+        ray = require_ray()
+        self.ray = ray
+        if not ray.is_initialized():
+            kwargs = {"address": address} if address else {"num_cpus": workers}
+            try:
+                ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False, **kwargs)
+            except ConnectionError as e:
+                raise AmcError(f"cannot reach the Ray cluster at {address}: {e}; check --ray-address") from None
+        actor = ray.remote(num_cpus=1)(_Worker)
+        shared = ray.put(payload)  # one copy in the object store, read by every actor
+        self.actors = [actor.remote(shared) for _ in range(workers)]
+        self.pool = ray.util.ActorPool(self.actors)
+        self.pending: deque[int] = deque()
+        self.workers = workers
+
+    def submit(self, keep: list[int]) -> None:
+        self.pool.submit(lambda a, k: a.score.remote(k), list(map(int, keep)))
+
+    def next(self) -> tuple[float, dict]:
+        return self.pool.get_next()
+
+    def close(self) -> None:
+        for a in self.actors:
+            self.ray.kill(a)
+
+
+def worker_payload(model: nn.Module, config, stats, heldout, recalibration) -> dict:
+    info = models.model_info(model)
+    return {"info": {"name": info.name, "num_classes": info.num_classes, "kwargs": dict(info.kwargs),
+                     "input_shape": list(info.input_shape), "mean": list(info.mean), "std": list(info.std)},
+            "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
+            "stats": stats, "heldout": heldout, "recalibration": recalibration, "threads": 1,
+            "group_coupled": config.group_coupled, "selection": config.selection, "reconstruct": config.reconstruct,
+            "batch_size": config.eval_batch_size, "limit": config.heldout_limit, "precision": config.precision}
+
+
+__all__ = ["RayScorer", "require_ray", "worker_payload"]
