@@ -66,3 +66,20 @@ def test_accuracy_guaranteed_fine_grained_search_runs_without_a_budget(tmp_path,
 def test_fine_grained_with_a_macs_target_is_refused():
     with pytest.raises(AmcError, match="--target params"):
         SearchConfig(method="fine-grained", target="macs")
+
+
+def test_fine_tuning_a_fine_grained_run_keeps_it_sparse(tmp_path, digits):
+    from amc.finetune import finetune, load_finetuned
+    from amc.train import TrainConfig
+
+    config = SearchConfig(method="fine-grained", target="params", ratio=0.3, lbound=0.05, agent="uniform",
+                          calibration_images=200)
+    amc.search(config=config, out=tmp_path / "run", data=digits)
+    before = amc.load_pruned(tmp_path / "run")
+    finetune(tmp_path / "run", TrainConfig(epochs=1, batch_size=64, lr=0.02), data=digits)
+    after = load_finetuned(tmp_path / "run")
+    for (name, a), (_, b) in zip(before.named_parameters(), after.named_parameters()):
+        if name.endswith("weight") and a.dim() > 1:
+            assert torch.equal(a == 0, b == 0), name  # the same weights are zero, nothing regrew
+    assert not all(torch.equal(a, b) for a, b in zip(before.parameters(), after.parameters()))  # it trained
+    assert (tmp_path / "run" / "model_finetuned_sparse.pt").exists()

@@ -21,6 +21,7 @@ from amc.data import Dataset, load_dataset
 from amc.errors import AmcError
 from amc.export import load_pruned
 from amc.policy import write_bytes_atomic, write_json_atomic
+from amc.pruning.fine_grained import save_sparse
 from amc.train import TrainConfig, train
 
 CHECKPOINT_FILE = "finetune.pt"
@@ -70,13 +71,18 @@ def finetune(run_dir: str | Path, config: TrainConfig = TrainConfig(epochs=20, l
         teacher = models.create(search_config["model"], num_classes=dataset.num_classes, weights=weights)
         if config.distill_alpha == 0:
             config = TrainConfig(**{**asdict(config), "distill_alpha": 0.5})
+    # a fine-grained run stays sparse: its pruned weights are held at zero throughout
+    sparse_layers = _pruned_layers(run_dir, student) if search_config.get("method") == "fine-grained" else []
+    masks = {name: dict(student.named_modules())[name].weight.detach() != 0 for name in sparse_layers}
     t0 = time.perf_counter()
     final = train(student, dataset, checkpoint, config, resume=resume, progress=progress, teacher=teacher,
-                  on_step=on_step)
+                  on_step=on_step, masks=masks or None)
     buffer = io.BytesIO()
     torch.save({k: v.contiguous() for k, v in student.state_dict().items()}, buffer)
     write_bytes_atomic(run_dir / FINETUNED_FILE, buffer.getvalue())
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    if sparse_layers:
+        save_sparse(student, run_dir / "model_finetuned_sparse.pt", sparse_layers)
     record = {"epochs": config.epochs, "lr": config.lr, "optimizer": config.optimizer,
               "precision": config.precision, "distill": distill,
               "distill_alpha": config.distill_alpha if distill else 0.0,
@@ -87,6 +93,13 @@ def finetune(run_dir: str | Path, config: TrainConfig = TrainConfig(epochs=20, l
     summary["finetune"] = record
     write_json_atomic(summary_path, summary)
     return record
+
+
+def _pruned_layers(run_dir: Path, model: torch.nn.Module) -> list[str]:
+    """Layers a fine-grained search decided on (from its config's decisions)."""
+    raw = json.loads((run_dir / "config.json").read_text())
+    names = {name for name, _ in model.named_modules()}
+    return [d["consumer"] for d in raw.get("decisions", []) if d["consumer"] in names]
 
 
 def load_finetuned(run_dir: str | Path) -> torch.nn.Module:
