@@ -83,3 +83,28 @@ def test_fine_tuning_a_fine_grained_run_keeps_it_sparse(tmp_path, digits):
             assert torch.equal(a == 0, b == 0), name  # the same weights are zero, nothing regrew
     assert not all(torch.equal(a, b) for a, b in zip(before.parameters(), after.parameters()))  # it trained
     assert (tmp_path / "run" / "model_finetuned_sparse.pt").exists()
+
+
+def test_iterative_schedule_lowers_density_stage_by_stage_from_the_previous_stage(tmp_path, digits):
+    from amc.iterative import iterative_fine_grained
+    from amc.train import TrainConfig
+
+    config = SearchConfig(agent="uniform", lbound=0.05, calibration_images=200)
+    result = iterative_fine_grained(config, [0.5, 0.3], tmp_path / "sched", data=digits,
+                                    train_config=TrainConfig(epochs=1, batch_size=64, lr=0.02))
+    first, second = result["stages"]
+    assert first["params_ratio"] <= 0.5 + 1e-9 and second["params_ratio"] <= 0.3 + 1e-9
+    assert second["params"] < first["params"]
+    stage2 = json.loads((tmp_path / "sched" / "stage2" / "config.json").read_text())["search"]
+    assert stage2["weights"].endswith("stage1/model_finetuned.pt")
+    # whatever stage 1 zeroed stays zero in stage 2
+    one, two = amc.load_pruned(tmp_path / "sched" / "stage1"), amc.load_pruned(tmp_path / "sched" / "stage2")
+    from amc.finetune import load_finetuned
+    one = load_finetuned(tmp_path / "sched" / "stage1")
+    for (name, a), (_, b) in zip(one.named_parameters(), two.named_parameters()):
+        if name.endswith("weight") and a.dim() > 1:
+            assert bool(((a == 0) <= (b == 0)).all()), name
+    # a second call finds every stage done and changes nothing
+    again = iterative_fine_grained(config, [0.5, 0.3], tmp_path / "sched", data=digits,
+                                   train_config=TrainConfig(epochs=1, batch_size=64, lr=0.02))
+    assert again["stages"] == result["stages"]

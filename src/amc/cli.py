@@ -278,6 +278,45 @@ def finetune_command(
     print(json.dumps({"run_dir": str(run_dir), **{k: record[k] for k in ("epochs", "heldout_top1", "test_top1")}}))
 
 
+@app.command("iterate")
+def iterate_command(
+    densities: str = typer.Option(..., help="Decreasing overall densities, one stage each, e.g. 0.5,0.3,0.2."),
+    model: str = typer.Option("digits_cnn", help="Zoo name or tv:<torchvision name>."),
+    weights: Optional[Path] = typer.Option(None, help="Checkpoint of the trained model."),
+    data: str = typer.Option("digits", help="Dataset: digits, cifar10, imagefolder."),
+    data_dir: Optional[Path] = typer.Option(None, help="Dataset file or folder."),
+    agent: str = typer.Option("ddpg", help="ddpg, random or uniform."),
+    episodes: int = typer.Option(100, help="Search episodes per stage."),
+    lbound: float = typer.Option(0.05, help="Smallest density of any layer."),
+    epochs: int = typer.Option(2, help="Masked fine-tuning epochs after each stage."),
+    lr: float = typer.Option(0.01, help="Fine-tuning learning rate."),
+    precision: str = typer.Option("fp32", help="Scoring and training precision: fp32 or bf16."),
+    seed: int = typer.Option(0, help="Seed."),
+    out: Path = typer.Option(..., help="Directory for the stages (stage1, stage2, ...) and summary.json."),
+) -> None:
+    """Fine-grained pruning on the paper's iterative schedule: search + masked fine-tune per density stage,
+    each stage starting from the previous one. Rerun the same command to resume."""
+    from amc.iterative import iterative_fine_grained
+    from amc.search import SearchConfig
+    from amc.train import TrainConfig
+
+    try:
+        stages = [float(x) for x in densities.split(",") if x.strip()]
+        train_config = TrainConfig(epochs=epochs, lr=lr, precision=precision, seed=seed)
+    except ValueError as e:
+        raise AmcError(f"bad --densities or fine-tuning setting: {e}") from None
+    config = SearchConfig(model=model, weights=str(weights) if weights else None, data=data,
+                          data_dir=str(data_dir) if data_dir else None, agent=agent, episodes=episodes,
+                          lbound=lbound, precision=precision, seed=seed, method="fine-grained", target="params")
+    result = iterative_fine_grained(config, stages, out, train_config=train_config,
+                                    progress=lambda m: console.print(m, highlight=False))
+    for s in result["stages"]:
+        console.print(f"stage {s['stage']}: density {s['params_ratio']:.3f}, held-out top-1 "
+                      f"{s['heldout_top1_before_finetune']:.4f} -> {s['heldout_top1']:.4f} after fine-tuning, "
+                      f"test {s['test_top1']:.4f}, sparse file {s['sparse_bytes']} bytes", highlight=False)
+    print(json.dumps({"out": str(out), "stages": result["stages"]}))
+
+
 @app.command("eval")
 def eval_command(
     model: str = typer.Option(..., help="Zoo name, or a run directory of `amc search` (its pruned model)."),

@@ -488,7 +488,10 @@ def _finish(out: Path, config: SearchConfig, graph: LayerGraph, candidate: Candi
     if isinstance(graph, WeightGraph):  # zeros are still stored densely: count and store them sparsely
         dense_bytes = (out / "model.pt").stat().st_size
         sparse_bytes = save_sparse(pruned, out / "model_sparse.pt", [d.consumer for d in graph.decisions])
-        summary.update(params=graph.params(policy.keep), params_ratio=graph.params(policy.keep) / graph.total_params,
+        modules = dict(pruned.named_modules())
+        zeros = sum(int((modules[d.consumer].weight == 0).sum()) for d in graph.decisions)  # incl. earlier stages'
+        nonzero = graph.total_params - zeros
+        summary.update(params=nonzero, params_ratio=nonzero / graph.total_params,
                        sparse_macs=graph.macs(policy.keep), dense_bytes=dense_bytes, sparse_bytes=sparse_bytes,
                        method="fine-grained")
     if latency is not None:  # the budget was a prediction: check it on the real networks, side by side

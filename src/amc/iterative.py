@@ -1,0 +1,64 @@
+"""The paper's iterative schedule for fine-grained pruning: several stages of decreasing overall density,
+each a search followed by masked fine-tuning, each starting from the previous stage's fine-tuned model.
+
+Every stage is an ordinary run directory (`OUT/stage1`, `OUT/stage2`, ...); a finished stage is skipped and
+an interrupted one resumed, so the whole schedule can be killed and restarted.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Callable, Sequence
+
+from amc.errors import AmcError
+from amc.finetune import FINETUNED_FILE, finetune
+from amc.policy import write_json_atomic
+from amc.search import SearchConfig, search
+from amc.train import TrainConfig
+
+
+def iterative_fine_grained(config: SearchConfig, densities: Sequence[float], out: str | Path, *,
+                           train_config: TrainConfig = TrainConfig(epochs=2, lr=0.01), data=None,
+                           progress: Callable[[str], None] | None = None) -> dict:
+    """Run one fine-grained search + fine-tune per density in `densities` (decreasing, in (0, 1]).
+
+    `config` gives the model, data and search settings of every stage (its method, target and ratio are
+    set per stage). Returns the schedule's summary, also written to OUT/summary.json.
+    """
+    densities = [float(d) for d in densities]
+    if not densities or any(not 0 < d <= 1 for d in densities) or densities != sorted(densities, reverse=True):
+        raise AmcError(f"densities must be decreasing values in (0, 1], got {densities}; e.g. 0.5,0.3,0.2")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    weights, stages = config.weights, []
+    for number, density in enumerate(densities, start=1):
+        run = out / f"stage{number}"
+        stage_config = replace(config, method="fine-grained", target="params", reward="acc", ratio=density,
+                               weights=weights)
+        summary_path = run / "summary.json"
+        if not summary_path.exists():
+            if progress:
+                progress(f"stage {number}/{len(densities)}: search at {density:g} of the parameters")
+            search(config=stage_config, out=run, data=data, resume=(run / "state.pt").exists(),
+                   overwrite=not (run / "state.pt").exists() and run.exists())
+        summary = json.loads(summary_path.read_text())
+        if "finetune" not in summary or summary["finetune"]["epochs"] < train_config.epochs:
+            if progress:
+                progress(f"stage {number}/{len(densities)}: fine-tune {train_config.epochs} epoch(s), weights masked")
+            finetune(run, train_config, data=data, resume=(run / "finetune.pt").exists())
+            summary = json.loads(summary_path.read_text())
+        stages.append({"stage": number, "density": density, "run_dir": str(run),
+                       "params": summary["params"], "params_ratio": summary["params_ratio"],
+                       "heldout_top1_before_finetune": summary["best_val_top1"],
+                       "heldout_top1": summary["finetune"]["heldout_top1"],
+                       "test_top1": summary["finetune"]["test_top1"],
+                       "sparse_bytes": summary.get("sparse_bytes")})
+        weights = str(run / FINETUNED_FILE)  # the next stage starts from this stage's fine-tuned model
+    result = {"densities": densities, "search": asdict(config), "finetune": asdict(train_config), "stages": stages}
+    write_json_atomic(out / "summary.json", result)
+    return result
+
+
+__all__ = ["iterative_fine_grained"]
