@@ -59,10 +59,48 @@ def test_pruning_leaves_original_untouched():
 
 
 def test_unsupported_layer_is_named():
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3, groups=2),
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.ConvTranspose2d(8, 8, 3),
                               torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 1))
-    with pytest.raises(UnsupportedModelError, match="Conv2d"):
+    with pytest.raises(UnsupportedModelError, match="ConvTranspose2d"):
         LayerGraph(net, (3, 16, 16))
+
+
+class ConcatGrouped(torch.nn.Module):
+    """A user model with two branches joined by a concatenation and a grouped convolution."""
+
+    def __init__(self):
+        super().__init__()
+        nn = torch.nn
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+        self.c1 = nn.Sequential(nn.Conv2d(16, 24, 3, padding=1), nn.BatchNorm2d(24), nn.ReLU())
+        self.a = nn.Sequential(nn.Conv2d(24, 8, 1), nn.BatchNorm2d(8), nn.ReLU())
+        self.b = nn.Sequential(nn.Conv2d(24, 12, 3, padding=1), nn.BatchNorm2d(12), nn.ReLU())
+        self.mix = nn.Conv2d(20, 24, 1)
+        self.grouped = nn.Conv2d(24, 32, 3, padding=1, groups=4)
+        self.p = nn.Sequential(nn.Conv2d(32, 16, 1), nn.ReLU())
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+
+    def forward(self, x):
+        x = self.c1(self.stem(x))
+        x = torch.cat([self.a(x), self.b(x)], 1)
+        return self.head(self.p(self.grouped(self.mix(x))))
+
+
+@pytest.mark.parametrize("group_coupled,decisions", [(False, ["c1.0", "head.2"]),
+                                                     (True, ["c1.0", "a.0", "head.2"])])
+def test_concatenation_and_grouped_convolution_stay_consistent(group_coupled, decisions):
+    model = ConcatGrouped().eval()
+    graph = LayerGraph(model, (3, 16, 16), group_coupled=group_coupled)
+    assert [d.consumer for d in graph.decisions] == decisions
+    assert "concat" in graph.skipped["mix"] and "grouped convolution (grouped, groups=4)" in graph.skipped["p.0"]
+    g = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        keep = random_keep(graph, g)
+        kept = [torch.sort(torch.randperm(d.channels, generator=g)[:k]).values for d, k in zip(graph.decisions, keep)]
+        pruned = prune_copy(model, graph, kept)
+        assert pruned(torch.randn(2, 3, 16, 16)).shape == (2, 10)
+        assert count_macs(pruned, (3, 16, 16)) == graph.macs(keep)
+        assert count_params(pruned) == graph.params(keep)
 
 
 def test_no_prunable_layers_is_an_error():

@@ -251,6 +251,12 @@ def _is_unsupported(module: nn.Module) -> bool:
     """Layers whose channels torch-pruning cannot follow and that we therefore refuse to guess about."""
     if isinstance(module, (nn.Conv1d, nn.Conv3d, nn.ConvTranspose2d, nn.LSTM, nn.GRU, nn.RNN)):
         return True
+    return False
+
+
+def _grouped(module: nn.Module | None) -> bool:
+    """A grouped (not depthwise) convolution: its channels must leave every group evenly, which a single
+    decision over arbitrary channels cannot promise, so they stay out of the free decisions."""
     return isinstance(module, nn.Conv2d) and module.groups not in (1, module.in_channels)
 
 
@@ -294,6 +300,8 @@ def _group_members(group, names: dict[nn.Module, str], consumer: str,
                       tp.ops.OPTYPE.PRELU):
             members.append(Member(module_name, handler, "norm"))
         elif kind in (tp.ops.OPTYPE.CONV, tp.ops.OPTYPE.LINEAR):
+            if _grouped(node.module):
+                return None, f"channels pass a grouped convolution ({module_name}, groups={node.module.groups})"
             if handler.__name__ == "prune_in_channels":
                 if module_name != consumer and not coupled:
                     return None, f"channels also feed {module_name}"
