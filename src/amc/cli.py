@@ -465,6 +465,20 @@ def _model_or_run(name: str, weights: Optional[Path]):
     return models.create(name, weights=weights)
 
 
+@app.command("report")
+def report_command(
+    run_dir: Path = typer.Argument(..., help="Output directory of a finished `amc search`."),
+    latency: bool = typer.Option(False, help="First time the original and the pruned model (torch, 1 thread, "
+                                 "batch 1, a few seconds) into latency.json."),
+) -> None:
+    """Figures (per-layer policy, search curve) and a self-contained report.html, written into the run."""
+    from amc.report import LAYERS_FIGURE, SEARCH_FIGURE, write_report
+
+    path = write_report(run_dir, latency=latency)
+    console.print(f"wrote {path} with {LAYERS_FIGURE} and {SEARCH_FIGURE} beside it", highlight=False)
+    print(json.dumps({"report": str(path), "figures": [str(path.parent / f) for f in (LAYERS_FIGURE, SEARCH_FIGURE)]}))
+
+
 @app.command("models")
 def models_command() -> None:
     """List the model zoo (torchvision models are reachable as tv:<name>)."""

@@ -1,0 +1,142 @@
+"""`amc report`: figures and a self-contained HTML page from a real (tiny) search run."""
+
+import base64
+import json
+import re
+import shutil
+import struct
+import subprocess
+import sys
+
+import pytest
+
+import amc
+from amc.data import load_dataset
+from amc.errors import AmcError
+from amc.report import LAYERS_FIGURE, SEARCH_FIGURE, load_run, warmup_episodes, write_report
+from amc.search import SearchConfig
+
+pytest.importorskip("matplotlib")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+@pytest.fixture(scope="module")
+def ddpg_run(tmp_path_factory, digits):
+    out = tmp_path_factory.mktemp("report") / "ddpg"
+    amc.search(config=SearchConfig(agent="ddpg", episodes=8, warmup=3, calibration_images=300, seed=0),
+               out=out, data=digits)
+    return out
+
+
+def _copy(run, tmp_path):
+    return shutil.copytree(run, tmp_path / run.name)
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_report_has_valid_figures_and_a_self_contained_page(ddpg_run, tmp_path):
+    run = _copy(ddpg_run, tmp_path)
+    page = write_report(run)
+    assert page == run / "report.html"
+    html = page.read_text()
+    embedded = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", html)
+    assert len(embedded) == 2
+    for name in (LAYERS_FIGURE, SEARCH_FIGURE):
+        png = (run / name).read_bytes()
+        width, height = _png_size(png)
+        assert len(png) > 10_000 and width > 500 and height > 300
+        assert base64.b64encode(png).decode() in embedded  # the page shows exactly the written figure
+    assert not re.search(r"(src|href)\s*=\s*['\"](?!data:)", html) and "http" not in html  # nothing external
+
+    config = json.loads((run / "config.json").read_text())
+    summary = json.loads((run / "summary.json").read_text())
+    for decision in config["decisions"]:
+        assert f"<code>{decision['consumer']}</code>" in html
+    assert f"{100 * summary['best_val_top1']:.2f}%" in html
+    assert f"{100 * summary['test_top1']:.2f}%" in html
+    assert f"{100 * summary['baseline']['heldout_top1']:.2f}%" in html
+    assert "not measured" in html  # no latency in this run
+
+
+def test_per_layer_macs_after_pruning_add_up_to_the_exported_model(ddpg_run):
+    from amc.report import layer_rows
+    run = load_run(ddpg_run)
+    rows = layer_rows(run)
+    summary = run.summary
+    # digits_cnn is a chain: every conv but the first and last lies between two decisions
+    assert [r.kept for r in rows] == json.loads((ddpg_run / "policy.json").read_text())["keep"]
+    assert all(r.macs_after is not None and r.macs_after <= r.macs_before for r in rows)
+    assert any(r.macs_after < r.macs_before for r in rows) and summary["macs_ratio"] <= 0.5 + 1e-9
+
+
+def test_warmup_comes_from_the_log_else_from_the_config(ddpg_run, tmp_path):
+    assert warmup_episodes(load_run(ddpg_run)) == 3  # the first episode with agent losses
+    run = _copy(ddpg_run, tmp_path)
+    records = [json.loads(line) for line in (run / "episodes.jsonl").read_text().splitlines()]
+    for r in records:
+        r["agent"] = {}
+    (run / "episodes.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    config = json.loads((run / "config.json").read_text())
+    config["search"]["warmup"] = None  # the search's default: min(100, episodes // 4) = 2
+    (run / "config.json").write_text(json.dumps(config))
+    assert warmup_episodes(load_run(run)) == 2
+
+
+def test_finetune_and_latency_are_shown(ddpg_run, tmp_path):
+    run = _copy(ddpg_run, tmp_path)
+    summary = json.loads((run / "summary.json").read_text())
+    summary["finetune"] = {"epochs": 7, "lr": 0.01, "optimizer": "sgd", "heldout_top1": 0.9123,
+                           "test_top1": 0.9345, "distill": False}
+    (run / "summary.json").write_text(json.dumps(summary))
+    html = write_report(run, latency=True).read_text()
+    latency = json.loads((run / "latency.json").read_text())
+    assert latency["original_ms"] > 0 and latency["pruned_ms"] > 0
+    assert f"{latency['pruned_ms']:.3f} ms" in html and "not measured" not in html
+    assert "93.45%" in html and "91.23%" in html and "7 epochs" in html
+
+
+def test_one_episode_uniform_run(tmp_path, digits):
+    out = tmp_path / "uniform"
+    amc.search(config=SearchConfig(agent="uniform", calibration_images=300), out=out, data=digits)
+    write_report(out)
+    assert _png_size((out / SEARCH_FIGURE).read_bytes())[0] > 500
+
+
+def test_missing_matplotlib_is_a_one_line_install_hint(ddpg_run, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # makes the import fail
+    with pytest.raises(AmcError, match=r"pip install 'amc-compress\[report\]'"):
+        write_report(ddpg_run)
+
+
+def test_not_a_run_is_refused(tmp_path, ddpg_run):
+    with pytest.raises(AmcError, match="not found"):
+        write_report(tmp_path / "nothing")
+    unfinished = _copy(ddpg_run, tmp_path)
+    (unfinished / "summary.json").unlink()
+    with pytest.raises(AmcError, match="unfinished search .*--resume"):
+        write_report(unfinished)
+
+
+def test_cli(ddpg_run, tmp_path, monkeypatch, capsys):
+    run = _copy(ddpg_run, tmp_path)
+    r = subprocess.run([sys.executable, "-m", "amc.cli", "report", str(run)], capture_output=True, text=True,
+                       check=False)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["report"] == str(run / "report.html") and (run / "report.html").exists()
+
+    from amc.cli import main  # in-process for the error: a second interpreter start costs seconds
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setattr(sys, "argv", ["amc", "report", str(tmp_path / "empty")])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    stderr = capsys.readouterr().err
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "not a search run" in errors[0] and "Traceback" not in stderr
