@@ -14,7 +14,7 @@ def amc(*args, cwd=None):
 def test_help_lists_commands():
     r = amc("--help")
     assert r.returncode == 0
-    for command in ("search", "train", "eval", "models"):
+    for command in ("search", "train", "eval", "prune", "models"):
         assert command in r.stdout
 
 
@@ -60,3 +60,8 @@ def test_default_search_runs_end_to_end(tmp_path):
     result = json.loads(r.stdout.strip().splitlines()[-1])
     assert result["macs_ratio"] <= 0.5
     assert (tmp_path / "demo" / "model.pt").exists()
+    # `amc prune` applies the saved policy and exports the very network the search exported
+    r = amc("prune", "--policy", str(tmp_path / "demo" / "policy.json"), "--out", str(tmp_path / "pruned"))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1])["macs"] == result["macs"]
+    assert (tmp_path / "pruned" / "model.pt").read_bytes() == (tmp_path / "demo" / "model.pt").read_bytes()

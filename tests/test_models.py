@@ -225,6 +225,38 @@ def test_checkpoint_with_pickled_code_is_refused(tmp_path):
         models.load_weights(models.create("digits_cnn"), path)
 
 
+class CreatesFile:
+    """A pickled payload: unpickling it calls open(path, "w"), so the file's existence proves it ran."""
+
+    def __init__(self, path: Path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+def test_pickled_payload_is_refused_without_running(tmp_path):
+    from amc import load_pruned
+    from amc.export import save_pruned
+
+    marker = tmp_path / "payload-ran"
+    state = {**models.create("digits_cnn").state_dict(), "extra": CreatesFile(marker)}
+    checkpoint = tmp_path / "evil.pt"
+    torch.save(state, checkpoint)
+    with pytest.raises(CheckpointError, match="evil.pt contains code/objects other than tensors .* refused"):
+        models.load_weights(models.create("digits_cnn"), checkpoint)
+    # an exported model is rebuilt from model.json and tensors only: a doctored model.pt is refused too
+    run = tmp_path / "run"
+    run.mkdir()
+    save_pruned(models.create("digits_cnn"), run)
+    torch.save(state, run / "model.pt")
+    with pytest.raises(CheckpointError, match="cannot read .*model.pt"):
+        load_pruned(run)
+    assert not marker.exists()
+    torch.load(checkpoint, weights_only=False)  # the control: the payload is live, plain unpickling runs it
+    assert marker.exists()
+
+
 def test_checkpoint_without_state_dict(tmp_path):
     path = tmp_path / "tensor.pt"
     torch.save(torch.zeros(3), path)

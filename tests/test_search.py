@@ -1,6 +1,9 @@
+import hashlib
 import json
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -40,6 +43,12 @@ def test_search_writes_run_and_exports_a_smaller_model(tmp_path, digits):
     assert count_macs(pruned, (1, 8, 8)) == best["macs"]
     info = models.model_info(pruned)
     assert Evaluator(digits.heldout, info.mean, info.std).top1(pruned) == pytest.approx(result.best_val_top1)
+    # what reproducing the run needs: versions, seed, data fingerprint, hash of the weights actually loaded
+    config = json.loads((run / "config.json").read_text())
+    assert config["search"]["seed"] == 0 and {"amc", "torch", "torch_pruning", "numpy"} <= set(config["versions"])
+    assert set(config["data_fingerprint"]) == {"train", "heldout", "test"}
+    bundled = models.bundled_weights("digits_cnn")
+    assert config["weights_sha256"] == hashlib.sha256(bundled.read_bytes()).hexdigest()
 
 
 def test_exported_model_loads_in_a_fresh_process_with_the_same_accuracy(tmp_path, digits):
@@ -70,6 +79,15 @@ def test_resume_continues_and_matches_uninterrupted_run(tmp_path, digits):
     assert [r["episode"] for r in resumed.episodes] == list(range(10))
 
 
+def test_resume_refuses_other_data_and_restarts_a_run_stopped_before_its_first_episode(tmp_path, digits):
+    full = amc.search(config=_config(episodes=4, warmup=2), out=tmp_path / "r", data=digits)
+    with pytest.raises(AmcError, match="train data differs from the data .* was started on"):
+        amc.search(out=tmp_path / "r", resume=True, data=load_dataset("digits", seed=1))
+    (tmp_path / "r" / "state.pt").unlink()  # as if stopped before the first episode finished
+    again = amc.search(out=tmp_path / "r", resume=True, data=digits)
+    assert [r["keep"] for r in again.episodes] == [r["keep"] for r in full.episodes]
+
+
 def test_existing_output_is_refused(tmp_path, digits):
     amc.search(config=_config(agent="uniform"), out=tmp_path / "r", data=digits)
     with pytest.raises(AmcError, match="already exists"):
@@ -95,3 +113,86 @@ def test_a_mistake_leaves_no_output_directory(tmp_path, digits):
     with pytest.raises(AmcError, match="cannot be met"):
         amc.search(config=_config(ratio=0.01), out=tmp_path / "never", data=digits)
     assert not (tmp_path / "never").exists()
+
+
+# ---- a real search process stopped mid-run (SIGKILL, Ctrl-C) and resumed ------------------------------------
+
+SEARCH_40 = [sys.executable, "-m", "amc.cli", "search", "--episodes", "40", "--seed", "0"]
+
+
+def _episodes(run) -> list[dict]:
+    """The episode log without wall-clock fields: what must repeat exactly."""
+    records = [json.loads(line) for line in (run / "episodes.jsonl").read_text().splitlines()]
+    for r in records:
+        del r["seconds"], r["timing"]
+    return records
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    run = tmp_path_factory.mktemp("reference") / "run"
+    subprocess.run([*SEARCH_40, "--out", str(run)], check=True, capture_output=True, text=True)
+    return run
+
+
+def _stop_after(run, episodes: int, sig: signal.Signals) -> tuple[int, str, int]:
+    """Start the 40-episode search, send `sig` once `episodes` lines are logged; (exit code, stderr,
+    episodes logged when it ended)."""
+    process = subprocess.Popen([*SEARCH_40, "--out", str(run)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    log = run / "episodes.jsonl"
+    deadline = time.monotonic() + 300
+    while process.poll() is None and time.monotonic() < deadline:
+        if log.exists() and log.read_text().count("\n") >= episodes:
+            break
+        time.sleep(0.002)
+    assert process.poll() is None, "the search ended before it could be stopped"
+    process.send_signal(sig)
+    _, stderr = process.communicate(timeout=120)
+    return process.returncode, stderr, log.read_text().count("\n")
+
+
+def _resume_and_compare(run, reference) -> None:
+    r = subprocess.run([sys.executable, "-m", "amc.cli", "search", "--resume", "--out", str(run)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    resumed = _episodes(run)
+    assert [e["episode"] for e in resumed] == list(range(40))  # no duplicates, no gaps
+    assert resumed == _episodes(reference)                      # every action, score and learning statistic
+    assert json.loads((run / "policy.json").read_text()) == json.loads((reference / "policy.json").read_text())
+    ours, theirs = (torch.load(r / "model.pt", weights_only=True) for r in (run, reference))
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+
+
+def test_a_killed_search_loses_at_most_one_episode_and_resumes_exactly(tmp_path, uninterrupted):
+    run = tmp_path / "run"
+    code, _, logged = _stop_after(run, 12, signal.SIGKILL)  # past the 10 warm-up episodes: learning has begun
+    assert code == -signal.SIGKILL
+    assert not list(run.glob("*.tmp")) and not list(run.glob(".*.tmp"))
+    saved = torch.load(run / "state.pt", weights_only=True)["episode"]
+    assert logged - 1 <= saved <= logged < 40  # the state is at most the one episode behind the log
+    _resume_and_compare(run, uninterrupted)
+
+
+def test_ctrl_c_stops_cleanly_and_the_search_resumes_exactly(tmp_path, uninterrupted):
+    run = tmp_path / "run"
+    code, stderr, logged = _stop_after(run, 5, signal.SIGINT)
+    assert code == 130 and "Traceback" not in stderr, stderr
+    assert f"continue it with `amc search --resume --out {run}`" in stderr
+    saved = torch.load(run / "state.pt", weights_only=True)["episode"]
+    assert logged - 1 <= saved <= logged < 40
+    _resume_and_compare(run, uninterrupted)
+
+
+def test_apply_policy_exports_the_same_network_as_the_search(tmp_path, digits):
+    from amc.search import apply_policy
+
+    result = amc.search(config=_config(episodes=6, warmup=2), out=tmp_path / "s", data=digits)
+    summary = apply_policy(tmp_path / "s" / "policy.json", data=digits, out=tmp_path / "p", calibration_images=300)
+    ours, theirs = (torch.load(tmp_path / r / "model.pt", weights_only=True) for r in ("p", "s"))
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in theirs)
+    assert summary["macs"] == result.summary["macs"]
+    assert summary["heldout_top1"] == pytest.approx(result.best_val_top1)
+    assert amc.load_pruned(tmp_path / "p") is not None
+    with pytest.raises(AmcError, match="already exists"):
+        apply_policy(tmp_path / "s" / "policy.json", data=digits, out=tmp_path / "p")

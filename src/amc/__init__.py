@@ -1,6 +1,7 @@
 """amc: AutoML for Model Compression (He et al., ECCV 2018), channel pruning searched by DDPG.
 
-Public API: `amc.models.create`, `amc.count_macs`, `amc.count_params`, `amc.search`, `amc.load_pruned`.
+Public API: `amc.models.create`, `amc.count_macs`, `amc.count_params`, `amc.search`, `amc.apply_policy`,
+`amc.load_pruned`.
 """
 
 __version__ = "0.1.0"
@@ -8,6 +9,7 @@ __version__ = "0.1.0"
 from amc.cost import count_macs, count_params  # noqa: E402
 from amc.export import load_pruned  # noqa: E402
 # Binding the function after the submodule import keeps `amc.search` the function, not the module.
-from amc.search import SearchConfig, SearchResult, search  # noqa: E402
+from amc.search import SearchConfig, SearchResult, apply_policy, search  # noqa: E402
 
-__all__ = ["count_macs", "count_params", "load_pruned", "search", "SearchConfig", "SearchResult", "__version__"]
+__all__ = ["count_macs", "count_params", "load_pruned", "search", "apply_policy", "SearchConfig", "SearchResult",
+           "__version__"]

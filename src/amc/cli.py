@@ -12,6 +12,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from amc.errors import AmcError
@@ -110,7 +111,7 @@ def search_command(
 
     With no arguments: prunes the bundled digits CNN to 50% MACs on scikit-learn's digits (a few minutes).
     """
-    from amc.search import SearchConfig, search
+    from amc.search import SearchConfig, saved_config, search
 
     if resume and out is None:
         raise AmcError("--resume needs --out pointing at the run directory to continue")
@@ -125,10 +126,23 @@ def search_command(
         threads=threads, agent_options=_key_values(agent_option),
         latency_backend=latency_backend, latency_threads=latency_threads, method=method,
         workers=workers, ray_address=ray_address)
-    console.print(f"[bold]amc search[/bold] {model} on {data}: {target} <= {ratio:g}, agent {agent}, "
-                  f"{episodes if agent != 'uniform' else 1} episodes -> {out}", highlight=False)
-    with _EpisodeProgress(episodes if agent != "uniform" else 1) as progress:
-        result = search(config=config, out=out, resume=resume, overwrite=overwrite, progress=progress)
+    if resume:
+        config = saved_config(out)  # a resumed run keeps the settings it started with
+    episodes = config.episodes if config.agent != "uniform" else 1
+    console.print(f"[bold]amc search[/bold] {config.model} on {config.data}: {config.target} <= {config.ratio:g}, "
+                  f"agent {config.agent}, {episodes} episodes -> {out}{' (resumed)' if resume else ''}",
+                  highlight=False)
+    try:
+        with _EpisodeProgress(episodes) as progress:
+            result = search(config=config, out=out, resume=resume, overwrite=overwrite, progress=progress)
+    except KeyboardInterrupt:
+        # state.pt is replaced atomically after every episode, so what is there is whole
+        if (out / "state.pt").exists() or (out / "config.json").exists():
+            console.print(f"interrupted; {out} holds the search up to its last finished episode: continue it "
+                          f"with `amc search --resume --out {out}`", highlight=False)
+        else:
+            console.print("interrupted before the search started; nothing was written", highlight=False)
+        raise typer.Exit(130) from None
     s = result.summary
     console.print(f"best policy: held-out top-1 {s['best_val_top1']:.4f} (original "
                   f"{s['baseline']['heldout_top1']:.4f}), test top-1 {s['test_top1']:.4f}, "
@@ -479,6 +493,42 @@ def report_command(
     print(json.dumps({"report": str(path), "figures": [str(path.parent / f) for f in (LAYERS_FIGURE, SEARCH_FIGURE)]}))
 
 
+@app.command("prune")
+def prune_command(
+    policy: Path = typer.Option(..., help="policy.json of a search run (its best policy)."),
+    out: Path = typer.Option(..., help="Directory for the pruned model (model.pt, model.json, summary.json)."),
+    model: Optional[str] = typer.Option(None, help="Zoo name (default: the policy's model)."),
+    weights: Optional[Path] = typer.Option(None, help="Checkpoint the search pruned (default: bundled weights)."),
+    data: str = typer.Option("digits", help="Dataset: digits, cifar10, imagefolder."),
+    data_dir: Optional[Path] = typer.Option(None, help="Dataset file or folder."),
+    download: bool = typer.Option(False, help="Download CIFAR-10 if it is not in --data-dir (needs network)."),
+    method: str = typer.Option("channel", help="channel or fine-grained, as in the search."),
+    group_coupled: bool = typer.Option(False, help="As in the search."),
+    selection: str = typer.Option("magnitude", help="Channel selection, as in the search."),
+    reconstruct: bool = typer.Option(True, help="Least-squares reconstruction, as in the search."),
+    bn_recalibration: int = typer.Option(0, help="BN re-estimation batches, as in the search."),
+    calibration_images: int = typer.Option(3000, help="Calibration images, as in the search."),
+    seed: int = typer.Option(0, help="Seed of the search (it picks the calibration images)."),
+    threads: Optional[int] = typer.Option(None, help="torch CPU threads."),
+    overwrite: bool = typer.Option(False, help="Replace an existing --out."),
+) -> None:
+    """Apply a saved policy and export the pruned model exactly as `amc search` exports its best policy
+    (pass the search's pruning settings to get the very same network)."""
+    from amc.search import apply_policy
+
+    summary = apply_policy(policy, model, data, out=out, overwrite=overwrite, weights=str(weights) if weights
+                           else None, data_dir=str(data_dir) if data_dir else None, download=download,
+                           method=method, group_coupled=group_coupled, selection=selection, reconstruct=reconstruct,
+                           bn_recalibration=bn_recalibration, calibration_images=calibration_images, seed=seed,
+                           threads=threads)
+    console.print(f"pruned {summary['model']} by {policy}: held-out top-1 {summary['heldout_top1']:.4f} (original "
+                  f"{summary['baseline']['heldout_top1']:.4f}), test top-1 {summary['test_top1']:.4f}, MACs "
+                  f"{summary['macs'] / 1e6:.2f}M ({summary['macs_ratio']:.3f}); wrote {out}/model.pt and "
+                  "summary.json", highlight=False)
+    print(json.dumps({"out": str(out), **{k: summary[k] for k in ("heldout_top1", "test_top1", "macs",
+                                                                  "macs_ratio", "params")}}))
+
+
 @app.command("models")
 def models_command() -> None:
     """List the model zoo (torchvision models are reachable as tv:<name>)."""
@@ -495,7 +545,8 @@ def main() -> None:
     except AmcError as e:
         if _debug["on"]:
             raise
-        console.print(f"[red]error:[/red] {e}", highlight=False)
+        # escaped: messages hold "[key, ...]" lists that rich would otherwise take for markup and drop
+        console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("interrupted; a search can be continued with --resume --out RUN_DIR")

@@ -26,3 +26,11 @@ class BudgetError(AmcError):
 
 class UnsupportedModelError(AmcError):
     pass
+
+
+class SaveError(AmcError):
+    """A file could not be written (disk full, no permission); its previous version is left intact."""
+
+    def __init__(self, message: str, path: str = "", reason: str = ""):
+        super().__init__(message)
+        self.path, self.reason = path, reason

@@ -99,11 +99,12 @@ class LayerGraph:
         names = {module: name for name, module in model.named_modules()}
         decisions: list[Decision] = []
         self.skipped: dict[str, str] = {}
-        unsupported = sorted({type(m).__name__ for m in modules.values() if _is_unsupported(m)})
+        unsupported = [f"{name} ({type(m).__name__})" for name, m in modules.items() if _is_unsupported(m)]
         if unsupported:
+            more = f" and {len(unsupported) - 3} more" if len(unsupported) > 3 else ""
             raise UnsupportedModelError(
-                f"model contains layer types amc cannot prune consistently: {', '.join(unsupported)}; "
-                "replace them or open an issue")
+                f"model contains layers of types amc cannot prune consistently: {', '.join(unsupported[:3])}{more}; "
+                "replace them with Conv2d/Linear layers or open an issue")
         for name, cost in self.costs.items():
             module = modules[name]
             if cost.groups != 1 or cost.in_channels <= 1:
@@ -125,9 +126,11 @@ class LayerGraph:
             decisions.append(Decision(len(decisions), name, producer, cost.in_channels, cost, tuple(members)))
         model.train(was_training)
         if not decisions:
+            why = "; ".join(f"{name}: {reason}" for name, reason in list(self.skipped.items())[:3])
             raise UnsupportedModelError(
-                "model has no prunable layers (no conv/linear whose input channels can be removed "
-                "without breaking a residual, concatenation or padded shortcut)")
+                "model has no prunable layers (no conv/linear whose input channels can be removed without "
+                f"breaking a residual, concatenation or padded shortcut{'; ' + why if why else ''}); "
+                "nothing to search: prune a model with at least one conv feeding another conv or a linear layer")
         self.decisions = decisions
         self._terms = self._build_terms(modules)
         self._norms = self._build_norms(modules)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from amc.errors import AmcError
+from amc.errors import AmcError, SaveError
 from amc.graph import LayerGraph
 
 
@@ -34,6 +35,7 @@ class Policy:
 
     @classmethod
     def load(cls, path: str | Path) -> "Policy":
+        """Read a policy.json; every problem with the file is a one-line AmcError."""
         path = Path(path)
         try:
             raw = json.loads(path.read_text())
@@ -41,23 +43,38 @@ class Policy:
                          [int(k) for k in raw["keep"]], dict(raw.get("metrics", {})))
         except FileNotFoundError:
             raise AmcError(f"policy file not found: {path}; check the path") from None
+        except OSError as e:
+            raise AmcError(f"cannot read policy file {path} ({e.strerror}); pass the policy.json of a search "
+                           "run") from None
         except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
-            raise AmcError(f"policy file {path} is corrupt ({type(e).__name__}); "
-                           "use the policy.json written by `amc search`") from None
+            raise AmcError(f"policy file {path} is corrupt ({type(e).__name__}: {_first_line(e)}); use the "
+                           "policy.json written by `amc search`") from None
         if not (len(policy.consumers) == len(policy.channels) == len(policy.keep)):
-            raise AmcError(f"policy file {path} is corrupt (lists of different lengths)")
+            raise AmcError(f"policy file {path} is corrupt (consumers, channels and keep differ in length); "
+                           "use the policy.json written by `amc search`")
         return policy
 
     def check_matches(self, graph: LayerGraph, model_name: str) -> None:
-        """Refuse a policy written for another model."""
+        """Refuse a policy written for another model, or for other prunable layers of this one."""
+        if self.model != model_name:
+            raise AmcError(f"the policy was made for model {self.model!r}, not {model_name!r}; pass "
+                           f"--model {self.model} or a policy from a search on {model_name}")
         consumers = [d.consumer for d in graph.decisions]
         channels = [d.channels for d in graph.decisions]
         if self.consumers != consumers or self.channels != channels:
-            raise AmcError(f"policy was made for model {self.model!r} with other prunable layers than "
-                           f"{model_name!r}; use a policy from a search on this model")
-        bad = [c for k, c in zip(self.keep, self.channels) if not 1 <= k <= c]
+            mine, theirs = list(zip(self.consumers, self.channels)), list(zip(consumers, channels))
+            first = next((i for i, (a, b) in enumerate(zip(mine, theirs)) if a != b), min(len(mine), len(theirs)))
+            raise AmcError(f"the policy's prunable layers differ from {model_name}'s ({len(self.consumers)} "
+                           f"decisions against {len(consumers)}, first difference at decision {first}); use "
+                           "the search's --group-coupled and --method settings, or a policy from this model")
+        bad = [name for k, c, name in zip(self.keep, self.channels, self.consumers) if not 1 <= k <= c]
         if bad:
-            raise AmcError("policy keeps an impossible number of channels; it is corrupt")
+            raise AmcError(f"the policy keeps an impossible number of channels at {', '.join(bad[:3])}; it is "
+                           "corrupt: use the policy.json written by `amc search`")
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0][:80] if str(error).strip() else "empty"
 
 
 def write_json_atomic(path: str | Path, obj) -> None:
@@ -66,14 +83,34 @@ def write_json_atomic(path: str | Path, obj) -> None:
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """Replace `path` by `data` all at once: a temporary file beside it, fsync, then a rename.
+
+    Whatever happens (disk full, Ctrl-C, a kill), `path` holds either its old or its new content. A full
+    disk or a missing permission becomes a one-line `SaveError` saying that the old content is intact.
+    """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if e.errno not in SAVE_ERRNOS:
+            raise
+        reason = e.strerror or errno.errorcode.get(e.errno, str(e.errno))
+        kept = f"the previous {path.name} is intact" if path.exists() else f"no partial {path.name} was left"
+        raise SaveError(f"cannot save {path} ({reason}); {kept}; free disk space or choose a writable "
+                        "location, then run again", str(path), reason) from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise
+
+
+# disk full, quota exceeded, no permission, read-only file system: the user's to fix, not a bug
+SAVE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS)

@@ -3,7 +3,8 @@
 `search()` is the Python API behind `amc search`. A run directory holds everything a run produces:
 config.json, episodes.jsonl (one line per episode), policy.json (best so far), state.pt (agent and loop
 state, rewritten atomically after every episode so a killed run resumes where it stopped), and at the end
-model.pt/model.json (the exported pruned network) and summary.json.
+model.pt/model.json (the exported pruned network) and summary.json. A failed save (disk full) leaves the
+previous state whole. `apply_policy()` (behind `amc prune`) exports a saved policy the same way.
 """
 
 from __future__ import annotations
@@ -29,11 +30,11 @@ from amc.agents import Transition, make_agent
 from amc.cost import count_macs, count_params
 from amc.data import Dataset, batches, fingerprint, load_dataset
 from amc.env import CompressionEnv, EnvConfig, allowed_counts
-from amc.errors import AmcError
+from amc.errors import AmcError, SaveError
 from amc.evaluate import PRECISIONS, Evaluator, recalibrate_batchnorm
 from amc.export import save_pruned
 from amc.graph import LayerGraph
-from amc.policy import Policy, write_bytes_atomic, write_json_atomic
+from amc.policy import SAVE_ERRNOS, Policy, write_bytes_atomic, write_json_atomic
 from amc.pruning import ChannelPruner, collect_stats
 from amc.pruning.channel import SELECTIONS
 from amc.pruning.fine_grained import MagnitudePruner, WeightGraph, save_sparse
@@ -157,8 +158,8 @@ class Candidate:
 def _check_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
     """Refuse a bad output directory before any work is done."""
     if resume:
-        if not (out / STATE_FILE).exists():
-            raise AmcError(f"nothing to resume in {out} (no {STATE_FILE}); start a new search without --resume")
+        if not (out / "config.json").exists():
+            raise AmcError(f"nothing to resume in {out} (no config.json); start a new search without --resume")
         return
     if out.exists() and not out.is_dir():
         raise AmcError(f"output path {out} is a file; choose a directory for --out")
@@ -171,9 +172,9 @@ def _create_run_dir(out: Path, resume: bool) -> None:
     """Create (or empty, for --overwrite) the run directory once everything is set up."""
     if resume:
         return
-    if out.exists():
-        shutil.rmtree(out)
     try:
+        if out.exists():
+            shutil.rmtree(out)
         out.mkdir(parents=True)
         probe = out / ".write-test"
         probe.write_bytes(b"")
@@ -182,19 +183,20 @@ def _create_run_dir(out: Path, resume: bool) -> None:
         raise AmcError(f"cannot write to output directory {out} ({e.strerror}); choose a writable --out") from None
 
 
-def _load_model(config: SearchConfig, dataset: Dataset) -> nn.Module:
-    weights = config.weights
-    if weights is None:
-        weights = models.bundled_weights(config.model)
-    if weights is None:
-        warnings.warn(f"no --weights given for {config.model}: searching a randomly initialised model "
-                      "(fine for checking structure, meaningless for accuracy)", stacklevel=3)
-    model = models.create(config.model, num_classes=dataset.num_classes, weights=weights)
+def _load_model(config: SearchConfig, dataset: Dataset) -> tuple[nn.Module, str | None]:
+    """The model to prune and the checkpoint it was loaded from (given, bundled, or None)."""
+    weights = config.weights if config.weights is not None else models.bundled_weights(config.model)
+    model = models.create(config.model, num_classes=dataset.num_classes)
     expected = models.model_info(model).input_shape
     if tuple(expected) != tuple(dataset.input_shape):
         raise AmcError(f"model {config.model} expects inputs {expected} but dataset {config.data} has "
                        f"{tuple(dataset.input_shape)}; pick a matching --model or --data")
-    return model.eval()
+    if weights is None:
+        warnings.warn(f"no --weights given for {config.model}: searching a randomly initialised model "
+                      "(fine for checking structure, meaningless for accuracy)", stacklevel=4)
+    else:
+        models.load_weights(model, weights)
+    return model.eval(), None if weights is None else str(weights)
 
 
 def environment_versions() -> dict:
@@ -228,33 +230,56 @@ def search(model: nn.Module | str | None = None, data: Dataset | str | None = No
         torch.set_num_threads(threads)  # the thread count is process-wide; leave it as found
 
 
-def _search(model, data, *, out: Path, config, resume, overwrite, progress, **options) -> SearchResult:
-    out = Path(out)
-    net = model if isinstance(model, nn.Module) else None
-    dataset = data if isinstance(data, Dataset) else None
+def saved_config(run_dir: str | Path) -> SearchConfig:
+    """The settings a run was started with (its config.json); resuming it uses these, not new ones."""
+    path = Path(run_dir) / "config.json"
+    if not path.exists():
+        raise AmcError(f"nothing to resume in {run_dir} (no config.json); start a new search without --resume")
+    try:
+        return SearchConfig.from_dict(json.loads(path.read_text())["search"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise AmcError(f"{path} is corrupt ({type(e).__name__}); the run cannot be resumed: start it again "
+                       "with --overwrite") from None
+
+
+def _resolve_config(model, data, config: SearchConfig | None, options: dict) -> SearchConfig:
+    """One validated SearchConfig from a model/data given by name or object, `config` and keyword options."""
     if isinstance(model, str):
         options["model"] = model
-    elif net is not None:
-        options["model"] = models.model_info(net).name
+    elif isinstance(model, nn.Module):
+        options["model"] = models.model_info(model).name
     if isinstance(data, str):
         options["data"] = data
-    elif dataset is not None:
-        options["data"] = dataset.name
-    if resume and (out / "config.json").exists():
-        config, options = SearchConfig.from_dict(json.loads((out / "config.json").read_text())["search"]), {}
+    elif isinstance(data, Dataset):
+        options["data"] = data.name
     try:
-        config = SearchConfig(**{**asdict(config or SearchConfig()), **options})
+        return SearchConfig(**{**asdict(config or SearchConfig()), **options})
     except TypeError as e:
         raise AmcError(f"unknown search setting: {e}") from None
-    _check_run_dir(out, resume, overwrite)
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    torch.manual_seed(config.seed)
-    np.random.seed(config.seed)
 
+
+@dataclass
+class _Setup:
+    """What a search, or applying a saved policy, builds before pruning anything."""
+
+    dataset: Dataset
+    model: nn.Module
+    info: models.ModelInfo
+    graph: LayerGraph | WeightGraph
+    candidate: Candidate
+    stats: dict | None
+    recalibration: list[torch.Tensor]
+    weights: str | None             # the checkpoint the model was loaded from (given or bundled)
+
+
+def _prepare(config: SearchConfig, net: nn.Module | None, dataset: Dataset | None) -> _Setup:
+    """Load data and model, trace the prunable layers, and build the candidate pruner and scorer."""
     if dataset is None:
         dataset = load_dataset(config.data, config.data_dir, seed=0, download=config.download)
-    model = net if net is not None else _load_model(config, dataset)
+    if len(dataset.heldout) == 0:
+        raise AmcError(f"held-out split of {config.data} is empty (candidates are scored on it); use a dataset "
+                       "with at least two training images per class")
+    model, weights = (net, config.weights) if net is not None else _load_model(config, dataset)
     info = models.model_info(model)
     model.eval()
     fine_grained = config.method == "fine-grained"
@@ -264,13 +289,11 @@ def _search(model, data, *, out: Path, config, resume, overwrite, progress, **op
         # tiny convolutions gain nothing from intra-op threads and lose a lot when another job shares the
         # cores (digits_cnn: 50 ms per episode on one thread against ~700 ms on two, measured here)
         torch.set_num_threads(1)
-    env_config = EnvConfig(config.target, config.ratio, config.lbound, config.channel_round, config.reward)
 
-    if len(dataset.heldout) == 0:
-        raise AmcError(f"held-out split of {config.data} is empty; use a dataset with more training images")
     calibration_idx = dataset.calibration_indices(min(config.calibration_images, len(dataset.train)), config.seed)
     calibration = next(batches(dataset.train.subset(calibration_idx), len(calibration_idx),
                                mean=info.mean, std=info.std))[0]
+    stats = None
     if fine_grained:
         pruner = MagnitudePruner(model, graph)
     else:
@@ -283,6 +306,51 @@ def _search(model, data, *, out: Path, config, resume, overwrite, progress, **op
     recalibration = [calibration[i:i + 100] for i in range(0, 100 * config.bn_recalibration, 100)
                      if i < len(calibration)]
     candidate = Candidate(pruner, evaluator, recalibration)
+    return _Setup(dataset, model, info, graph, candidate, stats, recalibration, weights)
+
+
+def _run_record(config: SearchConfig, setup: _Setup, baseline_top1: float) -> dict:
+    """config.json: the settings plus what reproducing the run needs (versions, data and weights hashes)."""
+    graph = setup.graph
+    return {"search": asdict(config), "versions": environment_versions(), "model": asdict(setup.info),
+            "data_fingerprint": {s: fingerprint(getattr(setup.dataset, s)) for s in ("train", "heldout", "test")},
+            "weights_loaded": setup.weights,
+            "weights_sha256": _sha256(setup.weights) if setup.weights else None,
+            "decisions": graph.describe(), "skipped_layers": graph.skipped,
+            "baseline": {"heldout_top1": baseline_top1, "macs": graph.total_macs, "params": graph.total_params}}
+
+
+def _check_same_inputs(out: Path, setup: _Setup) -> None:
+    """On resume: refuse data or weights that differ from what the run started with."""
+    record = json.loads((out / "config.json").read_text())
+    for split, old in (record.get("data_fingerprint") or {}).items():
+        new = fingerprint(getattr(setup.dataset, split))
+        if new != old:
+            raise AmcError(f"the {split} data differs from the data {out} was started on (fingerprint {new}, "
+                           f"recorded {old}); resume with the same data, or start a new search")
+    old = record.get("weights_sha256")
+    if old and setup.weights and _sha256(setup.weights) != old:
+        raise AmcError(f"weights {setup.weights} changed since {out} was started (sha256 differs); resume with "
+                       "the original checkpoint, or start a new search")
+
+
+def _search(model, data, *, out: Path, config, resume, overwrite, progress, **options) -> SearchResult:
+    out = Path(out)
+    net = model if isinstance(model, nn.Module) else None
+    dataset = data if isinstance(data, Dataset) else None
+    if resume and (out / "config.json").exists():
+        config = saved_config(out)  # a resumed run keeps the settings it started with
+    else:
+        config = _resolve_config(model, data, config, options)
+    _check_run_dir(out, resume, overwrite)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed)
+
+    setup = _prepare(config, net, dataset)
+    dataset, model, info, graph, candidate = setup.dataset, setup.model, setup.info, setup.graph, setup.candidate
+    env_config = EnvConfig(config.target, config.ratio, config.lbound, config.channel_round, config.reward)
     latency = _latency_model(model, graph, env_config, config) if config.target == "latency" else None
     env = CompressionEnv(graph, candidate, env_config, cost_model=latency.predict if latency else None)
     baseline_top1 = Evaluator(dataset.heldout, info.mean, info.std).top1(copy.deepcopy(model))
@@ -307,28 +375,50 @@ def _search(model, data, *, out: Path, config, resume, overwrite, progress, **op
         except (TypeError, ValueError) as e:
             raise AmcError(f"bad --agent-option for {config.agent}: {e}") from None
         episodes = config.episodes
+    if resume:
+        _check_same_inputs(out, setup)
 
     _create_run_dir(out, resume)  # only now: a mistake found above leaves nothing behind
+    try:
+        return _episodes_and_export(out, config, resume, setup, env, agent, episodes, baseline_top1, latency,
+                                    progress)
+    except SaveError as e:  # disk full or permissions, with the previous state intact
+        if (out / STATE_FILE).exists():
+            raise SaveError(f"cannot save {e.path} ({e.reason}); the state after the last finished episode is "
+                            f"intact: free disk space, then continue with `amc search --resume --out {out}`",
+                            e.path, e.reason) from None
+        if not resume:
+            shutil.rmtree(out, ignore_errors=True)  # nothing worth keeping yet: leave nothing behind
+        raise SaveError(f"cannot save {e.path} ({e.reason}); {out} holds no finished episode and was "
+                        f"{'left as it was' if resume else 'removed'}: free disk space or choose another --out, "
+                        "then run again", e.path, e.reason) from None
+
+
+def _episodes_and_export(out: Path, config: SearchConfig, resume: bool, setup: _Setup, env: CompressionEnv, agent,
+                         episodes: int, baseline_top1: float, latency, progress) -> SearchResult:
+    """The episode loop (from where a resumed run stopped), with per-episode state saves, then the export."""
+    graph = setup.graph
     log_path = out / "episodes.jsonl"
     log: list[dict] = []
     best: dict | None = None
     start_episode = 0
-    if resume:
-        state = torch.load(out / STATE_FILE, map_location="cpu", weights_only=True)
+    if resume and (out / STATE_FILE).exists():
+        state = _load_state(out)
         agent.load_state_dict(state["agent"])
+        _set_global_rng(state.get("rng"))
         start_episode = int(state["episode"])
         best = json.loads(state["best"]) if state["best"] else None
         lines = log_path.read_text().splitlines() if log_path.exists() else []
-        log = [json.loads(line) for line in lines[:start_episode]]
-        log_path.write_text("".join(json.dumps(r) + "\n" for r in log))
+        if len(lines) < start_episode:
+            raise AmcError(f"{log_path} holds {len(lines)} episodes but the saved state is after episode "
+                           f"{start_episode}; the run is damaged: start it again with --overwrite")
+        log = [json.loads(line) for line in lines[:start_episode]]  # a line past the state is redone
+        write_bytes_atomic(log_path, "".join(json.dumps(r) + "\n" for r in log).encode())
+    elif resume:  # stopped before its first episode finished: start it again
+        log_path.unlink(missing_ok=True)
     else:
         write_json_atomic(out / "config.json", {
-            "search": asdict(config), "versions": environment_versions(),
-            "model": asdict(info), "data_fingerprint": {s: fingerprint(getattr(dataset, s))
-                                                        for s in ("train", "heldout", "test")},
-            "weights_sha256": _sha256(config.weights) if config.weights else None,
-            "decisions": graph.describe(), "skipped_layers": graph.skipped,
-            "baseline": {"heldout_top1": baseline_top1, "macs": graph.total_macs, "params": graph.total_params},
+            **_run_record(config, setup, baseline_top1),
             "budget": {"target": config.target, "ratio": config.ratio, "value": env.budget},
         })
 
@@ -345,17 +435,17 @@ def _search(model, data, *, out: Path, config, resume, overwrite, progress, **op
             _policy_from(record, graph, config.model).save(out / "policy.json")
         record["best_reward"] = state["best"]["reward"]
         log.append(record)
-        with log_path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        _append_line(log_path, json.dumps(record))
         _save_state(out, agent, episode + 1, state["best"])
         if progress:
             progress({**record, "episodes": episodes, "elapsed": time.perf_counter() - started,
                       "done": episode + 1 - start_episode, "remaining": episodes - episode - 1})
 
     if config.workers > 1 and episodes - start_episode > 1:
-        _parallel_episodes(env, agent, config, model, stats if not fine_grained else None, dataset, recalibration,
+        _parallel_episodes(env, agent, config, setup.model, setup.stats, setup.dataset, setup.recalibration,
                            range(start_episode, episodes), finished)
     else:
+        candidate = setup.candidate
         for episode in range(start_episode, episodes):
             t0 = time.perf_counter()
             record, transitions = _run_episode(env, agent, episode)
@@ -364,7 +454,8 @@ def _search(model, data, *, out: Path, config, resume, overwrite, progress, **op
             finished(episode, record, transitions, seconds, timing)
     best = state["best"]
 
-    return _finish(out, config, graph, candidate, best, log, dataset, info, baseline_top1, latency)
+    return _finish(out, config, graph, setup.candidate, best, log, setup.dataset, setup.info, baseline_top1,
+                   latency)
 
 
 def _parallel_episodes(env: CompressionEnv, agent, config: SearchConfig, model: nn.Module, stats, dataset: Dataset,
@@ -456,17 +547,53 @@ def _policy_from(record: dict, graph: LayerGraph, model_name: str) -> Policy:
 
 def _save_state(out: Path, agent, episode: int, best: dict | None) -> None:
     buffer = io.BytesIO()
-    torch.save({"episode": episode, "agent": agent.state_dict(), "best": json.dumps(best) if best else ""}, buffer)
+    torch.save({"episode": episode, "agent": agent.state_dict(), "best": json.dumps(best) if best else "",
+                "rng": _global_rng()}, buffer)
     write_bytes_atomic(out / STATE_FILE, buffer.getvalue())
+
+
+def _load_state(out: Path) -> dict:
+    try:
+        return torch.load(out / STATE_FILE, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - whatever the cause, the file cannot be resumed from
+        raise AmcError(f"cannot read {out / STATE_FILE} ({type(e).__name__}); the run cannot be resumed: "
+                       "start it again with --overwrite") from None
+
+
+def _global_rng() -> dict:
+    """torch's and numpy's global generators, as tensors and plain values (loadable with weights_only)."""
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "numpy_keys": torch.from_numpy(keys.astype(np.int64)),
+            "numpy_pos": int(pos), "numpy_has_gauss": int(has_gauss), "numpy_gauss": float(gauss)}
+
+
+def _set_global_rng(state: dict | None) -> None:
+    if state is None:  # a state file from before the global generators were saved
+        return
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(("MT19937", state["numpy_keys"].numpy().astype(np.uint32), state["numpy_pos"],
+                         state["numpy_has_gauss"], state["numpy_gauss"]))
+
+
+def _append_line(path: Path, line: str) -> None:
+    """Append one log line; a full disk is a SaveError (a partial last line is dropped on resume)."""
+    try:
+        with path.open("a") as f:
+            f.write(line + "\n")
+    except OSError as e:
+        if e.errno not in SAVE_ERRNOS:
+            raise
+        raise SaveError(f"cannot save {path} ({e.strerror})", str(path), e.strerror) from None
 
 
 def _sha256(path: str) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def _finish(out: Path, config: SearchConfig, graph: LayerGraph, candidate: Candidate, best: dict, log: list[dict],
-            dataset: Dataset, info, baseline_top1: float, latency=None) -> SearchResult:
-    policy = _policy_from(best, graph, config.model)
+def _export(out: Path, graph: LayerGraph | WeightGraph, candidate: Candidate, policy: Policy, dataset: Dataset,
+            info) -> tuple[nn.Module, dict]:
+    """Build the pruned network of `policy`, write model.pt/model.json (and model_sparse.pt for fine-grained)
+    and measure it: fp32 top-1 on the full held-out and test splits, counted MACs and parameters."""
     pruned = candidate.build(policy.keep)
     pruned.amc_info = info
     exported_macs = count_macs(pruned, info.input_shape)  # counted on the real network, not predicted
@@ -474,26 +601,34 @@ def _finish(out: Path, config: SearchConfig, graph: LayerGraph, candidate: Candi
     # the reported figures are fp32 on the full splits, whatever precision or subset scored the search
     heldout = Evaluator(dataset.heldout, info.mean, info.std).top1(pruned)
     test = Evaluator(dataset.test, info.mean, info.std).accuracy(pruned, (1, 5))
-    summary = {
-        "model": config.model, "agent": config.agent, "seed": config.seed, "episodes": len(log),
-        "best_episode": best.get("episode"), "best_val_top1": heldout, "best_search_score": best["accuracy"],
-        "best_reward": best["reward"],
-        "test_top1": test[1], "test_top5": test.get(5),
-        "macs": exported_macs, "macs_ratio": exported_macs / graph.total_macs,
-        "params": count_params(pruned), "params_ratio": count_params(pruned) / graph.total_params,
-        "baseline": {"heldout_top1": baseline_top1, "macs": graph.total_macs, "params": graph.total_params},
-        "budget_ratio": config.ratio if config.reward == "acc" else None, "target": config.target,
-        "search_seconds": round(sum(r["seconds"] for r in log), 2),
-    }
+    figures = {"heldout_top1": heldout, "test_top1": test[1], "test_top5": test.get(5),
+               "macs": exported_macs, "macs_ratio": exported_macs / graph.total_macs,
+               "params": count_params(pruned), "params_ratio": count_params(pruned) / graph.total_params}
     if isinstance(graph, WeightGraph):  # zeros are still stored densely: count and store them sparsely
         dense_bytes = (out / "model.pt").stat().st_size
         sparse_bytes = save_sparse(pruned, out / "model_sparse.pt", [d.consumer for d in graph.decisions])
         modules = dict(pruned.named_modules())
         zeros = sum(int((modules[d.consumer].weight == 0).sum()) for d in graph.decisions)  # incl. earlier stages'
         nonzero = graph.total_params - zeros
-        summary.update(params=nonzero, params_ratio=nonzero / graph.total_params,
+        figures.update(params=nonzero, params_ratio=nonzero / graph.total_params,
                        sparse_macs=graph.macs(policy.keep), dense_bytes=dense_bytes, sparse_bytes=sparse_bytes,
                        method="fine-grained")
+    return pruned, figures
+
+
+def _finish(out: Path, config: SearchConfig, graph: LayerGraph, candidate: Candidate, best: dict, log: list[dict],
+            dataset: Dataset, info, baseline_top1: float, latency=None) -> SearchResult:
+    policy = _policy_from(best, graph, config.model)
+    pruned, figures = _export(out, graph, candidate, policy, dataset, info)
+    heldout = figures.pop("heldout_top1")
+    summary = {
+        "model": config.model, "agent": config.agent, "seed": config.seed, "episodes": len(log),
+        "best_episode": best.get("episode"), "best_val_top1": heldout, "best_search_score": best["accuracy"],
+        "best_reward": best["reward"], **figures,
+        "baseline": {"heldout_top1": baseline_top1, "macs": graph.total_macs, "params": graph.total_params},
+        "budget_ratio": config.ratio if config.reward == "acc" else None, "target": config.target,
+        "search_seconds": round(sum(r["seconds"] for r in log), 2),
+    }
     if latency is not None:  # the budget was a prediction: check it on the real networks, side by side
         original = candidate.pruner.model
         measured = [_measure(net, info.input_shape, config) for net in (original, pruned, original, pruned)]
@@ -506,9 +641,58 @@ def _finish(out: Path, config: SearchConfig, graph: LayerGraph, candidate: Candi
     return SearchResult(out, policy, heldout, summary, log)
 
 
+def apply_policy(policy: Policy | str | Path, model: nn.Module | str | None = None, data: Dataset | str | None = None,
+                 *, out: str | Path, config: SearchConfig | None = None, overwrite: bool = False,
+                 **options) -> dict:
+    """Prune a model by a saved policy (a run's policy.json) and export it into `out` as a search exports its
+    best policy: model.pt, model.json, policy.json, config.json and summary.json. Returns the summary.
+
+    The pruning settings (`selection`, `reconstruct`, `calibration_images`, `seed`, `bn_recalibration`,
+    `group_coupled`, `method`) must be the search's to rebuild the very same network. `model` defaults to
+    the policy's model. A policy made for another model, or for other prunable layers, is refused.
+    """
+    threads = torch.get_num_threads()
+    try:
+        return _apply_policy(policy, model, data, out=Path(out), config=config, overwrite=overwrite, **options)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _apply_policy(policy, model, data, *, out: Path, config, overwrite, **options) -> dict:
+    source = None if isinstance(policy, Policy) else str(policy)
+    policy = policy if isinstance(policy, Policy) else Policy.load(policy)
+    if model is None and config is None and "model" not in options:
+        model = policy.model
+    config = _resolve_config(model, data, config, options)
+    _check_run_dir(out, False, overwrite)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed)
+    setup = _prepare(config, model if isinstance(model, nn.Module) else None,
+                     data if isinstance(data, Dataset) else None)
+    policy.check_matches(setup.graph, config.model)
+    baseline_top1 = Evaluator(setup.dataset.heldout, setup.info.mean, setup.info.std).top1(copy.deepcopy(setup.model))
+
+    _create_run_dir(out, False)  # only now: a mistake found above leaves nothing behind
+    try:
+        write_json_atomic(out / "config.json", {**_run_record(config, setup, baseline_top1), "policy_source": source})
+        policy.save(out / "policy.json")
+        _, figures = _export(out, setup.graph, setup.candidate, policy, setup.dataset, setup.info)
+        graph = setup.graph
+        summary = {"model": config.model, "policy_source": source, **figures,
+                   "baseline": {"heldout_top1": baseline_top1, "macs": graph.total_macs, "params": graph.total_params}}
+        write_json_atomic(out / "summary.json", summary)
+    except SaveError as e:
+        shutil.rmtree(out, ignore_errors=True)  # a pruned model without its summary is half an export
+        raise SaveError(f"cannot save {e.path} ({e.reason}); removed the unfinished {out}: free disk space or "
+                        "choose another --out, then run again", e.path, e.reason) from None
+    return summary
+
+
 def eta_seconds(record: dict) -> float:
     done = max(1, record["done"])
     return record["elapsed"] / done * record["remaining"] if record["remaining"] else 0.0
 
 
-__all__ = ["SearchConfig", "SearchResult", "search", "eta_seconds"]
+__all__ = ["SearchConfig", "SearchResult", "apply_policy", "eta_seconds", "saved_config", "search"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import difflib
 
 import torch.nn as nn
-import torchvision
 
 from amc.errors import UnknownModelError
 
@@ -15,6 +14,8 @@ COMMON_MODELS = ("resnet18", "resnet50", "mobilenet_v2", "vgg16_bn")
 
 def available() -> list[str]:
     """Classification model names torchvision can build (detection/segmentation/video models excluded)."""
+    import torchvision  # here, not at the top: importing torchvision.models costs ~1.5 s on every `amc` call
+
     return torchvision.models.list_models(module=torchvision.models)
 
 
@@ -27,5 +28,7 @@ def build(name: str, num_classes: int = 1000, **kwargs) -> nn.Module:
             "it is not a torchvision classification model;"
         raise UnknownModelError(f"unknown torchvision model '{PREFIX}{name}'; {hint} "
                                 "(see torchvision.models.list_models())")
+    import torchvision
+
     # weights=None: downloading would fail offline and would silently change the model's meaning
     return torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)

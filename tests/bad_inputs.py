@@ -1,0 +1,295 @@
+"""Every bad input `amc` must refuse cleanly, in one list shared by the test and the doc.
+
+tests/test_bad_inputs.py runs each case and checks the contract (exit code 2, one `error:` line naming
+the problem and the fix, no traceback, nothing half-written); scripts/make_errors_doc.py runs the same
+cases and writes the real messages into docs/errors.md, which the test compares with what runs now.
+
+A case runs `python -m amc.cli ARGS` in a scratch directory prepared by `setup` (so paths in messages are
+the short relative ones a user typed), or, for what the CLI cannot express (a user's own nn.Module), a
+Python API call.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+CLI = [sys.executable, "-m", "amc.cli"]
+PAYLOAD_MARKER = "payload-ran"   # the pickled payload creates this file if it is ever unpickled
+HOOK_DIR = ".hook"               # sitecustomize simulating a full disk, only where a case asks for it
+
+# Imported at interpreter start-up by the subprocess of a disk-full case (PYTHONPATH=.hook): the
+# atomic writer's fsync of the named file fails with ENOSPC from its n-th save on (the disk stays full).
+ENOSPC_HOOK = '''
+import errno, os
+
+_name, _, _nth = os.environ["AMC_TEST_ENOSPC"].partition(":")
+_saves = [0]
+_fsync = os.fsync
+
+
+def _full_disk_fsync(fd):
+    if os.path.basename(os.readlink(f"/proc/self/fd/{fd}")).startswith(f".{_name}."):
+        _saves[0] += 1
+        if _saves[0] >= int(_nth or 1):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return _fsync(fd)
+
+
+os.fsync = _full_disk_fsync
+'''
+
+
+@dataclass
+class Case:
+    name: str                               # what is wrong, as docs/errors.md lists it
+    expect: tuple[str, ...]                 # words the message must contain
+    args: list[str] = field(default_factory=list)   # CLI arguments, run in the scratch directory
+    setup: Callable[[Path], None] | None = None     # writes the case's input files into the scratch directory
+    api: Callable[[Path], None] | None = None       # a Python API call instead of the CLI
+    api_doc: str = ""                       # how the API case reads in the doc
+    env: dict = field(default_factory=dict)
+    leaves: str = "nothing"                 # "nothing": scratch directory unchanged; "state": resumable run
+
+    @property
+    def command(self) -> str:
+        return self.api_doc if self.api else "amc " + " ".join(self.args)
+
+
+@dataclass
+class Outcome:
+    returncode: int
+    stderr: str
+    message: str          # the error line without "error: " (or the AmcError text of an API case)
+
+
+def run_case(case: Case, scratch: Path, extra_args: tuple[str, ...] = ()) -> Outcome:
+    """Run `case` in `scratch` (prepared with `prepare` first)."""
+    if case.api:
+        from amc.errors import AmcError
+        try:
+            case.api(scratch)
+        except AmcError as e:
+            return Outcome(2, f"error: {e}", str(e))
+        return Outcome(0, "", "")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **case.env}
+    if case.env.get("AMC_TEST_ENOSPC"):
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(scratch / HOOK_DIR), env.get("PYTHONPATH")]))
+    r = subprocess.run([*CLI, *extra_args, *case.args], cwd=scratch, capture_output=True, text=True, env=env,
+                       timeout=600)
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    message = errors[0].removeprefix("error:").strip() if len(errors) == 1 else ""
+    return Outcome(r.returncode, r.stderr, message)
+
+
+def prepare(case: Case, scratch: Path) -> None:
+    scratch.mkdir(parents=True, exist_ok=True)
+    if case.setup:
+        case.setup(scratch)
+    if case.env.get("AMC_TEST_ENOSPC"):
+        (scratch / HOOK_DIR).mkdir(exist_ok=True)
+        (scratch / HOOK_DIR / "sitecustomize.py").write_text(ENOSPC_HOOK)
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    """(size, mtime) of every file under `root`, bytecode caches aside: equal snapshots = nothing written."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))
+            if "__pycache__" not in p.parts}
+
+
+# ---- inputs -----------------------------------------------------------------------------------------------
+
+def _cifar_arrays(**changes) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    arrays = {"train_x": rng.integers(0, 256, (60, 32, 32, 3), dtype=np.uint8), "train_y": np.arange(60) % 10,
+              "test_x": rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8), "test_y": np.arange(20) % 10}
+    arrays.update(changes)
+    return {k: v for k, v in arrays.items() if v is not None}
+
+
+def _npz(name: str, **changes) -> Callable[[Path], None]:
+    return lambda tmp: np.savez(tmp / name, **_cifar_arrays(**changes))
+
+
+def _digits_state():
+    from amc import models
+    return models.create("digits_cnn").state_dict()
+
+
+class Payload:
+    """Unpickling this runs open(PAYLOAD_MARKER, "w"): proof, if the file appears, that code ran."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def _write_checkpoint(kind: str) -> Callable[[Path], None]:
+    def setup(tmp: Path) -> None:
+        import torch
+
+        from amc import models
+        if kind == "random":
+            (tmp / "random.pt").write_bytes(np.random.default_rng(0).bytes(4096))
+        elif kind == "truncated":
+            torch.save(_digits_state(), tmp / "truncated.pt")
+            (tmp / "truncated.pt").write_bytes((tmp / "truncated.pt").read_bytes()[:1000])
+        elif kind == "other":
+            torch.save(models.create("resnet20").state_dict(), tmp / "resnet20.pt")
+        elif kind == "payload":
+            torch.save({**_digits_state(), "extra": Payload(tmp / PAYLOAD_MARKER)}, tmp / "payload.pt")
+        elif kind == "directory":
+            (tmp / "weights_dir").mkdir()
+    return setup
+
+
+def _policy(name: str, **fields) -> Callable[[Path], None]:
+    def setup(tmp: Path) -> None:
+        if fields.get("text") is not None:
+            (tmp / name).write_text(fields["text"])
+            return
+        (tmp / name).write_text(json.dumps({
+            "model": "digits_cnn", "consumers": ["features.1.0", "features.3.0", "features.4.0", "classifier"],
+            "channels": [32, 64, 64, 128], "keep": [16, 32, 32, 64], **fields}))
+    return setup
+
+
+def _imagefolder_one_image_per_class(tmp: Path) -> None:
+    from PIL import Image
+    for split, classes in (("train", "ab"), ("val", "a")):
+        for c in classes:
+            (tmp / "tiny" / split / c).mkdir(parents=True)
+            Image.new("RGB", (8, 8), (40, 80, 120)).save(tmp / "tiny" / split / c / "0.png")
+
+
+def _existing_run(tmp: Path) -> None:
+    (tmp / "run").mkdir()
+    (tmp / "run" / "notes.txt").write_text("an earlier result")
+
+
+def _corrupt_run(tmp: Path) -> None:
+    (tmp / "run").mkdir()
+    (tmp / "run" / "config.json").write_text('{"search": {"model": "digits_cnn", ')
+
+
+def _a_file(tmp: Path) -> None:
+    (tmp / "notes.txt").write_text("a file, not a folder")
+
+
+# ---- models the CLI cannot name (Python API) --------------------------------------------------------------
+
+def _tagged(net, name: str):
+    from amc.models import ModelInfo
+    net.amc_info = ModelInfo(name, (1, 8, 8), (0.5,), (0.5,), 10)
+    return net
+
+
+def _search_unsupported_layers(tmp: Path) -> None:
+    from torch import nn
+
+    import amc
+    net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.ConvTranspose2d(8, 8, 3, padding=1), nn.ReLU(),
+                        nn.Conv2d(8, 8, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+    amc.search(_tagged(net, "upsampler"), "digits", out=tmp / "run", episodes=2)
+
+
+def _search_no_prunable_layers(tmp: Path) -> None:
+    from torch import nn
+
+    import amc
+    net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 8 * 8, 10))
+    amc.search(_tagged(net, "one_conv"), "digits", out=tmp / "run", episodes=2)
+
+
+# ---- the cases --------------------------------------------------------------------------------------------
+
+_CIFAR = ["search", "--model", "resnet20", "--data", "cifar10", "--out", "run", "--data-dir"]
+
+GROUPS: dict[str, list[Case]] = {"Missing or unreadable paths": [
+    Case("checkpoint path that does not exist", ("checkpoint not found", "missing.pt", "check the path"),
+         ["search", "--weights", "missing.pt", "--out", "run"]),
+    Case("checkpoint path that cannot be read (a directory)", ("cannot read checkpoint", "weights_dir"),
+         ["search", "--weights", "weights_dir", "--out", "run"], _write_checkpoint("directory")),
+    Case("data path that does not exist", ("missing.npz", "does not exist"), [*_CIFAR, "missing.npz"]),
+    Case("policy path that does not exist", ("policy file not found", "missing.json"),
+         ["prune", "--policy", "missing.json", "--out", "pruned"]),
+], "Data": [
+    Case("unknown dataset name", ("unknown dataset", "imagenet21k", "cifar10"),
+         ["search", "--data", "imagenet21k", "--out", "run"]),
+    Case("data file with missing keys", ("missing keys", "train_y, test_y"), [*_CIFAR, "no_labels.npz"],
+         _npz("no_labels.npz", train_y=None, test_y=None)),
+    Case("data file with the wrong dtype", ("train_x must be uint8", "float32"), [*_CIFAR, "floats.npz"],
+         _npz("floats.npz", train_x=np.zeros((60, 32, 32, 3), np.float32))),
+    Case("data file with the wrong shape", ("test_x must be [N, H, W, C]", "[20, 3072]"), [*_CIFAR, "flat.npz"],
+         _npz("flat.npz", test_x=np.zeros((20, 3072), np.uint8))),
+    Case("data file with labels out of range", ("labels 1..10", "outside 0..9"), [*_CIFAR, "labels.npz"],
+         _npz("labels.npz", train_y=np.arange(60) % 10 + 1)),
+    Case("empty dataset", ("train split is empty",), [*_CIFAR, "empty.npz"],
+         _npz("empty.npz", train_x=np.zeros((0, 32, 32, 3), np.uint8), train_y=np.zeros(0, np.int64))),
+    Case("empty held-out split (one training image per class)", ("held-out split", "empty"),
+         ["search", "--data", "imagefolder", "--data-dir", "tiny", "--out", "run"], _imagefolder_one_image_per_class),
+], "Models and checkpoints": [
+    Case("unknown model name", ("unknown model 'resnet5'", "did you mean", "resnet56"),
+         ["search", "--model", "resnet5", "--out", "run"]),
+    Case("checkpoint of another model", ("does not match model digits_cnn", "missing keys [features.0.0.weight",
+                                         "unexpected keys", "check --model"),
+         ["search", "--weights", "resnet20.pt", "--out", "run"], _write_checkpoint("other")),
+    Case("corrupt checkpoint", ("cannot read checkpoint random.pt", "torch.save"),
+         ["search", "--weights", "random.pt", "--out", "run"], _write_checkpoint("random")),
+    Case("truncated checkpoint", ("cannot read checkpoint truncated.pt", "torch.save"),
+         ["search", "--weights", "truncated.pt", "--out", "run"], _write_checkpoint("truncated")),
+    Case("checkpoint carrying a pickled payload (never run)",
+         ("payload.pt", "code/objects other than tensors", "refused"),
+         ["search", "--weights", "payload.pt", "--out", "run"], _write_checkpoint("payload")),
+    Case("input size that does not fit the model", ("expects inputs (3, 32, 32)", "(1, 8, 8)", "--model or --data"),
+         ["search", "--model", "resnet20", "--data", "digits", "--out", "run"]),
+    Case("model with unsupported layer types (Python API: a user's nn.Module)",
+         ("cannot prune consistently", "2 (ConvTranspose2d)"), api=_search_unsupported_layers,
+         api_doc="amc.search(<Sequential with a ConvTranspose2d at index 2>, 'digits', out='run')"),
+    Case("model with no prunable layers (Python API: a user's nn.Module)",
+         ("no prunable layers", "flattened feature map"), api=_search_no_prunable_layers,
+         api_doc="amc.search(<Sequential(Conv2d(1, 8), ReLU, Flatten, Linear)>, 'digits', out='run')"),
+], "Budget": [
+    Case("ratio of 0", ("--ratio must be in (0, 1]", "got 0"), ["search", "--ratio", "0", "--out", "run"]),
+    Case("ratio above 1", ("--ratio must be in (0, 1]", "got 1.5"), ["search", "--ratio", "1.5", "--out", "run"]),
+    Case("budget below what the lower bound reaches", ("cannot be met", "keeps 0.", "use --ratio >="),
+         ["search", "--ratio", "0.01", "--out", "run"]),
+], "Policies (`amc prune`)": [
+    Case("corrupt policy JSON", ("policy file broken.json is corrupt", "JSONDecodeError", "amc search"),
+         ["prune", "--policy", "broken.json", "--out", "pruned"], _policy("broken.json", text='{"model": "digi')),
+    Case("policy of another model", ("made for model 'resnet20', not 'digits_cnn'", "--model resnet20"),
+         ["prune", "--policy", "r20.json", "--model", "digits_cnn", "--out", "pruned"],
+         _policy("r20.json", model="resnet20", consumers=["layer1.0.conv2"], channels=[16], keep=[8])),
+    Case("policy for other layers of the same model", ("prunable layers differ", "decision 1"),
+         ["prune", "--policy", "layers.json", "--out", "pruned"],
+         _policy("layers.json", consumers=["features.1.0", "features.9.0", "features.4.0", "classifier"])),
+], "Output directory": [
+    Case("output directory that exists", ("run already exists", "--resume", "--overwrite"),
+         ["search", "--out", "run"], _existing_run),
+    Case("output directory that cannot be created", ("cannot write to output directory notes.txt/run",
+                                                     "writable --out"),
+         ["search", "--episodes", "2", "--out", "notes.txt/run"], _a_file),
+    Case("--resume of a directory with no run", ("nothing to resume in fresh", "without --resume"),
+         ["search", "--resume", "--out", "fresh"]),
+    Case("--resume without --out", ("--resume needs --out",), ["search", "--resume"]),
+    Case("--resume of a run whose config.json is corrupt", ("run/config.json is corrupt", "--overwrite"),
+         ["search", "--resume", "--out", "run"], _corrupt_run),
+], "Disk (a full disk is simulated: the test's sitecustomize makes fsync fail with ENOSPC)": [
+    Case("disk full when the run starts", ("cannot save run/config.json", "No space left on device", "removed"),
+         ["search", "--episodes", "4", "--warmup", "2", "--out", "run"], env={"AMC_TEST_ENOSPC": "config.json:1"}),
+    Case("disk full in the middle of a search", ("cannot save run/state.pt", "No space left on device",
+                                                 "intact", "amc search --resume --out run"),
+         ["search", "--episodes", "6", "--warmup", "2", "--out", "run"], env={"AMC_TEST_ENOSPC": "state.pt:4"},
+         leaves="state"),
+]}
+
+CASES: list[Case] = [case for cases in GROUPS.values() for case in cases]
