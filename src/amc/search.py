@@ -625,7 +625,9 @@ def _finish(out: Path, config: SearchConfig, graph: LayerGraph, candidate: Candi
         "model": config.model, "agent": config.agent, "seed": config.seed, "episodes": len(log),
         "best_episode": best.get("episode"), "best_val_top1": heldout, "best_search_score": best["accuracy"],
         "best_reward": best["reward"], **figures,
-        "baseline": {"heldout_top1": baseline_top1, "macs": graph.total_macs, "params": graph.total_params},
+        "baseline": {"heldout_top1": baseline_top1, "macs": graph.total_macs, "params": graph.total_params,
+                     # the original on the test split, for before/after reports (one more forward pass)
+                     "test_top1": Evaluator(dataset.test, info.mean, info.std).top1(candidate.pruner.model)},
         "budget_ratio": config.ratio if config.reward == "acc" else None, "target": config.target,
         "search_seconds": round(sum(r["seconds"] for r in log), 2),
     }
