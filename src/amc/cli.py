@@ -29,7 +29,22 @@ def _global(debug: bool = typer.Option(False, "--debug", help="Show full traceba
     _debug["on"] = debug
 
 
-class _EpisodeProgress:
+class _LiveBar:
+    """A rich progress bar when stderr is a terminal (`self.bar`), nothing otherwise."""
+
+    bar: Progress | None = None
+
+    def __enter__(self):
+        if self.bar:
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar:
+            self.bar.__exit__(*exc)
+
+
+class _EpisodeProgress(_LiveBar):
     """A live bar on a terminal; a plain line every ~5% of the run elsewhere (logs, CI)."""
 
     def __init__(self, total: int):
@@ -41,14 +56,6 @@ class _EpisodeProgress:
                             TimeElapsedColumn(), TimeRemainingColumn(), console=console) if self.live else None
         self.task = self.bar.add_task("search", total=total, reward=0.0, best=0.0) if self.bar else None
 
-    def __enter__(self):
-        if self.bar:
-            self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        if self.bar:
-            self.bar.__exit__(*exc)
 
     def __call__(self, record: dict) -> None:
         from amc.search import eta_seconds
@@ -218,7 +225,7 @@ def train_command(
     print(json.dumps({"out": str(out), "heldout_top1": final.get("heldout_top1"), "test_top1": final["test_top1"]}))
 
 
-class _StepProgress:
+class _StepProgress(_LiveBar):
     """Training progress: a live bar with ETA on a terminal, one line per epoch (with ETA) elsewhere."""
 
     def __init__(self):
@@ -227,14 +234,6 @@ class _StepProgress:
         self.task = self.bar.add_task("train", total=None) if self.bar else None
         self.t0 = time.perf_counter()
 
-    def __enter__(self):
-        if self.bar:
-            self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        if self.bar:
-            self.bar.__exit__(*exc)
 
     def step(self, step: int, total: int) -> None:
         if self.bar:

@@ -343,10 +343,7 @@ def _search(model, data, *, out: Path, config, resume, overwrite, progress, **op
     else:
         config = _resolve_config(model, data, config, options)
     _check_run_dir(out, resume, overwrite)
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    torch.manual_seed(config.seed)
-    np.random.seed(config.seed)
+    _seed_and_threads(config)
 
     setup = _prepare(config, net, dataset)
     dataset, model, info, graph, candidate = setup.dataset, setup.model, setup.info, setup.graph, setup.candidate
@@ -685,6 +682,14 @@ def apply_policy(policy: Policy | str | Path, model: nn.Module | str | None = No
         torch.set_num_threads(threads)
 
 
+def _seed_and_threads(config: SearchConfig) -> None:
+    """What a run's reproducibility rests on, set the same way for a search and for applying a policy."""
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed)
+
+
 def _apply_policy(policy, model, data, *, out: Path, config, overwrite, **options) -> dict:
     source = None if isinstance(policy, Policy) else str(policy)
     policy = policy if isinstance(policy, Policy) else Policy.load(policy)
@@ -692,10 +697,7 @@ def _apply_policy(policy, model, data, *, out: Path, config, overwrite, **option
         model = policy.model
     config = _resolve_config(model, data, config, options)
     _check_run_dir(out, False, overwrite)
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    torch.manual_seed(config.seed)
-    np.random.seed(config.seed)
+    _seed_and_threads(config)
     setup = _prepare(config, model if isinstance(model, nn.Module) else None,
                      data if isinstance(data, Dataset) else None)
     policy.check_matches(setup.graph, config.model)
