@@ -194,6 +194,16 @@ class LayerGraph:
         cout = keep[t.out_decision] if t.out_decision is not None else t.out_channels
         return cin, cout
 
+    @property
+    def layers(self) -> list[_LinearTerm]:
+        """Every conv/linear layer, with the decisions (if any) that set its input and output channels."""
+        return self._terms
+
+    def layer_channels(self, keep: Sequence[float]) -> list[tuple[_LinearTerm, float, float]]:
+        """(layer, input channels, output channels) of every conv/linear layer when pruned to `keep`."""
+        keep = self._counts(keep)
+        return [(t, *self._io(t, keep)) for t in self._terms]
+
     def macs(self, keep: Sequence[float]) -> int:
         """MACs of the network pruned to `keep[i]` channels at decision i (one input sample)."""
         keep = self._counts(keep)

@@ -54,12 +54,7 @@ class LatencyModel:
         self.info = info or {}
 
     def layer_sum(self, keep: Sequence[float]) -> float:
-        keep = np.asarray(keep, dtype=np.float64)
-        total = 0.0
-        for term in self.graph._terms:
-            cin, cout = self.graph._io(term, keep)
-            total += self.tables[term.name](cin, cout)
-        return total
+        return sum(self.tables[layer.name](cin, cout) for layer, cin, cout in self.graph.layer_channels(keep))
 
     def predict(self, keep: Sequence[float]) -> float:
         return self.offset_ms + self.scale * self.layer_sum(keep)
@@ -110,7 +105,7 @@ def build_latency_model(model: nn.Module, graph: LayerGraph, allowed: Sequence[n
             cache = {}  # a damaged cache is only lost time: measure again
     measured = 0
     tables: dict[str, _Table] = {}
-    for term in graph._terms:
+    for term in graph.layers:
         module = modules[term.name]
         cost = graph.costs[term.name]
         cin_grid = _grid(allowed[term.in_decision], points) if term.in_decision is not None \
