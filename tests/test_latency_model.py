@@ -1,3 +1,4 @@
+import importlib
 import json
 
 import numpy as np
@@ -10,6 +11,8 @@ from amc.env import allowed_counts
 from amc.graph import LayerGraph
 from amc.latency_model import build_latency_model
 from amc.search import SearchConfig
+
+search_module = importlib.import_module("amc.search")  # `amc.search` the attribute is the function
 
 
 @pytest.fixture(autouse=True)
@@ -64,3 +67,25 @@ def test_latency_constrained_search_meets_its_predicted_budget_and_measures_the_
     assert latency["original_ms"] > 0 and latency["pruned_ms"] > 0
     assert {"backend", "threads", "cpu", "calibration"} <= set(latency)
     assert result.summary["macs_ratio"] < 1.0
+
+
+def test_a_resumed_latency_search_reuses_its_calibration_instead_of_measuring_again(tmp_path, monkeypatch):
+    digits = load_dataset("digits")
+    config = SearchConfig(target="latency", ratio=0.9, agent="random", episodes=3, calibration_images=200)
+    amc.search(config=config, out=tmp_path / "run", data=digits)
+    saved = json.loads((tmp_path / "run" / "latency_calibration.json").read_text())
+    assert saved["scale"] > 0 and len(saved["info"]["calibration"]) >= 3
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    cfg["search"]["episodes"] = 5
+    (tmp_path / "run" / "config.json").write_text(json.dumps(cfg))
+
+    measured = []
+    real = search_module._measure_interleaved
+    monkeypatch.setattr(search_module, "_measure_interleaved", lambda nets, *a, **k: measured.append(len(nets))
+                        or real(nets, *a, **k))
+    first = json.loads((tmp_path / "run" / "episodes.jsonl").read_text().splitlines()[0])
+    amc.search(out=tmp_path / "run", resume=True, data=digits)
+    assert measured == [2]  # only the final check of the exported network against the original
+    lines = (tmp_path / "run" / "episodes.jsonl").read_text().splitlines()
+    assert len(lines) == 5 and json.loads(lines[0]) == first
+    assert json.loads((tmp_path / "run" / "latency_calibration.json").read_text()) == saved

@@ -226,18 +226,25 @@ def train_command(
 
 
 class _StepProgress(_LiveBar):
-    """Training progress: a live bar with ETA on a terminal, one line per epoch (with ETA) elsewhere."""
+    """Training progress: a live bar with ETA on a terminal; elsewhere (logs) a line every 1% of the steps
+    and one per epoch, both with ETA, so a long CPU epoch is not a silent hour."""
 
     def __init__(self):
         self.bar = Progress(TextColumn("[bold]step {task.completed}/{task.total}"), BarColumn(),
                             TimeElapsedColumn(), TimeRemainingColumn(), console=console) if console.is_terminal else None
         self.task = self.bar.add_task("train", total=None) if self.bar else None
         self.t0 = time.perf_counter()
-
+        self.first_step: int | None = None
 
     def step(self, step: int, total: int) -> None:
         if self.bar:
             self.bar.update(self.task, completed=step, total=total)
+            return
+        if self.first_step is None:
+            self.first_step = step - 1  # a resumed run starts mid-way: rate from what this process did
+        if step % max(1, total // 100) == 0 and step > self.first_step:
+            rate = (time.perf_counter() - self.t0) / (step - self.first_step)
+            console.print(f"step {step}/{total}  {rate:.2f}s/step  eta {rate * (total - step):.0f}s", highlight=False)
 
     def epoch(self, r: dict) -> None:
         elapsed = time.perf_counter() - self.t0

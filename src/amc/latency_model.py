@@ -59,6 +59,14 @@ class LatencyModel:
     def predict(self, keep: Sequence[float]) -> float:
         return self.offset_ms + self.scale * self.layer_sum(keep)
 
+    def calibration(self) -> dict:
+        """What `calibrate` fitted, as JSON (saved with a search so that a resumed run reuses it)."""
+        return {"offset_ms": self.offset_ms, "scale": self.scale, "info": self.info}
+
+    def restore_calibration(self, saved: dict) -> None:
+        self.offset_ms, self.scale = float(saved["offset_ms"]), float(saved["scale"])
+        self.info = {**self.info, **saved.get("info", {})}
+
     def calibrate(self, points: list[tuple[Sequence[float], float]]) -> None:
         """Fit offset and scale to whole-network measurements [(keep, measured_ms), ...] (least squares);
         the scale stays positive so the prediction keeps growing with every count."""

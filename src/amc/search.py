@@ -40,6 +40,7 @@ from amc.pruning.channel import SELECTIONS
 from amc.pruning.fine_grained import MagnitudePruner, WeightGraph, save_sparse
 
 STATE_FILE = "state.pt"
+LATENCY_FILE = "latency_calibration.json"  # a resumed latency search reuses it: the same budget clipping
 DEFAULT_MODEL, DEFAULT_DATA = "digits_cnn", "digits"
 
 
@@ -348,7 +349,10 @@ def _search(model, data, *, out: Path, config, resume, overwrite, progress, **op
     setup = _prepare(config, net, dataset)
     dataset, model, info, graph, candidate = setup.dataset, setup.model, setup.info, setup.graph, setup.candidate
     env_config = EnvConfig(config.target, config.ratio, config.lbound, config.channel_round, config.reward)
-    latency = _latency_model(model, graph, env_config, config) if config.target == "latency" else None
+    latency_path = out / LATENCY_FILE
+    saved_calibration = json.loads(latency_path.read_text()) if resume and latency_path.exists() else None
+    latency = _latency_model(model, graph, env_config, config, saved_calibration) \
+        if config.target == "latency" else None
     env = CompressionEnv(graph, candidate, env_config, cost_model=latency.predict if latency else None)
     baseline_top1 = Evaluator(dataset.heldout, info.mean, info.std).top1(copy.deepcopy(model))
 
@@ -377,6 +381,8 @@ def _search(model, data, *, out: Path, config, resume, overwrite, progress, **op
 
     _create_run_dir(out, resume)  # only now: a mistake found above leaves nothing behind
     try:
+        if latency is not None and saved_calibration is None:
+            write_json_atomic(latency_path, latency.calibration())
         return _episodes_and_export(out, config, resume, setup, env, agent, episodes, baseline_top1, latency,
                                     progress)
     except SaveError as e:  # disk full or permissions, with the previous state intact
@@ -493,13 +499,18 @@ def _parallel_episodes(env: CompressionEnv, agent, config: SearchConfig, model: 
         scorer.close()
 
 
-def _latency_model(model: nn.Module, graph: LayerGraph, env_config: EnvConfig, config: SearchConfig):
-    """Layer lookup table for the latency target, calibrated on two whole-network measurements."""
+def _latency_model(model: nn.Module, graph: LayerGraph, env_config: EnvConfig, config: SearchConfig,
+                   saved_calibration: dict | None = None):
+    """Layer lookup table for the latency target, calibrated on whole-network measurements (or, when a
+    search resumes, on the calibration it started with, so that its budget clipping does not move)."""
     from amc.latency_model import build_latency_model
 
     allowed = [allowed_counts(d.channels, env_config.lbound, env_config.channel_round) for d in graph.decisions]
     latency = build_latency_model(model, graph, allowed, backend=config.latency_backend,
                                   threads=config.latency_threads, batch=config.latency_batch)
+    if saved_calibration is not None:
+        latency.restore_calibration(saved_calibration)
+        return latency
     shrink = ChannelPruner(model, graph, None, selection="magnitude", reconstruct=False)
     keeps = [[int(a[np.argmin(np.abs(a - ratio * d.channels))]) for a, d in zip(allowed, graph.decisions)]
              for ratio in (1.0, 0.6, 0.3)]  # full, and two uniform prunings spanning the range a budget lands in
