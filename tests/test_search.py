@@ -67,16 +67,22 @@ def test_same_seed_same_policy(tmp_path, digits):
     assert [r["keep"] for r in a.episodes] == [r["keep"] for r in b.episodes]
 
 
-def test_resume_continues_and_matches_uninterrupted_run(tmp_path, digits):
-    full = amc.search(config=_config(episodes=10, warmup=3), out=tmp_path / "full", data=digits)
-    amc.search(config=_config(episodes=6, warmup=3), out=tmp_path / "part", data=digits)
+@pytest.mark.parametrize("racing", [False, True])
+def test_resume_continues_and_matches_uninterrupted_run(tmp_path, digits, racing):
+    # with racing, the resumed run must also restore the best fully scored accuracy it races against
+    full = amc.search(config=_config(episodes=10, warmup=3, racing=racing, ratio=0.3), out=tmp_path / "full",
+                      data=digits)
+    amc.search(config=_config(episodes=6, warmup=3, racing=racing, ratio=0.3), out=tmp_path / "part", data=digits)
     # continue the same run to 10 episodes
     cfg = json.loads((tmp_path / "part" / "config.json").read_text())
     cfg["search"]["episodes"] = 10
     (tmp_path / "part" / "config.json").write_text(json.dumps(cfg))
     resumed = amc.search(out=tmp_path / "part", resume=True, data=digits)
     assert [r["keep"] for r in resumed.episodes] == [r["keep"] for r in full.episodes]
+    assert [r["accuracy"] for r in resumed.episodes] == [r["accuracy"] for r in full.episodes]
     assert [r["episode"] for r in resumed.episodes] == list(range(10))
+    if racing:
+        assert any(r["scored_images"] < len(digits.heldout) for r in full.episodes[6:])
 
 
 def test_resume_refuses_other_data_and_restarts_a_run_stopped_before_its_first_episode(tmp_path, digits):
@@ -196,3 +202,33 @@ def test_apply_policy_exports_the_same_network_as_the_search(tmp_path, digits):
     assert amc.load_pruned(tmp_path / "p") is not None
     with pytest.raises(AmcError, match="already exists"):
         apply_policy(tmp_path / "s" / "policy.json", data=digits, out=tmp_path / "p")
+
+
+def test_racing_stops_hopeless_candidates_early_and_scores_the_best_in_full(tmp_path):
+    digits = load_dataset("digits", heldout_per_class=60)  # 600 held-out images: racing looks after 150
+    model = models.create("digits_cnn", weights=models.bundled_weights("digits_cnn")).eval()
+    info = models.model_info(model)
+    evaluator = Evaluator(digits.heldout, info.mean, info.std)
+    exact = evaluator.top1(model)
+    assert evaluator.race(model, beat=float("-inf")) == (exact, 600)
+    assert evaluator.race(model, beat=exact - 0.01) == (exact, 600)  # could be the best: never cut
+    early, seen = evaluator.race(model, beat=1.5)  # nothing can beat 150%: stopped at the first look
+    assert seen == 200 and abs(early - exact) < 0.1
+
+    config = _config(episodes=16, ratio=0.3, racing=True)
+    result = amc.search(config=config, out=tmp_path / "run", data=digits)
+    log = [json.loads(x) for x in (tmp_path / "run" / "episodes.jsonl").read_text().splitlines()]
+    raced = [r for r in log if 0 < r["scored_images"] < 600]
+    assert raced, "no candidate was stopped early"
+    best = max(log, key=lambda r: r["reward"])
+    assert best["scored_images"] == 600
+    for r in raced:  # a stopped candidate was plausibly worse than the best fully scored one before it
+        assert r["accuracy"] < max(x["accuracy"] for x in log[:r["episode"]] if x["scored_images"] == 600)
+    assert result.best_val_top1 == pytest.approx(best["accuracy"], abs=1e-9)
+
+
+def test_racing_is_refused_where_it_cannot_apply():
+    with pytest.raises(AmcError, match="--racing .* --reward acc"):
+        SearchConfig(racing=True, reward="acc-macs")
+    with pytest.raises(AmcError, match="--racing runs in a single process"):
+        SearchConfig(racing=True, workers=2)

@@ -106,6 +106,8 @@ def search_command(
                                          "calibration images before scoring (0 = off)."),
     calibration_images: int = typer.Option(3000, help="Training images used to sample layer features."),
     heldout_limit: Optional[int] = typer.Option(None, help="Score candidates on the first N held-out images."),
+    racing: bool = typer.Option(False, help="Stop scoring a candidate once it cannot plausibly beat the best so "
+                                "far (after 1,000 images; the best is always scored in full)."),
     precision: str = typer.Option("fp32", help="Scoring precision of candidates: fp32, or bf16 (about 2x faster "
                                   "on CPUs with bf16 units; final figures are always fp32)."),
     seed: int = typer.Option(0, help="Seed for the agent, calibration sampling and torch."),
@@ -129,7 +131,8 @@ def search_command(
         reward=reward, agent=agent, episodes=episodes, warmup=warmup, lbound=lbound, channel_round=channel_round,
         group_coupled=group_coupled,
         selection=selection, reconstruct=reconstruct, bn_recalibration=bn_recalibration,
-        calibration_images=calibration_images, heldout_limit=heldout_limit, precision=precision, seed=seed,
+        calibration_images=calibration_images, heldout_limit=heldout_limit, racing=racing, precision=precision,
+        seed=seed,
         threads=threads, agent_options=_key_values(agent_option),
         latency_backend=latency_backend, latency_threads=latency_threads, method=method,
         workers=workers, ray_address=ray_address)

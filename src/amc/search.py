@@ -70,6 +70,7 @@ class SearchConfig:
     reconstruct: bool = True             # least-squares reconstruction of each pruned layer
     bn_recalibration: int = 0            # training batches to re-estimate BN statistics on (0 = off)
     heldout_limit: int | None = None     # score on the first N held-out images only
+    racing: bool = False                 # stop scoring a candidate early once it cannot plausibly be the best
     eval_batch_size: int = 100
     precision: str = "fp32"              # scoring precision of candidates: "fp32" or "bf16" (faster)
     threads: int | None = None
@@ -98,12 +99,17 @@ class SearchConfig:
                            "--target params (or --reward acc-params)")
         if self.workers < 1:
             raise AmcError(f"--workers must be at least 1, got {self.workers}")
+        if self.workers > 1 and self.racing:
+            raise AmcError("--racing runs in a single process for now; drop --racing or --workers")
         if self.workers > 1 and self.method == "fine-grained":
             raise AmcError("--workers > 1 supports channel pruning only; drop --workers for fine-grained")
         if self.latency_backend not in ("torch", "onnxruntime"):
             raise AmcError(f"--latency-backend must be torch or onnxruntime, got {self.latency_backend!r}")
         if self.latency_threads < 1 or self.latency_batch < 1:
             raise AmcError("--latency-threads and the latency batch must be at least 1")
+        if self.racing and self.reward != "acc":
+            raise AmcError("--racing stops candidates that cannot beat the best accuracy, which is the reward only "
+                           "with --reward acc; drop --racing for the accuracy-guaranteed rewards")
         if self.agent not in ("ddpg", "random", "uniform"):
             raise AmcError(f"--agent must be ddpg, random or uniform, got {self.agent!r}")
 
@@ -129,10 +135,14 @@ class SearchResult:
 class Candidate:
     """Builds and scores pruned candidates for the environment; remembers scores of repeated policies."""
 
-    def __init__(self, pruner: ChannelPruner, evaluator: Evaluator, recalibration: list[torch.Tensor]):
+    def __init__(self, pruner: ChannelPruner, evaluator: Evaluator, recalibration: list[torch.Tensor],
+                 racing: bool = False):
         self.pruner = pruner
         self.evaluator = evaluator
         self.recalibration = recalibration
+        self.racing = racing
+        self.best = float("-inf")  # best fully scored accuracy: what a raced candidate must plausibly beat
+        self.scored_images = 0     # held-out images the last new candidate was scored on
         self._scores: dict[tuple[int, ...], float] = {}
         self.timing: dict[str, float] = {}
 
@@ -148,10 +158,17 @@ class Candidate:
     def __call__(self, keep: list[int]) -> float:
         key = tuple(keep)
         self.timing = {"prune": 0.0, "recalibrate": 0.0, "evaluate": 0.0}  # where an episode's time goes
+        self.scored_images = 0  # stays 0 for a policy scored before
         if key not in self._scores:
             pruned = self.build(keep)
             t0 = time.perf_counter()
-            self._scores[key] = self.evaluator.top1(pruned)
+            if self.racing:
+                score, self.scored_images = self.evaluator.race(pruned, self.best)
+                if self.scored_images == self.evaluator.size:
+                    self.best = max(self.best, score)
+            else:
+                score, self.scored_images = self.evaluator.top1(pruned), self.evaluator.size
+            self._scores[key] = score
             self.timing["evaluate"] = time.perf_counter() - t0
         return self._scores[key]
 
@@ -306,7 +323,7 @@ def _prepare(config: SearchConfig, net: nn.Module | None, dataset: Dataset | Non
                           limit=config.heldout_limit, precision=config.precision)
     recalibration = [calibration[i:i + 100] for i in range(0, 100 * config.bn_recalibration, 100)
                      if i < len(calibration)]
-    candidate = Candidate(pruner, evaluator, recalibration)
+    candidate = Candidate(pruner, evaluator, recalibration, racing=config.racing)
     return _Setup(dataset, model, info, graph, candidate, stats, recalibration, weights)
 
 
@@ -416,6 +433,9 @@ def _episodes_and_export(out: Path, config: SearchConfig, resume: bool, setup: _
             raise AmcError(f"{log_path} holds {len(lines)} episodes but the saved state is after episode "
                            f"{start_episode}; the run is damaged: start it again with --overwrite")
         log = [json.loads(line) for line in lines[:start_episode]]  # a line past the state is redone
+        full = setup.candidate.evaluator.size  # racing goes on against the best fully scored candidate
+        setup.candidate.best = max((r["accuracy"] for r in log if r.get("scored_images", full) == full),
+                                   default=float("-inf"))
         write_bytes_atomic(log_path, "".join(json.dumps(r) + "\n" for r in log).encode())
     elif resume:  # stopped before its first episode finished: start it again
         log_path.unlink(missing_ok=True)
@@ -454,6 +474,8 @@ def _episodes_and_export(out: Path, config: SearchConfig, resume: bool, setup: _
             record, transitions = _run_episode(env, agent, episode)
             seconds = time.perf_counter() - t0
             timing = {**candidate.timing, "agent_and_env": seconds - sum(candidate.timing.values())}
+            if config.racing:
+                record["scored_images"] = candidate.scored_images
             finished(episode, record, transitions, seconds, timing)
     best = state["best"]
 
