@@ -12,7 +12,7 @@ from amc.data import Split, batches
 
 
 PRECISIONS = ("fp32", "bf16")
-RACING_Z = 2.5  # a candidate as good as the best is stopped early with probability ~0.6%
+RACING_Z = 2.5  # one-sided: a candidate as good as the best is cut at any one look with probability ~0.6%
 
 
 class Evaluator:
@@ -62,8 +62,8 @@ class Evaluator:
     def race(self, model: nn.Module, beat: float, z: float = RACING_Z,
              min_images: int | None = None) -> tuple[float, int]:
         """Top-1 and the number of images scored, stopping early once the candidate cannot plausibly beat
-        `beat`: after `min_images` (default: a quarter of the split, at most 1,000), as soon as the running accuracy is `z` standard errors (finite-population
-        corrected) under it. A candidate that runs to the end gets its exact full-split top-1, so a search's
+        `beat`: after `min_images` (default: a quarter of the split, at most 1,000), as soon as the running
+        accuracy is `z` standard errors (finite-population corrected) under it. A candidate that runs to the end gets its exact full-split top-1, so a search's
         best is always fully scored; one stopped early gets an unbiased estimate from a class-balanced prefix
         (the held-out split is interleaved by class)."""
         was_training = model.training
