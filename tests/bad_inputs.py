@@ -261,6 +261,8 @@ GROUPS: dict[str, list[Case]] = {"Missing or unreadable paths": [
 ], "Budget": [
     Case("ratio of 0", ("--ratio must be in (0, 1]", "got 0"), ["search", "--ratio", "0", "--out", "run"]),
     Case("ratio above 1", ("--ratio must be in (0, 1]", "got 1.5"), ["search", "--ratio", "1.5", "--out", "run"]),
+    Case("racing with an accuracy-guaranteed reward", ("--racing", "--reward acc", "drop --racing"),
+         ["search", "--racing", "--reward", "acc-macs", "--out", "run"]),
     Case("budget below what the lower bound reaches", ("cannot be met", "keeps 0.", "use --ratio >="),
          ["search", "--ratio", "0.01", "--out", "run"]),
 ], "Policies (`amc prune`)": [
