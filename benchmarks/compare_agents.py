@@ -33,6 +33,7 @@ def run_all(args: argparse.Namespace) -> list[dict]:
                                       ratio=args.ratio, agent=agent, episodes=args.episodes, seed=seed,
                                       warmup=args.warmup, bn_recalibration=args.bn_recalibration,
                                       channel_round=args.channel_round, heldout_limit=args.heldout_limit,
+                                      racing=args.racing,
                                       precision=args.precision, threads=args.threads,
                                       agent_options=json.loads(args.agent_options) if agent == "ddpg" else {})
                 t0 = time.time()
@@ -46,6 +47,8 @@ def run_all(args: argparse.Namespace) -> list[dict]:
 
                 resume = (out / "state.pt").exists()
                 summary = amc.search(data=dataset, config=config, out=out, resume=resume, progress=progress).summary
+                if not resume:  # setup, all episodes and the export, in this process
+                    print(f"  {agent} seed {seed}: wall time {time.time() - t0:.0f}s", flush=True)
             rows.append({"agent": agent, "seed": seed, **summary})
             print(json.dumps({k: rows[-1][k] for k in ("agent", "seed", "best_val_top1", "test_top1", "macs_ratio",
                                                        "search_seconds")}), flush=True)
@@ -84,6 +87,7 @@ def main() -> None:
     parser.add_argument("--bn-recalibration", type=int, default=0)
     parser.add_argument("--channel-round", type=int, default=1)
     parser.add_argument("--heldout-limit", type=int)
+    parser.add_argument("--racing", action="store_true", help="stop scoring hopeless candidates early")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     parser.add_argument("--agent-options", default="{}", help="JSON dict of DDPG settings")
     parser.add_argument("--threads", type=int, help="torch CPU threads per search")
