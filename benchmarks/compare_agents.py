@@ -18,6 +18,7 @@ from pathlib import Path
 import amc
 from amc.data import load_dataset
 from amc.search import SearchConfig
+from bench_args import add_model_and_data  # run as a script: benchmarks/ is on sys.path
 
 
 def run_all(args: argparse.Namespace) -> list[dict]:
@@ -75,11 +76,7 @@ def table(rows: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--weights")
-    parser.add_argument("--data", default="cifar10")
-    parser.add_argument("--data-dir")
-    parser.add_argument("--ratio", type=float, default=0.5)
+    add_model_and_data(parser)
     parser.add_argument("--episodes", type=int, default=300)
     parser.add_argument("--warmup", type=int)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])

@@ -28,6 +28,7 @@ from amc.evaluate import Evaluator
 from amc.graph import LayerGraph
 from amc.pruning import ChannelPruner, collect_stats
 from amc.search import SearchConfig
+from bench_args import add_model_and_data  # run as a script: benchmarks/ is on sys.path
 
 
 def bare_forward_seconds(model: torch.nn.Module, evaluator: Evaluator, precision: str) -> float:
@@ -43,11 +44,7 @@ def bare_forward_seconds(model: torch.nn.Module, evaluator: Evaluator, precision
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="resnet56")
-    parser.add_argument("--weights")
-    parser.add_argument("--data", default="cifar10")
-    parser.add_argument("--data-dir")
-    parser.add_argument("--ratio", type=float, default=0.5)
+    add_model_and_data(parser, model="resnet56")
     parser.add_argument("--episodes", type=int, default=40)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import torch
 import torch.nn as nn
@@ -34,59 +34,57 @@ class Evaluator:
         self._batches = [(x.contiguous(memory_format=torch.channels_last), y)
                          for x, y in batches(split, batch_size, mean=mean, std=std)]
 
-    @torch.no_grad()  # not inference_mode: the model may be trained afterwards
-    def accuracy(self, model: nn.Module, topk: tuple[int, ...] = (1,)) -> dict[int, float]:
-        """{k: share of images whose label is among the top-k predictions}.
-
-        Converts `model` to channels-last in place (values are unchanged).
-        """
+    def _logits(self, model: nn.Module) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(logits, labels) batch by batch, in eval mode, channels-last and the scoring precision; the model's
+        training flag is restored when the caller stops, early or not. Converts `model` to channels-last in
+        place (values are unchanged)."""
         was_training = model.training
         model.eval()
         model.to(memory_format=torch.channels_last)
-        hits = {k: 0 for k in topk}
         autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16")
-        for x, y in self._batches:
-            with autocast:
-                logits = model(x)
+        try:
+            with torch.no_grad():  # not inference_mode: the model may be trained afterwards
+                for x, y in self._batches:
+                    with autocast:
+                        logits = model(x)
+                    yield logits, y
+        finally:
+            model.train(was_training)
+
+    def accuracy(self, model: nn.Module, topk: tuple[int, ...] = (1,)) -> dict[int, float]:
+        """{k: share of images whose label is among the top-k predictions}."""
+        hits = {k: 0 for k in topk}
+        for logits, y in self._logits(model):
             ranked = logits.topk(min(max(topk), logits.shape[1]), dim=1).indices
             correct = ranked == y.unsqueeze(1)
             for k in topk:
                 hits[k] += int(correct[:, :k].any(dim=1).sum())
-        model.train(was_training)
         return {k: hits[k] / self.size for k in topk}
 
     def top1(self, model: nn.Module) -> float:
         return self.accuracy(model, (1,))[1]
 
-    @torch.no_grad()
     def race(self, model: nn.Module, beat: float, z: float = RACING_Z,
              min_images: int | None = None) -> tuple[float, int]:
         """Top-1 and the number of images scored, stopping early once the candidate cannot plausibly beat
         `beat`: after `min_images` (default: a quarter of the split, at most 1,000), as soon as the running
-        accuracy is `z` standard errors (finite-population corrected) under it. A candidate that runs to the end gets its exact full-split top-1, so a search's
-        best is always fully scored; one stopped early gets an unbiased estimate from a class-balanced prefix
-        (the held-out split is interleaved by class)."""
-        was_training = model.training
-        model.eval()
-        model.to(memory_format=torch.channels_last)
-        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16")
+        accuracy is `z` standard errors (finite-population corrected) under it. A candidate that runs to the
+        end gets its exact full-split top-1, so a search's best is always fully scored; one stopped early gets
+        an unbiased estimate from a class-balanced prefix (the held-out split is interleaved by class)."""
         if min_images is None:
             min_images = min(1000, max(100, self.size // 4))
         hits = seen = 0
-        try:
-            for x, y in self._batches:
-                with autocast:
-                    hits += int((model(x).argmax(dim=1) == y).sum())
-                seen += len(y)
-                if min_images <= seen < self.size:
-                    p = hits / seen
-                    spread = math.sqrt(max(p * (1 - p), 1e-4) / seen * (self.size - seen) / (self.size - 1))
-                    if p + z * spread < beat:
-                        return p, seen
-        finally:
-            model.train(was_training)
+        batches = self._logits(model)
+        for logits, y in batches:
+            hits += int((logits.argmax(dim=1) == y).sum())
+            seen += len(y)
+            if min_images <= seen < self.size:
+                p = hits / seen
+                spread = math.sqrt(max(p * (1 - p), 1e-4) / seen * (self.size - seen) / (self.size - 1))
+                if p + z * spread < beat:
+                    batches.close()  # restores the model's mode now, not when the generator is collected
+                    return p, seen
         return hits / self.size, self.size
-
 
 @torch.no_grad()
 def recalibrate_batchnorm(model: nn.Module, images: Iterable[torch.Tensor]) -> None:
