@@ -26,7 +26,8 @@ Methods (`--methods`, default all):
   `ddpg` are `amc.search` (agent "random" / "ddpg"); `ddpg+bn` adds BN recalibration on
   `--bn-batches` training batches before each score; `tpe` is Optuna's TPE sampler proposing one ratio per
   decision in [lbound, 1], stepped through the same environment (the executed, clipped policy is what is
-  scored and reported).
+  scored and reported). With `--racing` every searcher drops candidates that cannot plausibly beat its own best
+  after a prefix of the held-out split (`amc search --racing`); TPE is then told the prefix accuracy.
 - `nni-amc`: NNI's AMC pruner; it is not run (see NNI_REASON), its row carries the reason.
 
 Every model is accounted the same way: held-out top-1 on the 5,000 held-out training images (the seed-0
@@ -124,7 +125,7 @@ class Bench:
             pruner = ChannelPruner(self.model, self.graph, stats)
             evaluator = Evaluator(self.dataset.heldout, info.mean, info.std, limit=args.heldout_limit,
                                   precision=args.precision)
-            candidate = Candidate(pruner, evaluator, [])
+            candidate = Candidate(pruner, evaluator, [], racing=args.racing)
             self._scoring[seed] = Scoring(CompressionEnv(self.graph, candidate, self.env_config), candidate, pruner)
         return self._scoring[seed]
 
@@ -133,7 +134,7 @@ class Bench:
         return SearchConfig(model=a.model, weights=a.weights, data=a.data, data_dir=a.data_dir, ratio=a.ratio,
                             lbound=a.lbound, channel_round=a.channel_round, agent=agent, episodes=a.candidates,
                             seed=seed, calibration_images=a.calibration_images, heldout_limit=a.heldout_limit,
-                            precision=a.precision, threads=a.threads, **extra)
+                            precision=a.precision, threads=a.threads, racing=a.racing, **extra)
 
     def export(self, run_dir: Path, pruned: nn.Module, method: str, extra: dict) -> dict:
         """Account `pruned` like every other method, save it as a run directory and return its record."""
@@ -191,10 +192,12 @@ def step_policy(env: CompressionEnv, ratios) -> dict:
 
 def run_fixed(bench: Bench, method: str, run_dir: Path) -> dict:
     scoring = bench.scoring(0)
+    scoring.candidate.racing = False  # one policy, always scored in full
     t0 = time.perf_counter()
     spread = {"uniform": 0.0, "deeper-more": bench.args.ramp_spread, "shallower-more": -bench.args.ramp_spread}[method]
     level, ratios = fixed_policy(scoring.env, spread)
     info = step_policy(scoring.env, ratios)
+    scoring.candidate.racing = bench.args.racing
     pruned = scoring.candidate.build(info["keep_counts"])
     seconds = time.perf_counter() - t0
     return bench.export(run_dir, pruned, method, {
@@ -365,6 +368,12 @@ def run_tpe(bench: Bench, seed: int, run_dir: Path) -> dict:
     def done() -> int:
         return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
 
+    # With --racing TPE is told a dropped candidate's prefix accuracy, as the DDPG agent is; the bar is the
+    # best fully scored trial of this study only (also after a restart), never another method's.
+    full = scoring.candidate.evaluator.size
+    scoring.candidate.best = max((t.value for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+                                  if t.user_attrs.get("scored_images", full) == full), default=-math.inf)
+
     t0, last = time.time(), time.time()
     while done() < bench.args.candidates:
         start = time.perf_counter()
@@ -372,6 +381,7 @@ def run_tpe(bench: Bench, seed: int, run_dir: Path) -> dict:
         ratios = [trial.suggest_float(f"d{t:03d}", lbound, 1.0) for t in range(len(env.channels))]
         info = step_policy(env, ratios)
         trial.set_user_attr("keep", info["keep_counts"])
+        trial.set_user_attr("scored_images", scoring.candidate.scored_images)  # 0: a policy scored before
         trial.set_user_attr("seconds", time.perf_counter() - start)
         study.tell(trial, info["accuracy"])
         if time.time() - last > 60 or done() == bench.args.candidates:
@@ -470,6 +480,7 @@ def table(bench: Bench, rows: list[dict]) -> str:
              f"lower bound {bench.args.lbound:g}, {bench.args.candidates} candidates per search, "
              f"search scores in {bench.args.precision}"
              + (f" on the first {bench.args.heldout_limit} held-out images" if bench.args.heldout_limit else "")
+             + (", searchers racing (hopeless candidates dropped after a prefix)" if bench.args.racing else "")
              + "; every reported figure fp32 on the full splits, no fine-tuning unless stated. "
              "Mean ± std over seeds where there are several."]
     if any("reason" in r for r in rows):
@@ -581,6 +592,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the searchers")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
                         help="scoring precision during searches (reported figures are always fp32)")
+    parser.add_argument("--racing", action="store_true",
+                        help="searchers (random, tpe, ddpg, ddpg+bn) drop hopeless candidates early (amc --racing)")
     parser.add_argument("--heldout-limit", type=int, help="score candidates on the first N held-out images only")
     parser.add_argument("--calibration-images", type=int, default=3000)
     parser.add_argument("--bn-batches", type=int, default=2, help="BN recalibration batches of ddpg+bn")
