@@ -1,5 +1,6 @@
 import importlib
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -9,10 +10,12 @@ import amc
 from amc.data import load_dataset
 from amc.env import allowed_counts
 from amc.graph import LayerGraph
+from amc.latency_budget import SLACK
 from amc.latency_model import build_latency_model
 from amc.search import SearchConfig
 
 search_module = importlib.import_module("amc.search")  # `amc.search` the attribute is the function
+budget_module = importlib.import_module("amc.latency_budget")
 
 
 @pytest.fixture(autouse=True)
@@ -60,10 +63,16 @@ def test_calibration_fits_whole_network_measurements():
 def test_latency_constrained_search_meets_its_predicted_budget_and_measures_the_result(tmp_path):
     digits = load_dataset("digits")
     config = SearchConfig(target="latency", ratio=0.9, agent="random", episodes=4, calibration_images=200)
-    result = amc.search(config=config, out=tmp_path / "run", data=digits)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = amc.search(config=config, out=tmp_path / "run", data=digits)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     latency = summary["latency"]
-    assert latency["predicted_ratio"] <= 0.9 + 1e-9
+    # timings of a network this small are noisy: the final check may refit the prediction, but then the
+    # summary says whether the measured budget holds, and a miss is never silent
+    assert latency["met"] == (latency["measured_ratio"] <= 0.9 * (1 + SLACK))
+    assert latency["met"] or any("over the budget" in str(w.message) for w in caught)
+    assert latency["checks"][-1]["measured_ratio"] == latency["measured_ratio"]
     assert latency["original_ms"] > 0 and latency["pruned_ms"] > 0
     assert {"backend", "threads", "cpu", "calibration"} <= set(latency)
     assert result.summary["macs_ratio"] < 1.0
@@ -80,12 +89,53 @@ def test_a_resumed_latency_search_reuses_its_calibration_instead_of_measuring_ag
     (tmp_path / "run" / "config.json").write_text(json.dumps(cfg))
 
     measured = []
-    real = search_module._measure_interleaved
-    monkeypatch.setattr(search_module, "_measure_interleaved", lambda nets, *a, **k: measured.append(len(nets))
+    real = budget_module.measure_interleaved
+    monkeypatch.setattr(budget_module, "measure_interleaved", lambda nets, *a, **k: measured.append(len(nets))
                         or real(nets, *a, **k))
     first = json.loads((tmp_path / "run" / "episodes.jsonl").read_text().splitlines()[0])
     amc.search(out=tmp_path / "run", resume=True, data=digits)
-    assert measured == [2]  # only the final check of the exported network against the original
+    assert measured and set(measured) == {2}  # only checks of a policy against the original: no calibration
     lines = (tmp_path / "run" / "episodes.jsonl").read_text().splitlines()
     assert len(lines) == 5 and json.loads(lines[0]) == first
-    assert json.loads((tmp_path / "run" / "latency_calibration.json").read_text()) == saved
+    resumed = json.loads((tmp_path / "run" / "latency_calibration.json").read_text())
+    assert resumed["info"]["calibration"] == saved["info"]["calibration"]  # started from, not measured again
+    assert resumed["info"]["checks"][:len(saved["info"]["checks"])] == saved["info"]["checks"]
+
+
+def test_a_drifted_latency_calibration_is_caught_by_measuring_the_best_policy_and_refitted(tmp_path, monkeypatch):
+    """A deterministic "machine" whose fixed overhead grows after the calibration (as a shared machine's load
+    does): the calibrated prediction now says pruned networks are relatively faster than they are. The guard
+    must catch that by measuring the best policy, refit through it and export a policy that meets the budget
+    on the machine as it is now."""
+    import amc.latency_model as latency_model_module
+
+    tables = []
+    real_build = latency_model_module.build_latency_model
+    monkeypatch.setattr(latency_model_module, "build_latency_model",
+                        lambda *a, **k: tables.append(real_build(*a, **k)) or tables[-1])
+    calls = []
+
+    def machine_ms(nets, input_shape, config, rounds=8):
+        table = tables[0]
+        full = table.layer_sum([d.channels for d in table.graph.decisions])
+        calls.append(len(nets))
+        overhead = 0.05 if len(calls) <= 2 else 0.05 + 0.3 * full  # the two calibration measurements, then load
+        return [overhead + table.layer_sum(_keep_of(net, table.graph)) for net in nets]
+
+    monkeypatch.setattr(budget_module, "measure_interleaved", machine_ms)
+    monkeypatch.setattr(budget_module, "CHECK_EVERY", 2)
+    config = SearchConfig(target="latency", ratio=0.7, agent="random", episodes=10, calibration_images=200)
+    result = amc.search(config=config, out=tmp_path / "run", data=load_dataset("digits"))
+    latency = result.summary["latency"]
+    first = latency["checks"][0]
+    assert first["refit"] and first["measured_ratio"] > 0.7 + 1e-3  # the calibrated budget no longer held
+    assert latency["measured_ratio"] <= 0.7 + 1e-6 and latency["met"]  # the exported policy meets it
+    assert latency["predicted_ratio"] == pytest.approx(latency["measured_ratio"])
+    assert json.loads((tmp_path / "run" / "latency_calibration.json").read_text())["info"]["checks"] == \
+        latency["checks"]
+
+
+def _keep_of(net, graph):
+    modules = dict(net.named_modules())
+    return [modules[d.consumer].in_channels if hasattr(modules[d.consumer], "in_channels")
+            else modules[d.consumer].in_features for d in graph.decisions]

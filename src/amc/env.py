@@ -109,6 +109,11 @@ class CompressionEnv(gym.Env):
             return float(self.cost_model(keep))
         return float(self.graph.macs(keep) if self.config.target == "macs" else self.graph.params(keep))
 
+    def refresh_costs(self) -> None:
+        """Recompute the full cost and the budget after the cost model changed (a refitted latency model)."""
+        self.total_cost = self.cost(self.channels)
+        self.budget = self.config.ratio * self.total_cost
+
     def min_ratio(self) -> float:
         """Smallest cost ratio reachable with every decision at its lower bound."""
         return self.cost(self.lower) / self.total_cost

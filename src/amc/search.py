@@ -29,11 +29,12 @@ from amc import models
 from amc.agents import Transition, make_agent
 from amc.cost import count_macs, count_params
 from amc.data import Dataset, batches, fingerprint, load_dataset
-from amc.env import CompressionEnv, EnvConfig, allowed_counts
-from amc.errors import AmcError, BudgetError, SaveError
+from amc.env import CompressionEnv, EnvConfig
+from amc.errors import AmcError, SaveError
 from amc.evaluate import PRECISIONS, Evaluator, recalibrate_batchnorm
 from amc.export import save_pruned
 from amc.graph import LayerGraph
+from amc.latency_budget import LatencyGuard, calibrated_latency_model
 from amc.policy import SAVE_ERRNOS, Policy, write_bytes_atomic, write_json_atomic
 from amc.pruning import ChannelPruner, collect_stats
 from amc.pruning.channel import SELECTIONS
@@ -368,9 +369,10 @@ def _search(model, data, *, out: Path, config, resume, overwrite, progress, **op
     env_config = EnvConfig(config.target, config.ratio, config.lbound, config.channel_round, config.reward)
     latency_path = out / LATENCY_FILE
     saved_calibration = json.loads(latency_path.read_text()) if resume and latency_path.exists() else None
-    latency = _latency_model(model, graph, env_config, config, saved_calibration) \
+    latency = calibrated_latency_model(model, graph, env_config, config, saved_calibration) \
         if config.target == "latency" else None
     env = CompressionEnv(graph, candidate, env_config, cost_model=latency.predict if latency else None)
+    guard = LatencyGuard(latency, env, model, candidate.build, config, latency_path) if latency else None
     baseline_top1 = Evaluator(dataset.heldout, info.mean, info.std).top1(copy.deepcopy(model))
 
     obs_dim = env.observation_space.shape[0]
@@ -400,7 +402,7 @@ def _search(model, data, *, out: Path, config, resume, overwrite, progress, **op
     try:
         if latency is not None and saved_calibration is None:
             write_json_atomic(latency_path, latency.calibration())
-        return _episodes_and_export(out, config, resume, setup, env, agent, episodes, baseline_top1, latency,
+        return _episodes_and_export(out, config, resume, setup, env, agent, episodes, baseline_top1, guard,
                                     progress)
     except SaveError as e:  # disk full or permissions, with the previous state intact
         if (out / STATE_FILE).exists():
@@ -415,7 +417,7 @@ def _search(model, data, *, out: Path, config, resume, overwrite, progress, **op
 
 
 def _episodes_and_export(out: Path, config: SearchConfig, resume: bool, setup: _Setup, env: CompressionEnv, agent,
-                         episodes: int, baseline_top1: float, latency, progress) -> SearchResult:
+                         episodes: int, baseline_top1: float, guard: LatencyGuard | None, progress) -> SearchResult:
     """The episode loop (from where a resumed run stopped), with per-episode state saves, then the export."""
     graph = setup.graph
     log_path = out / "episodes.jsonl"
@@ -453,9 +455,18 @@ def _episodes_and_export(out: Path, config: SearchConfig, resume: bool, setup: _
         stats_out = agent.end_episode(transitions, record["reward"])
         record.update(episode=episode, seconds=round(seconds, 4), timing={k: round(v, 4) for k, v in timing.items()},
                       agent={k: float(v) for k, v in (stats_out or {}).items()})
-        if state["best"] is None or record["reward"] > state["best"]["reward"]:
+        # a best that a refitted latency budget left over the budget gives way to any episode that meets it
+        if state["best"] is None or state["best"].get("over_budget") or record["reward"] > state["best"]["reward"]:
             state["best"] = record
             _policy_from(record, graph, config.model).save(out / "policy.json")
+        if guard is not None and guard.due(episode, state["best"]) and guard.check(state["best"])["refit"]:
+            # the budget moved with the refitted latency model: the best must meet it as it is now
+            chosen = guard.best_within([*log, record])
+            if chosen is None:
+                state["best"]["over_budget"] = True  # kept (and saved) only until an episode meets the budget
+            elif chosen is not state["best"]:
+                state["best"] = chosen
+                _policy_from(chosen, graph, config.model).save(out / "policy.json")
         record["best_reward"] = state["best"]["reward"]
         log.append(record)
         _append_line(log_path, json.dumps(record))
@@ -480,7 +491,7 @@ def _episodes_and_export(out: Path, config: SearchConfig, resume: bool, setup: _
     best = state["best"]
 
     return _finish(out, config, graph, setup.candidate, best, log, setup.dataset, setup.info, baseline_top1,
-                   latency)
+                   guard)
 
 
 def _parallel_episodes(env: CompressionEnv, agent, config: SearchConfig, model: nn.Module, stats, dataset: Dataset,
@@ -519,62 +530,6 @@ def _parallel_episodes(env: CompressionEnv, agent, config: SearchConfig, model: 
     finally:
         env.evaluate = scored_by_workers
         scorer.close()
-
-
-def _latency_model(model: nn.Module, graph: LayerGraph, env_config: EnvConfig, config: SearchConfig,
-                   saved_calibration: dict | None = None):
-    """Layer lookup table for the latency target, calibrated on whole-network measurements (or, when a
-    search resumes, on the calibration it started with, so that its budget clipping does not move)."""
-    from amc.latency_model import build_latency_model
-
-    allowed = [allowed_counts(d.channels, env_config.lbound, env_config.channel_round) for d in graph.decisions]
-    latency = build_latency_model(model, graph, allowed, backend=config.latency_backend,
-                                  threads=config.latency_threads, batch=config.latency_batch)
-    if saved_calibration is not None:
-        latency.restore_calibration(saved_calibration)
-        return latency
-    shrink = ChannelPruner(model, graph, None, selection="magnitude", reconstruct=False)
-    keeps = [[int(a[np.argmin(np.abs(a - ratio * d.channels))]) for a, d in zip(allowed, graph.decisions)]
-             for ratio in (1.0, 0.6, 0.3)]  # full, and two uniform prunings spanning the range a budget lands in
-    nets = [model] + [shrink.prune(keep)[0] for keep in keeps[1:]]
-    points = list(zip(keeps, _measure_interleaved(nets, graph.input_shape, config)))
-    latency.calibrate(points)
-    labels = ["uniform 1.0", "uniform 0.6", "uniform 0.3"]
-    if env_config.constrained:
-        # the sum of layer times bends away from a line at the extremes: refit through the full network and
-        # the uniform policy that meets this budget, where the search's candidates will lie
-        try:
-            probe = CompressionEnv(graph, lambda keep: 0.0, env_config, cost_model=latency.predict)
-            at_budget = probe.uniform_counts(probe.uniform_ratio())
-            measured = _measure_interleaved([model, shrink.prune(at_budget)[0]], graph.input_shape, config)
-            points = [(keeps[0], measured[0]), *points[1:], (at_budget, measured[1])]
-            latency.calibrate([points[0], points[-1]])
-            labels.append("uniform at the budget")
-        except BudgetError:
-            pass  # the environment will report the unreachable budget with its minimum
-    latency.info["calibration"] = [{"policy": label, "measured_ms": m, "predicted_ms": latency.predict(k)}
-                                   for label, (k, m) in zip(labels, points)]
-    return latency
-
-
-def _measure_interleaved(nets: list[nn.Module], input_shape: tuple, config: SearchConfig,
-                         rounds: int = 8) -> list[float]:
-    """Milliseconds per network, measured in alternating rounds (A B C A B C ...) so that a slow moment of a
-    shared machine hits all of them; each network's figure is its fastest round median."""
-    from contextlib import ExitStack
-
-    from amc.latency import runner, time_calls
-
-    # what a user deploys: fresh contiguous (NCHW) copies, whatever layout scoring left behind
-    nets = [copy.deepcopy(net).to(memory_format=torch.contiguous_format) for net in nets]
-    settings = dict(backend=config.latency_backend, batch=config.latency_batch, threads=config.latency_threads)
-    with ExitStack() as stack:
-        runs = [stack.enter_context(runner(net, input_shape, **settings)) for net in nets]
-        best = [float("inf")] * len(nets)
-        for _ in range(rounds):
-            for i, run in enumerate(runs):
-                best[i] = min(best[i], float(np.median(time_calls(run, warmup=3, repeats=15, min_seconds=0.05))))
-    return best
 
 
 def _run_episode(env: CompressionEnv, agent, episode: int) -> tuple[dict, list[Transition]]:
@@ -673,7 +628,9 @@ def _export(out: Path, graph: LayerGraph | WeightGraph, candidate: Candidate, po
 
 
 def _finish(out: Path, config: SearchConfig, graph: LayerGraph, candidate: Candidate, best: dict, log: list[dict],
-            dataset: Dataset, info, baseline_top1: float, latency=None) -> SearchResult:
+            dataset: Dataset, info, baseline_top1: float, guard: LatencyGuard | None = None) -> SearchResult:
+    if guard is not None:  # the budget was a prediction: check it on the real networks, side by side
+        best, check = guard.final(best, log)
     policy = _policy_from(best, graph, config.model)
     pruned, figures = _export(out, graph, candidate, policy, dataset, info)
     heldout = figures.pop("heldout_top1")
@@ -687,13 +644,17 @@ def _finish(out: Path, config: SearchConfig, graph: LayerGraph, candidate: Candi
         "budget_ratio": config.ratio if config.reward == "acc" else None, "target": config.target,
         "search_seconds": round(sum(r["seconds"] for r in log), 2),
     }
-    if latency is not None:  # the budget was a prediction: check it on the real networks, side by side
-        original = candidate.pruner.model
-        original_ms, pruned_ms = _measure_interleaved([original, pruned], info.input_shape, config, rounds=12)
+    if guard is not None:
+        latency = guard.latency
         summary["latency"] = {
-            **latency.info, "target_ratio": config.ratio, "original_ms": original_ms, "pruned_ms": pruned_ms,
-            "measured_ratio": pruned_ms / original_ms, "predicted_ms": latency.predict(policy.keep),
+            **latency.info, "target_ratio": config.ratio, "original_ms": check["original_ms"],
+            "pruned_ms": check["pruned_ms"], "measured_ratio": check["measured_ratio"],
+            "predicted_ms": latency.predict(policy.keep), "met": check["met"],
             "predicted_ratio": latency.predict(policy.keep) / latency.predict(graph.full_keep())}
+        if not check["met"]:
+            warnings.warn(f"the exported policy measures {check['measured_ratio']:.3f} of the original latency, over "
+                          f"the budget {config.ratio:g}: no searched policy met the budget as measured at the end; "
+                          "continue the search with more episodes (--resume) or lower --ratio", stacklevel=2)
     write_json_atomic(out / "summary.json", summary)
     return SearchResult(out, policy, heldout, summary, log)
 
