@@ -71,7 +71,8 @@ class SearchConfig:
     reconstruct: bool = True             # least-squares reconstruction of each pruned layer
     bn_recalibration: int = 0            # training batches to re-estimate BN statistics on (0 = off)
     heldout_limit: int | None = None     # score on the first N held-out images only
-    racing: bool = False                 # stop scoring a candidate early once it cannot plausibly be the best
+    racing: bool | None = None           # stop scoring a candidate early once it cannot plausibly be the best;
+                                         # None: wherever it applies (one process, --reward acc), see `races`
     eval_batch_size: int = 100
     precision: str = "fp32"              # scoring precision of candidates: "fp32" or "bf16" (faster)
     threads: int | None = None
@@ -113,6 +114,12 @@ class SearchConfig:
                            "with --reward acc; drop --racing for the accuracy-guaranteed rewards")
         if self.agent not in ("ddpg", "random", "uniform"):
             raise AmcError(f"--agent must be ddpg, random or uniform, got {self.agent!r}")
+
+    @property
+    def races(self) -> bool:
+        """Whether candidates are raced: as asked, else by default wherever racing applies. On by default
+        because it kept the best and found better policies in the same episodes (benchmarks/RESULTS.md)."""
+        return self.racing if self.racing is not None else self.workers == 1 and self.reward == "acc"
 
     @property
     def warmup_episodes(self) -> int:
@@ -324,7 +331,7 @@ def _prepare(config: SearchConfig, net: nn.Module | None, dataset: Dataset | Non
                           limit=config.heldout_limit, precision=config.precision)
     recalibration = [calibration[i:i + 100] for i in range(0, 100 * config.bn_recalibration, 100)
                      if i < len(calibration)]
-    candidate = Candidate(pruner, evaluator, recalibration, racing=config.racing)
+    candidate = Candidate(pruner, evaluator, recalibration, racing=config.races)
     return _Setup(dataset, model, info, graph, candidate, stats, recalibration, weights)
 
 
@@ -485,7 +492,7 @@ def _episodes_and_export(out: Path, config: SearchConfig, resume: bool, setup: _
             record, transitions = _run_episode(env, agent, episode)
             seconds = time.perf_counter() - t0
             timing = {**candidate.timing, "agent_and_env": seconds - sum(candidate.timing.values())}
-            if config.racing:
+            if config.races:
                 record["scored_images"] = candidate.scored_images
             finished(episode, record, transitions, seconds, timing)
     best = state["best"]
@@ -637,7 +644,7 @@ def _finish(out: Path, config: SearchConfig, graph: LayerGraph, candidate: Candi
     summary = {
         "model": config.model, "agent": config.agent, "seed": config.seed, "episodes": len(log),
         "best_episode": best.get("episode"), "best_val_top1": heldout, "best_search_score": best["accuracy"],
-        "best_reward": best["reward"], **figures,
+        "best_reward": best["reward"], "racing": config.races, **figures,
         "baseline": {"heldout_top1": baseline_top1, "macs": graph.total_macs, "params": graph.total_params,
                      # the original on the test split, for before/after reports (one more forward pass)
                      "test_top1": Evaluator(dataset.test, info.mean, info.std).top1(candidate.pruner.model)},
