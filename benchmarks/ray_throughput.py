@@ -3,8 +3,9 @@
     python benchmarks/ray_throughput.py --model resnet20 --weights ../shared/data/pretrained/cifar10jpeg/resnet20.pt \\
         --data-dir ../shared/data/cifar10-jpeg/cifar10_jpeg.npz --episodes 300 --workers 2 --out runs/bench/ray
 
-Runs the same DDPG search (model, budget, seed, episodes) twice, one after the other on the same machine:
-in one process with `--workers` threads, and on `--workers` local Ray actors of one thread each. Throughput
+Runs the same DDPG search (model, budget, seed, episodes) three times, one after the other on the same
+machine: in one process with `--workers` threads, scoring every candidate in full and racing them (the
+single-process default), and on `--workers` local Ray actors of one thread each (Ray scores in full). Throughput
 is taken between the first and the last finished episode (setup, Ray start-up and the final export are
 reported apart), and the final quality of both is printed: held-out top-1 of the best policy and its test
 top-1. Prints a markdown table; each search is an ordinary run directory, resumed if it exists.
@@ -50,8 +51,10 @@ def main() -> None:
     common = dict(model=args.model, weights=args.weights, data=args.data, data_dir=args.data_dir, ratio=args.ratio,
                   episodes=args.episodes, precision=args.precision, seed=args.seed)
     rows = {
-        f"one process, {args.workers} threads": timed_search(
-            SearchConfig(**common, threads=args.workers), data, Path(args.out, "single")),
+        f"one process, {args.workers} threads, full scoring": timed_search(
+            SearchConfig(**common, threads=args.workers, racing=False), data, Path(args.out, "single")),
+        f"one process, {args.workers} threads, racing (the default)": timed_search(
+            SearchConfig(**common, threads=args.workers), data, Path(args.out, "single-racing")),
         f"Ray, {args.workers} actors x 1 thread": timed_search(
             SearchConfig(**common, threads=1, workers=args.workers), data, Path(args.out, f"ray{args.workers}")),
     }
