@@ -44,3 +44,19 @@ def test_parallel_search_logs_every_episode_once_in_order_learns_and_resumes(tmp
     (run / "config.json").write_text(json.dumps(raw))
     amc.search(out=run, data=digits, resume=True)
     assert [r["episode"] for r in _log(run)] == list(range(11))
+
+
+def test_actors_race_against_the_drivers_best_and_the_best_is_scored_in_full(tmp_path, local_ray):
+    digits = load_dataset("digits", heldout_per_class=60)  # 600 held-out images: racing looks after 150
+    config = SearchConfig(episodes=16, warmup=3, ratio=0.3, workers=2, calibration_images=300, seed=0)
+    assert config.races  # the default
+    result = amc.search(config=config, out=tmp_path / "run", data=digits)
+    log = _log(tmp_path / "run")
+    assert [r["episode"] for r in log] == list(range(16))
+    raced = [r for r in log if 0 < r["scored_images"] < 600]
+    assert raced, "no candidate was stopped early on the actors"
+    best = max(log, key=lambda r: r["reward"])
+    assert best["scored_images"] == 600
+    for r in raced:  # stopped only against a best fully scored before it was proposed
+        assert r["accuracy"] < max(x["accuracy"] for x in log[:r["episode"]] if x["scored_images"] == 600)
+    assert result.best_val_top1 == pytest.approx(best["accuracy"], abs=1e-9)

@@ -108,7 +108,7 @@ def search_command(
     heldout_limit: Optional[int] = typer.Option(None, help="Score candidates on the first N held-out images."),
     racing: Optional[bool] = typer.Option(None, "--racing/--no-racing", help="Stop scoring a candidate once it "
                                           "cannot plausibly beat the best so far (the best is always scored in "
-                                          "full). Default: on with one worker and --reward acc."),
+                                          "full). Default: on with --reward acc."),
     precision: str = typer.Option("fp32", help="Scoring precision of candidates: fp32, or bf16 (about 2x faster "
                                   "on CPUs with bf16 units; final figures are always fp32)."),
     seed: int = typer.Option(0, help="Seed for the agent, calibration sampling and torch."),

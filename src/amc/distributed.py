@@ -4,7 +4,9 @@ Building a policy is cheap (the environment's clipping arithmetic); scoring it (
 a forward pass over the held-out split) is what takes the time. So the search loop keeps proposing
 episodes while up to `workers` of them are being scored, and the learner consumes finished episodes in the
 order they were proposed. Each actor holds its own copy of the original model, the calibration statistics
-(sampled once by the driver) and the held-out split, and runs one torch thread.
+(sampled once by the driver) and the held-out split, and runs one torch thread. With racing, an actor
+races its candidate against the driver's best fully scored accuracy at the moment the candidate was proposed
+(a bar at most `workers - 1` episodes old, so a little more is scored in full than in one process).
 """
 
 from __future__ import annotations
@@ -46,15 +48,19 @@ class _Worker:
                                reconstruct=payload["reconstruct"])
         evaluator = Evaluator(payload["heldout"], info["mean"], info["std"], batch_size=payload["batch_size"],
                               limit=payload["limit"], precision=payload["precision"])
-        self.candidate = Candidate(pruner, evaluator, payload["recalibration"])
+        self.candidate = Candidate(pruner, evaluator, payload["recalibration"], racing=payload["racing"])
 
-    def score(self, keep: list[int]) -> tuple[float, dict]:
+    def score(self, keep: list[int], beat: float) -> tuple[float, dict, int]:
+        """Accuracy, timing and images scored; with racing, against `beat`, the driver's best fully scored
+        accuracy when the candidate was proposed."""
+        self.candidate.best = beat
         accuracy = self.candidate(keep)
-        return accuracy, dict(self.candidate.timing)
+        return accuracy, dict(self.candidate.timing), self.candidate.scored_images
 
 
 class RayScorer:
-    """`submit(keep)` queues a candidate; `next()` returns (accuracy, timing) in submission order."""
+    """`submit(keep, beat)` queues a candidate; `next()` returns (accuracy, timing, images scored) in
+    submission order."""
 
     def __init__(self, workers: int, payload: dict[str, Any], address: str | None = None):
         ray = require_ray()
@@ -72,10 +78,10 @@ class RayScorer:
         self.pending: deque[int] = deque()
         self.workers = workers
 
-    def submit(self, keep: list[int]) -> None:
-        self.pool.submit(lambda a, k: a.score.remote(k), list(map(int, keep)))
+    def submit(self, keep: list[int], beat: float = float("-inf")) -> None:
+        self.pool.submit(lambda a, k: a.score.remote(k, beat), list(map(int, keep)))
 
-    def next(self) -> tuple[float, dict]:
+    def next(self) -> tuple[float, dict, int]:
         return self.pool.get_next()
 
     def close(self) -> None:
@@ -88,7 +94,7 @@ def worker_payload(model: nn.Module, config, stats, heldout, recalibration) -> d
     return {"info": {"name": info.name, "num_classes": info.num_classes, "kwargs": dict(info.kwargs),
                      "input_shape": list(info.input_shape), "mean": list(info.mean), "std": list(info.std)},
             "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
-            "stats": stats, "heldout": heldout, "recalibration": recalibration, "threads": 1,
+            "stats": stats, "heldout": heldout, "recalibration": recalibration, "threads": 1, "racing": config.races,
             "group_coupled": config.group_coupled, "selection": config.selection, "reconstruct": config.reconstruct,
             "batch_size": config.eval_batch_size, "limit": config.heldout_limit, "precision": config.precision}
 

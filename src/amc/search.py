@@ -72,7 +72,7 @@ class SearchConfig:
     bn_recalibration: int = 0            # training batches to re-estimate BN statistics on (0 = off)
     heldout_limit: int | None = None     # score on the first N held-out images only
     racing: bool | None = None           # stop scoring a candidate early once it cannot plausibly be the best;
-                                         # None: wherever it applies (one process, --reward acc), see `races`
+                                         # None: wherever it applies (--reward acc), see `races`
     eval_batch_size: int = 100
     precision: str = "fp32"              # scoring precision of candidates: "fp32" or "bf16" (faster)
     threads: int | None = None
@@ -101,8 +101,6 @@ class SearchConfig:
                            "--target params (or --reward acc-params)")
         if self.workers < 1:
             raise AmcError(f"--workers must be at least 1, got {self.workers}")
-        if self.workers > 1 and self.racing:
-            raise AmcError("--racing runs in a single process for now; drop --racing or --workers")
         if self.workers > 1 and self.method == "fine-grained":
             raise AmcError("--workers > 1 supports channel pruning only; drop --workers for fine-grained")
         if self.latency_backend not in ("torch", "onnxruntime"):
@@ -119,7 +117,7 @@ class SearchConfig:
     def races(self) -> bool:
         """Whether candidates are raced: as asked, else by default wherever racing applies. On by default
         because it kept the best and found better policies in the same episodes (benchmarks/RESULTS.md)."""
-        return self.racing if self.racing is not None else self.workers == 1 and self.reward == "acc"
+        return self.racing if self.racing is not None else self.reward == "acc"
 
     @property
     def warmup_episodes(self) -> int:
@@ -483,8 +481,7 @@ def _episodes_and_export(out: Path, config: SearchConfig, resume: bool, setup: _
                       "done": episode + 1 - start_episode, "remaining": episodes - episode - 1})
 
     if config.workers > 1 and episodes - start_episode > 1:
-        _parallel_episodes(env, agent, config, setup.model, setup.stats, setup.dataset, setup.recalibration,
-                           range(start_episode, episodes), finished)
+        _parallel_episodes(env, agent, config, setup, range(start_episode, episodes), finished)
     else:
         candidate = setup.candidate
         for episode in range(start_episode, episodes):
@@ -501,8 +498,8 @@ def _episodes_and_export(out: Path, config: SearchConfig, resume: bool, setup: _
                    guard)
 
 
-def _parallel_episodes(env: CompressionEnv, agent, config: SearchConfig, model: nn.Module, stats, dataset: Dataset,
-                       recalibration: list[torch.Tensor], episodes: range, finished) -> None:
+def _parallel_episodes(env: CompressionEnv, agent, config: SearchConfig, setup: _Setup, episodes: range,
+                       finished) -> None:
     """Propose episodes while up to `config.workers` are scored on Ray actors; learn from them in order.
 
     The learner runs at most `workers - 1` episodes ahead of what it has learned from (a short policy lag);
@@ -512,8 +509,10 @@ def _parallel_episodes(env: CompressionEnv, agent, config: SearchConfig, model: 
 
     from amc.distributed import RayScorer, worker_payload
 
-    scorer = RayScorer(config.workers, worker_payload(model, config, stats, dataset.heldout, recalibration),
-                       config.ray_address)
+    scorer = RayScorer(config.workers, worker_payload(setup.model, config, setup.stats, setup.dataset.heldout,
+                                                      setup.recalibration), config.ray_address)
+    candidate = setup.candidate  # keeps the best fully scored accuracy that actors race against
+    full = candidate.evaluator.size
     scored_by_workers = env.evaluate
     env.evaluate = lambda keep: float("nan")  # the episode is scored remotely
     in_flight: deque = deque()
@@ -525,12 +524,16 @@ def _parallel_episodes(env: CompressionEnv, agent, config: SearchConfig, model: 
                 if episode is None:
                     break
                 record, transitions = _run_episode(env, agent, episode)
-                scorer.submit(record["keep"])
+                scorer.submit(record["keep"], candidate.best)
                 in_flight.append((episode, record, transitions, time.perf_counter()))
             if not in_flight:
                 return
             episode, record, transitions, t0 = in_flight.popleft()
-            accuracy, timing = scorer.next()
+            accuracy, timing, images = scorer.next()
+            if config.races:
+                record["scored_images"] = images
+                if images == full:
+                    candidate.best = max(candidate.best, accuracy)
             record["accuracy"] = accuracy
             record["reward"] = env.reward(accuracy, record["macs"], record["params"])
             finished(episode, record, transitions, time.perf_counter() - t0, timing)
