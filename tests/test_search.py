@@ -232,3 +232,30 @@ def test_racing_is_refused_where_it_cannot_apply():
         SearchConfig(racing=True, reward="acc-macs")
     assert SearchConfig().races and SearchConfig(workers=2).races  # the default wherever it applies
     assert not SearchConfig(reward="acc-macs").races and not SearchConfig(racing=False).races
+
+
+def test_tensorboard_log_has_one_point_per_episode_also_across_a_resume(tmp_path, digits):
+    pytest.importorskip("tensorboard", reason="the optional extra `tensorboard`")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    amc.search(config=_config(episodes=5, warmup=2, tensorboard=True), out=run, data=digits)
+    raw = json.loads((run / "config.json").read_text())
+    raw["search"]["episodes"] = 8
+    (run / "config.json").write_text(json.dumps(raw))
+    result = amc.search(out=run, data=digits, resume=True)
+
+    events = EventAccumulator(str(run / "tensorboard")).Reload()
+    rewards = events.Scalars("episode/reward")
+    assert [e.step for e in rewards] == list(range(8))
+    assert [e.value for e in rewards] == pytest.approx([r["reward"] for r in result.episodes])
+    assert "agent/critic_loss" in events.Tags()["scalars"]
+
+
+def test_tensorboard_without_the_package_is_refused_before_any_work(tmp_path, digits, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if tensorboard were not installed
+    with pytest.raises(AmcError, match=r"pip install 'amc-compress\[tensorboard\]'"):
+        amc.search(config=_config(episodes=2, tensorboard=True), out=tmp_path / "run", data=digits)
+    assert not (tmp_path / "run").exists()

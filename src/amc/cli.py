@@ -106,6 +106,8 @@ def search_command(
                                          "calibration images before scoring (0 = off)."),
     calibration_images: int = typer.Option(3000, help="Training images used to sample layer features."),
     heldout_limit: Optional[int] = typer.Option(None, help="Score candidates on the first N held-out images."),
+    tensorboard: bool = typer.Option(False, help="Also log every episode for TensorBoard into OUT/tensorboard "
+                                     "(extra `tensorboard`)."),
     racing: Optional[bool] = typer.Option(None, "--racing/--no-racing", help="Stop scoring a candidate once it "
                                           "cannot plausibly beat the best so far (the best is always scored in "
                                           "full). Default: on with --reward acc."),
@@ -133,7 +135,7 @@ def search_command(
         group_coupled=group_coupled,
         selection=selection, reconstruct=reconstruct, bn_recalibration=bn_recalibration,
         calibration_images=calibration_images, heldout_limit=heldout_limit, racing=racing, precision=precision,
-        seed=seed,
+        seed=seed, tensorboard=tensorboard,
         threads=threads, agent_options=_key_values(agent_option),
         latency_backend=latency_backend, latency_threads=latency_threads, method=method,
         workers=workers, ray_address=ray_address)

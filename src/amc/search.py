@@ -39,6 +39,7 @@ from amc.policy import SAVE_ERRNOS, Policy, write_bytes_atomic, write_json_atomi
 from amc.pruning import ChannelPruner, collect_stats
 from amc.pruning.channel import SELECTIONS
 from amc.pruning.fine_grained import MagnitudePruner, WeightGraph, save_sparse
+from amc.tensorboard_log import TensorBoardLog
 
 STATE_FILE = "state.pt"
 LATENCY_FILE = "latency_calibration.json"  # a resumed latency search reuses it: the same budget clipping
@@ -82,6 +83,7 @@ class SearchConfig:
     latency_backend: str = "torch"       # target latency: the runtime it is measured on (torch, onnxruntime)
     latency_threads: int = 1             # ... with this many threads
     latency_batch: int = 1               # ... at this batch size
+    tensorboard: bool = False            # also log every episode for TensorBoard (RUN_DIR/tensorboard)
 
     def __post_init__(self) -> None:
         EnvConfig(self.target, self.ratio, self.lbound, self.channel_round, self.reward)  # validates
@@ -403,6 +405,8 @@ def _search(model, data, *, out: Path, config, resume, overwrite, progress, **op
     if resume:
         _check_same_inputs(out, setup)
 
+    if config.tensorboard:
+        TensorBoardLog.check_available()
     _create_run_dir(out, resume)  # only now: a mistake found above leaves nothing behind
     try:
         if latency is not None and saved_calibration is None:
@@ -454,6 +458,7 @@ def _episodes_and_export(out: Path, config: SearchConfig, resume: bool, setup: _
 
     started = time.perf_counter()
     state = {"best": best}
+    board = TensorBoardLog(out, start_episode) if config.tensorboard else None
 
     def finished(episode: int, record: dict, transitions: list[Transition], seconds: float, timing: dict) -> None:
         """Learn from one scored episode, log it and save the resumable state (episodes arrive in order)."""
@@ -476,6 +481,8 @@ def _episodes_and_export(out: Path, config: SearchConfig, resume: bool, setup: _
         log.append(record)
         _append_line(log_path, json.dumps(record))
         _save_state(out, agent, episode + 1, state["best"])
+        if board is not None:
+            board.episode(record)
         if progress:
             progress({**record, "episodes": episodes, "elapsed": time.perf_counter() - started,
                       "done": episode + 1 - start_episode, "remaining": episodes - episode - 1})
@@ -494,8 +501,11 @@ def _episodes_and_export(out: Path, config: SearchConfig, resume: bool, setup: _
             finished(episode, record, transitions, seconds, timing)
     best = state["best"]
 
-    return _finish(out, config, graph, setup.candidate, best, log, setup.dataset, setup.info, baseline_top1,
-                   guard)
+    result = _finish(out, config, graph, setup.candidate, best, log, setup.dataset, setup.info, baseline_top1,
+                     guard)
+    if board is not None:
+        board.close(result.summary)
+    return result
 
 
 def _parallel_episodes(env: CompressionEnv, agent, config: SearchConfig, setup: _Setup, episodes: range,
