@@ -233,3 +233,40 @@ def test_anchor_starts_the_actor_at_the_prior_and_warms_up_around_it():
     draws = [agent.act(states[0]) for _ in range(500)]
     assert abs(np.mean(draws) - 0.47) < 0.05 and np.std(draws) < 0.25  # truncated at 0.2, sigma 0.2
     assert min(draws) >= 0.2
+
+
+def test_tpe_learns_the_toy_walk_resumes_exactly_and_handles_overlapping_episodes(tmp_path):
+    pytest.importorskip("optuna", reason="the optional extra `tpe`")
+    from amc.agents.tpe import TPEAgent
+
+    agent = make_agent("tpe", OBS_DIM, 0.2, 0)
+    actions, rewards, _ = run(agent, 0, 60)
+    assert all(0.2 <= a <= 1.0 for episode in actions for a in episode)
+    assert np.mean(rewards[-15:]) > np.mean(rewards[:10]) + 0.05  # better than its random start-up trials
+    assert max(rewards) > 0.9
+
+    torch.save(agent.state_dict(), tmp_path / "tpe.pt")
+    clone = TPEAgent(OBS_DIM, 0.5, 9)
+    clone.load_state_dict(torch.load(tmp_path / "tpe.pt", weights_only=True))
+    assert run(clone, 60, 70)[0] == run(agent, 60, 70)[0]  # the same proposals after a resume
+
+    # with --workers, an episode begins before the one before it has ended: each is told its own reward
+    overlap = TPEAgent(OBS_DIM, 0.2, 1)
+    overlap.begin_episode(0)
+    first = [overlap.act(s) for s in LAYER_STATES]
+    overlap.begin_episode(1)
+    second = [overlap.act(s) for s in LAYER_STATES]
+    overlap.end_episode([], 0.25)
+    overlap.end_episode([], 0.75)
+    told = {tuple(t.params[k] for k in sorted(t.params)): t.value for t in overlap.study.trials}
+    assert told == {tuple(first): 0.25, tuple(second): 0.75}
+
+
+def test_tpe_without_optuna_names_the_extra_to_install(monkeypatch):
+    import sys
+
+    from amc.errors import AmcError
+
+    monkeypatch.setitem(sys.modules, "optuna", None)  # as if optuna were not installed
+    with pytest.raises(AmcError, match=r"pip install 'amc-compress\[tpe\]'"):
+        make_agent("tpe", OBS_DIM, 0.2, 0)

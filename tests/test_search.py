@@ -67,12 +67,15 @@ def test_same_seed_same_policy(tmp_path, digits):
     assert [r["keep"] for r in a.episodes] == [r["keep"] for r in b.episodes]
 
 
-@pytest.mark.parametrize("racing", [False, True])
-def test_resume_continues_and_matches_uninterrupted_run(tmp_path, digits, racing):
+@pytest.mark.parametrize("agent,racing", [("ddpg", False), ("ddpg", True), ("tpe", True)])
+def test_resume_continues_and_matches_uninterrupted_run(tmp_path, digits, agent, racing):
     # with racing, the resumed run must also restore the best fully scored accuracy it races against
-    full = amc.search(config=_config(episodes=10, warmup=3, racing=racing, ratio=0.3), out=tmp_path / "full",
+    if agent == "tpe":
+        pytest.importorskip("optuna", reason="the optional extra `tpe`")
+    warmup = {"warmup": 3} if agent == "ddpg" else {"agent": agent}
+    full = amc.search(config=_config(episodes=10, racing=racing, ratio=0.3, **warmup), out=tmp_path / "full",
                       data=digits)
-    amc.search(config=_config(episodes=6, warmup=3, racing=racing, ratio=0.3), out=tmp_path / "part", data=digits)
+    amc.search(config=_config(episodes=6, racing=racing, ratio=0.3, **warmup), out=tmp_path / "part", data=digits)
     # continue the same run to 10 episodes
     cfg = json.loads((tmp_path / "part" / "config.json").read_text())
     cfg["search"]["episodes"] = 10

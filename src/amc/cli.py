@@ -89,7 +89,8 @@ def search_command(
     ratio: float = typer.Option(0.5, help="Budget as a share of the original cost, in (0, 1]."),
     reward: str = typer.Option("acc", help="acc (hard budget, reward = held-out accuracy), or acc-macs / "
                                "acc-params (accuracy-guaranteed: -error*log(cost), no budget)."),
-    agent: str = typer.Option("ddpg", help="ddpg, random (same clipping, random actions) or uniform."),
+    agent: str = typer.Option("ddpg", help="ddpg, random (same clipping, random actions), uniform, or tpe "
+                              "(Optuna's TPE over the per-layer ratios; extra `tpe`)."),
     episodes: int = typer.Option(300, help="Episodes (scored candidates) to run."),
     warmup: Optional[int] = typer.Option(None, help="DDPG warm-up episodes with random actions "
                                          "(default: min(100, episodes/4))."),
@@ -311,7 +312,7 @@ def iterate_command(
     weights: Optional[Path] = typer.Option(None, help="Checkpoint of the trained model."),
     data: str = typer.Option("digits", help="Dataset: digits, cifar10, imagefolder."),
     data_dir: Optional[Path] = typer.Option(None, help="Dataset file or folder."),
-    agent: str = typer.Option("ddpg", help="ddpg, random or uniform."),
+    agent: str = typer.Option("ddpg", help="ddpg, random, uniform or tpe."),
     episodes: int = typer.Option(100, help="Search episodes per stage."),
     lbound: float = typer.Option(0.05, help="Smallest density of any layer."),
     epochs: int = typer.Option(2, help="Masked fine-tuning epochs after each stage."),

@@ -112,8 +112,8 @@ class SearchConfig:
         if self.racing and self.reward != "acc":
             raise AmcError("--racing stops candidates that cannot beat the best accuracy, which is the reward only "
                            "with --reward acc; drop --racing for the accuracy-guaranteed rewards")
-        if self.agent not in ("ddpg", "random", "uniform"):
-            raise AmcError(f"--agent must be ddpg, random or uniform, got {self.agent!r}")
+        if self.agent not in ("ddpg", "random", "uniform", "tpe"):
+            raise AmcError(f"--agent must be ddpg, random, uniform or tpe, got {self.agent!r}")
 
     @property
     def races(self) -> bool:
