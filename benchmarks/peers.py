@@ -324,7 +324,8 @@ def curve(records: list[dict]) -> list[list[float]]:
 
 def run_amc_search(bench: Bench, method: str, seed: int, run_dir: Path) -> dict:
     agent = "ddpg" if method.startswith("ddpg") else method
-    extra = {"bn_recalibration": bench.args.bn_batches} if method == "ddpg+bn" else {}
+    # explicit either way: only ddpg+bn recalibrates, whatever amc's default
+    extra = {"bn_recalibration": bench.args.bn_batches if method == "ddpg+bn" else 0}
     config = bench.search_config(agent, seed, **extra)
     t0, last = time.time(), {"t": time.time()}
 

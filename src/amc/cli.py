@@ -103,7 +103,7 @@ def search_command(
     selection: str = typer.Option("magnitude", help="Channel selection: magnitude or greedy "
                                   "(reconstruction-aware)."),
     reconstruct: bool = typer.Option(True, help="Least-squares reconstruction of pruned layers."),
-    bn_recalibration: int = typer.Option(0, help="Re-estimate BN statistics on this many batches of 100 "
+    bn_recalibration: int = typer.Option(2, help="Re-estimate BN statistics on this many batches of 100 "
                                          "calibration images before scoring (0 = off)."),
     calibration_images: int = typer.Option(3000, help="Training images used to sample layer features."),
     heldout_limit: Optional[int] = typer.Option(None, help="Score candidates on the first N held-out images."),
@@ -519,7 +519,7 @@ def prune_command(
     group_coupled: bool = typer.Option(False, help="As in the search."),
     selection: str = typer.Option("magnitude", help="Channel selection, as in the search."),
     reconstruct: bool = typer.Option(True, help="Least-squares reconstruction, as in the search."),
-    bn_recalibration: int = typer.Option(0, help="BN re-estimation batches, as in the search."),
+    bn_recalibration: int = typer.Option(2, help="BN re-estimation batches, as in the search."),
     calibration_images: int = typer.Option(3000, help="Calibration images, as in the search."),
     seed: int = typer.Option(0, help="Seed of the search (it picks the calibration images)."),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads."),

@@ -70,7 +70,9 @@ class SearchConfig:
     points_per_image: int = 10
     selection: str = "magnitude"         # "magnitude" or "greedy" (reconstruction-aware)
     reconstruct: bool = True             # least-squares reconstruction of each pruned layer
-    bn_recalibration: int = 0            # training batches to re-estimate BN statistics on (0 = off)
+    bn_recalibration: int = 2            # batches of 100 calibration images to re-estimate BN statistics on
+                                         # before scoring (0 = off); on by default: +10 points before
+                                         # fine-tuning, ranking kept (benchmarks/RESULTS.md, issue 5)
     heldout_limit: int | None = None     # score on the first N held-out images only
     racing: bool | None = None           # stop scoring a candidate early once it cannot plausibly be the best;
                                          # None: wherever it applies (--reward acc), see `races`
