@@ -5,9 +5,9 @@ networks. That calibration drifts: a shared machine is slower at one moment than
 policy does not run as fast as a uniform one with the same table sum (benchmarks/RESULTS.md measured a 2-6%
 overshoot). So the best policy is measured against the original side by side, during the search every
 `CHECK_EVERY` episodes (when the best has changed) and once more before export; when the measured ratio and
-the predicted one disagree by more than `SLACK`, the table's calibration is refitted through those two
-measured networks, the budget in milliseconds follows, and the best policy is chosen again among the episodes
-that meet the refitted budget. A ratio of two networks timed in alternating rounds survives machine load far
+the predicted one disagree by more than `SLACK`, the table's calibration is refitted to the checks so far
+(robustly: the median over them), the budget in milliseconds follows, and the best policy is chosen again
+among the episodes that meet the refitted budget. A ratio of two networks timed in alternating rounds survives machine load far
 better than either absolute time, which is why every check measures a pair.
 """
 
@@ -112,15 +112,33 @@ class LatencyGuard:
         predicted = self.latency.predict(keep) / self.latency.predict(full)
         measured = pruned_ms / original_ms
         entry = {"episode": record.get("episode"), "original_ms": original_ms, "pruned_ms": pruned_ms,
-                 "measured_ratio": measured, "predicted_ratio": predicted,
+                 "measured_ratio": measured, "predicted_ratio": predicted, "layer_sum": self.latency.layer_sum(keep),
                  "refit": abs(measured - predicted) > SLACK * predicted}
-        if entry["refit"]:
-            self.latency.calibrate([(full, original_ms), (keep, pruned_ms)])
-            self.env.refresh_costs()
         self.checks.append(entry)
+        if entry["refit"]:
+            entry["refit"] = self._refit(self.latency.layer_sum(full))
+            if entry["refit"]:
+                self.env.refresh_costs()
         self._checked.add(entry["episode"])
         write_json_atomic(self.path, self.latency.calibration())
         return entry
+
+    def _refit(self, full_sum: float) -> bool:
+        """Refit offset and scale to every check so far: each measured ratio r of a policy with layer sum S fixes
+        the offset in units of the scale, u = (r * S_full - S) / (1 - r); the median over the checks resists
+        a moment of machine load that one pair of measurements cannot (a shared machine swings by 2x), and
+        the scale puts the full network at the median measured original. With one check this is the line
+        through the original and that policy."""
+        points = [(c["measured_ratio"], c["layer_sum"], c["original_ms"]) for c in self.checks
+                  if "layer_sum" in c and c["measured_ratio"] < 1]
+        if not points:
+            return False
+        u = float(np.median([(r * full_sum - s) / (1 - r) for r, s, _ in points]))
+        if u + full_sum <= 0:
+            return False  # no positive scale fits: keep the calibration rather than invert the costs
+        self.latency.scale = float(np.median([ms for _, _, ms in points])) / (u + full_sum)
+        self.latency.offset_ms = u * self.latency.scale
+        return True
 
     def best_within(self, records: list[dict]) -> dict | None:
         """The highest-reward record (first of equals) whose policy meets the budget as now calibrated."""
