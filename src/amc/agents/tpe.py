@@ -36,8 +36,7 @@ class TPEAgent(Agent):
         self.startup_trials, self.multivariate = int(startup_trials), bool(multivariate)
         self.distribution = self.optuna.distributions.FloatDistribution(self.lbound, 1.0)
         self.study = self.optuna.create_study(direction="maximize")
-        self.pending: dict[int, object] = {}  # episode -> trial asked and not told yet (several with --workers)
-        self.order: list[int] = []            # episodes begun and not finished, oldest first
+        self.pending: dict[int, object] = {}  # episode -> trial asked and not told yet, oldest first (--workers)
         self.trial = None
         self.step = 0
 
@@ -50,7 +49,6 @@ class TPEAgent(Agent):
         self.study.sampler = self._sampler(episode)
         self.trial = self.study.ask()
         self.pending[episode] = self.trial
-        self.order.append(episode)
         self.step = 0
 
     def act(self, obs: np.ndarray) -> float:
@@ -59,8 +57,8 @@ class TPEAgent(Agent):
         return float(ratio)
 
     def end_episode(self, transitions: list[Transition], reward: float) -> dict[str, float]:
-        episode = self.order.pop(0)  # episodes finish in the order they began (the search guarantees it)
-        self.study.tell(self.pending.pop(episode), float(reward))
+        oldest = next(iter(self.pending))  # episodes finish in the order they began (the search guarantees it)
+        self.study.tell(self.pending.pop(oldest), float(reward))
         return {}
 
     def state_dict(self) -> dict:
@@ -80,4 +78,4 @@ class TPEAgent(Agent):
             self.study.add_trial(self.optuna.trial.create_trial(
                 params=dict(zip(names, map(float, params))), distributions={n: self.distribution for n in names},
                 value=float(value)))
-        self.pending, self.order = {}, []
+        self.pending = {}
