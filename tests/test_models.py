@@ -153,6 +153,17 @@ def test_plain20_has_no_shortcuts_while_resnet20_does():
     assert list(plain.state_dict()) == list(resnet.state_dict())
 
 
+def test_cifar_resnet_stage_widths_narrow_every_layer_and_pad_the_shortcuts_to_match():
+    from amc.cost import count_macs
+    from amc.models.cifar_resnet import CifarResNet
+
+    narrow, full = CifarResNet(1, stage_channels=(8, 16, 32)), CifarResNet(1)
+    assert narrow(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    assert narrow.linear.in_features == 32 and narrow.layer2[0].shortcut.pad_before == 4
+    # every conv is narrowed in and out by half (the stem's input excepted), so MACs fall to about a quarter
+    assert 0.25 < count_macs(narrow, (3, 32, 32)) / count_macs(full, (3, 32, 32)) < 0.27
+
+
 @pytest.mark.parametrize("wrap", ["raw", "state_dict", "model", "dataparallel"])
 def test_load_weights_round_trip(tmp_path, wrap):
     source = models.create("resnet20")

@@ -63,13 +63,16 @@ class CifarResNet(nn.Module):
     Input (N, 3, 32, 32); output logits (N, num_classes). Depth is 6 * blocks_per_stage + 2.
     """
 
-    def __init__(self, blocks_per_stage: int, num_classes: int = 10, residual: bool = True):
+    def __init__(self, blocks_per_stage: int, num_classes: int = 10, residual: bool = True,
+                 stage_channels: tuple[int, int, int] = STAGE_CHANNELS):
+        """`stage_channels`: the widths of the three stages (narrower ones build a network as if every channel,
+        residual stream included, had been pruned alike; benchmarks/latency_ceiling.py times those)."""
         super().__init__()
-        self.conv1 = nn.Conv2d(3, STAGE_CHANNELS[0], 3, stride=1, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(STAGE_CHANNELS[0])
-        in_channels = STAGE_CHANNELS[0]
+        self.conv1 = nn.Conv2d(3, stage_channels[0], 3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(stage_channels[0])
+        in_channels = stage_channels[0]
         stages = []
-        for stage_index, channels in enumerate(STAGE_CHANNELS):
+        for stage_index, channels in enumerate(stage_channels):
             first_stride = 1 if stage_index == 0 else 2
             blocks = []
             for block_index in range(blocks_per_stage):
@@ -78,7 +81,7 @@ class CifarResNet(nn.Module):
                 in_channels = channels
             stages.append(nn.Sequential(*blocks))
         self.layer1, self.layer2, self.layer3 = stages
-        self.linear = nn.Linear(STAGE_CHANNELS[-1], num_classes)
+        self.linear = nn.Linear(stage_channels[-1], num_classes)
         _init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
