@@ -22,11 +22,12 @@ Methods (`--methods`, default all):
   `...+lsq`: the very channels torch-pruning kept, with our least-squares reconstruction of each consumer.
   `...-counts`: only torch-pruning's per-layer counts, through our pruner (magnitude selection + least
   squares), as any candidate of our search.
-- `random`, `tpe`, `ddpg`, `ddpg+bn`: searches with `--candidates` scored candidates per seed. `random` and
-  `ddpg` are `amc.search` (agent "random" / "ddpg"); `ddpg+bn` adds BN recalibration on
+- `random`, `tpe`, `ddpg`, `ddpg+bn`, `tpe+bn`: searches with `--candidates` scored candidates per seed.
+  `random` and `ddpg` are `amc.search` (agent "random" / "ddpg"); `ddpg+bn` adds BN recalibration on
   `--bn-batches` training batches before each score; `tpe` is Optuna's TPE sampler proposing one ratio per
   decision in [lbound, 1], stepped through the same environment (the executed, clipped policy is what is
-  scored and reported). With `--racing` every searcher drops candidates that cannot plausibly beat its own best
+  scored and reported); `tpe+bn` is `amc.search --agent tpe` (the same sampler behind amc's agent
+  interface) with BN recalibration, to tell the agent's share of `ddpg+bn`'s lead from the scorer's. With `--racing` every searcher drops candidates that cannot plausibly beat its own best
   after a prefix of the held-out split (`amc search --racing`); TPE is then told the prefix accuracy.
 - `nni-amc`: NNI's AMC pruner; it is not run (see NNI_REASON), its row carries the reason.
 
@@ -74,7 +75,7 @@ from amc.search import Candidate, SearchConfig
 FIXED = ("uniform", "deeper-more", "shallower-more")
 TORCH_PRUNING = ("tp-magnitude", "tp-magnitude+lsq", "tp-magnitude-counts",
                  "tp-taylor", "tp-taylor+lsq", "tp-taylor-counts")
-SEARCHERS = ("random", "tpe", "ddpg", "ddpg+bn")
+SEARCHERS = ("random", "tpe", "ddpg", "ddpg+bn", "tpe+bn")
 METHODS = FIXED + TORCH_PRUNING + SEARCHERS + ("nni-amc",)
 
 # What happened when NNI's AMC pruner was tried against torch 2.14.1 (2026-11-24, in a separate venv).
@@ -323,9 +324,9 @@ def curve(records: list[dict]) -> list[list[float]]:
 
 
 def run_amc_search(bench: Bench, method: str, seed: int, run_dir: Path) -> dict:
-    agent = "ddpg" if method.startswith("ddpg") else method
-    # explicit either way: only ddpg+bn recalibrates, whatever amc's default
-    extra = {"bn_recalibration": bench.args.bn_batches if method == "ddpg+bn" else 0}
+    agent = method.removesuffix("+bn")  # tpe+bn: amc's own TPE agent (`--agent tpe`), recalibrating
+    # explicit either way: only the +bn methods recalibrate, whatever amc's default
+    extra = {"bn_recalibration": bench.args.bn_batches if method.endswith("+bn") else 0}
     config = bench.search_config(agent, seed, **extra)
     t0, last = time.time(), {"t": time.time()}
 
@@ -499,7 +500,8 @@ def plot(rows: list[dict], path: Path, args: argparse.Namespace) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = {"random": "tab:gray", "tpe": "tab:green", "ddpg": "tab:blue", "ddpg+bn": "tab:purple"}
+    colors = {"random": "tab:gray", "tpe": "tab:green", "ddpg": "tab:blue", "ddpg+bn": "tab:purple",
+              "tpe+bn": "tab:olive"}
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for method, color in colors.items():
         for i, r in enumerate(r for r in rows if r["method"] == method and r.get("curve")):
@@ -584,7 +586,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", required=True, help="zoo name, e.g. resnet20 or resnet56")
     parser.add_argument("--weights", required=True, help="trained checkpoint of the model")
     parser.add_argument("--data", default="cifar10")
-    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--data-dir", help="dataset file or folder (none for digits)")
     parser.add_argument("--ratio", type=float, default=0.5, help="MACs budget as a share of the original")
     parser.add_argument("--lbound", type=float, default=0.2, help="smallest preserve ratio of any decision")
     parser.add_argument("--channel-round", type=int, default=1)
@@ -594,10 +596,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
                         help="scoring precision during searches (reported figures are always fp32)")
     parser.add_argument("--racing", action="store_true",
-                        help="searchers (random, tpe, ddpg, ddpg+bn) drop hopeless candidates early (amc --racing)")
+                        help="searchers (random, tpe, ddpg, ddpg+bn, tpe+bn) drop hopeless candidates early (amc --racing)")
     parser.add_argument("--heldout-limit", type=int, help="score candidates on the first N held-out images only")
     parser.add_argument("--calibration-images", type=int, default=3000)
-    parser.add_argument("--bn-batches", type=int, default=2, help="BN recalibration batches of ddpg+bn")
+    parser.add_argument("--bn-batches", type=int, default=2, help="BN recalibration batches of ddpg+bn, tpe+bn")
     parser.add_argument("--ramp-spread", type=float, default=0.5,
                         help="difference of preserve ratio between first and last decision of the ramps")
     parser.add_argument("--taylor-batches", type=int, default=8, help="training batches of 64 for Taylor grads")
