@@ -54,6 +54,16 @@ def test_train_then_eval_json(tmp_path):
     assert result["top1"] > 80  # six short epochs on digits are far above chance (10%)
 
 
+def test_accuracy_guaranteed_search_says_it_has_no_budget_and_shows_the_params_share(tmp_path):
+    r = amc("search", "--method", "fine-grained", "--reward", "acc-params", "--episodes", "2", "--warmup", "1",
+            "--out", str(tmp_path / "run"))
+    assert r.returncode == 0, r.stderr
+    text = " ".join(r.stderr.split())  # progress goes to stderr; rich wraps long lines at the console width
+    assert "reward acc-params (accuracy-guaranteed, no budget)" in text and "<=" not in text
+    episode_lines = [line for line in r.stderr.splitlines() if line.startswith("episode ")]
+    assert episode_lines and all(" params 0." in line and " macs " not in line for line in episode_lines)
+
+
 def test_default_search_runs_end_to_end(tmp_path):
     r = amc("search", "--episodes", "6", "--warmup", "2", "--out", str(tmp_path / "demo"))
     assert r.returncode == 0, r.stderr

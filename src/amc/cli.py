@@ -47,8 +47,8 @@ class _LiveBar:
 class _EpisodeProgress(_LiveBar):
     """A live bar on a terminal; a plain line every ~5% of the run elsewhere (logs, CI)."""
 
-    def __init__(self, total: int):
-        self.total = total
+    def __init__(self, total: int, resource: str = "macs"):
+        self.total, self.resource = total, resource  # the share shown per episode: "macs" or "params"
         self.live = console.is_terminal
         self.every = max(1, total // 20)
         self.bar = Progress(TextColumn("[bold]episode {task.completed}/{task.total}"), BarColumn(),
@@ -64,7 +64,7 @@ class _EpisodeProgress(_LiveBar):
                             reward=record["reward"], best=record["best_reward"])
         elif (record["episode"] + 1) % self.every == 0 or record["remaining"] == 0:
             console.print(f"episode {record['episode'] + 1}/{record['episodes']}  reward {record['reward']:.4f}  "
-                          f"best {record['best_reward']:.4f}  macs {record['macs_ratio']:.3f}  "
+                          f"best {record['best_reward']:.4f}  {self.resource} {record[self.resource + '_ratio']:.3f}  "
                           f"eta {eta_seconds(record):.0f}s", highlight=False)
 
 
@@ -143,11 +143,14 @@ def search_command(
     if resume:
         config = saved_config(out)  # a resumed run keeps the settings it started with
     episodes = config.episodes if config.agent != "uniform" else 1
-    console.print(f"[bold]amc search[/bold] {config.model} on {config.data}: {config.target} <= {config.ratio:g}, "
+    goal = (f"{config.target} <= {config.ratio:g}" if config.reward == "acc"
+            else f"reward {config.reward} (accuracy-guaranteed, no budget)")
+    console.print(f"[bold]amc search[/bold] {config.model} on {config.data}: {goal}, "
                   f"agent {config.agent}, {episodes} episodes -> {out}{' (resumed)' if resume else ''}",
                   highlight=False)
+    resource = "params" if "params" in (config.target, config.reward.removeprefix("acc-")) else "macs"
     try:
-        with _EpisodeProgress(episodes) as progress:
+        with _EpisodeProgress(episodes, resource) as progress:
             result = search(config=config, out=out, resume=resume, overwrite=overwrite, progress=progress)
     except KeyboardInterrupt:
         # state.pt is replaced atomically after every episode, so what is there is whole
