@@ -4,11 +4,12 @@ The search clips actions against a per-layer latency table (`amc.latency_model`)
 networks. That calibration drifts: a shared machine is slower at one moment than another, and a non-uniform
 policy does not run as fast as a uniform one with the same table sum (benchmarks/RESULTS.md measured a 2-6%
 overshoot). So the best policy is measured against the original side by side, during the search every
-`CHECK_EVERY` episodes (when the best has changed) and once more before export; when the measured ratio and
-the predicted one disagree by more than `SLACK`, the table's calibration is refitted to the checks so far
-(robustly: the median over them), the budget in milliseconds follows, and the best policy is chosen again
-among the episodes that meet the refitted budget. A ratio of two networks timed in alternating rounds survives machine load far
-better than either absolute time, which is why every check measures a pair.
+`CHECK_EVERY` episodes (when the best has changed) and before export (`FINAL_REPEATS` times, the median
+counts); when the measured ratio and the predicted one disagree by more than `SLACK`, the table's
+calibration is refitted to the checks so far (robustly: the median over them), the budget in milliseconds
+follows, and the best policy is chosen again among the episodes that meet the refitted budget. A ratio of
+two networks timed in alternating rounds survives machine load far better than either absolute time, which
+is why every check measures a pair.
 """
 
 from __future__ import annotations
