@@ -5,24 +5,22 @@
 Issue 4 asks for a measured speed-up of at least 0.9x the MACs reduction. A pruned network can at best run
 like the same architecture designed at the pruned widths, with every channel (residual stream, stem and
 classifier inputs included) narrowed alike and rounded to hardware-friendly counts. This times such networks
-against the originals (untrained weights: latency does not depend on the values), interleaved round by
-round with `latency_speedup.measure_pair`, so the figure is an upper bound on what pruning the same share of
-MACs can reach on this machine and backend. Prints a markdown table.
+against the originals (untrained weights: latency does not depend on the values) as the latency guard does
+(`amc.latency_budget.measure_interleaved`: alternating rounds, each network's fastest round median, which
+shrugs off a loaded moment better than a median over rounds), so the figure is an upper bound on what
+pruning the same share of MACs can reach on this machine and backend. Prints a markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
+from types import SimpleNamespace
 
 from amc import count_macs
 from amc.latency import BACKENDS, cpu_name
+from amc.latency_budget import measure_interleaved
 from amc.models.cifar_resnet import CifarResNet
 from amc.models.mobilenet import mobilenet_v2
-
-sys.path.insert(0, str(Path(__file__).parent))
-from latency_speedup import measure_pair  # noqa: E402
 
 # (label, original, narrow): ResNet-56 with all stage widths scaled, mobilenet_v2 with its width multiplier
 PAIRS = {
@@ -41,7 +39,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=list(BACKENDS))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args(argv)
     shape = (3, 32, 32)
     print(f"CPU: {cpu_name()}, batch 1, {args.threads} thread(s), {args.rounds} interleaved rounds\n")
@@ -54,9 +51,11 @@ def main(argv: list[str] | None = None) -> None:
             narrow = build().eval()
             share = count_macs(narrow, shape) / count_macs(original, shape)
             for backend in args.backends:
-                m = measure_pair(original, narrow, shape, backend, args.threads, args.rounds, args.repeats)
-                print(f"| {name} | {label} | {share:.3f} | {backend} | {m['original_ms']:.2f} | {m['pruned_ms']:.2f} "
-                      f"| {m['speedup']:.2f}x | {m['speedup'] * share:.2f} |", flush=True)
+                settings = SimpleNamespace(latency_backend=backend, latency_batch=1, latency_threads=args.threads)
+                original_ms, narrow_ms = measure_interleaved([original, narrow], shape, settings, rounds=args.rounds)
+                speedup = original_ms / narrow_ms
+                print(f"| {name} | {label} | {share:.3f} | {backend} | {original_ms:.2f} | {narrow_ms:.2f} "
+                      f"| {speedup:.2f}x | {speedup * share:.2f} |", flush=True)
 
 
 if __name__ == "__main__":
