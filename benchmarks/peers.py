@@ -10,7 +10,9 @@ Methods (`--methods`, default all):
   the decision index (first decision `level + spread/2`, last `level - spread/2`, or the reverse), its level
   found by bisection so that the rounded counts meet the budget, then stepped through the environment
   (whose clipping may raise the last counts to fill the budget, as for the `uniform` agent), pruned by our
-  ChannelPruner (magnitude + least squares).
+  ChannelPruner (magnitude + least squares). `uniform+bn`, `deeper-more+bn`, `shallower-more+bn`: the same
+  policies scored and exported with BN recalibration (as `ddpg+bn`), so that the searchers with
+  recalibration face baselines that have it too.
 - `tp-magnitude`, `tp-taylor`: torch-pruning's global pruning (one importance ranking across all layers,
   MetaPruner with `global_pruning=True`), its pruning ratio bisected until the counted MACs meet the
   budget, each trial on a fresh copy; the model is torch-pruning's own surgery, no reconstruction.
@@ -73,6 +75,7 @@ from amc.pruning.surgery import prune_copy
 from amc.search import Candidate, SearchConfig
 
 FIXED = ("uniform", "deeper-more", "shallower-more")
+FIXED += tuple(f"{method}+bn" for method in FIXED)
 TORCH_PRUNING = ("tp-magnitude", "tp-magnitude+lsq", "tp-magnitude-counts",
                  "tp-taylor", "tp-taylor+lsq", "tp-taylor-counts")
 SEARCHERS = ("random", "tpe", "ddpg", "ddpg+bn", "tpe+bn")
@@ -97,6 +100,7 @@ class Scoring:
     env: CompressionEnv
     candidate: Candidate
     pruner: ChannelPruner
+    images: torch.Tensor  # the calibration images; the first `--bn-batches` hundreds recalibrate BN
 
 
 class Bench:
@@ -127,8 +131,17 @@ class Bench:
             evaluator = Evaluator(self.dataset.heldout, info.mean, info.std, limit=args.heldout_limit,
                                   precision=args.precision)
             candidate = Candidate(pruner, evaluator, [], racing=args.racing)
-            self._scoring[seed] = Scoring(CompressionEnv(self.graph, candidate, self.env_config), candidate, pruner)
+            self._scoring[seed] = Scoring(CompressionEnv(self.graph, candidate, self.env_config), candidate, pruner,
+                                          images)
         return self._scoring[seed]
+
+    def recalibrating(self, seed: int) -> Scoring:
+        """`scoring(seed)` with BN recalibration on `--bn-batches` batches of 100 calibration images (as
+        amc.search builds it); its own candidate, so that no score cached without recalibration is reused."""
+        plain = self.scoring(seed)
+        recalibration = [plain.images[i:i + 100] for i in range(0, 100 * self.args.bn_batches, 100)]
+        candidate = Candidate(plain.pruner, plain.candidate.evaluator, recalibration, racing=self.args.racing)
+        return Scoring(CompressionEnv(self.graph, candidate, self.env_config), candidate, plain.pruner, plain.images)
 
     def search_config(self, agent: str, seed: int, **extra) -> SearchConfig:
         a = self.args
@@ -192,10 +205,11 @@ def step_policy(env: CompressionEnv, ratios) -> dict:
 
 
 def run_fixed(bench: Bench, method: str, run_dir: Path) -> dict:
-    scoring = bench.scoring(0)
+    base = method.removesuffix("+bn")
+    scoring = bench.recalibrating(0) if method.endswith("+bn") else bench.scoring(0)
     scoring.candidate.racing = False  # one policy, always scored in full
     t0 = time.perf_counter()
-    spread = {"uniform": 0.0, "deeper-more": bench.args.ramp_spread, "shallower-more": -bench.args.ramp_spread}[method]
+    spread = {"uniform": 0.0, "deeper-more": bench.args.ramp_spread, "shallower-more": -bench.args.ramp_spread}[base]
     level, ratios = fixed_policy(scoring.env, spread)
     info = step_policy(scoring.env, ratios)
     scoring.candidate.racing = bench.args.racing
