@@ -550,6 +550,9 @@ def run(args: argparse.Namespace) -> list[dict]:
             if cache.exists():
                 rows.append(json.loads(cache.read_text()))
                 continue
+            if args.cached_only:
+                print(f"{method} seed {seed}: not run yet, left out (--cached-only)", flush=True)
+                continue
             print(f"{method} seed {seed} ...", flush=True)
             if method == "nni-amc":
                 row = {"reason": NNI_REASON, "short_reason": NNI_SHORT}
@@ -622,6 +625,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--finetune-epochs", type=int, default=0,
                         help="fine-tune the best three methods' models for N epochs (0: off)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--cached-only", action="store_true",
+                        help="run nothing new: tabulate (measure, fine-tune) only the methods and seeds finished")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     if not 0 < args.ratio <= 1 or args.candidates < 1:
