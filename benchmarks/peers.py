@@ -8,7 +8,7 @@ Methods (`--methods`, default all):
 
 - `uniform`, `deeper-more`, `shallower-more`: one preserve ratio for every decision, or a linear ramp over
   the decision index (first decision `level + spread/2`, last `level - spread/2`, or the reverse), its level
-  found by bisection so that the rounded counts meet the budget, then stepped through the environment
+  found by bisection so that the rounded counts meet the budget (`CompressionEnv.ramp_ratios`), then stepped through the environment
   (whose clipping may raise the last counts to fill the budget, as for the `uniform` agent), pruned by our
   ChannelPruner (magnitude + least squares). `uniform+bn`, `deeper-more+bn`, `shallower-more+bn`: the same
   policies scored and exported with BN recalibration (as `ddpg+bn`), so that the searchers with
@@ -168,33 +168,6 @@ class Bench:
 
 
 # ---- fixed policies: uniform and the two ramps -------------------------------------------------------
-def ramp(level: float, spread: float, n: int, lbound: float) -> np.ndarray:
-    """Preserve ratios from level + spread/2 (first decision) to level - spread/2 (last), clipped."""
-    position = np.linspace(0.0, 1.0, n) if n > 1 else np.zeros(1)
-    return np.clip(level + spread * (0.5 - position), lbound, 1.0)
-
-
-def rounded_counts(env: CompressionEnv, ratios: np.ndarray) -> list[int]:
-    return [int(a[np.argmin(np.abs(a - r * c))]) for a, c, r in zip(env.allowed, env.channels, ratios)]
-
-
-def fixed_policy(env: CompressionEnv, spread: float, iterations: int = 50) -> tuple[float, np.ndarray]:
-    """(level, ratios) of the highest ramp whose rounded counts meet the budget (bisection, as
-    `CompressionEnv.uniform_ratio` does for spread 0)."""
-    n, lbound = len(env.channels), env.config.lbound
-
-    def meets(level: float) -> bool:
-        return env.cost(rounded_counts(env, ramp(level, spread, n, lbound))) <= env.budget
-
-    lo, hi = lbound - abs(spread) / 2, 1.0 + abs(spread) / 2
-    if not meets(lo):
-        raise AssertionError("the lowest ramp misses the budget; the environment should have refused it")
-    for _ in range(iterations):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if meets(mid) else (lo, mid)
-    return lo, ramp(lo, spread, n, lbound)
-
-
 def step_policy(env: CompressionEnv, ratios) -> dict:
     """Step the environment with one preserve ratio per decision; its final info (executed policy, score)."""
     env.reset()
@@ -210,13 +183,12 @@ def run_fixed(bench: Bench, method: str, run_dir: Path) -> dict:
     scoring.candidate.racing = False  # one policy, always scored in full
     t0 = time.perf_counter()
     spread = {"uniform": 0.0, "deeper-more": bench.args.ramp_spread, "shallower-more": -bench.args.ramp_spread}[base]
-    level, ratios = fixed_policy(scoring.env, spread)
-    info = step_policy(scoring.env, ratios)
+    info = step_policy(scoring.env, scoring.env.ramp_ratios(spread))
     scoring.candidate.racing = bench.args.racing
     pruned = scoring.candidate.build(info["keep_counts"])
     seconds = time.perf_counter() - t0
     return bench.export(run_dir, pruned, method, {
-        "search_seconds": seconds, "search_score": info["accuracy"], "level": level, "spread": spread,
+        "search_seconds": seconds, "search_score": info["accuracy"], "spread": spread,
         "keep": info["keep_counts"], "ratios": info["ratios"]})
 
 

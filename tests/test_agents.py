@@ -235,6 +235,21 @@ def test_anchor_starts_the_actor_at_the_prior_and_warms_up_around_it():
     assert min(draws) >= 0.2
 
 
+def test_a_per_decision_anchor_is_played_first_then_sampled_around_at_each_decision():
+    anchor = [0.3, 0.5, 0.9]
+    agent = DDPGAgent(OBS_DIM, 0.2, 0, anchor=anchor, warmup_episodes=50)
+    states = np.zeros((3, OBS_DIM), dtype=np.float32)
+    states[:, 0] = [0.0, 0.5, 1.0]  # the decision index scaled by the last index, as the environment gives it
+    agent.begin_episode(0)
+    assert [agent.act(s) for s in states] == pytest.approx(anchor)  # the prior itself, exactly
+    draws = np.array([[agent.act(s) for s in states] for episode in range(1, 41)
+                      if agent.begin_episode(episode) is None])
+    assert np.argsort(draws.mean(axis=0)).tolist() == [0, 1, 2]  # centred per decision, not on one ratio
+    assert draws.std(axis=0).min() > 0.05 and draws.min() >= 0.2
+    with pytest.raises(ValueError, match="anchor"):
+        DDPGAgent(OBS_DIM, 0.2, 0, anchor=[0.5, 1.5])
+
+
 def test_tpe_learns_the_toy_walk_resumes_exactly_and_handles_overlapping_episodes(tmp_path):
     pytest.importorskip("optuna", reason="the optional extra `tpe`")
     from amc.agents.tpe import TPEAgent

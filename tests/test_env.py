@@ -48,6 +48,20 @@ def test_uniform_ratio_meets_budget_tightly():
     assert env.cost(env.uniform_counts(min(1.0, r + 0.05))) > env.budget
 
 
+@pytest.mark.parametrize("spread", [-0.5, 0.5])
+def test_handcrafted_ramps_slope_the_right_way_and_meet_the_budget_tightly(spread):
+    env = _env("resnet20", ratio=0.5)
+    ratios = np.array(env.ramp_ratios(spread))
+    steps = np.diff(ratios)
+    # spread < 0 prunes shallower layers more: ratios rise with depth (flat only where clipped)
+    assert (steps >= -1e-12).all() if spread < 0 else (steps <= 1e-12).all()
+    assert abs(steps).max() > 0.01
+    assert env.cost(env.rounded_counts(ratios)) <= env.budget
+    assert env.cost(env.rounded_counts(np.minimum(ratios + 0.05, 1.0))) > env.budget
+    flat = env.ramp_ratios(0.0)
+    assert np.allclose(flat, flat[0]) and env.rounded_counts(flat) == env.uniform_counts(env.uniform_ratio())
+
+
 def test_channel_rounding_to_multiples():
     counts = allowed_counts(64, 0.2, 8)
     assert counts[0] == 16 and all(c % 8 == 0 for c in counts) and counts[-1] == 64

@@ -262,3 +262,23 @@ def test_tensorboard_without_the_package_is_refused_before_any_work(tmp_path, di
     with pytest.raises(AmcError, match=r"pip install 'amc-compress\[tensorboard\]'"):
         amc.search(config=_config(episodes=2, tensorboard=True), out=tmp_path / "run", data=digits)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_handcrafted_anchor_is_the_first_episode_and_a_bad_one_is_a_user_error(tmp_path, digits):
+    from amc.env import CompressionEnv, EnvConfig
+    from amc.graph import LayerGraph
+
+    result = amc.search(config=_config(episodes=3, agent_options={"anchor": "shallower"}), out=tmp_path / "run",
+                        data=digits)
+    model = models.create("digits_cnn").eval()
+    env = CompressionEnv(LayerGraph(model, models.model_info(model).input_shape), lambda keep: 0.5, EnvConfig())
+    env.reset()
+    for ratio in env.ramp_ratios(-0.5):  # the paper's "prune shallower layers more", at the budget
+        *_, info = env.step([ratio])
+    assert result.episodes[0]["keep"] == info["keep_counts"]
+    assert info["ratios"][0] < info["ratios"][-1]
+    with pytest.raises(AmcError, match="unknown anchor 'shallow'"):
+        amc.search(config=_config(agent_options={"anchor": "shallow"}), out=tmp_path / "bad", data=digits)
+    with pytest.raises(AmcError, match="one per decision"):
+        amc.search(config=_config(agent_options={"anchor": [0.5]}), out=tmp_path / "bad", data=digits)
+    assert not (tmp_path / "bad").exists()

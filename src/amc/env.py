@@ -259,8 +259,35 @@ class CompressionEnv(gym.Env):
         return -error * math.log(cost)
 
     # ---- fixed policies -------------------------------------------------------------------------
+    def rounded_counts(self, ratios: Sequence[float]) -> list[int]:
+        """The allowed keep count nearest each decision's `ratio * channels` (no budget clipping)."""
+        return [int(a[np.argmin(np.abs(a - r * c))]) for a, c, r in zip(self.allowed, self.channels, ratios)]
+
     def uniform_counts(self, ratio: float) -> list[int]:
-        return [int(a[np.argmin(np.abs(a - ratio * c))]) for a, c in zip(self.allowed, self.channels)]
+        return self.rounded_counts([ratio] * len(self.channels))
+
+    def ramp_ratios(self, spread: float, iterations: int = 50) -> list[float]:
+        """Per-decision preserve ratios of the highest linear ramp whose rounded counts meet the budget: from
+        level + spread/2 at the first decision to level - spread/2 at the last, clipped to [lbound, 1]. These
+        are the AMC paper's handcrafted policies: spread > 0 prunes deeper layers more, spread < 0 prunes
+        shallower layers more (the better of the two with least squares and BN recalibration on the CIFAR
+        ResNets, benchmarks/RESULTS.md), and spread 0 is the uniform policy."""
+        n, lbound = len(self.channels), self.config.lbound
+        position = np.linspace(0.0, 1.0, n) if n > 1 else np.zeros(1)
+
+        def ramp(level: float) -> np.ndarray:
+            return np.clip(level + spread * (0.5 - position), lbound, 1.0)
+
+        def meets(level: float) -> bool:
+            return self.cost(self.rounded_counts(ramp(level))) <= self.budget
+
+        lo, hi = lbound - abs(spread) / 2, 1.0 + abs(spread) / 2
+        if meets(hi):
+            return ramp(hi).tolist()
+        for _ in range(iterations if meets(lo) else 0):  # below the lowest ramp: the budget is the env's to refuse
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if meets(mid) else (lo, mid)
+        return ramp(lo).tolist()
 
     def uniform_ratio(self, iterations: int = 40) -> float:
         """Largest single preserve ratio whose rounded counts meet the budget (bisection)."""

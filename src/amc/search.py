@@ -362,6 +362,26 @@ def _check_same_inputs(out: Path, setup: _Setup) -> None:
                        "the original checkpoint, or start a new search")
 
 
+RAMP_SPREAD = 0.5  # preserve ratio difference between the first and last decision of a handcrafted ramp
+ANCHORS = {"uniform": 0.0, "shallower": -RAMP_SPREAD, "deeper": RAMP_SPREAD}  # ramp spread of each named prior
+
+
+def _anchor_policy(env: CompressionEnv, anchor) -> float | list[float] | None:
+    """DDPG's prior policy from `--agent-option anchor=...`: a named fixed policy that meets the budget, a
+    ratio, one ratio per decision, or none (the paper's uniform-random warm-up)."""
+    if anchor in ("none", None):
+        return None
+    if isinstance(anchor, str):
+        if anchor not in ANCHORS:
+            raise AmcError(f"unknown anchor {anchor!r}; use one of {', '.join([*ANCHORS, 'none'])}, a ratio, "
+                           "or a list with one ratio per decision")
+        return env.uniform_ratio() if anchor == "uniform" else env.ramp_ratios(ANCHORS[anchor])
+    if isinstance(anchor, list) and len(anchor) != len(env.channels):
+        raise AmcError(f"anchor lists {len(anchor)} ratios but the model has {len(env.channels)} decisions; "
+                       "give one per decision (a search's policy.json lists them) or a single ratio")
+    return anchor
+
+
 def _search(model, data, *, out: Path, config, resume, overwrite, progress, **options) -> SearchResult:
     out = Path(out)
     net = model if isinstance(model, nn.Module) else None
@@ -394,11 +414,8 @@ def _search(model, data, *, out: Path, config, resume, overwrite, progress, **op
         if config.agent == "ddpg":
             # Default prior: the uniform ratio that meets this budget (beat the paper's warm-up by 3 points
             # on ResNet-56, benchmarks/RESULTS.md); anchor=none gives the paper's uniform-random warm-up.
-            options.setdefault("anchor", "uniform")
-            if options["anchor"] in ("none", None):
-                options["anchor"] = None
-            elif options["anchor"] == "uniform":
-                options["anchor"] = env.uniform_ratio()
+            # "shallower" / "deeper": the paper's handcrafted ramps (prune shallower / deeper layers more).
+            options["anchor"] = _anchor_policy(env, options.get("anchor", "uniform"))
         try:
             agent = make_agent(config.agent, obs_dim, config.lbound, config.seed, **{**agent_kwargs, **options})
         except (TypeError, ValueError) as e:

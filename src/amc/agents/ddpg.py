@@ -49,8 +49,9 @@ class DDPGConfig:
     discount: float = 1.0
     baseline_alpha: float = 0.5    # moving-average baseline: b <- b + alpha * (R - b)
     updates_per_step: int = 1      # gradient updates per stored transition, after warm-up
-    anchor: float | None = None    # optional prior policy (e.g. the uniform ratio that meets the budget):
-                                   # the actor starts out answering it and warm-up samples around it
+    anchor: float | list[float] | None = None  # optional prior policy, one ratio or one per decision (e.g. the
+                                   # uniform ratio or a ramp that meets the budget): the first warm-up episode
+                                   # plays it, later ones sample around it, the actor starts at its mean
     anchor_sigma: float = 0.2      # spread of warm-up actions around the anchor
 
     def __post_init__(self) -> None:
@@ -62,6 +63,9 @@ class DDPGConfig:
             raise ValueError(f"need 0 < tau <= 1, 0 <= discount <= 1, 0 < baseline_alpha <= 1: {self}")
         if not 0 <= self.noise_sigma_min <= self.noise_sigma or not 0 < self.noise_decay <= 1:
             raise ValueError(f"need 0 <= noise_sigma_min <= noise_sigma and 0 < noise_decay <= 1: {self}")
+        anchors = [] if self.anchor is None else np.atleast_1d(np.asarray(self.anchor, dtype=np.float64))
+        if self.anchor is not None and (len(anchors) == 0 or not all(0 < a <= 1 for a in anchors)):
+            raise ValueError(f"anchor must be a preserve ratio in (0, 1] or one per decision, got {self.anchor}")
 
 
 class Actor(nn.Module):
@@ -183,7 +187,7 @@ class DDPGAgent(Agent):
             last = self.actor.net[-2]
             with torch.no_grad():
                 last.weight.mul_(0.01)
-                anchor = min(max(config.anchor, 1e-3), 1 - 1e-3)
+                anchor = min(max(float(np.mean(config.anchor)), 1e-3), 1 - 1e-3)
                 last.bias.fill_(float(np.log(anchor / (1 - anchor))))
         self.actor_target, self.critic_target = copy.deepcopy(self.actor), copy.deepcopy(self.critic)
         self.actor_optim = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
@@ -213,9 +217,18 @@ class DDPGAgent(Agent):
         c = self.config
         if self.episode < c.warmup_episodes:
             if c.anchor is not None:
-                return truncated_normal(c.anchor, c.anchor_sigma, self.lbound, 1.0, self.rng)
+                anchor = self._anchor_at(obs)
+                if self.episode == 0:  # the prior itself: a search never ends below it
+                    return float(np.clip(anchor, self.lbound, 1.0))
+                return truncated_normal(anchor, c.anchor_sigma, self.lbound, 1.0, self.rng)
             return float(self.rng.uniform(self.lbound, 1.0))
         return truncated_normal(self.predict(obs), self.sigma, self.lbound, 1.0, self.rng)
+
+    def _anchor_at(self, obs: np.ndarray) -> float:
+        """The anchor's ratio for the decision `obs` describes: its first feature is the decision index scaled
+        by the last index (amc.env.OBS_FEATURES), so a per-decision anchor is read back at that position."""
+        anchors = np.atleast_1d(np.asarray(self.config.anchor, dtype=np.float64))
+        return float(anchors[int(round(float(obs[0]) * (len(anchors) - 1)))])
 
     # ---- learning ---------------------------------------------------------------------------------
     def end_episode(self, transitions: list[Transition], reward: float) -> dict[str, float]:
