@@ -29,7 +29,9 @@ Methods (`--methods`, default all):
   `--bn-batches` training batches before each score; `tpe` is Optuna's TPE sampler proposing one ratio per
   decision in [lbound, 1], stepped through the same environment (the executed, clipped policy is what is
   scored and reported); `tpe+bn` is `amc.search --agent tpe` (the same sampler behind amc's agent
-  interface) with BN recalibration, to tell the agent's share of `ddpg+bn`'s lead from the scorer's. With `--racing` every searcher drops candidates that cannot plausibly beat its own best
+  interface) with BN recalibration, to tell the agent's share of `ddpg+bn`'s lead from the scorer's;
+  `ddpg+bn-shallower` is `ddpg+bn` anchored at the shallower-more ramp instead of the uniform policy
+  (`--agent-option anchor=shallower`: its first episode is that ramp, its warm-up samples around it). With `--racing` every searcher drops candidates that cannot plausibly beat its own best
   after a prefix of the held-out split (`amc search --racing`); TPE is then told the prefix accuracy.
 - `nni-amc`: NNI's AMC pruner; it is not run (see NNI_REASON), its row carries the reason.
 
@@ -78,7 +80,7 @@ FIXED = ("uniform", "deeper-more", "shallower-more")
 FIXED += tuple(f"{method}+bn" for method in FIXED)
 TORCH_PRUNING = ("tp-magnitude", "tp-magnitude+lsq", "tp-magnitude-counts",
                  "tp-taylor", "tp-taylor+lsq", "tp-taylor-counts")
-SEARCHERS = ("random", "tpe", "ddpg", "ddpg+bn", "tpe+bn")
+SEARCHERS = ("random", "tpe", "ddpg", "ddpg+bn", "tpe+bn", "ddpg+bn-shallower")
 METHODS = FIXED + TORCH_PRUNING + SEARCHERS + ("nni-amc",)
 
 # What happened when NNI's AMC pruner was tried against torch 2.14.1 (2026-11-24, in a separate venv).
@@ -310,9 +312,12 @@ def curve(records: list[dict]) -> list[list[float]]:
 
 
 def run_amc_search(bench: Bench, method: str, seed: int, run_dir: Path) -> dict:
-    agent = method.removesuffix("+bn")  # tpe+bn: amc's own TPE agent (`--agent tpe`), recalibrating
+    agent, _, anchor = method.partition("-")  # ddpg+bn-shallower: DDPG anchored at the shallower-more ramp
+    agent = agent.removesuffix("+bn")  # tpe+bn: amc's own TPE agent (`--agent tpe`), recalibrating
     # explicit either way: only the +bn methods recalibrate, whatever amc's default
-    extra = {"bn_recalibration": bench.args.bn_batches if method.endswith("+bn") else 0}
+    extra = {"bn_recalibration": bench.args.bn_batches if "+bn" in method else 0}
+    if anchor:
+        extra["agent_options"] = {"anchor": anchor}
     config = bench.search_config(agent, seed, **extra)
     t0, last = time.time(), {"t": time.time()}
 
@@ -487,7 +492,7 @@ def plot(rows: list[dict], path: Path, args: argparse.Namespace) -> None:
     import matplotlib.pyplot as plt
 
     colors = {"random": "tab:gray", "tpe": "tab:green", "ddpg": "tab:blue", "ddpg+bn": "tab:purple",
-              "tpe+bn": "tab:olive"}
+              "tpe+bn": "tab:olive", "ddpg+bn-shallower": "tab:red"}
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for method, color in colors.items():
         for i, r in enumerate(r for r in rows if r["method"] == method and r.get("curve")):
@@ -585,7 +590,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
                         help="scoring precision during searches (reported figures are always fp32)")
     parser.add_argument("--racing", action="store_true",
-                        help="searchers (random, tpe, ddpg, ddpg+bn, tpe+bn) drop hopeless candidates early (amc --racing)")
+                        help="searchers (random, tpe, ddpg and the +bn variants) drop hopeless candidates early (amc --racing)")
     parser.add_argument("--heldout-limit", type=int, help="score candidates on the first N held-out images only")
     parser.add_argument("--calibration-images", type=int, default=3000)
     parser.add_argument("--bn-batches", type=int, default=2, help="BN recalibration batches of ddpg+bn, tpe+bn")
