@@ -282,3 +282,14 @@ def test_a_handcrafted_anchor_is_the_first_episode_and_a_bad_one_is_a_user_error
     with pytest.raises(AmcError, match="one per decision"):
         amc.search(config=_config(agent_options={"anchor": [0.5]}), out=tmp_path / "bad", data=digits)
     assert not (tmp_path / "bad").exists()
+
+
+def test_without_a_budget_ddpg_warms_up_as_the_paper_does_not_around_an_unused_ratio(tmp_path, digits):
+    def anchor_of(run):
+        return torch.load(run / "state.pt", weights_only=True)["agent"]["config"]["anchor"]
+
+    amc.search(config=_config(episodes=2, reward="acc-params", method="fine-grained", target="params"),
+               out=tmp_path / "guaranteed", data=digits)
+    amc.search(config=_config(episodes=2), out=tmp_path / "budget", data=digits)
+    assert anchor_of(tmp_path / "guaranteed") is None
+    assert 0.2 < anchor_of(tmp_path / "budget") < 1.0  # the uniform ratio that meets the 0.5 budget

@@ -415,7 +415,9 @@ def _search(model, data, *, out: Path, config, resume, overwrite, progress, **op
             # Default prior: the uniform ratio that meets this budget (beat the paper's warm-up by 3 points
             # on ResNet-56, benchmarks/RESULTS.md); anchor=none gives the paper's uniform-random warm-up.
             # "shallower" / "deeper": the paper's handcrafted ramps (prune shallower / deeper layers more).
-            options["anchor"] = _anchor_policy(env, options.get("anchor", "uniform"))
+            # Without a budget (accuracy-guaranteed rewards) no policy "meets" one: the paper's warm-up.
+            default = "uniform" if env_config.constrained else "none"
+            options["anchor"] = _anchor_policy(env, options.get("anchor", default))
         try:
             agent = make_agent(config.agent, obs_dim, config.lbound, config.seed, **{**agent_kwargs, **options})
         except (TypeError, ValueError) as e:
