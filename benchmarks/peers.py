@@ -499,9 +499,11 @@ def plot(rows: list[dict], path: Path, args: argparse.Namespace) -> None:
             c = np.asarray(r["curve"])
             ax.step(c[:, 0] / 60, 100 * c[:, 1], where="post", color=color, alpha=0.8,
                     label=method if i == 0 else None)
-    for r in rows:
-        if r["method"] == "uniform" and "search_score" in r:
-            ax.axhline(100 * r["search_score"], color="black", linestyle="--", linewidth=1, label="uniform")
+    references = {"uniform": ("black", "--"), "uniform+bn": ("black", ":"), "shallower-more+bn": ("tab:red", ":")}
+    for r in rows:  # the fixed policies as horizontal lines: what a search must beat
+        if r["method"] in references and "search_score" in r:
+            color, style = references[r["method"]]
+            ax.axhline(100 * r["search_score"], color=color, linestyle=style, linewidth=1, label=r["method"])
     ax.set_xlabel("search wall time (min, sum of candidate times)")
     subset = f"first {args.heldout_limit}" if args.heldout_limit else "5,000"
     ax.set_ylabel(f"best held-out top-1 so far (%, {subset} images, {args.precision})")
