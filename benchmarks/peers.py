@@ -499,7 +499,7 @@ def plot(rows: list[dict], path: Path, args: argparse.Namespace) -> None:
             c = np.asarray(r["curve"])
             ax.step(c[:, 0] / 60, 100 * c[:, 1], where="post", color=color, alpha=0.8,
                     label=method if i == 0 else None)
-    references = {"uniform": ("black", "--"), "uniform+bn": ("black", ":"), "shallower-more+bn": ("tab:red", ":")}
+    references = {"uniform": ("black", "--"), "uniform+bn": ("black", ":"), "shallower-more+bn": ("tab:brown", ":")}
     for r in rows:  # the fixed policies as horizontal lines: what a search must beat
         if r["method"] in references and "search_score" in r:
             color, style = references[r["method"]]
