@@ -8,9 +8,9 @@ Methods (`--methods`, default all):
 
 - `uniform`, `deeper-more`, `shallower-more`: one preserve ratio for every decision, or a linear ramp over
   the decision index (first decision `level + spread/2`, last `level - spread/2`, or the reverse), its level
-  found by bisection so that the rounded counts meet the budget (`CompressionEnv.ramp_ratios`), then stepped through the environment
-  (whose clipping may raise the last counts to fill the budget, as for the `uniform` agent), pruned by our
-  ChannelPruner (magnitude + least squares). `uniform+bn`, `deeper-more+bn`, `shallower-more+bn`: the same
+  found by bisection so that the rounded counts meet the budget (`CompressionEnv.ramp_ratios`), then
+  stepped through the environment (whose clipping may raise the last counts to fill the budget, as for the
+  `uniform` agent), pruned by our ChannelPruner (magnitude + least squares). `uniform+bn`, `deeper-more+bn`, `shallower-more+bn`: the same
   policies scored and exported with BN recalibration (as `ddpg+bn`), so that the searchers with
   recalibration face baselines that have it too.
 - `tp-magnitude`, `tp-taylor`: torch-pruning's global pruning (one importance ranking across all layers,
@@ -31,8 +31,9 @@ Methods (`--methods`, default all):
   scored and reported); `tpe+bn` is `amc.search --agent tpe` (the same sampler behind amc's agent
   interface) with BN recalibration, to tell the agent's share of `ddpg+bn`'s lead from the scorer's;
   `ddpg+bn-shallower` is `ddpg+bn` anchored at the shallower-more ramp instead of the uniform policy
-  (`--agent-option anchor=shallower`: its first episode is that ramp, its warm-up samples around it). With `--racing` every searcher drops candidates that cannot plausibly beat its own best
-  after a prefix of the held-out split (`amc search --racing`); TPE is then told the prefix accuracy.
+  (`--agent-option anchor=shallower`: its first episode is that ramp, its warm-up samples around it).
+  With `--racing` every searcher drops candidates that cannot plausibly beat its own best after a prefix
+  of the held-out split (`amc search --racing`); TPE is then told the prefix accuracy.
 - `nni-amc`: NNI's AMC pruner; it is not run (see NNI_REASON), its row carries the reason.
 
 Every model is accounted the same way: held-out top-1 on the 5,000 held-out training images (the seed-0
@@ -74,7 +75,7 @@ from amc.policy import write_json_atomic
 from amc.pruning import ChannelPruner, collect_stats
 from amc.pruning.lsq import least_squares
 from amc.pruning.surgery import prune_copy
-from amc.search import Candidate, SearchConfig
+from amc.search import Candidate, SearchConfig, recalibration_batches
 
 FIXED = ("uniform", "deeper-more", "shallower-more")
 FIXED += tuple(f"{method}+bn" for method in FIXED)
@@ -141,7 +142,7 @@ class Bench:
         """`scoring(seed)` with BN recalibration on `--bn-batches` batches of 100 calibration images (as
         amc.search builds it); its own candidate, so that no score cached without recalibration is reused."""
         plain = self.scoring(seed)
-        recalibration = [plain.images[i:i + 100] for i in range(0, 100 * self.args.bn_batches, 100)]
+        recalibration = recalibration_batches(plain.images, self.args.bn_batches)
         candidate = Candidate(plain.pruner, plain.candidate.evaluator, recalibration, racing=self.args.racing)
         return Scoring(CompressionEnv(self.graph, candidate, self.env_config), candidate, plain.pruner, plain.images)
 

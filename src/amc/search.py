@@ -331,8 +331,7 @@ def _prepare(config: SearchConfig, net: nn.Module | None, dataset: Dataset | Non
         pruner = ChannelPruner(model, graph, stats, selection=config.selection, reconstruct=config.reconstruct)
     evaluator = Evaluator(dataset.heldout, info.mean, info.std, batch_size=config.eval_batch_size,
                           limit=config.heldout_limit, precision=config.precision)
-    recalibration = [calibration[i:i + 100] for i in range(0, 100 * config.bn_recalibration, 100)
-                     if i < len(calibration)]
+    recalibration = recalibration_batches(calibration, config.bn_recalibration)
     candidate = Candidate(pruner, evaluator, recalibration, racing=config.races)
     return _Setup(dataset, model, info, graph, candidate, stats, recalibration, weights)
 
@@ -360,6 +359,11 @@ def _check_same_inputs(out: Path, setup: _Setup) -> None:
     if old and setup.weights and _sha256(setup.weights) != old:
         raise AmcError(f"weights {setup.weights} changed since {out} was started (sha256 differs); resume with "
                        "the original checkpoint, or start a new search")
+
+
+def recalibration_batches(images: torch.Tensor, batches: int) -> list[torch.Tensor]:
+    """The first `batches` hundreds of the calibration images: what BN recalibration re-estimates on."""
+    return [images[i:i + 100] for i in range(0, 100 * batches, 100) if i < len(images)]
 
 
 RAMP_SPREAD = 0.5  # preserve ratio difference between the first and last decision of a handcrafted ramp

@@ -63,8 +63,8 @@ class DDPGConfig:
             raise ValueError(f"need 0 < tau <= 1, 0 <= discount <= 1, 0 < baseline_alpha <= 1: {self}")
         if not 0 <= self.noise_sigma_min <= self.noise_sigma or not 0 < self.noise_decay <= 1:
             raise ValueError(f"need 0 <= noise_sigma_min <= noise_sigma and 0 < noise_decay <= 1: {self}")
-        anchors = [] if self.anchor is None else np.atleast_1d(np.asarray(self.anchor, dtype=np.float64))
-        if self.anchor is not None and (len(anchors) == 0 or not all(0 < a <= 1 for a in anchors)):
+        anchors = np.atleast_1d(np.asarray(self.anchor if self.anchor is not None else 1.0, dtype=np.float64))
+        if anchors.size == 0 or not ((anchors > 0) & (anchors <= 1)).all():
             raise ValueError(f"anchor must be a preserve ratio in (0, 1] or one per decision, got {self.anchor}")
 
 
