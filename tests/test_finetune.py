@@ -12,7 +12,7 @@ from amc.evaluate import Evaluator
 from amc.finetune import finetune, load_finetuned
 from amc.models import model_info
 from amc.search import SearchConfig
-from amc.train import TrainConfig, distillation_loss
+from amc.train import TrainConfig, _lr_at, distillation_loss
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +32,16 @@ def test_distillation_loss_is_zero_for_identical_logits_and_positive_otherwise()
     logits = torch.randn(8, 10)
     assert float(distillation_loss(logits, logits, 4.0)) == pytest.approx(0.0, abs=1e-6)
     assert float(distillation_loss(logits, torch.randn(8, 10), 4.0)) > 0.01
+
+
+def test_learning_rate_warms_up_linearly_then_follows_the_cosine_to_zero():
+    lrs = [_lr_at(step, 100, 10, 0.1) for step in range(100)]
+    assert lrs[:10] == pytest.approx([0.01 * (i + 1) for i in range(10)])  # the warm-up ends at the peak
+    assert lrs[10] == pytest.approx(0.1) and all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+    assert lrs[55] == pytest.approx(0.05, abs=1e-3) and lrs[-1] < 1e-3
+    assert _lr_at(0, 100, 0, 0.1) == pytest.approx(0.1)  # no warm-up: the cosine starts at the peak
+    with pytest.raises(ValueError, match="warmup_epochs"):
+        TrainConfig(epochs=2, warmup_epochs=3)
 
 
 def test_finetune_recovers_accuracy_and_records_it(harsh_run, digits):

@@ -199,6 +199,8 @@ def train_command(
     out: Path = typer.Option(..., help="Checkpoint file, rewritten after every epoch."),
     weights: Optional[Path] = typer.Option(None, help="Start from these weights (fine-tuning)."),
     lr: float = typer.Option(0.1, help="Peak learning rate (cosine schedule)."),
+    warmup_epochs: float = typer.Option(0.0, help="Linear LR warm-up before the cosine, in epochs (VGG-16 "
+                                        "from scratch stalls at lr 0.1 without one)."),
     batch_size: int = typer.Option(128, help="Batch size."),
     weight_decay: float = typer.Option(5e-4, help="Weight decay."),
     seed: int = typer.Option(0, help="Seed."),
@@ -216,6 +218,9 @@ def train_command(
 
     if epochs < 1:
         raise AmcError(f"--epochs must be at least 1, got {epochs}")
+    if not 0 <= warmup_epochs <= epochs:
+        raise AmcError(f"--warmup-epochs must be between 0 and --epochs ({epochs}), got {warmup_epochs:g}; "
+                       "a warm-up is a small part of training, e.g. 1")
     if out.exists() and not resume:
         raise AmcError(f"{out} already exists; pass --resume to continue it or choose another --out")
     if threads:
@@ -227,7 +232,7 @@ def train_command(
 
     try:
         config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
-                             precision=precision)
+                             precision=precision, warmup_epochs=warmup_epochs)
     except ValueError as e:
         raise AmcError(f"bad training setting: {e}") from None
     with _StepProgress() as progress:
