@@ -258,7 +258,7 @@ GROUPS: dict[str, list[Case]] = {"Missing or unreadable paths": [
     Case("model with no prunable layers (Python API: a user's nn.Module)",
          ("no prunable layers", "flattened feature map"), api=_search_no_prunable_layers,
          api_doc="amc.search(<Sequential(Conv2d(1, 8), ReLU, Flatten, Linear)>, 'digits', out='run')"),
-], "Budget": [
+], "Budget and training settings": [
     Case("ratio of 0", ("--ratio must be in (0, 1]", "got 0"), ["search", "--ratio", "0", "--out", "run"]),
     Case("ratio above 1", ("--ratio must be in (0, 1]", "got 1.5"), ["search", "--ratio", "1.5", "--out", "run"]),
     Case("training warm-up longer than the training (`amc train`)", ("--warmup-epochs", "between 0 and --epochs"),
