@@ -10,9 +10,9 @@ Methods (`--methods`, default all):
   the decision index (first decision `level + spread/2`, last `level - spread/2`, or the reverse), its level
   found by bisection so that the rounded counts meet the budget (`CompressionEnv.ramp_ratios`), then
   stepped through the environment (whose clipping may raise the last counts to fill the budget, as for the
-  `uniform` agent), pruned by our ChannelPruner (magnitude + least squares). `uniform+bn`, `deeper-more+bn`, `shallower-more+bn`: the same
-  policies scored and exported with BN recalibration (as `ddpg+bn`), so that the searchers with
-  recalibration face baselines that have it too.
+  `uniform` agent), pruned by our ChannelPruner (magnitude + least squares). `uniform+bn`,
+  `deeper-more+bn`, `shallower-more+bn`: the same policies scored and exported with BN recalibration (as
+  `ddpg+bn`), so that the searchers with recalibration face baselines that have it too.
 - `tp-magnitude`, `tp-taylor`: torch-pruning's global pruning (one importance ranking across all layers,
   MetaPruner with `global_pruning=True`), its pruning ratio bisected until the counted MACs meet the
   budget, each trial on a fresh copy; the model is torch-pruning's own surgery, no reconstruction.

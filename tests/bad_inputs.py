@@ -261,7 +261,7 @@ GROUPS: dict[str, list[Case]] = {"Missing or unreadable paths": [
 ], "Budget and training settings": [
     Case("ratio of 0", ("--ratio must be in (0, 1]", "got 0"), ["search", "--ratio", "0", "--out", "run"]),
     Case("ratio above 1", ("--ratio must be in (0, 1]", "got 1.5"), ["search", "--ratio", "1.5", "--out", "run"]),
-    Case("training warm-up longer than the training (`amc train`)", ("--warmup-epochs", "between 0 and --epochs"),
+    Case("training warm-up longer than the training (`amc train`)", ("--warmup-epochs", "between 0 and epochs (1)", "got 2"),
          ["train", "--model", "digits_cnn", "--data", "digits", "--epochs", "1", "--warmup-epochs", "2",
           "--out", "ck.pt"]),
     Case("racing with an accuracy-guaranteed reward", ("--racing", "--reward acc", "drop --racing"),

@@ -218,9 +218,6 @@ def train_command(
 
     if epochs < 1:
         raise AmcError(f"--epochs must be at least 1, got {epochs}")
-    if not 0 <= warmup_epochs <= epochs:
-        raise AmcError(f"--warmup-epochs must be between 0 and --epochs ({epochs}), got {warmup_epochs:g}; "
-                       "a warm-up is a small part of training, e.g. 1")
     if out.exists() and not resume:
         raise AmcError(f"{out} already exists; pass --resume to continue it or choose another --out")
     if threads:

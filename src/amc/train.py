@@ -42,7 +42,8 @@ class TrainConfig:
         if self.optimizer not in ("sgd", "adamw"):
             raise ValueError(f"optimizer must be sgd or adamw, got {self.optimizer!r}")
         if self.warmup_epochs < 0 or self.warmup_epochs > self.epochs:
-            raise ValueError(f"warmup_epochs must be between 0 and epochs ({self.epochs}), got {self.warmup_epochs}")
+            raise ValueError(f"warmup_epochs (--warmup-epochs) must be between 0 and epochs ({self.epochs}), "
+                             f"got {self.warmup_epochs:g}; a warm-up is a small part of training, e.g. 1")
         if not 0 <= self.distill_alpha <= 1 or self.temperature <= 0:
             raise ValueError("need 0 <= distill_alpha <= 1 and temperature > 0")
 

@@ -180,6 +180,8 @@ class DDPGAgent(Agent):
     def _build(self, obs_dim: int, config: DDPGConfig, seed: int) -> None:
         """Networks, target copies, optimizers and an empty buffer for `config`."""
         self.obs_dim, self.config = obs_dim, config
+        # the prior as one ratio per decision (a single ratio is a list of one), read on every warm-up step
+        self._anchors = None if config.anchor is None else np.atleast_1d(np.asarray(config.anchor, np.float64))
         with torch.random.fork_rng(devices=[]):  # seeded init without disturbing the global RNG
             torch.manual_seed(seed)
             self.actor, self.critic = Actor(obs_dim, config.hidden), Critic(obs_dim, config.hidden)
@@ -187,7 +189,7 @@ class DDPGAgent(Agent):
             last = self.actor.net[-2]
             with torch.no_grad():
                 last.weight.mul_(0.01)
-                anchor = min(max(float(np.mean(config.anchor)), 1e-3), 1 - 1e-3)
+                anchor = min(max(float(self._anchors.mean()), 1e-3), 1 - 1e-3)
                 last.bias.fill_(float(np.log(anchor / (1 - anchor))))
         self.actor_target, self.critic_target = copy.deepcopy(self.actor), copy.deepcopy(self.critic)
         self.actor_optim = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
@@ -227,8 +229,7 @@ class DDPGAgent(Agent):
     def _anchor_at(self, obs: np.ndarray) -> float:
         """The anchor's ratio for the decision `obs` describes: its first feature is the decision index scaled
         by the last index (amc.env.OBS_FEATURES), so a per-decision anchor is read back at that position."""
-        anchors = np.atleast_1d(np.asarray(self.config.anchor, dtype=np.float64))
-        return float(anchors[int(round(float(obs[0]) * (len(anchors) - 1)))])
+        return float(self._anchors[int(round(float(obs[0]) * (len(self._anchors) - 1)))])
 
     # ---- learning ---------------------------------------------------------------------------------
     def end_episode(self, transitions: list[Transition], reward: float) -> dict[str, float]:
