@@ -420,18 +420,21 @@ def finetune_best(bench: Bench, rows: list[dict], out: Path) -> None:
     for r in rows:
         if "heldout_top1" in r:
             by_method.setdefault(r["method"], []).append(r)
-    ranked = sorted(by_method, key=lambda m: -statistics.mean(r["heldout_top1"] for r in by_method[m]))[:3]
+    ranked = sorted(by_method, key=lambda m: -statistics.mean(r["heldout_top1"] for r in by_method[m]))
+    ranked = ranked if bench.args.finetune_all else ranked[:3]
     for method in ranked:
         row = max(by_method[method], key=lambda r: r["heldout_top1"])
-        if row.get("finetune", {}).get("epochs") == bench.args.finetune_epochs:
+        done = row.get("finetune", {})
+        if done.get("epochs") == bench.args.finetune_epochs and done.get("seed", 0) == bench.args.finetune_seed:
             continue
         run_dir = Path(row["run_dir"])
         print(f"fine-tuning {method} seed {row['seed']} ({run_dir}) for {bench.args.finetune_epochs} epochs", flush=True)
-        config = TrainConfig(epochs=bench.args.finetune_epochs, lr=0.01, precision=bench.args.precision, seed=0)
+        config = TrainConfig(epochs=bench.args.finetune_epochs, lr=0.01, precision=bench.args.precision,
+                             seed=bench.args.finetune_seed)
         resume = (run_dir / "finetune.pt").exists()  # an interrupted (or finished but unrecorded) fine-tune
         record = finetune(run_dir, config, distill=True, data=bench.dataset, resume=resume, overwrite=not resume)
-        row["finetune"] = {"epochs": record["epochs"], "test_top1": record["test_top1"],
-                           "heldout_top1": record["heldout_top1"]}
+        row["finetune"] = {"epochs": record["epochs"], "seed": bench.args.finetune_seed,
+                           "test_top1": record["test_top1"], "heldout_top1": record["heldout_top1"]}
         write_json_atomic(run_dir / "peer.json", row)
 
 
@@ -604,6 +607,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--latency-repeats", type=int, default=20, help="timed runs per model and round")
     parser.add_argument("--finetune-epochs", type=int, default=0,
                         help="fine-tune the best three methods' models for N epochs (0: off)")
+    parser.add_argument("--finetune-all", action="store_true",
+                        help="fine-tune the best seed of every method, not only of the best three")
+    parser.add_argument("--finetune-seed", type=int, default=0,
+                        help="seed of the fine-tune (data order); another seed needs its own --out")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--cached-only", action="store_true",
                         help="run nothing new: tabulate (measure, fine-tune) only the methods and seeds finished")
