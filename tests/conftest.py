@@ -40,7 +40,7 @@ def simulated_timer(monkeypatch, tmp_path):
     `simulated_ms`, so that a test of a latency budget does not depend on how fast this machine runs now."""
     import contextlib
 
-    import amc.latency as measuring
+    import amc.latency.measure as measuring
 
     @contextlib.contextmanager
     def runner(model, input_shape, *, backend="torch", batch=1, threads=1):

@@ -58,7 +58,7 @@ class _EpisodeProgress(_LiveBar):
 
 
     def __call__(self, record: dict) -> None:
-        from amc.search import eta_seconds
+        from amc.callbacks import eta_seconds
         if self.bar:
             self.bar.update(self.task, completed=record["episode"] + 1, total=record["episodes"],
                             reward=record["reward"], best=record["best_reward"])

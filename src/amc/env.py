@@ -10,9 +10,10 @@ physically pruned network, not for an estimate of it.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -80,7 +81,7 @@ class CompressionEnv(gym.Env):
         it must not decrease when any count grows. The "latency" target requires one."""
         super().__init__()
         if config.target == "latency" and cost_model is None:
-            raise AmcError("the latency target needs a latency model (amc.latency_model.build_latency_model)")
+            raise AmcError("the latency target needs a latency model (amc.latency.table.build_latency_model)")
         self.cost_model = cost_model
         self.graph = graph
         self.evaluate = evaluate
@@ -101,6 +102,17 @@ class CompressionEnv(gym.Env):
         self.t = 0
         self.keep = self.channels.copy()
         self.prev_action = 0.0
+        self._deferred = False
+
+    @contextlib.contextmanager
+    def deferred_scoring(self) -> Iterator[None]:
+        """Within it, a finished episode is not scored: its accuracy and reward are NaN, for the caller to score
+        elsewhere (Ray actors) and to reward with `reward(accuracy, macs, params)`."""
+        self._deferred = True
+        try:
+            yield
+        finally:
+            self._deferred = False
 
     # ---- costs ------------------------------------------------------------------------------------
     def cost(self, keep: Sequence[float]) -> float:
@@ -235,7 +247,7 @@ class CompressionEnv(gym.Env):
         cost = self.cost(keep)
         if self.config.constrained and cost > self.budget + 1e-6:
             raise AssertionError(f"budget violated: {cost} > {self.budget} (a bug in clipping)")
-        accuracy = float(self.evaluate(keep))
+        accuracy = float("nan") if self._deferred else float(self.evaluate(keep))
         info.update(self.summarize(keep), accuracy=accuracy)
         reward = self.reward(accuracy, info["macs"], info["params"])
         return self._observation(), reward, True, False, info

@@ -27,6 +27,7 @@ class Evaluator:
                  limit: int | None = None, precision: str = "fp32"):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.split, self.limit = split, limit  # as given: what a Ray worker rebuilds this evaluator from
         if limit is not None:
             split = split.subset(torch.arange(min(limit, len(split))))
         self.size = len(split)

@@ -12,10 +12,8 @@ import torch.nn as nn
 
 from amc import models
 from amc.errors import AmcError, CheckpointError
-from amc.policy import write_bytes_atomic, write_json_atomic
-
-MODEL_FILE = "model.pt"
-META_FILE = "model.json"
+from amc.atomic import write_bytes_atomic, write_json_atomic
+from amc.runs import META_FILE, MODEL_FILE
 
 
 def save_pruned(model: nn.Module, run_dir: str | Path, extra: dict | None = None) -> None:

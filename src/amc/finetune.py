@@ -7,8 +7,6 @@ Reads the run's config.json (model, weights, data) and exported model, trains on
 
 from __future__ import annotations
 
-import io
-import json
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -20,24 +18,14 @@ from amc import models
 from amc.data import Dataset, load_dataset
 from amc.errors import AmcError
 from amc.export import load_pruned
-from amc.policy import write_bytes_atomic, write_json_atomic
 from amc.pruning.fine_grained import save_sparse
+from amc.runs import FINETUNE_CHECKPOINT_FILE, FINETUNED_SPARSE_FILE, RunDir
 from amc.train import TrainConfig, train
 
-CHECKPOINT_FILE = "finetune.pt"
-FINETUNED_FILE = "model_finetuned.pt"
 
-
-def run_config(run_dir: Path) -> dict:
+def run_config(run_dir: str | Path) -> dict:
     """The `search` section of a run's config.json, with a one-line error if it is missing or corrupt."""
-    path = run_dir / "config.json"
-    try:
-        return json.loads(path.read_text())["search"]
-    except FileNotFoundError:
-        raise AmcError(f"{run_dir} is not a search run (no config.json); point at the --out of `amc search`") \
-            from None
-    except (ValueError, KeyError) as e:
-        raise AmcError(f"{path} is corrupt ({type(e).__name__}); the run cannot be fine-tuned") from None
+    return RunDir(run_dir).settings("fine-tuned")
 
 
 def finetune(run_dir: str | Path, config: TrainConfig = TrainConfig(epochs=20, lr=0.01), *,
@@ -49,14 +37,15 @@ def finetune(run_dir: str | Path, config: TrainConfig = TrainConfig(epochs=20, l
     With `distill=True` the original network (the run's model and weights, or `teacher_weights`) is the
     teacher, mixed in with `config.distill_alpha` (0.5 if left at 0).
     """
-    run_dir = Path(run_dir)
-    search_config = run_config(run_dir)
-    checkpoint = run_dir / CHECKPOINT_FILE
+    run = RunDir(run_dir)
+    run_dir = run.path
+    search_config = run.settings("fine-tuned")
+    checkpoint = run / FINETUNE_CHECKPOINT_FILE
     if resume and not checkpoint.exists():
         raise AmcError(f"nothing to resume: {checkpoint} does not exist; start without --resume")
     if checkpoint.exists() and not (resume or overwrite):
-        raise AmcError(f"{run_dir} has already been fine-tuned ({CHECKPOINT_FILE}); pass --resume to continue "
-                       "it or --overwrite to start again")
+        raise AmcError(f"{run_dir} has already been fine-tuned ({FINETUNE_CHECKPOINT_FILE}); pass --resume to "
+                       "continue it or --overwrite to start again")
     if overwrite and not resume:
         checkpoint.unlink(missing_ok=True)
     student = load_pruned(run_dir)
@@ -77,39 +66,32 @@ def finetune(run_dir: str | Path, config: TrainConfig = TrainConfig(epochs=20, l
     t0 = time.perf_counter()
     final = train(student, dataset, checkpoint, config, resume=resume, progress=progress, teacher=teacher,
                   on_step=on_step, masks=masks or None)
-    buffer = io.BytesIO()
-    torch.save({k: v.contiguous() for k, v in student.state_dict().items()}, buffer)
-    write_bytes_atomic(run_dir / FINETUNED_FILE, buffer.getvalue())
+    run.write_finetuned(student.state_dict())
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     if sparse_layers:
-        save_sparse(student, run_dir / "model_finetuned_sparse.pt", sparse_layers)
+        save_sparse(student, run / FINETUNED_SPARSE_FILE, sparse_layers)
     record = {"epochs": config.epochs, "lr": config.lr, "optimizer": config.optimizer,
               "precision": config.precision, "distill": distill,
               "distill_alpha": config.distill_alpha if distill else 0.0,
               "heldout_top1": final.get("heldout_top1"), "test_top1": final["test_top1"],
               "history": state["history"], "seconds_this_session": round(time.perf_counter() - t0, 1)}
-    summary_path = run_dir / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-    summary["finetune"] = record
-    write_json_atomic(summary_path, summary)
+    run.update_summary("finetune", record)
     return record
 
 
 def _pruned_layers(run_dir: Path, model: torch.nn.Module) -> list[str]:
     """Layers a fine-grained search decided on (from its config's decisions)."""
-    raw = json.loads((run_dir / "config.json").read_text())
+    raw = RunDir(run_dir).read_config("fine-tuned")
     names = {name for name, _ in model.named_modules()}
     return [d["consumer"] for d in raw.get("decisions", []) if d["consumer"] in names]
 
 
 def load_finetuned(run_dir: str | Path) -> torch.nn.Module:
     """The run's pruned model with its fine-tuned weights (after `amc finetune`)."""
-    run_dir = Path(run_dir)
-    path = run_dir / FINETUNED_FILE
-    if not path.exists():
-        raise AmcError(f"{run_dir} has no fine-tuned model; run `amc finetune {run_dir}` first")
-    model = load_pruned(run_dir)
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    run = RunDir(run_dir)
+    state = run.read_finetuned()
+    model = load_pruned(run.path)
+    model.load_state_dict(state)
     return model.eval()
 
 

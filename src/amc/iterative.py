@@ -7,15 +7,16 @@ an interrupted one resumed, so the whole schedule can be killed and restarted.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
 from amc.errors import AmcError
-from amc.finetune import FINETUNED_FILE, finetune
-from amc.policy import write_json_atomic
-from amc.search import SearchConfig, search
+from amc.atomic import write_json_atomic
+from amc.config import SearchConfig
+from amc.finetune import finetune
+from amc.runs import FINETUNED_FILE, RunDir
+from amc.search import search
 from amc.train import TrainConfig
 
 
@@ -34,21 +35,20 @@ def iterative_fine_grained(config: SearchConfig, densities: Sequence[float], out
     out.mkdir(parents=True, exist_ok=True)
     weights, stages = config.weights, []
     for number, density in enumerate(densities, start=1):
-        run = out / f"stage{number}"
+        run = RunDir(out / f"stage{number}")
         stage_config = replace(config, method="fine-grained", target="params", reward="acc", ratio=density,
                                weights=weights)
-        summary_path = run / "summary.json"
-        if not summary_path.exists():
+        if not run.has_summary():
             if progress:
                 progress(f"stage {number}/{len(densities)}: search at {density:g} of the parameters")
-            search(config=stage_config, out=run, data=data, resume=(run / "state.pt").exists(),
-                   overwrite=not (run / "state.pt").exists() and run.exists())
-        summary = json.loads(summary_path.read_text())
+            search(config=stage_config, out=run.path, data=data, resume=run.has_state(),
+                   overwrite=not run.has_state() and run.path.exists())
+        summary = run.read_summary()
         if "finetune" not in summary or summary["finetune"]["epochs"] < train_config.epochs:
             if progress:
                 progress(f"stage {number}/{len(densities)}: fine-tune {train_config.epochs} epoch(s), weights masked")
-            finetune(run, train_config, data=data, resume=(run / "finetune.pt").exists())
-            summary = json.loads(summary_path.read_text())
+            finetune(run.path, train_config, data=data, resume=run.has_finetune_checkpoint())
+            summary = run.read_summary()
         stages.append({"stage": number, "density": density, "run_dir": str(run),
                        "params": summary["params"], "params_ratio": summary["params_ratio"],
                        "heldout_top1_before_finetune": summary["best_val_top1"],

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import errno
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from amc.errors import AmcError, SaveError
+from amc.atomic import write_json_atomic
+from amc.errors import AmcError
 from amc.graph import LayerGraph
 
 
@@ -77,40 +75,8 @@ def _first_line(error: Exception) -> str:
     return str(error).strip().splitlines()[0][:80] if str(error).strip() else "empty"
 
 
-def write_json_atomic(path: str | Path, obj) -> None:
-    """Write JSON through a temporary file and a rename, so a crash never leaves half a file."""
-    write_bytes_atomic(path, (json.dumps(obj, indent=2) + "\n").encode())
-
-
-def write_bytes_atomic(path: str | Path, data: bytes) -> None:
-    """Replace `path` by `data` all at once: a temporary file beside it, fsync, then a rename.
-
-    Whatever happens (disk full, Ctrl-C, a kill), `path` holds either its old or its new content. A full
-    disk or a missing permission becomes a one-line `SaveError` saying that the old content is intact.
-    """
-    path = Path(path)
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        if e.errno not in SAVE_ERRNOS:
-            raise
-        reason = e.strerror or errno.errorcode.get(e.errno, str(e.errno))
-        kept = f"the previous {path.name} is intact" if path.exists() else f"no partial {path.name} was left"
-        raise SaveError(f"cannot save {path} ({reason}); {kept}; free disk space or choose a writable "
-                        "location, then run again", str(path), reason) from None
-    except BaseException:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-# disk full, quota exceeded, no permission, read-only file system: the user's to fix, not a bug
-SAVE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS)
+def policy_from_record(record: dict, graph: LayerGraph, model_name: str) -> Policy:
+    """The policy of an episode's log record (its keep counts and the figures it was scored with)."""
+    return Policy(model_name, [d.consumer for d in graph.decisions], [d.channels for d in graph.decisions],
+                  list(record["keep"]), {k: record[k] for k in ("accuracy", "reward", "macs", "params", "macs_ratio",
+                                                                 "params_ratio", "episode") if k in record})

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from amc.errors import AmcError
-from amc.policy import write_bytes_atomic, write_json_atomic
+from amc.atomic import write_bytes_atomic, write_json_atomic
 
 HTML_FILE = "report.html"
 LAYERS_FIGURE = "report_layers.png"

@@ -18,7 +18,7 @@ from amc import models
 from amc.data import Dataset, batches
 from amc.errors import CheckpointError
 from amc.evaluate import Evaluator
-from amc.policy import write_bytes_atomic
+from amc.atomic import write_bytes_atomic
 
 
 @dataclass

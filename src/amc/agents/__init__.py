@@ -1,5 +1,5 @@
 """Searchers behind one interface (`Agent`): DDPG as in the AMC paper, the random and uniform baselines, and
-Optuna's TPE (optional extra `tpe`)."""
+Optuna's TPE (optional extra `tpe`). `make_agent` builds one from the environment it will act in."""
 
 from __future__ import annotations
 
@@ -8,16 +8,51 @@ from amc.agents.ddpg import DDPGAgent, DDPGConfig
 from amc.agents.random_agent import RandomAgent
 from amc.agents.tpe import TPEAgent
 from amc.agents.uniform import UniformAgent
+from amc.errors import AmcError
 
 AGENTS: dict[str, type[Agent]] = {"ddpg": DDPGAgent, "random": RandomAgent, "uniform": UniformAgent,
                                   "tpe": TPEAgent}
 
+RAMP_SPREAD = 0.5  # preserve ratio difference between the first and last decision of a handcrafted ramp
+ANCHORS = {"uniform": 0.0, "shallower": -RAMP_SPREAD, "deeper": RAMP_SPREAD}  # ramp spread of each named prior
 
-def make_agent(name: str, obs_dim: int, lbound: float, seed: int, **config) -> Agent:
-    """Build an agent by name; `config` goes to its constructor (e.g. DDPGConfig fields, or `ratio`)."""
+
+def resolve_anchor(env, anchor) -> float | list[float] | None:
+    """DDPG's prior policy from `anchor=...`: a named fixed policy that meets `env`'s budget ("uniform", the
+    paper's ramps "shallower" / "deeper"), a ratio, one ratio per decision, or none (the paper's
+    uniform-random warm-up)."""
+    if anchor in ("none", None):
+        return None
+    if isinstance(anchor, str):
+        if anchor not in ANCHORS:
+            raise AmcError(f"unknown anchor {anchor!r}; use one of {', '.join([*ANCHORS, 'none'])}, a ratio, "
+                           "or a list with one ratio per decision")
+        return env.uniform_ratio() if anchor == "uniform" else env.ramp_ratios(ANCHORS[anchor])
+    if isinstance(anchor, list) and len(anchor) != len(env.channels):
+        raise AmcError(f"anchor lists {len(anchor)} ratios but the model has {len(env.channels)} decisions; "
+                       "give one per decision (a search's policy.json lists them) or a single ratio")
+    return anchor
+
+
+def make_agent(name: str, env, seed: int, **options) -> Agent:
+    """Build agent `name` for `env` (an `amc.env.CompressionEnv`); `options` go to its constructor (e.g.
+    DDPGConfig fields). What depends on the budget is resolved from the env: the uniform agent's ratio, and
+    DDPG's anchor (default: the uniform policy that meets the budget, which beat the paper's warm-up by 3
+    points on ResNet-56, benchmarks/RESULTS.md; without a budget, the paper's uniform-random warm-up).
+    A bad option is a one-line AmcError."""
     if name not in AGENTS:
-        raise ValueError(f"unknown agent {name!r}; choose one of {', '.join(AGENTS)}")
-    return AGENTS[name](obs_dim, lbound, seed, **config)
+        raise AmcError(f"unknown agent {name!r}; choose one of {', '.join(AGENTS)}")
+    obs_dim, lbound = env.observation_space.shape[0], env.config.lbound
+    if name == "uniform":
+        options.setdefault("ratio", env.uniform_ratio())
+    if name == "ddpg":
+        default = "uniform" if env.config.constrained else "none"
+        options["anchor"] = resolve_anchor(env, options.get("anchor", default))
+    try:
+        return AGENTS[name](obs_dim, lbound, seed, **options)
+    except (TypeError, ValueError) as e:
+        raise AmcError(f"bad --agent-option for {name}: {e}") from None
 
 
-__all__ = ["AGENTS", "Agent", "DDPGAgent", "DDPGConfig", "RandomAgent", "TPEAgent", "Transition", "UniformAgent", "make_agent"]
+__all__ = ["AGENTS", "ANCHORS", "Agent", "DDPGAgent", "DDPGConfig", "RandomAgent", "TPEAgent", "Transition",
+           "UniformAgent", "make_agent", "resolve_anchor"]

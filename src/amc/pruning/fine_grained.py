@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from amc.cost import LayerCost, count_params, layer_costs
-from amc.policy import write_bytes_atomic
+from amc.atomic import write_bytes_atomic
 
 
 @dataclass(frozen=True)

@@ -11,14 +11,18 @@ races its candidate against the driver's best fully scored accuracy at the momen
 
 from __future__ import annotations
 
+import time
 from collections import deque
-from typing import Any
+from typing import Any, Iterator
 
 import torch
-import torch.nn as nn
 
 from amc import models
+from amc.agents import Agent
+from amc.env import CompressionEnv
 from amc.errors import AmcError
+from amc.rollout import Episode, run_episode
+from amc.scoring import Scorer
 
 
 def require_ray():
@@ -36,7 +40,6 @@ class _Worker:
         from amc.evaluate import Evaluator
         from amc.graph import LayerGraph
         from amc.pruning import ChannelPruner
-        from amc.search import Candidate
 
         torch.set_num_threads(payload["threads"])
         info = payload["info"]
@@ -48,14 +51,14 @@ class _Worker:
                                reconstruct=payload["reconstruct"])
         evaluator = Evaluator(payload["heldout"], info["mean"], info["std"], batch_size=payload["batch_size"],
                               limit=payload["limit"], precision=payload["precision"])
-        self.candidate = Candidate(pruner, evaluator, payload["recalibration"], racing=payload["racing"])
+        self.scorer = Scorer(pruner, evaluator, payload["recalibration"], racing=payload["racing"])
 
     def score(self, keep: list[int], beat: float) -> tuple[float, dict, int]:
         """Accuracy, timing and images scored; with racing, against `beat`, the driver's best fully scored
         accuracy when the candidate was proposed."""
-        self.candidate.best = beat
-        accuracy = self.candidate(keep)
-        return accuracy, dict(self.candidate.timing), self.candidate.scored_images
+        self.scorer.best = beat
+        accuracy = self.scorer(keep)
+        return accuracy, dict(self.scorer.timing), self.scorer.scored_images
 
 
 class RayScorer:
@@ -89,14 +92,53 @@ class RayScorer:
             self.ray.kill(a)
 
 
-def worker_payload(model: nn.Module, config, stats, heldout, recalibration) -> dict:
+def worker_payload(scorer: Scorer, config) -> dict:
+    """What every actor needs to rebuild `scorer`: the model by name and tensors, the calibration statistics
+    (sampled once by the driver), the held-out split and the scoring settings."""
+    model = scorer.model
     info = models.model_info(model)
     return {"info": {"name": info.name, "num_classes": info.num_classes, "kwargs": dict(info.kwargs),
                      "input_shape": list(info.input_shape), "mean": list(info.mean), "std": list(info.std)},
             "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
-            "stats": stats, "heldout": heldout, "recalibration": recalibration, "threads": 1, "racing": config.races,
-            "group_coupled": config.group_coupled, "selection": config.selection, "reconstruct": config.reconstruct,
-            "batch_size": config.eval_batch_size, "limit": config.heldout_limit, "precision": config.precision}
+            "stats": scorer.stats, "heldout": scorer.evaluator.split, "recalibration": scorer.recalibration,
+            "threads": 1, "racing": config.races, "group_coupled": config.group_coupled,
+            "selection": config.selection, "reconstruct": config.reconstruct, "batch_size": config.eval_batch_size,
+            "limit": config.heldout_limit, "precision": config.precision}
 
 
-__all__ = ["RayScorer", "require_ray", "worker_payload"]
+def parallel_episodes(env: CompressionEnv, agent: Agent, scorer: Scorer, config, episodes: range) -> Iterator[Episode]:
+    """Propose episodes while up to `config.workers` are scored on Ray actors; yield them in proposal order.
+
+    The learner runs at most `workers - 1` episodes ahead of what it has learned from (a short policy lag);
+    warm-up episodes do not depend on learning, so they run fully in parallel.
+    """
+    remote = RayScorer(config.workers, worker_payload(scorer, config), config.ray_address)
+    full = scorer.evaluator.size  # the driver's scorer keeps the best fully scored accuracy actors race against
+    in_flight: deque = deque()
+    upcoming = iter(episodes)
+    try:
+        while True:
+            while len(in_flight) < config.workers:
+                episode = next(upcoming, None)
+                if episode is None:
+                    break
+                with env.deferred_scoring():  # scored remotely
+                    record, transitions = run_episode(env, agent, episode)
+                remote.submit(record["keep"], scorer.best)
+                in_flight.append((episode, record, transitions, time.perf_counter()))
+            if not in_flight:
+                return
+            episode, record, transitions, t0 = in_flight.popleft()
+            accuracy, timing, images = remote.next()
+            if config.races:
+                record["scored_images"] = images
+                if images == full:
+                    scorer.best = max(scorer.best, accuracy)
+            record["accuracy"] = accuracy
+            record["reward"] = env.reward(accuracy, record["macs"], record["params"])
+            yield episode, record, transitions, time.perf_counter() - t0, timing
+    finally:
+        remote.close()
+
+
+__all__ = ["RayScorer", "parallel_episodes", "require_ray", "worker_payload"]

@@ -21,8 +21,8 @@ import numpy as np
 import torch.nn as nn
 
 from amc.graph import LayerGraph
-from amc.latency import cpu_name, measure_latency
-from amc.policy import write_json_atomic
+from amc.latency.measure import cpu_name, measure_latency
+from amc.atomic import write_json_atomic
 
 
 def cache_dir() -> Path:
@@ -52,6 +52,7 @@ class LatencyModel:
         self.offset_ms = offset_ms
         self.scale = scale
         self.info = info or {}
+        self.points: list[tuple[Sequence[float], float]] = []  # whole-network (keep, ms) the calibration fitted
 
     def layer_sum(self, keep: Sequence[float]) -> float:
         return sum(self.tables[layer.name](cin, cout) for layer, cin, cout in self.graph.layer_channels(keep))

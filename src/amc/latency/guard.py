@@ -1,6 +1,6 @@
 """A latency budget that holds on the real network, not only in the lookup table.
 
-The search clips actions against a per-layer latency table (`amc.latency_model`) calibrated on a few whole
+The search clips actions against a per-layer latency table (`amc.latency.table`) calibrated on a few whole
 networks. That calibration drifts: a shared machine is slower at one moment than another, and a non-uniform
 policy does not run as fast as a uniform one with the same table sum (benchmarks/RESULTS.md measured a 2-6%
 overshoot). So the best policy is measured against the original side by side, during the search every
@@ -16,17 +16,15 @@ from __future__ import annotations
 
 import copy
 from contextlib import ExitStack
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 from amc.env import CompressionEnv, EnvConfig, allowed_counts
-from amc.errors import BudgetError
 from amc.graph import LayerGraph
-from amc.latency_model import LatencyModel
-from amc.policy import write_json_atomic
+from amc.latency import measure
+from amc.latency.table import LatencyModel, build_latency_model
 from amc.pruning import ChannelPruner
 
 CHECK_EVERY = 25     # episodes between measurements of a new best policy during the search
@@ -39,66 +37,76 @@ FINAL_REPEATS = 3    # independent side-by-side measurements per final check, th
 def measure_interleaved(nets: list[nn.Module], input_shape: tuple, config, rounds: int = 8) -> list[float]:
     """Milliseconds per network, measured in alternating rounds (A B C A B C ...) so that a slow moment of a
     shared machine hits all of them; each network's figure is its fastest round median."""
-    from amc.latency import runner, time_calls
-
     # what a user deploys: fresh contiguous (NCHW) copies, whatever layout scoring left behind
     nets = [copy.deepcopy(net).to(memory_format=torch.contiguous_format) for net in nets]
     settings = dict(backend=config.latency_backend, batch=config.latency_batch, threads=config.latency_threads)
     with ExitStack() as stack:
-        runs = [stack.enter_context(runner(net, input_shape, **settings)) for net in nets]
+        runs = [stack.enter_context(measure.runner(net, input_shape, **settings)) for net in nets]
         best = [float("inf")] * len(nets)
         for _ in range(rounds):
             for i, run in enumerate(runs):
-                best[i] = min(best[i], float(np.median(time_calls(run, warmup=3, repeats=15, min_seconds=0.05))))
+                best[i] = min(best[i], float(np.median(measure.time_calls(run, warmup=3, repeats=15,
+                                                                          min_seconds=0.05))))
     return best
+
+
+CALIBRATION_RATIOS = (1.0, 0.6, 0.3)  # full, and two uniform prunings spanning the range a budget lands in
+
+
+def _uniform_keeps(graph: LayerGraph, env_config: EnvConfig) -> tuple[list, list[list[int]]]:
+    allowed = [allowed_counts(d.channels, env_config.lbound, env_config.channel_round) for d in graph.decisions]
+    keeps = [[int(a[np.argmin(np.abs(a - ratio * d.channels))]) for a, d in zip(allowed, graph.decisions)]
+             for ratio in CALIBRATION_RATIOS]
+    return allowed, keeps
+
+
+def _record_calibration(latency: LatencyModel, labels: list[str], points: list) -> None:
+    latency.info["calibration"] = [{"policy": label, "measured_ms": m, "predicted_ms": latency.predict(k)}
+                                   for label, (k, m) in zip(labels, points)]
 
 
 def calibrated_latency_model(model: nn.Module, graph: LayerGraph, env_config: EnvConfig, config,
                              saved_calibration: dict | None = None) -> LatencyModel:
-    """Layer lookup table for the latency target, calibrated on whole-network measurements (or, when a
+    """Layer lookup table for the latency target, calibrated on three whole-network measurements (or, when a
     search resumes, on the calibration it had last, so that its budget clipping does not move)."""
-    from amc.latency_model import build_latency_model
-
-    allowed = [allowed_counts(d.channels, env_config.lbound, env_config.channel_round) for d in graph.decisions]
+    allowed, keeps = _uniform_keeps(graph, env_config)
     latency = build_latency_model(model, graph, allowed, backend=config.latency_backend,
                                   threads=config.latency_threads, batch=config.latency_batch)
     if saved_calibration is not None:
         latency.restore_calibration(saved_calibration)
         return latency
     shrink = ChannelPruner(model, graph, None, selection="magnitude", reconstruct=False)
-    keeps = [[int(a[np.argmin(np.abs(a - ratio * d.channels))]) for a, d in zip(allowed, graph.decisions)]
-             for ratio in (1.0, 0.6, 0.3)]  # full, and two uniform prunings spanning the range a budget lands in
     nets = [model] + [shrink.prune(keep)[0] for keep in keeps[1:]]
     points = list(zip(keeps, measure_interleaved(nets, graph.input_shape, config)))
     latency.calibrate(points)
-    labels = ["uniform 1.0", "uniform 0.6", "uniform 0.3"]
-    if env_config.constrained:
-        # the sum of layer times bends away from a line at the extremes: refit through the full network and
-        # the uniform policy that meets this budget, where the search's candidates will lie
-        try:
-            probe = CompressionEnv(graph, lambda keep: 0.0, env_config, cost_model=latency.predict)
-            at_budget = probe.uniform_counts(probe.uniform_ratio())
-            measured = measure_interleaved([model, shrink.prune(at_budget)[0]], graph.input_shape, config)
-            points = [(keeps[0], measured[0]), *points[1:], (at_budget, measured[1])]
-            latency.calibrate([points[0], points[-1]])
-            labels.append("uniform at the budget")
-        except BudgetError:
-            pass  # the environment will report the unreachable budget with its minimum
-    latency.info["calibration"] = [{"policy": label, "measured_ms": m, "predicted_ms": latency.predict(k)}
-                                   for label, (k, m) in zip(labels, points)]
+    latency.points = points
+    _record_calibration(latency, ["uniform 1.0", "uniform 0.6", "uniform 0.3"], points)
     return latency
+
+
+def calibrate_at_budget(latency: LatencyModel, model: nn.Module, graph: LayerGraph, at_budget: list[int],
+                        config) -> None:
+    """Refit the calibration through the full network and `at_budget` (the uniform policy that meets the
+    budget): the sum of layer times bends away from a line at the extremes, and the search's candidates lie
+    near it. The caller refreshes its environment's costs afterwards."""
+    shrink = ChannelPruner(model, graph, None, selection="magnitude", reconstruct=False)
+    measured = measure_interleaved([model, shrink.prune(at_budget)[0]], graph.input_shape, config)
+    points = [(latency.points[0][0], measured[0]), *latency.points[1:], (at_budget, measured[1])]
+    latency.points = points
+    latency.calibrate([points[0], points[-1]])
+    _record_calibration(latency, ["uniform 1.0", "uniform 0.6", "uniform 0.3", "uniform at the budget"], points)
 
 
 class LatencyGuard:
     """Measures the best policy against the original and refits the latency calibration when they disagree.
 
-    `build(keep)` makes the pruned network of a policy; `path` is where the calibration is saved, so that a
-    resumed search clips against the calibration it had last. Every check is kept in `latency.info["checks"]`.
+    `build(keep)` makes the pruned network of a policy; `env` is read for the budget and the costs as they
+    are. A check that refits says so (`entry["refit"]`): the caller then refreshes the environment's costs
+    (`env.refresh_costs()`) and saves the calibration. Every check is kept in `latency.info["checks"]`.
     """
 
-    def __init__(self, latency: LatencyModel, env: CompressionEnv, original: nn.Module, build, config, path: Path):
-        self.latency, self.env, self.original, self.build = latency, env, original, build
-        self.config, self.path = config, path
+    def __init__(self, latency: LatencyModel, env: CompressionEnv, original: nn.Module, build, config):
+        self.latency, self.env, self.original, self.build, self.config = latency, env, original, build, config
         self.checks: list[dict] = latency.info.setdefault("checks", [])
         self._checked = {c["episode"] for c in self.checks}
 
@@ -126,10 +134,7 @@ class LatencyGuard:
         self.checks.append(entry)
         if entry["refit"]:
             entry["refit"] = self._refit(self.latency.layer_sum(full))
-            if entry["refit"]:
-                self.env.refresh_costs()
         self._checked.add(entry["episode"])
-        write_json_atomic(self.path, self.latency.calibration())
         return entry
 
     def _refit(self, full_sum: float) -> bool:
@@ -154,16 +159,20 @@ class LatencyGuard:
         within = [r for r in records if self.env.cost(r["keep"]) <= self.env.budget * (1 + 1e-9)]
         return max(within, key=lambda r: r["reward"]) if within else None  # max keeps the first of equals
 
-    def final(self, best: dict, log: list[dict]) -> tuple[dict, dict]:
+    def final(self, best: dict, log: list[dict], on_refit) -> tuple[dict, dict]:
         """Check the best policy before export; refit and choose again while the budget does not hold.
-        Returns the policy to export and its last check."""
+        `on_refit()` is called after each refit (the caller refreshes its environment there). Returns the
+        policy to export and its last check."""
         entry = self.check(best, repeats=FINAL_REPEATS)
         for _ in range(FINAL_ATTEMPTS - 1):
+            if entry["refit"]:
+                on_refit()
             chosen = self.best_within(log) if entry["refit"] else None
             if chosen is None or chosen.get("episode") == best.get("episode"):
                 break
             best = chosen
             entry = self.check(best, repeats=FINAL_REPEATS)
+        if entry["refit"]:
+            on_refit()
         entry["met"] = entry["measured_ratio"] <= self.config.ratio * (1 + SLACK)
-        write_json_atomic(self.path, self.latency.calibration())
         return best, entry

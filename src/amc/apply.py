@@ -1,0 +1,112 @@
+"""Turning a policy into the exported run: build the pruned network, save it, and measure it.
+
+`export_policy` writes model.pt/model.json (and model_sparse.pt for fine-grained) and returns the exported
+network's figures; `apply_policy` (behind `amc prune`) does it for a saved policy.json, outside a search.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from amc.config import SearchConfig
+from amc.cost import count_macs, count_params
+from amc.data import Dataset
+from amc.errors import SaveError
+from amc.evaluate import Evaluator
+from amc.export import save_pruned
+from amc.graph import LayerGraph
+from amc.pipeline import prepare, seed_and_threads
+from amc.policy import Policy
+from amc.pruning.fine_grained import WeightGraph, save_sparse
+from amc.runs import MODEL_FILE, SPARSE_FILE, RunDir
+from amc.scoring import Scorer
+
+
+def export_policy(run: RunDir, graph: LayerGraph | WeightGraph, scorer: Scorer, policy: Policy, dataset: Dataset,
+                  info) -> tuple[nn.Module, dict]:
+    """Build the pruned network of `policy`, write it into `run` and measure it: fp32 top-1 on the full held-out
+    and test splits, counted MACs and parameters (and the sparse size for fine-grained)."""
+    pruned = scorer.build(policy.keep)
+    pruned.amc_info = info
+    exported_macs = count_macs(pruned, info.input_shape)  # counted on the real network, not predicted
+    save_pruned(pruned, run.path, extra={"policy": policy.to_dict()})
+    # the reported figures are fp32 on the full splits, whatever precision or subset scored the search
+    heldout = Evaluator(dataset.heldout, info.mean, info.std).top1(pruned)
+    test = Evaluator(dataset.test, info.mean, info.std).accuracy(pruned, (1, 5))
+    figures = {"heldout_top1": heldout, "test_top1": test[1], "test_top5": test.get(5),
+               "macs": exported_macs, "macs_ratio": exported_macs / graph.total_macs,
+               "params": count_params(pruned), "params_ratio": count_params(pruned) / graph.total_params}
+    if isinstance(graph, WeightGraph):  # zeros are still stored densely: count and store them sparsely
+        dense_bytes = (run / MODEL_FILE).stat().st_size
+        sparse_bytes = save_sparse(pruned, run / SPARSE_FILE, [d.consumer for d in graph.decisions])
+        modules = dict(pruned.named_modules())
+        zeros = sum(int((modules[d.consumer].weight == 0).sum()) for d in graph.decisions)  # incl. earlier stages'
+        nonzero = graph.total_params - zeros
+        figures.update(params=nonzero, params_ratio=nonzero / graph.total_params,
+                       sparse_macs=graph.macs(policy.keep), dense_bytes=dense_bytes, sparse_bytes=sparse_bytes,
+                       method="fine-grained")
+    return pruned, figures
+
+
+def apply_policy(policy: Policy | str, model: nn.Module | str | None = None, data: Dataset | str | None = None,
+                 *, out, config: SearchConfig | None = None, overwrite: bool = False, **options) -> dict:
+    """Prune a model by a saved policy (a run's policy.json) and export it into `out` as a search exports its
+    best policy: model.pt, model.json, policy.json, config.json and summary.json. Returns the summary.
+
+    The pruning settings (`selection`, `reconstruct`, `calibration_images`, `seed`, `bn_recalibration`,
+    `group_coupled`, `method`) must be the search's to rebuild the very same network. `model` defaults to
+    the policy's model. A policy made for another model, or for other prunable layers, is refused.
+    """
+    threads = torch.get_num_threads()
+    try:
+        return _apply_policy(policy, model, data, out=RunDir(out), config=config, overwrite=overwrite, **options)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _apply_policy(policy, model, data, *, out: RunDir, config, overwrite, **options) -> dict:
+    source = None if isinstance(policy, Policy) else str(policy)
+    policy = policy if isinstance(policy, Policy) else Policy.load(policy)
+    if model is None and config is None and "model" not in options:
+        model = policy.model
+    config = resolve_config(model, data, config, options)
+    out.check_new(overwrite)
+    seed_and_threads(config)
+    setup = prepare(config, model if isinstance(model, nn.Module) else None,
+                    data if isinstance(data, Dataset) else None)
+    policy.check_matches(setup.graph, config.model)
+    baseline_top1 = setup.baseline_top1()
+
+    out.create()  # only now: a mistake found above leaves nothing behind
+    try:
+        out.write_config(config, dataset=setup.dataset, info=setup.info, graph=setup.graph, weights=setup.weights,
+                         baseline_top1=baseline_top1, policy_source=source)
+        out.write_policy(policy)
+        _, figures = export_policy(out, setup.graph, setup.scorer, policy, setup.dataset, setup.info)
+        graph = setup.graph
+        summary = {"model": config.model, "policy_source": source, **figures,
+                   "baseline": {"heldout_top1": baseline_top1, "macs": graph.total_macs, "params": graph.total_params}}
+        out.write_summary(summary)
+    except SaveError as e:
+        out.remove()  # a pruned model without its summary is half an export
+        raise SaveError(f"cannot save {e.path} ({e.reason}); removed the unfinished {out}: free disk space or "
+                        "choose another --out, then run again", e.path, e.reason) from None
+    return summary
+
+
+def resolve_config(model, data, config: SearchConfig | None, options: dict) -> SearchConfig:
+    """One validated SearchConfig from a model/data given by name or object, `config` and keyword options."""
+    from amc import models
+    if isinstance(model, str):
+        options["model"] = model
+    elif isinstance(model, nn.Module):
+        options["model"] = models.model_info(model).name
+    if isinstance(data, str):
+        options["data"] = data
+    elif isinstance(data, Dataset):
+        options["data"] = data.name
+    return SearchConfig.resolve(config, **options)
+
+
+__all__ = ["apply_policy", "export_policy", "resolve_config"]

@@ -1,0 +1,69 @@
+"""Writing files so that a crash, a kill or a full disk never leaves half of one.
+
+Every file amc writes goes through here: whole files are replaced at once (a temporary file beside the
+target, fsync, rename), log lines are appended, and a full disk or a missing permission becomes a one-line
+`SaveError` that says what is intact.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from amc.errors import SaveError
+
+# disk full, quota exceeded, no permission, read-only file system: the user's to fix, not a bug
+SAVE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def write_json_atomic(path: str | Path, obj) -> None:
+    """Write JSON through a temporary file and a rename, so a crash never leaves half a file."""
+    write_bytes_atomic(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """Replace `path` by `data` all at once: a temporary file beside it, fsync, then a rename.
+
+    Whatever happens (disk full, Ctrl-C, a kill), `path` holds either its old or its new content. A full
+    disk or a missing permission becomes a one-line `SaveError` saying that the old content is intact.
+    """
+    path = Path(path)
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if e.errno not in SAVE_ERRNOS:
+            raise
+        reason = e.strerror or errno.errorcode.get(e.errno, str(e.errno))
+        kept = f"the previous {path.name} is intact" if path.exists() else f"no partial {path.name} was left"
+        raise SaveError(f"cannot save {path} ({reason}); {kept}; free disk space or choose a writable "
+                        "location, then run again", str(path), reason) from None
+    except BaseException:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def append_line(path: str | Path, line: str) -> None:
+    """Append one log line; a full disk is a SaveError (a partial last line is dropped on resume)."""
+    path = Path(path)
+    try:
+        with path.open("a") as f:
+            f.write(line + "\n")
+    except OSError as e:
+        if e.errno not in SAVE_ERRNOS:
+            raise
+        raise SaveError(f"cannot save {path} ({e.strerror})", str(path), e.strerror) from None
+
+
+__all__ = ["SAVE_ERRNOS", "append_line", "write_bytes_atomic", "write_json_atomic"]

@@ -1,0 +1,155 @@
+"""The side jobs of a search, one per class, each with one per-episode hook (stable-baselines3's callbacks).
+
+The loop in `amc.search` plays and learns from episodes; after each, `CallbackList.on_episode(record)` runs
+these in order: keep the best policy, check a latency budget on the real network, log the episode, save the
+resumable state, then TensorBoard and progress. `on_end(summary)` closes them.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from amc.env import CompressionEnv
+from amc.errors import AmcError
+from amc.latency.guard import LatencyGuard
+from amc.policy import policy_from_record
+from amc.runs import TENSORBOARD_DIR, RunDir
+
+
+class Callback:
+    def on_episode(self, record: dict) -> None:
+        """Called once per finished episode, in episode order, after the agent learned from it."""
+
+    def on_end(self, summary: dict) -> None:
+        """Called once after the export, with the run's summary."""
+
+
+class CallbackList(Callback):
+    def __init__(self, callbacks: list[Callback | None]):
+        self.callbacks = [c for c in callbacks if c is not None]
+
+    def on_episode(self, record: dict) -> None:
+        for callback in self.callbacks:
+            callback.on_episode(record)
+
+    def on_end(self, summary: dict) -> None:
+        for callback in self.callbacks:
+            callback.on_end(summary)
+
+
+class BestPolicy(Callback):
+    """The highest-reward episode so far, saved to policy.json whenever it changes. A best that a refitted
+    latency budget left over the budget (`over_budget`) gives way to any later episode."""
+
+    def __init__(self, run: RunDir, graph, model_name: str, record: dict | None = None):
+        self.run, self.graph, self.model_name, self.record = run, graph, model_name, record
+
+    def on_episode(self, record: dict) -> None:
+        if self.record is None or self.record.get("over_budget") or record["reward"] > self.record["reward"]:
+            self.replace(record)
+
+    def replace(self, record: dict) -> None:
+        self.record = record
+        self.run.write_policy(policy_from_record(record, self.graph, self.model_name))
+
+
+class LatencyCheck(Callback):
+    """Every few episodes, measure the best policy on the real network (`LatencyGuard`); when the guard refits
+    the latency table, refresh the environment's budget and choose the best again among what meets it."""
+
+    def __init__(self, guard: LatencyGuard, env: CompressionEnv, best: BestPolicy, log: list[dict], run: RunDir):
+        self.guard, self.env, self.best, self.log, self.run = guard, env, best, log, run
+
+    def on_episode(self, record: dict) -> None:
+        if not self.guard.due(record["episode"], self.best.record):
+            return
+        entry = self.guard.check(self.best.record)
+        self.run.write_latency_calibration(self.guard.latency.calibration())
+        if not entry["refit"]:
+            return
+        self.env.refresh_costs()  # the budget moved with the refitted latency model
+        chosen = self.guard.best_within([*self.log, record])  # the log holds the episodes before this one
+        if chosen is None:
+            self.best.record["over_budget"] = True  # kept (and saved) only until an episode meets the budget
+        elif chosen is not self.best.record:
+            self.best.replace(chosen)
+
+
+class EpisodeLog(Callback):
+    """One line per episode in episodes.jsonl (with the best reward so far), and the in-memory log."""
+
+    def __init__(self, run: RunDir, best: BestPolicy, log: list[dict]):
+        self.run, self.best, self.log = run, best, log
+
+    def on_episode(self, record: dict) -> None:
+        record["best_reward"] = self.best.record["reward"]
+        self.log.append(record)
+        self.run.append_episode(record)
+
+
+class SaveState(Callback):
+    """state.pt after every episode (atomically): a killed search resumes after its last finished episode."""
+
+    def __init__(self, run: RunDir, agent, best: BestPolicy):
+        self.run, self.agent, self.best = run, agent, best
+
+    def on_episode(self, record: dict) -> None:
+        self.run.save_state(self.agent.state_dict(), record["episode"] + 1, self.best.record)
+
+
+class TensorBoard(Callback):
+    """Optional (`--tensorboard`): every episode's figures under RUN_DIR/tensorboard; episodes.jsonl stays
+    the record. Refuses before any work when the package is missing."""
+
+    def __init__(self, run: RunDir, start_episode: int):
+        writer = summary_writer()
+        # purge_step: a resumed run drops what an interrupted one wrote past its saved state
+        self.writer = writer(log_dir=str(run / TENSORBOARD_DIR), purge_step=start_episode or None)
+
+    def on_episode(self, record: dict) -> None:
+        step = record["episode"]
+        for key in ("reward", "accuracy", "best_reward", "macs_ratio", "params_ratio", "seconds", "scored_images"):
+            if key in record:
+                self.writer.add_scalar(f"episode/{key}", record[key], step)
+        for group in ("timing", "agent"):
+            for key, value in record.get(group, {}).items():
+                self.writer.add_scalar(f"{group}/{key}", value, step)
+
+    def on_end(self, summary: dict) -> None:
+        lines = [f"| {key} | {summary[key]} |" for key in ("best_episode", "best_val_top1", "test_top1", "macs_ratio",
+                                                          "params_ratio", "episodes") if key in summary]
+        self.writer.add_text("summary", "| figure | value |\n| --- | --- |\n" + "\n".join(lines))
+        self.writer.close()
+
+
+def summary_writer():
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise AmcError("--tensorboard needs the tensorboard package: pip install 'amc-compress[tensorboard]' "
+                       "(or drop --tensorboard)") from None
+    return SummaryWriter
+
+
+class Progress(Callback):
+    """Calls `progress(record)` with the episode's record plus the run's progress (done, remaining, elapsed)."""
+
+    def __init__(self, progress: Callable[[dict], None], episodes: int, start_episode: int):
+        self.progress, self.episodes, self.start_episode = progress, episodes, start_episode
+        self.started = time.perf_counter()
+
+    def on_episode(self, record: dict) -> None:
+        episode = record["episode"]
+        self.progress({**record, "episodes": self.episodes, "elapsed": time.perf_counter() - self.started,
+                       "done": episode + 1 - self.start_episode, "remaining": self.episodes - episode - 1})
+
+
+def eta_seconds(record: dict) -> float:
+    """Seconds left, from a progress record: the mean time of the episodes done this session."""
+    done = max(1, record["done"])
+    return record["elapsed"] / done * record["remaining"] if record["remaining"] else 0.0
+
+
+__all__ = ["BestPolicy", "Callback", "CallbackList", "EpisodeLog", "LatencyCheck", "Progress", "SaveState",
+           "TensorBoard", "eta_seconds", "summary_writer"]

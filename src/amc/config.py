@@ -1,0 +1,143 @@
+"""`SearchConfig`: every setting of a search, validated once, and the one source of the CLI's defaults.
+
+What the settings imply is derived here too (the environment's `EnvConfig`, the DDPG warm-up, whether
+candidates are raced, how many episodes run), so no other module re-derives it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from amc.env import EnvConfig
+from amc.errors import AmcError
+from amc.evaluate import PRECISIONS
+from amc.pruning.channel import SELECTIONS
+
+DEFAULT_MODEL, DEFAULT_DATA = "digits_cnn", "digits"
+AGENT_NAMES = ("ddpg", "random", "uniform", "tpe")
+METHODS = ("channel", "fine-grained")
+LATENCY_BACKENDS = ("torch", "onnxruntime")
+
+
+@dataclass
+class SearchConfig:
+    """Everything that determines a search; written to config.json and used to resume it."""
+
+    model: str = DEFAULT_MODEL
+    weights: str | None = None
+    data: str = DEFAULT_DATA
+    data_dir: str | None = None
+    download: bool = False
+    target: str = "macs"
+    ratio: float = 0.5
+    lbound: float = 0.2
+    channel_round: int = 1
+    group_coupled: bool = False          # also prune residual-coupled channel groups, one decision each
+    reward: str = "acc"
+    agent: str = "ddpg"
+    episodes: int = 300
+    warmup: int | None = None            # DDPG warm-up episodes; default min(100, episodes // 4)
+    agent_options: dict = field(default_factory=dict)  # extra agent settings, e.g. {"noise_sigma_min": 0.1}
+    seed: int = 0
+    calibration_images: int = 3000
+    points_per_image: int = 10
+    selection: str = "magnitude"         # "magnitude" or "greedy" (reconstruction-aware)
+    reconstruct: bool = True             # least-squares reconstruction of each pruned layer
+    bn_recalibration: int = 2            # batches of 100 calibration images to re-estimate BN statistics on
+                                         # before scoring (0 = off); on by default: +10 points before
+                                         # fine-tuning, ranking kept (benchmarks/RESULTS.md, issue 5)
+    heldout_limit: int | None = None     # score on the first N held-out images only
+    racing: bool | None = None           # stop scoring a candidate early once it cannot plausibly be the best;
+                                         # None: wherever it applies (--reward acc), see `races`
+    eval_batch_size: int = 100
+    precision: str = "fp32"              # scoring precision of candidates: "fp32" or "bf16" (faster)
+    threads: int | None = None
+    method: str = "channel"              # "channel" (structured) or "fine-grained" (weights, for model size)
+    workers: int = 1                     # > 1: score episodes in parallel on Ray actors
+    ray_address: str | None = None       # an existing Ray cluster (default: start a local one)
+    latency_backend: str = "torch"       # target latency: the runtime it is measured on (torch, onnxruntime)
+    latency_threads: int = 1             # ... with this many threads
+    latency_batch: int = 1               # ... at this batch size
+    tensorboard: bool = False            # also log every episode for TensorBoard (RUN_DIR/tensorboard)
+
+    def __post_init__(self) -> None:
+        self.env_config  # validates target, ratio, lbound, channel_round and reward
+        if self.episodes < 1:
+            raise AmcError(f"--episodes must be at least 1, got {self.episodes}")
+        if self.calibration_images < 1:
+            raise AmcError("--calibration-images must be at least 1")
+        if self.precision not in PRECISIONS:
+            raise AmcError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.selection not in SELECTIONS:
+            raise AmcError(f"--selection must be one of {', '.join(SELECTIONS)}, got {self.selection!r}")
+        if self.method not in METHODS:
+            raise AmcError(f"--method must be channel or fine-grained, got {self.method!r}")
+        if self.method == "fine-grained" and (self.target != "params" and self.reward == "acc"
+                                              or self.reward == "acc-macs"):
+            raise AmcError("fine-grained pruning shrinks the parameters, not dense MACs or latency; use "
+                           "--target params (or --reward acc-params)")
+        if self.workers < 1:
+            raise AmcError(f"--workers must be at least 1, got {self.workers}")
+        if self.workers > 1 and self.method == "fine-grained":
+            raise AmcError("--workers > 1 supports channel pruning only; drop --workers for fine-grained")
+        if self.latency_backend not in LATENCY_BACKENDS:
+            raise AmcError(f"--latency-backend must be torch or onnxruntime, got {self.latency_backend!r}")
+        if self.latency_threads < 1 or self.latency_batch < 1:
+            raise AmcError("--latency-threads and the latency batch must be at least 1")
+        if self.racing and self.reward != "acc":
+            raise AmcError("--racing stops candidates that cannot beat the best accuracy, which is the reward only "
+                           "with --reward acc; drop --racing for the accuracy-guaranteed rewards")
+        if self.agent not in AGENT_NAMES:
+            raise AmcError(f"--agent must be ddpg, random, uniform or tpe, got {self.agent!r}")
+
+    @property
+    def env_config(self) -> EnvConfig:
+        """The environment these settings imply (budget target and ratio, lower bound, rounding, reward)."""
+        return EnvConfig(self.target, self.ratio, self.lbound, self.channel_round, self.reward)
+
+    @property
+    def races(self) -> bool:
+        """Whether candidates are raced: as asked, else by default wherever racing applies. On by default
+        because it kept the best and found better policies in the same episodes (benchmarks/RESULTS.md)."""
+        return self.racing if self.racing is not None else self.reward == "acc"
+
+    @property
+    def warmup_episodes(self) -> int:
+        return self.warmup if self.warmup is not None else min(100, self.episodes // 4)
+
+    @property
+    def episodes_to_run(self) -> int:
+        """The uniform agent is deterministic: its one episode is the whole search."""
+        return 1 if self.agent == "uniform" else self.episodes
+
+    @property
+    def agent_settings(self) -> dict:
+        """Keyword settings for `amc.agents.make_agent`: the DDPG warm-up, then the user's --agent-option."""
+        warmup = {"warmup_episodes": self.warmup_episodes} if self.agent == "ddpg" else {}
+        return {**warmup, **self.agent_options}
+
+    @property
+    def resource(self) -> str:
+        """The share a progress line shows per episode: "params" where parameters are traded, else "macs"."""
+        return "params" if "params" in (self.target, self.reward.removeprefix("acc-")) else "macs"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "SearchConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in names})
+
+    @classmethod
+    def resolve(cls, config: "SearchConfig | None" = None, **options) -> "SearchConfig":
+        """One validated config from `config` (or the defaults) with keyword `options` replacing its fields."""
+        try:
+            return cls(**{**asdict(config or cls()), **options})
+        except TypeError as e:
+            raise AmcError(f"unknown search setting: {e}") from None
+
+
+DEFAULTS = SearchConfig()  # what the CLI shows and uses where an option is not given
+
+__all__ = ["AGENT_NAMES", "DEFAULTS", "DEFAULT_DATA", "DEFAULT_MODEL", "SearchConfig"]

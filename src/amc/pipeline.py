@@ -1,0 +1,87 @@
+"""What a search, or applying a saved policy, builds before pruning anything: data, model, graph, scorer.
+
+`prepare(config)` is the pipeline's front half in one call: load the dataset and the model (checked against
+each other), trace the prunable decisions, and build the scorer. Benchmarks call it to set up exactly what
+`amc search` sets up.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from amc import models
+from amc.config import SearchConfig
+from amc.data import Dataset, load_dataset
+from amc.errors import AmcError
+from amc.evaluate import Evaluator
+from amc.graph import LayerGraph
+from amc.pruning.fine_grained import WeightGraph
+from amc.scoring import Scorer, build_scorer
+
+
+@dataclass
+class Setup:
+    """The loaded inputs of a run and the scorer built over them."""
+
+    dataset: Dataset
+    model: nn.Module
+    info: models.ModelInfo
+    graph: LayerGraph | WeightGraph
+    scorer: Scorer
+    weights: str | None             # the checkpoint the model was loaded from (given or bundled)
+
+    def baseline_top1(self) -> float:
+        """fp32 held-out top-1 of the original model, on the whole held-out split."""
+        return Evaluator(self.dataset.heldout, self.info.mean, self.info.std).top1(copy.deepcopy(self.model))
+
+
+def seed_and_threads(config: SearchConfig) -> None:
+    """What a run's reproducibility rests on, set the same way for a search and for applying a policy."""
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed)
+
+
+def load_model(config: SearchConfig, dataset: Dataset) -> tuple[nn.Module, str | None]:
+    """The model to prune and the checkpoint it was loaded from (given, bundled, or None)."""
+    weights = config.weights if config.weights is not None else models.bundled_weights(config.model)
+    model = models.create(config.model, num_classes=dataset.num_classes)
+    expected = models.model_info(model).input_shape
+    if tuple(expected) != tuple(dataset.input_shape):
+        raise AmcError(f"model {config.model} expects inputs {expected} but dataset {config.data} has "
+                       f"{tuple(dataset.input_shape)}; pick a matching --model or --data")
+    if weights is None:
+        warnings.warn(f"no --weights given for {config.model}: searching a randomly initialised model "
+                      "(fine for checking structure, meaningless for accuracy)", stacklevel=4)
+    else:
+        models.load_weights(model, weights)
+    return model.eval(), None if weights is None else str(weights)
+
+
+def prepare(config: SearchConfig, model: nn.Module | None = None, dataset: Dataset | None = None) -> Setup:
+    """Load data and model (unless given), trace the prunable layers, and build the scorer."""
+    if dataset is None:
+        dataset = load_dataset(config.data, config.data_dir, seed=0, download=config.download)
+    if len(dataset.heldout) == 0:
+        raise AmcError(f"held-out split of {config.data} is empty (candidates are scored on it); use a dataset "
+                       "with at least two training images per class")
+    model, weights = (model, config.weights) if model is not None else load_model(config, dataset)
+    info = models.model_info(model)
+    model.eval()
+    graph = WeightGraph(model, info.input_shape) if config.method == "fine-grained" else \
+        LayerGraph(model, info.input_shape, group_coupled=config.group_coupled)
+    if config.threads is None and graph.total_macs < 10_000_000:
+        # tiny convolutions gain nothing from intra-op threads and lose a lot when another job shares the
+        # cores (digits_cnn: 50 ms per episode on one thread against ~700 ms on two, measured here)
+        torch.set_num_threads(1)
+    return Setup(dataset, model, info, graph, build_scorer(model, graph, dataset, config), weights)
+
+
+__all__ = ["Setup", "load_model", "prepare", "seed_and_threads"]

@@ -1,0 +1,294 @@
+"""`RunDir`: the one owner of a run directory's file names and JSON shapes.
+
+A run directory holds config.json (the settings and what reproducing them needs), episodes.jsonl (one line
+per episode), policy.json (the best policy so far), state.pt (agent, loop and RNG state, rewritten
+atomically after every episode), latency_calibration.json (a latency search's calibration), the exported
+model (model.pt, model.json, model_sparse.pt), summary.json, and what later commands add: finetune.pt,
+model_finetuned.pt, report.html and its figures, latency.json. Every other module reads and writes these
+through this class.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import platform
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from amc.atomic import append_line, write_bytes_atomic, write_json_atomic
+from amc.config import SearchConfig
+from amc.data import Dataset, fingerprint
+from amc.errors import AmcError
+from amc.policy import Policy
+
+CONFIG_FILE = "config.json"
+EPISODES_FILE = "episodes.jsonl"
+POLICY_FILE = "policy.json"
+STATE_FILE = "state.pt"
+SUMMARY_FILE = "summary.json"
+LATENCY_CALIBRATION_FILE = "latency_calibration.json"  # a resumed latency search reuses it: the same clipping
+MODEL_FILE = "model.pt"
+META_FILE = "model.json"
+SPARSE_FILE = "model_sparse.pt"
+FINETUNE_CHECKPOINT_FILE = "finetune.pt"
+FINETUNED_FILE = "model_finetuned.pt"
+FINETUNED_SPARSE_FILE = "model_finetuned_sparse.pt"
+REPORT_FILE = "report.html"
+LAYERS_FIGURE = "report_layers.png"
+SEARCH_FIGURE = "report_search.png"
+TIMINGS_FILE = "latency.json"  # `amc report --latency`: the original and the pruned model timed
+TENSORBOARD_DIR = "tensorboard"
+
+
+def environment_versions() -> dict:
+    import torch_pruning
+
+    import amc
+    return {"amc": amc.__version__, "torch": torch.__version__, "torch_pruning": torch_pruning.__version__,
+            "numpy": np.__version__, "python": platform.python_version(), "machine": platform.machine(),
+            "processor": platform.processor() or platform.machine()}
+
+
+def sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+class RunDir:
+    """A run directory at `path`: what it holds, read and written in one place."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    # ---- creating and checking ----------------------------------------------------------------------
+    def check_new(self, overwrite: bool) -> None:
+        """Refuse a bad output directory for a new run before any work is done."""
+        out = self.path
+        if out.exists() and not out.is_dir():
+            raise AmcError(f"output path {out} is a file; choose a directory for --out")
+        if out.exists() and any(out.iterdir()) and not overwrite:
+            raise AmcError(f"output directory {out} already exists; pass --resume to continue it, "
+                           "--overwrite to replace it, or choose another --out")
+
+    def check_resumable(self) -> None:
+        if not (self.path / CONFIG_FILE).exists():
+            raise AmcError(f"nothing to resume in {self.path} (no config.json); start a new search without --resume")
+
+    def create(self) -> None:
+        """Create (or empty, for --overwrite) the run directory once everything is set up."""
+        out = self.path
+        try:
+            if out.exists():
+                shutil.rmtree(out)
+            out.mkdir(parents=True)
+            probe = out / ".write-test"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as e:
+            raise AmcError(f"cannot write to output directory {out} ({e.strerror}); choose a writable --out") \
+                from None
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    # ---- config.json --------------------------------------------------------------------------------
+    def write_config(self, config: SearchConfig, *, dataset: Dataset, info, graph, weights: str | None,
+                     baseline_top1: float, **extra) -> None:
+        """config.json: the settings plus what reproducing the run needs (versions, data and weights hashes)."""
+        write_json_atomic(self.path / CONFIG_FILE, {
+            "search": asdict(config), "versions": environment_versions(), "model": asdict(info),
+            "data_fingerprint": {s: fingerprint(getattr(dataset, s)) for s in ("train", "heldout", "test")},
+            "weights_loaded": weights, "weights_sha256": sha256(weights) if weights else None,
+            "decisions": graph.describe(), "skipped_layers": graph.skipped,
+            "baseline": {"heldout_top1": baseline_top1, "macs": graph.total_macs, "params": graph.total_params},
+            **extra})
+
+    def write_peer_config(self, settings: dict) -> None:
+        """A config.json for a model exported outside a search (a benchmark's peer): enough for finetune."""
+        write_json_atomic(self.path / CONFIG_FILE, {"search": settings})
+
+    def read_config(self, purpose: str = "used") -> dict:
+        """config.json as written; a one-line error if it is missing or corrupt."""
+        path = self.path / CONFIG_FILE
+        try:
+            raw = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise AmcError(f"{self.path} is not a search run (no config.json); point at the --out of `amc search`") \
+                from None
+        except (ValueError, UnicodeDecodeError) as e:
+            raise AmcError(f"{path} is corrupt ({type(e).__name__}); the run cannot be {purpose}") from None
+        if not isinstance(raw, dict):
+            raise AmcError(f"{path} is corrupt (not a JSON object); the run cannot be {purpose}")
+        return raw
+
+    def settings(self, purpose: str = "used") -> dict:
+        """The `search` section of config.json (model, weights, data, ...)."""
+        try:
+            settings = self.read_config(purpose)["search"]
+        except KeyError as e:
+            raise AmcError(f"{self.path / CONFIG_FILE} is corrupt (KeyError); the run cannot be {purpose}") from None
+        if not isinstance(settings, dict):
+            raise AmcError(f"{self.path / CONFIG_FILE} is corrupt (no settings); the run cannot be {purpose}")
+        return settings
+
+    def search_config(self) -> SearchConfig:
+        """The settings a run was started with; resuming it uses these, not new ones."""
+        self.check_resumable()
+        path = self.path / CONFIG_FILE
+        try:
+            return SearchConfig.from_dict(json.loads(path.read_text())["search"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise AmcError(f"{path} is corrupt ({type(e).__name__}); the run cannot be resumed: start it again "
+                           "with --overwrite") from None
+
+    def check_same_inputs(self, dataset: Dataset, weights: str | None) -> None:
+        """On resume: refuse data or weights that differ from what the run started with."""
+        record = self.read_config("resumed")
+        for split, old in (record.get("data_fingerprint") or {}).items():
+            new = fingerprint(getattr(dataset, split))
+            if new != old:
+                raise AmcError(f"the {split} data differs from the data {self.path} was started on (fingerprint "
+                               f"{new}, recorded {old}); resume with the same data, or start a new search")
+        old = record.get("weights_sha256")
+        if old and weights and sha256(weights) != old:
+            raise AmcError(f"weights {weights} changed since {self.path} was started (sha256 differs); resume with "
+                           "the original checkpoint, or start a new search")
+
+    # ---- episodes.jsonl -----------------------------------------------------------------------------
+    def append_episode(self, record: dict) -> None:
+        append_line(self.path / EPISODES_FILE, json.dumps(record))
+
+    def read_episodes(self) -> list[dict]:
+        """Every logged episode; a one-line error names the first corrupt line."""
+        path = self.path / EPISODES_FILE
+        episodes = []
+        for number, line in enumerate(path.read_text().splitlines() if path.exists() else [], 1):
+            try:
+                episodes.append(json.loads(line))
+            except ValueError:
+                raise AmcError(f"{path} is corrupt at line {number}; re-run the search") from None
+        return episodes
+
+    def restore_episodes(self, count: int) -> list[dict]:
+        """The first `count` logged episodes, the log cut back to them (a line past the saved state is redone)."""
+        path = self.path / EPISODES_FILE
+        lines = path.read_text().splitlines() if path.exists() else []
+        if len(lines) < count:
+            raise AmcError(f"{path} holds {len(lines)} episodes but the saved state is after episode "
+                           f"{count}; the run is damaged: start it again with --overwrite")
+        log = [json.loads(line) for line in lines[:count]]
+        write_bytes_atomic(path, "".join(json.dumps(r) + "\n" for r in log).encode())
+        return log
+
+    def clear_episodes(self) -> None:
+        (self.path / EPISODES_FILE).unlink(missing_ok=True)
+
+    # ---- state.pt -----------------------------------------------------------------------------------
+    def has_state(self) -> bool:
+        return (self.path / STATE_FILE).exists()
+
+    def save_state(self, agent_state: dict, episode: int, best: dict | None) -> None:
+        buffer = io.BytesIO()
+        torch.save({"episode": episode, "agent": agent_state, "best": json.dumps(best) if best else "",
+                    "rng": _global_rng()}, buffer)
+        write_bytes_atomic(self.path / STATE_FILE, buffer.getvalue())
+
+    def load_state(self) -> dict:
+        """The saved state, with the global generators restored: {"episode", "agent", "best"}."""
+        try:
+            state = torch.load(self.path / STATE_FILE, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - whatever the cause, the file cannot be resumed from
+            raise AmcError(f"cannot read {self.path / STATE_FILE} ({type(e).__name__}); the run cannot be resumed: "
+                           "start it again with --overwrite") from None
+        _set_global_rng(state.get("rng"))
+        return {"episode": int(state["episode"]), "agent": state["agent"],
+                "best": json.loads(state["best"]) if state["best"] else None}
+
+    # ---- fine-tuning ----------------------------------------------------------------------------------
+    def has_finetune_checkpoint(self) -> bool:
+        return (self.path / FINETUNE_CHECKPOINT_FILE).exists()
+
+    def write_finetuned(self, state_dict: dict) -> None:
+        buffer = io.BytesIO()
+        torch.save({k: v.contiguous() for k, v in state_dict.items()}, buffer)
+        write_bytes_atomic(self.path / FINETUNED_FILE, buffer.getvalue())
+
+    def read_finetuned(self) -> dict:
+        path = self.path / FINETUNED_FILE
+        if not path.exists():
+            raise AmcError(f"{self.path} has no fine-tuned model; run `amc finetune {self.path}` first")
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+    # ---- policy.json, summary.json, latency calibration ---------------------------------------------
+    def write_policy(self, policy: Policy) -> None:
+        policy.save(self.path / POLICY_FILE)
+
+    def read_policy(self) -> Policy:
+        return Policy.load(self.path / POLICY_FILE)
+
+    def write_summary(self, summary: dict) -> None:
+        write_json_atomic(self.path / SUMMARY_FILE, summary)
+
+    def has_summary(self) -> bool:
+        return (self.path / SUMMARY_FILE).exists()
+
+    def read_summary(self) -> dict:
+        path = self.path / SUMMARY_FILE
+        try:
+            summary = json.loads(path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (ValueError, UnicodeDecodeError) as e:
+            raise AmcError(f"{path} is corrupt ({type(e).__name__}); re-run the search") from None
+        if not isinstance(summary, dict):
+            raise AmcError(f"{path} is corrupt (not a JSON object); re-run the search")
+        return summary
+
+    def update_summary(self, key: str, value: Any) -> None:
+        """Add one section (e.g. "finetune") to summary.json, keeping the rest."""
+        self.write_summary({**self.read_summary(), key: value})
+
+    def read_latency_calibration(self) -> dict | None:
+        path = self.path / LATENCY_CALIBRATION_FILE
+        if not path.exists():
+            return None
+        try:
+            saved = json.loads(path.read_text())
+            float(saved["offset_ms"]), float(saved["scale"])
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+            raise AmcError(f"{path} is corrupt ({type(e).__name__}); the run cannot be resumed: start it again "
+                           "with --overwrite") from None
+        return saved
+
+    def write_latency_calibration(self, calibration: dict) -> None:
+        write_json_atomic(self.path / LATENCY_CALIBRATION_FILE, calibration)
+
+
+def _global_rng() -> dict:
+    """torch's and numpy's global generators, as tensors and plain values (loadable with weights_only)."""
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "numpy_keys": torch.from_numpy(keys.astype(np.int64)),
+            "numpy_pos": int(pos), "numpy_has_gauss": int(has_gauss), "numpy_gauss": float(gauss)}
+
+
+def _set_global_rng(state: dict | None) -> None:
+    if state is None:  # a state file from before the global generators were saved
+        return
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(("MT19937", state["numpy_keys"].numpy().astype(np.uint32), state["numpy_pos"],
+                         state["numpy_has_gauss"], state["numpy_gauss"]))
+
+
+__all__ = ["RunDir", "environment_versions", "sha256"]

@@ -1,0 +1,122 @@
+"""Scoring a candidate policy: prune a copy of the model, recalibrate its BatchNorm, measure held-out top-1.
+
+`Scorer` is the one place a policy becomes a number. `build_scorer` assembles it the way a search does
+(calibration images -> layer statistics -> pruner -> evaluator -> scorer); the search, the Ray workers and
+every benchmark build theirs with it, so they score alike.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+
+from amc.config import SearchConfig
+from amc.data import Dataset, batches
+from amc.evaluate import Evaluator, recalibrate_batchnorm
+from amc.graph import LayerGraph
+from amc.models import model_info
+from amc.pruning import ChannelPruner, collect_stats
+from amc.pruning.fine_grained import MagnitudePruner, WeightGraph
+
+
+class Scorer:
+    """`scorer(keep) -> held-out accuracy` of the network pruned to `keep`; repeated policies are not scored twice.
+
+    With `racing`, a candidate is dropped as soon as it cannot plausibly beat `best` (the best fully scored
+    accuracy so far) and its prefix estimate is returned. `timing` tells where the last call's time went,
+    `scored_images` how many held-out images it was scored on (0 for a policy scored before).
+    """
+
+    def __init__(self, pruner: ChannelPruner | MagnitudePruner, evaluator: Evaluator,
+                 recalibration: Sequence[torch.Tensor] = (), racing: bool = False):
+        self.pruner = pruner
+        self.evaluator = evaluator
+        self.recalibration = list(recalibration)
+        self.racing = racing
+        self.best = float("-inf")  # best fully scored accuracy: what a raced candidate must plausibly beat
+        self.scored_images = 0     # held-out images the last new candidate was scored on
+        self._scores: dict[tuple[int, ...], float] = {}
+        self.timing: dict[str, float] = {}
+        self.calibration: torch.Tensor | None = None  # the images the statistics came from (build_scorer)
+
+    @property
+    def model(self) -> nn.Module:
+        """The original (unpruned) model."""
+        return self.pruner.model
+
+    @property
+    def stats(self) -> dict | None:
+        """The calibration statistics least squares solves with (None for fine-grained or magnitude-only)."""
+        return getattr(self.pruner, "stats", None)
+
+    def build(self, keep: Sequence[int]) -> nn.Module:
+        """The pruned network of `keep`, BatchNorm recalibrated: what is scored and what is exported."""
+        t0 = time.perf_counter()
+        pruned, _ = self.pruner.prune(list(keep))
+        t1 = time.perf_counter()
+        if self.recalibration:
+            recalibrate_batchnorm(pruned, self.recalibration)
+        self.timing.update(prune=t1 - t0, recalibrate=time.perf_counter() - t1)
+        return pruned
+
+    def __call__(self, keep: Sequence[int]) -> float:
+        key = tuple(int(k) for k in keep)
+        self.timing = {"prune": 0.0, "recalibrate": 0.0, "evaluate": 0.0}  # where an episode's time goes
+        self.scored_images = 0  # stays 0 for a policy scored before
+        if key not in self._scores:
+            pruned = self.build(list(key))
+            t0 = time.perf_counter()
+            if self.racing:
+                score, self.scored_images = self.evaluator.race(pruned, self.best)
+                if self.scored_images == self.evaluator.size:
+                    self.best = max(self.best, score)
+            else:
+                score, self.scored_images = self.evaluator.top1(pruned), self.evaluator.size
+            self._scores[key] = score
+            self.timing["evaluate"] = time.perf_counter() - t0
+        return self._scores[key]
+
+    def variant(self, *, recalibration: Sequence[torch.Tensor] | None = None, racing: bool | None = None) -> "Scorer":
+        """The same pruner and held-out split with other recalibration or racing, and a cache of its own."""
+        return Scorer(self.pruner, self.evaluator, self.recalibration if recalibration is None else recalibration,
+                      self.racing if racing is None else racing)
+
+
+def recalibration_batches(images: torch.Tensor, batches: int) -> list[torch.Tensor]:
+    """The first `batches` hundreds of the calibration images: what BN recalibration re-estimates on."""
+    return [images[i:i + 100] for i in range(0, 100 * batches, 100) if i < len(images)]
+
+
+def calibration_images(dataset: Dataset, model: nn.Module, count: int, seed: int) -> torch.Tensor:
+    """`count` training images (never held-out) chosen by `seed`, normalised for `model`."""
+    info = model_info(model)
+    index = dataset.calibration_indices(min(count, len(dataset.train)), seed)
+    return next(batches(dataset.train.subset(index), len(index), mean=info.mean, std=info.std))[0]
+
+
+def build_scorer(model: nn.Module, graph: LayerGraph | WeightGraph, dataset: Dataset,
+                 config: SearchConfig = SearchConfig(), *, images: torch.Tensor | None = None) -> Scorer:
+    """The scorer a search with `config` uses: calibration statistics sampled from `config.calibration_images`
+    training images (or `images`), the pruner (`config.selection`, `config.reconstruct`; magnitude masks for
+    fine-grained), held-out scoring at `config.precision`, BN recalibration and racing as configured."""
+    info = model_info(model)
+    if images is None:
+        images = calibration_images(dataset, model, config.calibration_images, config.seed)
+    if isinstance(graph, WeightGraph):
+        pruner = MagnitudePruner(model, graph)
+    else:
+        needs_stats = config.reconstruct or config.selection == "greedy"
+        stats = collect_stats(model, graph, images, points_per_image=config.points_per_image,
+                              seed=config.seed) if needs_stats else None
+        pruner = ChannelPruner(model, graph, stats, selection=config.selection, reconstruct=config.reconstruct)
+    evaluator = Evaluator(dataset.heldout, info.mean, info.std, batch_size=config.eval_batch_size,
+                          limit=config.heldout_limit, precision=config.precision)
+    scorer = Scorer(pruner, evaluator, recalibration_batches(images, config.bn_recalibration), racing=config.races)
+    scorer.calibration = images
+    return scorer
+
+
+__all__ = ["Scorer", "build_scorer", "calibration_images", "recalibration_batches"]
