@@ -211,17 +211,40 @@ def test_random_agent_in_range_seeded_and_resumes(tmp_path):
     assert [clone.act(None) for _ in range(10)] == [a.act(None) for _ in range(10)]
 
 
-def test_make_agent_registry_and_config():
+class ToyEnv:
+    """What make_agent reads of an environment: observation space, lower bound, budget and the fixed policies."""
+
+    class config:
+        lbound, constrained = 0.2, True
+
+    observation_space = type("Space", (), {"shape": (OBS_DIM,)})()
+    channels = [16] * LAYERS
+
+    def uniform_ratio(self):
+        return 0.45
+
+    def ramp_ratios(self, spread):
+        return [0.45 + spread * (0.5 - i / (LAYERS - 1)) for i in range(LAYERS)]
+
+
+def test_make_agent_builds_agents_from_the_env_and_resolves_their_priors():
+    from amc.errors import AmcError
+
+    env = ToyEnv()
     assert {"ddpg", "random"} <= set(AGENTS)
-    ddpg = make_agent("ddpg", OBS_DIM, 0.2, 0, warmup_episodes=7, batch_size=32)
-    assert isinstance(ddpg, DDPGAgent) and ddpg.config == DDPGConfig(warmup_episodes=7, batch_size=32)
-    assert isinstance(make_agent("random", OBS_DIM, 0.2, 0), RandomAgent)
-    u = make_agent("uniform", OBS_DIM, 0.2, 0, ratio=0.45)
+    ddpg = make_agent("ddpg", env, 0, warmup_episodes=7, batch_size=32)
+    assert isinstance(ddpg, DDPGAgent) and ddpg.config == DDPGConfig(warmup_episodes=7, batch_size=32, anchor=0.45)
+    assert make_agent("ddpg", env, 0, anchor="shallower").config.anchor == env.ramp_ratios(-0.5)
+    assert make_agent("ddpg", env, 0, anchor="none").config.anchor is None
+    assert isinstance(make_agent("random", env, 0), RandomAgent)
+    u = make_agent("uniform", env, 0)  # the uniform ratio that meets the env's budget
     assert isinstance(u, UniformAgent) and u.act(None) == 0.45
-    with pytest.raises(ValueError, match="unknown agent"):
-        make_agent("ppo", OBS_DIM, 0.2, 0)
-    with pytest.raises(TypeError):
-        make_agent("ddpg", OBS_DIM, 0.2, 0, warmup=7)  # misspelt field
+    with pytest.raises(AmcError, match="unknown agent"):
+        make_agent("ppo", env, 0)
+    with pytest.raises(AmcError, match="bad --agent-option"):
+        make_agent("ddpg", env, 0, warmup=7)  # misspelt field
+    with pytest.raises(AmcError, match="unknown anchor"):
+        make_agent("ddpg", env, 0, anchor="sideways")
     with pytest.raises(ValueError):
         DDPGConfig(noise_sigma_min=0.9)  # floor above the initial sigma
 
@@ -254,7 +277,7 @@ def test_tpe_learns_the_toy_walk_resumes_exactly_and_handles_overlapping_episode
     pytest.importorskip("optuna", reason="the optional extra `tpe`")
     from amc.agents.tpe import TPEAgent
 
-    agent = make_agent("tpe", OBS_DIM, 0.2, 0)
+    agent = make_agent("tpe", ToyEnv(), 0)
     actions, rewards, _ = run(agent, 0, 60)
     assert all(0.2 <= a <= 1.0 for episode in actions for a in episode)
     assert np.mean(rewards[-15:]) > np.mean(rewards[:10]) + 0.05  # better than its random start-up trials
@@ -284,4 +307,4 @@ def test_tpe_without_optuna_names_the_extra_to_install(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "optuna", None)  # as if optuna were not installed
     with pytest.raises(AmcError, match=r"pip install 'amc-compress\[tpe\]'"):
-        make_agent("tpe", OBS_DIM, 0.2, 0)
+        make_agent("tpe", ToyEnv(), 0)

@@ -6,7 +6,7 @@ import pytest
 
 import amc
 from amc.data import load_dataset
-from amc.search import SearchConfig
+from amc.config import SearchConfig
 
 ray = pytest.importorskip("ray", reason="Ray is the optional extra `distributed`")
 

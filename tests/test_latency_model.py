@@ -10,12 +10,11 @@ import amc
 from amc.data import load_dataset
 from amc.env import allowed_counts
 from amc.graph import LayerGraph
-from amc.latency_budget import SLACK
-from amc.latency_model import build_latency_model
-from amc.search import SearchConfig
+from amc.config import SearchConfig
+from amc.latency.guard import SLACK
+from amc.latency.table import build_latency_model
 
-search_module = importlib.import_module("amc.search")  # `amc.search` the attribute is the function
-budget_module = importlib.import_module("amc.latency_budget")
+budget_module = importlib.import_module("amc.latency.guard")
 
 
 @pytest.fixture(autouse=True)
@@ -60,7 +59,7 @@ def test_calibration_fits_whole_network_measurements():
     assert model.predict(full) == pytest.approx(2 * a + 1.0)
 
 
-def test_latency_constrained_search_meets_its_predicted_budget_and_measures_the_result(tmp_path):
+def test_latency_constrained_search_meets_its_predicted_budget_and_measures_the_result(tmp_path, simulated_timer):
     digits = load_dataset("digits")
     config = SearchConfig(target="latency", ratio=0.9, agent="random", episodes=4, calibration_images=200)
     with warnings.catch_warnings(record=True) as caught:
@@ -68,10 +67,10 @@ def test_latency_constrained_search_meets_its_predicted_budget_and_measures_the_
         result = amc.search(config=config, out=tmp_path / "run", data=digits)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     latency = summary["latency"]
-    # timings of a network this small are noisy: the final check may refit the prediction, but then the
-    # summary says whether the measured budget holds, and a miss is never silent
-    assert latency["met"] == (latency["measured_ratio"] <= 0.9 * (1 + SLACK))
-    assert latency["met"] or any("over the budget" in str(w.message) for w in caught)
+    # on the simulated machine (time = f(MACs, layers), whatever this machine's load) the budget holds as
+    # measured, and the summary says so; no "over the budget" warning
+    assert latency["met"] and latency["measured_ratio"] <= 0.9 * (1 + SLACK)
+    assert not any("over the budget" in str(w.message) for w in caught)
     assert latency["checks"][-1]["measured_ratio"] == latency["measured_ratio"]
     assert latency["original_ms"] > 0 and latency["pruned_ms"] > 0
     assert {"backend", "threads", "cpu", "calibration"} <= set(latency)
@@ -107,11 +106,9 @@ def test_a_drifted_latency_calibration_is_caught_by_measuring_the_best_policy_an
     does): the calibrated prediction now says pruned networks are relatively faster than they are. The guard
     must catch that by measuring the best policy, refit through it and export a policy that meets the budget
     on the machine as it is now."""
-    import amc.latency_model as latency_model_module
-
     tables = []
-    real_build = latency_model_module.build_latency_model
-    monkeypatch.setattr(latency_model_module, "build_latency_model",
+    real_build = budget_module.build_latency_model
+    monkeypatch.setattr(budget_module, "build_latency_model",
                         lambda *a, **k: tables.append(real_build(*a, **k)) or tables[-1])
     calls = []
 
@@ -146,11 +143,9 @@ def test_the_final_check_takes_the_median_of_repeated_measurements_so_one_noisy_
     """An exact "machine" except that the final check's first side-by-side pair runs the pruned network 8% slow
     (a noisy moment, as seen on an idle machine at 1-2 ms): the check must take the median of its repeats,
     find the budget met and leave the calibration alone."""
-    import amc.latency_model as latency_model_module
-
     tables = []
-    real_build = latency_model_module.build_latency_model
-    monkeypatch.setattr(latency_model_module, "build_latency_model",
+    real_build = budget_module.build_latency_model
+    monkeypatch.setattr(budget_module, "build_latency_model",
                         lambda *a, **k: tables.append(real_build(*a, **k)) or tables[-1])
     calls = []
     noise = iter([1.08, 1.0, 0.99])

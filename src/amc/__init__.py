@@ -4,7 +4,7 @@ Public API: `amc.models.create`, `amc.count_macs`, `amc.count_params`, `amc.sear
 `amc.load_pruned`.
 """
 
-__version__ = "0.1.0"
+from amc.version import __version__  # noqa: E402
 
 from amc.cost import count_macs, count_params  # noqa: E402
 from amc.export import load_pruned  # noqa: E402

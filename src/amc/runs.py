@@ -50,8 +50,8 @@ TENSORBOARD_DIR = "tensorboard"
 def environment_versions() -> dict:
     import torch_pruning
 
-    import amc
-    return {"amc": amc.__version__, "torch": torch.__version__, "torch_pruning": torch_pruning.__version__,
+    from amc.version import __version__
+    return {"amc": __version__, "torch": torch.__version__, "torch_pruning": torch_pruning.__version__,
             "numpy": np.__version__, "python": platform.python_version(), "machine": platform.machine(),
             "processor": platform.processor() or platform.machine()}
 
@@ -274,6 +274,52 @@ class RunDir:
 
     def write_latency_calibration(self, calibration: dict) -> None:
         write_json_atomic(self.path / LATENCY_CALIBRATION_FILE, calibration)
+
+    # ---- what later commands read and add: the exported policy, report files, timings -----------------
+    def has(self, name: str) -> bool:
+        """Whether the run holds the file `name` (one of the constants above)."""
+        return (self.path / name).exists()
+
+    def size(self, name: str) -> int | None:
+        """Bytes of the file `name` in the run; None if it is not there."""
+        path = self.path / name
+        return path.stat().st_size if path.exists() else None
+
+    def read_exported_keep(self) -> list | None:
+        """model.json's kept counts (what model.pt holds), read leniently; None if missing or unreadable."""
+        return self._lenient_keep(META_FILE, lambda d: d["policy"]["keep"])
+
+    def read_policy_keep(self) -> list | None:
+        """policy.json's kept counts, read leniently; None if missing or unreadable."""
+        return self._lenient_keep(POLICY_FILE, lambda d: d["keep"])
+
+    def _lenient_keep(self, name: str, extract) -> list | None:
+        try:
+            return extract(json.loads((self.path / name).read_text()))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def write_report(self, html: str, figures: dict[str, bytes]) -> Path:
+        """The report's figures (name -> PNG), then report.html; returns the page's path."""
+        for name, png in figures.items():
+            write_bytes_atomic(self.path / name, png)
+        out = self.path / REPORT_FILE
+        write_bytes_atomic(out, html.encode("utf-8"))
+        return out
+
+    def read_timings(self) -> dict | None:
+        """latency.json as written by `amc report --latency`; None if the run was not timed."""
+        path = self.path / TIMINGS_FILE
+        if not path.exists():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except ValueError as e:
+            raise AmcError(f"{path} is corrupt ({type(e).__name__}); time the run again with "
+                           "`amc report --latency`") from None
+
+    def write_timings(self, record: dict) -> None:
+        write_json_atomic(self.path / TIMINGS_FILE, record)
 
 
 def _global_rng() -> dict:
