@@ -14,7 +14,7 @@ from amc.evaluate import PRECISIONS
 from amc.pruning.channel import SELECTIONS
 
 DEFAULT_MODEL, DEFAULT_DATA = "digits_cnn", "digits"
-AGENT_NAMES = ("ddpg", "random", "uniform", "tpe")
+AGENT_NAMES = ("ddpg", "random", "uniform", "tpe", "knapsack")
 METHODS = ("channel", "fine-grained")
 LATENCY_BACKENDS = ("torch", "onnxruntime")
 
@@ -88,7 +88,7 @@ class SearchConfig:
             raise AmcError("--racing stops candidates that cannot beat the best accuracy, which is the reward only "
                            "with --reward acc; drop --racing for the accuracy-guaranteed rewards")
         if self.agent not in AGENT_NAMES:
-            raise AmcError(f"--agent must be ddpg, random, uniform or tpe, got {self.agent!r}")
+            raise AmcError(f"--agent must be one of {', '.join(AGENT_NAMES)}, got {self.agent!r}")
 
     @property
     def env_config(self) -> EnvConfig:
@@ -107,8 +107,8 @@ class SearchConfig:
 
     @property
     def episodes_to_run(self) -> int:
-        """The uniform agent is deterministic: its one episode is the whole search."""
-        return 1 if self.agent == "uniform" else self.episodes
+        """The uniform and knapsack agents are deterministic: their one episode is the whole search."""
+        return 1 if self.agent in ("uniform", "knapsack") else self.episodes
 
     @property
     def agent_settings(self) -> dict:

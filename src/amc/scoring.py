@@ -79,10 +79,15 @@ class Scorer:
             self.timing["evaluate"] = time.perf_counter() - t0
         return self._scores[key]
 
-    def variant(self, *, recalibration: Sequence[torch.Tensor] | None = None, racing: bool | None = None) -> "Scorer":
-        """The same pruner and held-out split with other recalibration or racing, and a cache of its own."""
-        return Scorer(self.pruner, self.evaluator, self.recalibration if recalibration is None else recalibration,
-                      self.racing if racing is None else racing)
+    def variant(self, *, recalibration: Sequence[torch.Tensor] | None = None, racing: bool | None = None,
+                evaluator: Evaluator | None = None) -> "Scorer":
+        """The same pruner with other recalibration, racing or evaluator (e.g. `evaluator.limited(1000)`), and a
+        cache of its own."""
+        scorer = Scorer(self.pruner, evaluator or self.evaluator,
+                        self.recalibration if recalibration is None else recalibration,
+                        self.racing if racing is None else racing)
+        scorer.calibration = self.calibration
+        return scorer
 
 
 def recalibration_batches(images: torch.Tensor, batches: int) -> list[torch.Tensor]:

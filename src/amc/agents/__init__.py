@@ -5,16 +5,18 @@ from __future__ import annotations
 
 from amc.agents.base import Agent, Transition
 from amc.agents.ddpg import DDPGAgent, DDPGConfig
+from amc.agents.knapsack import OPTIONS, SENSITIVITY_IMAGES, KnapsackAgent, knapsack_ratios
 from amc.agents.random_agent import RandomAgent
 from amc.agents.tpe import TPEAgent
 from amc.agents.uniform import UniformAgent
 from amc.errors import AmcError
 
 AGENTS: dict[str, type[Agent]] = {"ddpg": DDPGAgent, "random": RandomAgent, "uniform": UniformAgent,
-                                  "tpe": TPEAgent}
+                                  "tpe": TPEAgent, "knapsack": KnapsackAgent}
 
 RAMP_SPREAD = 0.5  # preserve ratio difference between the first and last decision of a handcrafted ramp
-ANCHORS = {"uniform": 0.0, "shallower": -RAMP_SPREAD, "deeper": RAMP_SPREAD}  # ramp spread of each named prior
+ANCHORS = {"uniform": 0.0, "shallower": -RAMP_SPREAD, "deeper": RAMP_SPREAD,  # ramp spread of each named prior
+           "knapsack": None}  # the knapsack allocation at the budget
 
 
 def resolve_anchor(env, anchor) -> float | list[float] | None:
@@ -27,6 +29,8 @@ def resolve_anchor(env, anchor) -> float | list[float] | None:
         if anchor not in ANCHORS:
             raise AmcError(f"unknown anchor {anchor!r}; use one of {', '.join([*ANCHORS, 'none'])}, a ratio, "
                            "or a list with one ratio per decision")
+        if anchor == "knapsack":
+            return knapsack_ratios(env)
         return env.uniform_ratio() if anchor == "uniform" else env.ramp_ratios(ANCHORS[anchor])
     if isinstance(anchor, list) and len(anchor) != len(env.channels):
         raise AmcError(f"anchor lists {len(anchor)} ratios but the model has {len(env.channels)} decisions; "
@@ -45,6 +49,9 @@ def make_agent(name: str, env, seed: int, **options) -> Agent:
     obs_dim, lbound = env.observation_space.shape[0], env.config.lbound
     if name == "uniform":
         options.setdefault("ratio", env.uniform_ratio())
+    if name == "knapsack" and "ratios" not in options:
+        options["ratios"] = knapsack_ratios(env, int(options.pop("sensitivity_images", SENSITIVITY_IMAGES)),
+                                            int(options.pop("options", OPTIONS)))
     if name == "ddpg":
         default = "uniform" if env.config.constrained else "none"
         options["anchor"] = resolve_anchor(env, options.get("anchor", default))
@@ -54,5 +61,5 @@ def make_agent(name: str, env, seed: int, **options) -> Agent:
         raise AmcError(f"bad --agent-option for {name}: {e}") from None
 
 
-__all__ = ["AGENTS", "ANCHORS", "Agent", "DDPGAgent", "DDPGConfig", "RandomAgent", "TPEAgent", "Transition",
-           "UniformAgent", "make_agent", "resolve_anchor"]
+__all__ = ["AGENTS", "ANCHORS", "Agent", "DDPGAgent", "DDPGConfig", "KnapsackAgent", "RandomAgent", "TPEAgent",
+           "Transition", "UniformAgent", "make_agent", "resolve_anchor"]

@@ -1,0 +1,134 @@
+"""The knapsack allocator: a strong cheap baseline, and a prior for the searchers.
+
+Per decision, the accuracy lost when only that decision is pruned to each of a few allowed ratios (least
+squares and BN recalibration as in the search, scored on a small class-balanced prefix of the held-out
+split), and the cost each option saves (the environment's exact cost: MACs, params or the latency table).
+A multiple-choice knapsack then picks one option per decision that saves enough to meet the budget at the
+smallest summed accuracy loss: dynamic programming over the discretised saving. Savings are measured one
+decision at a time; where two decisions share a layer (a plain chain) the savings interact, so the target
+saving is raised until the whole policy meets the budget by the environment's own cost.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from amc.agents.base import Agent, Transition
+
+SENSITIVITY_IMAGES = 1000  # held-out images each single-decision candidate is scored on
+OPTIONS = 8                # allowed ratios tried per decision, from the lower bound to 1
+BINS = 2000                # resolution of the saving in the dynamic programme
+
+
+def sensitivity(env, images: int = SENSITIVITY_IMAGES, options: int = OPTIONS) -> list[list[tuple[int, float]]]:
+    """For every decision, [(keep count, accuracy)] with only that decision pruned (the others whole)."""
+    scorer = env.evaluate
+    probe = scorer.variant(racing=False, evaluator=scorer.evaluator.limited(images))
+    full = [int(c) for c in env.channels]
+    table = []
+    for i, allowed in enumerate(env.allowed):
+        picks = np.unique(np.round(np.linspace(0, len(allowed) - 1, min(options, len(allowed)))).astype(int))
+        row = []
+        for count in allowed[picks]:
+            keep = list(full)
+            keep[i] = int(count)
+            row.append((int(count), float(probe(keep))))
+        table.append(row)
+    return table
+
+
+def allocate(env, table: list[list[tuple[int, float]]], bins: int = BINS, rounds: int = 30) -> list[int]:
+    """Keep counts, one option per decision, that meet `env`'s budget with the least summed accuracy loss."""
+    full = np.array([int(c) for c in env.channels])
+    total = env.cost(full)
+    saving = []
+    for i, row in enumerate(table):
+        keep = full.copy()
+        values = []
+        for count, _ in row:
+            keep[i] = count
+            values.append(total - env.cost(keep))
+        saving.append(values)
+    loss = [[max(0.0, row[-1][1] - acc) for _, acc in row] for row in table]  # against the whole decision
+    needed = total - env.budget
+    if needed <= 0:
+        return full.tolist()
+    target = needed
+    best = [row[0][0] for row in table]  # every decision at its lower bound: the cheapest policy
+    for _ in range(rounds):
+        choice = _covering_knapsack(saving, loss, target, bins)
+        if choice is None:
+            return best
+        keep = [table[i][o][0] for i, o in enumerate(choice)]
+        cost = env.cost(keep)
+        if cost <= env.budget + 1e-6:
+            return keep
+        target += cost - env.budget  # savings interacted: ask for the shortfall on top
+    return best
+
+
+def _covering_knapsack(saving: list[list[float]], loss: list[list[float]], target: float,
+                       bins: int) -> list[int] | None:
+    """One option per group whose savings sum to at least `target` at the least summed loss (None if no
+    choice saves enough). Savings are rounded down to steps of target / bins, so the choice saves enough;
+    bin `bins` stands for "the target or more"."""
+    step = target / bins
+    best = np.full(bins + 1, np.inf)  # least loss with the saving so far in bin j
+    best[0] = 0.0
+    trail = []  # per group: (option, previous bin) that reached each bin
+    index = np.arange(bins + 1)
+    for values, losses in zip(saving, loss):
+        nxt = np.full(bins + 1, np.inf)
+        option_at, previous_at = np.zeros(bins + 1, np.int64), np.zeros(bins + 1, np.int64)
+        for option, (value, lost) in enumerate(zip(values, losses)):
+            units = min(bins, int(np.floor(max(value, 0.0) / step)))
+            landing = np.minimum(index + units, bins)
+            candidate = best + lost
+            for j in np.flatnonzero(np.isfinite(candidate)):
+                if candidate[j] < nxt[landing[j]]:
+                    nxt[landing[j]], option_at[landing[j]], previous_at[landing[j]] = candidate[j], option, j
+        best = nxt
+        trail.append((option_at, previous_at))
+    if not np.isfinite(best[bins]):
+        return None
+    choice, j = [], bins
+    for option_at, previous_at in reversed(trail):
+        choice.append(int(option_at[j]))
+        j = int(previous_at[j])
+    return choice[::-1]
+
+
+class KnapsackAgent(Agent):
+    """Answers the knapsack's ratio for each decision in turn (one deterministic episode is the search)."""
+
+    name = "knapsack"
+
+    def __init__(self, obs_dim: int, lbound: float, seed: int, ratios: list[float] | None = None):
+        self.ratios = [float(np.clip(r, lbound, 1.0)) for r in (ratios or [])]
+        self.t = 0
+
+    def begin_episode(self, episode: int) -> None:
+        self.t = 0
+
+    def act(self, obs: np.ndarray) -> float:
+        ratio = self.ratios[min(self.t, len(self.ratios) - 1)] if self.ratios else 1.0
+        self.t += 1
+        return ratio
+
+    def end_episode(self, transitions: list[Transition], reward: float) -> dict[str, float]:
+        return {}
+
+    def state_dict(self) -> dict:
+        return {"ratios": list(self.ratios)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.ratios = [float(r) for r in state["ratios"]]
+
+
+def knapsack_ratios(env, images: int = SENSITIVITY_IMAGES, options: int = OPTIONS) -> list[float]:
+    """Per-decision preserve ratios of the knapsack allocation for `env`'s budget."""
+    keep = allocate(env, sensitivity(env, images, options))
+    return [k / int(c) for k, c in zip(keep, env.channels)]
+
+
+__all__ = ["KnapsackAgent", "allocate", "knapsack_ratios", "sensitivity"]

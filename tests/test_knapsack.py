@@ -1,0 +1,71 @@
+"""The knapsack allocator: the dynamic programme is optimal on small instances, and the allocation meets the
+budget through the environment, beats the uniform policy on the embedded default and anchors DDPG."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import amc
+from amc.agents.knapsack import _covering_knapsack
+from amc.data import load_dataset
+
+BINS = 400
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.tuples(st.floats(0, 10), st.floats(0, 1)), min_size=1, max_size=4), min_size=1,
+                max_size=4), st.floats(0.5, 20))
+def test_the_dynamic_programme_saves_enough_and_loses_no_more_than_any_choice_that_saves_a_little_more(
+        groups, target):
+    saving = [[s for s, _ in g] for g in groups]
+    loss = [[l for _, l in g] for g in groups]
+    choice = _covering_knapsack(saving, loss, target, BINS)
+    choices = list(itertools.product(*[range(len(g)) for g in groups]))
+    slack = target * len(groups) / BINS  # rounding savings down to steps of target / BINS, once per group
+    feasible = [c for c in choices if sum(saving[i][o] for i, o in enumerate(c)) >= target + slack]
+    if choice is None:
+        assert not feasible
+        return
+    assert sum(saving[i][o] for i, o in enumerate(choice)) >= target - 1e-9
+    if feasible:
+        optimum = min(sum(loss[i][o] for i, o in enumerate(c)) for c in feasible)
+        assert sum(loss[i][o] for i, o in enumerate(choice)) <= optimum + 1e-9
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+def test_knapsack_meets_the_budget_in_one_episode_and_beats_uniform_on_digits(tmp_path, digits):
+    settings_ = dict(calibration_images=300, ratio=0.4, seed=0)
+    knapsack = amc.search(out=tmp_path / "k", data=digits, agent="knapsack", episodes=50, **settings_)
+    uniform = amc.search(out=tmp_path / "u", data=digits, agent="uniform", **settings_)
+    assert len(knapsack.episodes) == 1  # deterministic: one episode is the whole search
+    assert knapsack.summary["macs_ratio"] <= 0.4 + 1e-9
+    assert len(set(knapsack.policy.ratios)) > 1  # not the uniform policy
+    assert knapsack.best_val_top1 >= uniform.best_val_top1
+
+
+def test_a_plain_chain_whose_savings_interact_still_meets_the_budget(tmp_path, digits):
+    # digits_cnn is a plain chain: each inner layer's cost is the product of two decisions' counts
+    for ratio in (0.6, 0.3, 0.15):
+        result = amc.search(out=tmp_path / f"r{ratio}", data=digits, agent="knapsack", ratio=ratio,
+                            calibration_images=200, lbound=0.1)
+        assert result.summary["macs_ratio"] <= ratio + 1e-9
+
+
+def test_ddpg_anchored_at_the_knapsack_plays_it_first(tmp_path, digits):
+    knapsack = amc.search(out=tmp_path / "k", data=digits, agent="knapsack", calibration_images=300)
+    ddpg = amc.search(out=tmp_path / "d", data=digits, agent="ddpg", episodes=3, warmup=2, calibration_images=300,
+                      agent_options={"anchor": "knapsack"})
+    first = json.loads((tmp_path / "d" / "episodes.jsonl").read_text().splitlines()[0])
+    assert first["keep"] == knapsack.policy.keep
+    assert ddpg.best_val_top1 >= knapsack.best_val_top1 - 1e-12
+    assert np.isfinite(ddpg.summary["best_reward"])
