@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from amc.config import DEFAULTS
 from amc.errors import AmcError
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False,
@@ -70,52 +71,61 @@ class _EpisodeProgress(_LiveBar):
 
 @app.command("search")
 def search_command(
-    model: str = typer.Option("digits_cnn", help="Zoo name (see `amc models`) or tv:<torchvision name>."),
-    weights: Optional[Path] = typer.Option(None, help="Checkpoint of the trained model. Without it: the bundled "
-                                           "weights of the embedded default, else random init (a warning)."),
-    data: str = typer.Option("digits", help="Dataset: digits (embedded default), cifar10, imagefolder."),
-    data_dir: Optional[Path] = typer.Option(None, help="cifar10: .npz or CIFAR python folder; imagefolder: root."),
-    download: bool = typer.Option(False, help="Download CIFAR-10 if it is not in --data-dir (needs network)."),
-    target: str = typer.Option("macs", help="Budgeted resource: macs, params, or latency (measured per layer "
-                               "once on this machine, cached, checked on the final model)."),
-    method: str = typer.Option("channel", help="channel (remove whole channels: faster) or fine-grained (zero "
-                               "single weights by magnitude: smaller; use with --target params)."),
-    workers: int = typer.Option(1, help="Score episodes in parallel on this many Ray actors (extra "
+    model: str = typer.Option(DEFAULTS.model, help="Zoo name (see `amc models`) or tv:<torchvision name>."),
+    weights: Optional[Path] = typer.Option(DEFAULTS.weights, help="Checkpoint of the trained model. Without it: "
+                                           "the bundled weights of the embedded default, else random init (a "
+                                           "warning)."),
+    data: str = typer.Option(DEFAULTS.data, help="Dataset: digits (embedded default), cifar10, imagefolder."),
+    data_dir: Optional[Path] = typer.Option(DEFAULTS.data_dir, help="cifar10: .npz or CIFAR python folder; "
+                                            "imagefolder: root."),
+    download: bool = typer.Option(DEFAULTS.download, help="Download CIFAR-10 if it is not in --data-dir (needs "
+                                  "network)."),
+    target: str = typer.Option(DEFAULTS.target, help="Budgeted resource: macs, params, or latency (measured per "
+                               "layer once on this machine, cached, checked on the final model)."),
+    method: str = typer.Option(DEFAULTS.method, help="channel (remove whole channels: faster) or fine-grained "
+                               "(zero single weights by magnitude: smaller; use with --target params)."),
+    workers: int = typer.Option(DEFAULTS.workers, help="Score episodes in parallel on this many Ray actors (extra "
                                 "`distributed`); 1 = in this process."),
-    ray_address: Optional[str] = typer.Option(None, help="Existing Ray cluster for --workers (default: a local "
-                                              "instance)."),
-    latency_backend: str = typer.Option("torch", help="With --target latency: torch or onnxruntime."),
-    latency_threads: int = typer.Option(1, help="With --target latency: threads the latency is measured with."),
-    ratio: float = typer.Option(0.5, help="Budget as a share of the original cost, in (0, 1]."),
-    reward: str = typer.Option("acc", help="acc (hard budget, reward = held-out accuracy), or acc-macs / "
+    ray_address: Optional[str] = typer.Option(DEFAULTS.ray_address, help="Existing Ray cluster for --workers "
+                                              "(default: a local instance)."),
+    latency_backend: str = typer.Option(DEFAULTS.latency_backend, help="With --target latency: torch or "
+                                        "onnxruntime."),
+    latency_threads: int = typer.Option(DEFAULTS.latency_threads, help="With --target latency: threads the "
+                                        "latency is measured with."),
+    ratio: float = typer.Option(DEFAULTS.ratio, help="Budget as a share of the original cost, in (0, 1]."),
+    reward: str = typer.Option(DEFAULTS.reward, help="acc (hard budget, reward = held-out accuracy), or acc-macs / "
                                "acc-params (accuracy-guaranteed: -error*log(cost), no budget)."),
-    agent: str = typer.Option("ddpg", help="ddpg, random (same clipping, random actions), uniform, or tpe "
+    agent: str = typer.Option(DEFAULTS.agent, help="ddpg, random (same clipping, random actions), uniform, or tpe "
                               "(Optuna's TPE over the per-layer ratios; extra `tpe`)."),
-    episodes: int = typer.Option(300, help="Episodes (scored candidates) to run."),
-    warmup: Optional[int] = typer.Option(None, help="DDPG warm-up episodes with random actions "
+    episodes: int = typer.Option(DEFAULTS.episodes, help="Episodes (scored candidates) to run."),
+    warmup: Optional[int] = typer.Option(DEFAULTS.warmup, help="DDPG warm-up episodes with random actions "
                                          "(default: min(100, episodes/4))."),
     agent_option: list[str] = typer.Option([], help="Agent setting as KEY=VALUE, repeatable (DDPG: any "
                                            "DDPGConfig field, e.g. noise_sigma_min=0.1)."),
-    lbound: float = typer.Option(0.2, help="Smallest preserve ratio of any layer."),
-    channel_round: int = typer.Option(1, help="Round kept channels to multiples of this (8 suits fast kernels)."),
-    group_coupled: bool = typer.Option(False, help="Also prune each residual-coupled channel group as one "
-                                       "decision (where torch-pruning follows it; never across padded shortcuts)."),
-    selection: str = typer.Option("magnitude", help="Channel selection: magnitude or greedy "
+    lbound: float = typer.Option(DEFAULTS.lbound, help="Smallest preserve ratio of any layer."),
+    channel_round: int = typer.Option(DEFAULTS.channel_round, help="Round kept channels to multiples of this (8 "
+                                      "suits fast kernels)."),
+    group_coupled: bool = typer.Option(DEFAULTS.group_coupled, help="Also prune each residual-coupled channel "
+                                       "group as one decision (where torch-pruning follows it; never across "
+                                       "padded shortcuts)."),
+    selection: str = typer.Option(DEFAULTS.selection, help="Channel selection: magnitude or greedy "
                                   "(reconstruction-aware)."),
-    reconstruct: bool = typer.Option(True, help="Least-squares reconstruction of pruned layers."),
-    bn_recalibration: int = typer.Option(2, help="Re-estimate BN statistics on this many batches of 100 "
-                                         "calibration images before scoring (0 = off)."),
-    calibration_images: int = typer.Option(3000, help="Training images used to sample layer features."),
-    heldout_limit: Optional[int] = typer.Option(None, help="Score candidates on the first N held-out images."),
-    tensorboard: bool = typer.Option(False, help="Also log every episode for TensorBoard into OUT/tensorboard "
-                                     "(extra `tensorboard`)."),
-    racing: Optional[bool] = typer.Option(None, "--racing/--no-racing", help="Stop scoring a candidate once it "
-                                          "cannot plausibly beat the best so far (the best is always scored in "
-                                          "full). Default: on with --reward acc."),
-    precision: str = typer.Option("fp32", help="Scoring precision of candidates: fp32, or bf16 (about 2x faster "
-                                  "on CPUs with bf16 units; final figures are always fp32)."),
-    seed: int = typer.Option(0, help="Seed for the agent, calibration sampling and torch."),
-    threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: torch's choice)."),
+    reconstruct: bool = typer.Option(DEFAULTS.reconstruct, help="Least-squares reconstruction of pruned layers."),
+    bn_recalibration: int = typer.Option(DEFAULTS.bn_recalibration, help="Re-estimate BN statistics on this many "
+                                         "batches of 100 calibration images before scoring (0 = off)."),
+    calibration_images: int = typer.Option(DEFAULTS.calibration_images, help="Training images used to sample "
+                                           "layer features."),
+    heldout_limit: Optional[int] = typer.Option(DEFAULTS.heldout_limit, help="Score candidates on the first N "
+                                                "held-out images."),
+    tensorboard: bool = typer.Option(DEFAULTS.tensorboard, help="Also log every episode for TensorBoard into "
+                                     "OUT/tensorboard (extra `tensorboard`)."),
+    racing: Optional[bool] = typer.Option(DEFAULTS.racing, "--racing/--no-racing", help="Stop scoring a candidate "
+                                          "once it cannot plausibly beat the best so far (the best is always "
+                                          "scored in full). Default: on with --reward acc."),
+    precision: str = typer.Option(DEFAULTS.precision, help="Scoring precision of candidates: fp32, or bf16 (about "
+                                  "2x faster on CPUs with bf16 units; final figures are always fp32)."),
+    seed: int = typer.Option(DEFAULTS.seed, help="Seed for the agent, calibration sampling and torch."),
+    threads: Optional[int] = typer.Option(DEFAULTS.threads, help="torch CPU threads (default: torch's choice)."),
     out: Optional[Path] = typer.Option(None, help="Run directory (default: runs/<model>-<agent>-<time>)."),
     resume: bool = typer.Option(False, help="Continue the search in --out where it stopped."),
     overwrite: bool = typer.Option(False, help="Replace an existing --out."),
@@ -124,7 +134,9 @@ def search_command(
 
     With no arguments: prunes the bundled digits CNN to 50% MACs on scikit-learn's digits (a few minutes).
     """
-    from amc.search import SearchConfig, saved_config, search
+    from amc.config import SearchConfig
+    from amc.runs import CONFIG_FILE, RunDir
+    from amc.search import search
 
     if resume and out is None:
         raise AmcError("--resume needs --out pointing at the run directory to continue")
@@ -141,20 +153,20 @@ def search_command(
         latency_backend=latency_backend, latency_threads=latency_threads, method=method,
         workers=workers, ray_address=ray_address)
     if resume:
-        config = saved_config(out)  # a resumed run keeps the settings it started with
-    episodes = config.episodes if config.agent != "uniform" else 1
+        config = RunDir(out).search_config()  # a resumed run keeps the settings it started with
+    episodes = config.episodes_to_run
     goal = (f"{config.target} <= {config.ratio:g}" if config.reward == "acc"
             else f"reward {config.reward} (accuracy-guaranteed, no budget)")
     console.print(f"[bold]amc search[/bold] {config.model} on {config.data}: {goal}, "
                   f"agent {config.agent}, {episodes} episodes -> {out}{' (resumed)' if resume else ''}",
                   highlight=False)
-    resource = "params" if "params" in (config.target, config.reward.removeprefix("acc-")) else "macs"
     try:
-        with _EpisodeProgress(episodes, resource) as progress:
+        with _EpisodeProgress(episodes, config.resource) as progress:
             result = search(config=config, out=out, resume=resume, overwrite=overwrite, progress=progress)
     except KeyboardInterrupt:
         # state.pt is replaced atomically after every episode, so what is there is whole
-        if (out / "state.pt").exists() or (out / "config.json").exists():
+        run = RunDir(out)
+        if run.has_state() or (run / CONFIG_FILE).exists():
             console.print(f"interrupted; {out} holds the search up to its last finished episode: continue it "
                           f"with `amc search --resume --out {out}`", highlight=False)
         else:
@@ -210,30 +222,13 @@ def train_command(
     resume: bool = typer.Option(False, help="Continue from the checkpoint in --out."),
 ) -> None:
     """Train a zoo model on a dataset's training split (held-out excluded), cosine LR, checkpoint per epoch."""
-    import torch
+    from amc.train import train_model
 
-    from amc import models
-    from amc.data import load_dataset
-    from amc.train import TrainConfig, train
-
-    if epochs < 1:
-        raise AmcError(f"--epochs must be at least 1, got {epochs}")
-    if out.exists() and not resume:
-        raise AmcError(f"{out} already exists; pass --resume to continue it or choose another --out")
-    if threads:
-        torch.set_num_threads(threads)
-    torch.manual_seed(seed)
-    dataset = load_dataset(data, data_dir, download=download)
-    net = models.create(model, num_classes=dataset.num_classes, weights=weights)
-    out.parent.mkdir(parents=True, exist_ok=True)
-
-    try:
-        config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
-                             precision=precision, warmup_epochs=warmup_epochs)
-    except ValueError as e:
-        raise AmcError(f"bad training setting: {e}") from None
     with _StepProgress() as progress:
-        final = train(net, dataset, out, config, resume=resume, progress=progress.epoch, on_step=progress.step)
+        final = train_model(model, data, out, data_dir=data_dir, weights=weights, download=download, resume=resume,
+                            threads=threads, progress=progress.epoch, on_step=progress.step, epochs=epochs,
+                            batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, precision=precision,
+                            warmup_epochs=warmup_epochs)
     print(json.dumps({"out": str(out), "heldout_top1": final.get("heldout_top1"), "test_top1": final["test_top1"]}))
 
 
@@ -313,23 +308,23 @@ def finetune_command(
 @app.command("iterate")
 def iterate_command(
     densities: str = typer.Option(..., help="Decreasing overall densities, one stage each, e.g. 0.5,0.3,0.2."),
-    model: str = typer.Option("digits_cnn", help="Zoo name or tv:<torchvision name>."),
+    model: str = typer.Option(DEFAULTS.model, help="Zoo name or tv:<torchvision name>."),
     weights: Optional[Path] = typer.Option(None, help="Checkpoint of the trained model."),
-    data: str = typer.Option("digits", help="Dataset: digits, cifar10, imagefolder."),
+    data: str = typer.Option(DEFAULTS.data, help="Dataset: digits, cifar10, imagefolder."),
     data_dir: Optional[Path] = typer.Option(None, help="Dataset file or folder."),
-    agent: str = typer.Option("ddpg", help="ddpg, random, uniform or tpe."),
+    agent: str = typer.Option(DEFAULTS.agent, help="ddpg, random, uniform or tpe."),
     episodes: int = typer.Option(100, help="Search episodes per stage."),
     lbound: float = typer.Option(0.05, help="Smallest density of any layer."),
     epochs: int = typer.Option(2, help="Masked fine-tuning epochs after each stage."),
     lr: float = typer.Option(0.01, help="Fine-tuning learning rate."),
-    precision: str = typer.Option("fp32", help="Scoring and training precision: fp32 or bf16."),
-    seed: int = typer.Option(0, help="Seed."),
+    precision: str = typer.Option(DEFAULTS.precision, help="Scoring and training precision: fp32 or bf16."),
+    seed: int = typer.Option(DEFAULTS.seed, help="Seed."),
     out: Path = typer.Option(..., help="Directory for the stages (stage1, stage2, ...) and summary.json."),
 ) -> None:
     """Fine-grained pruning on the paper's iterative schedule: search + masked fine-tune per density stage,
     each stage starting from the previous one. Rerun the same command to resume."""
     from amc.iterative import iterative_fine_grained
-    from amc.search import SearchConfig
+    from amc.config import SearchConfig
     from amc.train import TrainConfig
 
     try:
@@ -361,37 +356,15 @@ def eval_command(
     threads: Optional[int] = typer.Option(None, help="torch CPU threads."),
 ) -> None:
     """Top-1/top-5 accuracy, MACs and parameters of a model."""
-    import torch
+    from amc.evaluate import evaluate_model
 
-    from amc import count_macs, count_params, load_pruned, models
-    from amc.data import load_dataset
-    from amc.evaluate import Evaluator
-
-    if split not in ("val", "test"):
-        raise AmcError(f"--split must be val or test, got {split!r}")
-    if threads:
-        torch.set_num_threads(threads)
-    dataset = load_dataset(data, data_dir, download=download)
-    if Path(model).is_dir():
-        net = load_pruned(model)
-    else:
-        net = models.create(model, num_classes=dataset.num_classes, weights=weights)
-        if weights is None:
-            warnings.warn(f"no --weights: evaluating a randomly initialised {model}", stacklevel=1)
-    info = models.model_info(net)
-    if tuple(info.input_shape) != tuple(dataset.input_shape):
-        raise AmcError(f"model expects inputs {info.input_shape} but {data} has {dataset.input_shape}")
-    t0 = time.perf_counter()
-    acc = Evaluator(dataset.heldout if split == "val" else dataset.test, info.mean, info.std).accuracy(net, (1, 5))
-    result = {"model": info.name, "split": split, "images": len(dataset.heldout if split == "val" else dataset.test),
-              "top1": round(100 * acc[1], 3), "top5": round(100 * acc[5], 3),
-              "macs": count_macs(net, info.input_shape), "params": count_params(net),
-              "seconds": round(time.perf_counter() - t0, 2)}
+    result = evaluate_model(model, data, data_dir=data_dir, weights=weights, split=split, download=download,
+                            threads=threads)
     if as_json:
         print(json.dumps(result))
     else:
-        console.print(f"{info.name} on {data} {split} ({result['images']} images): top-1 {result['top1']:.2f}%  "
-                      f"top-5 {result['top5']:.2f}%  MACs {result['macs'] / 1e6:.2f}M  "
+        console.print(f"{result['model']} on {data} {split} ({result['images']} images): top-1 "
+                      f"{result['top1']:.2f}%  top-5 {result['top5']:.2f}%  MACs {result['macs'] / 1e6:.2f}M  "
                       f"params {result['params'] / 1e6:.3f}M", highlight=False)
 
 
@@ -433,10 +406,10 @@ def _sample_inputs(run_dir: Path, info, count: int):
     import torch
 
     from amc.data import batches, load_dataset
-    from amc.finetune import run_config
+    from amc.runs import RunDir
 
     try:
-        config = run_config(run_dir)
+        config = RunDir(run_dir).settings("checked on its own data")
         dataset = load_dataset(config["data"], config.get("data_dir"), seed=0)
         heldout = dataset.heldout.subset(torch.arange(min(count, len(dataset.heldout))))
         images, _ = next(batches(heldout, count, mean=info.mean, std=info.std))
@@ -517,22 +490,24 @@ def prune_command(
     out: Path = typer.Option(..., help="Directory for the pruned model (model.pt, model.json, summary.json)."),
     model: Optional[str] = typer.Option(None, help="Zoo name (default: the policy's model)."),
     weights: Optional[Path] = typer.Option(None, help="Checkpoint the search pruned (default: bundled weights)."),
-    data: str = typer.Option("digits", help="Dataset: digits, cifar10, imagefolder."),
+    data: str = typer.Option(DEFAULTS.data, help="Dataset: digits, cifar10, imagefolder."),
     data_dir: Optional[Path] = typer.Option(None, help="Dataset file or folder."),
-    download: bool = typer.Option(False, help="Download CIFAR-10 if it is not in --data-dir (needs network)."),
-    method: str = typer.Option("channel", help="channel or fine-grained, as in the search."),
-    group_coupled: bool = typer.Option(False, help="As in the search."),
-    selection: str = typer.Option("magnitude", help="Channel selection, as in the search."),
-    reconstruct: bool = typer.Option(True, help="Least-squares reconstruction, as in the search."),
-    bn_recalibration: int = typer.Option(2, help="BN re-estimation batches, as in the search."),
-    calibration_images: int = typer.Option(3000, help="Calibration images, as in the search."),
-    seed: int = typer.Option(0, help="Seed of the search (it picks the calibration images)."),
-    threads: Optional[int] = typer.Option(None, help="torch CPU threads."),
+    download: bool = typer.Option(DEFAULTS.download, help="Download CIFAR-10 if it is not in --data-dir (needs "
+                                  "network)."),
+    method: str = typer.Option(DEFAULTS.method, help="channel or fine-grained, as in the search."),
+    group_coupled: bool = typer.Option(DEFAULTS.group_coupled, help="As in the search."),
+    selection: str = typer.Option(DEFAULTS.selection, help="Channel selection, as in the search."),
+    reconstruct: bool = typer.Option(DEFAULTS.reconstruct, help="Least-squares reconstruction, as in the search."),
+    bn_recalibration: int = typer.Option(DEFAULTS.bn_recalibration, help="BN re-estimation batches, as in the "
+                                         "search."),
+    calibration_images: int = typer.Option(DEFAULTS.calibration_images, help="Calibration images, as in the search."),
+    seed: int = typer.Option(DEFAULTS.seed, help="Seed of the search (it picks the calibration images)."),
+    threads: Optional[int] = typer.Option(DEFAULTS.threads, help="torch CPU threads."),
     overwrite: bool = typer.Option(False, help="Replace an existing --out."),
 ) -> None:
     """Apply a saved policy and export the pruned model exactly as `amc search` exports its best policy
     (pass the search's pruning settings to get the very same network)."""
-    from amc.search import apply_policy
+    from amc.apply import apply_policy
 
     summary = apply_policy(policy, model, data, out=out, overwrite=overwrite, weights=str(weights) if weights
                            else None, data_dir=str(data_dir) if data_dir else None, download=download,

@@ -1,5 +1,6 @@
 """Training and fine-tuning on an in-memory dataset: SGD or AdamW with cosine LR, optional knowledge
-distillation from a teacher, a checkpoint every epoch, resume."""
+distillation from a teacher, a checkpoint every epoch, resume. `train_model` (behind `amc train`) trains a zoo
+model on a dataset by name; `train` trains a given network."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from amc import models
-from amc.data import Dataset, batches
-from amc.errors import CheckpointError
+from amc.data import Dataset, batches, load_dataset
+from amc.errors import AmcError, CheckpointError
 from amc.evaluate import Evaluator
 from amc.atomic import write_bytes_atomic
 
@@ -156,3 +157,46 @@ def train(model: nn.Module, dataset: Dataset, out: str | Path, config: TrainConf
     if "test_top1" not in final:
         final["test_top1"] = test.top1(model)
     return final
+
+
+def train_model(model: str, data: Dataset | str, out: str | Path, config: TrainConfig | None = None, *,
+                data_dir: str | Path | None = None, weights: str | Path | None = None, download: bool = False,
+                resume: bool = False, threads: int | None = None, progress: Callable[[dict], None] | None = None,
+                on_step: Callable[[int, int], None] | None = None, **options) -> dict:
+    """Train zoo model `model` (from `weights` if given: fine-tuning) on `data`'s training split, writing the
+    checkpoint `out` after every epoch; returns the final record (held-out and test top-1), as `train` does.
+
+    `data` is a dataset name (with `data_dir`, `download`) or a loaded `amc.data.Dataset`. Settings come from
+    `config` and/or keyword `options` (any `TrainConfig` field: `epochs=30, lr=0.1, batch_size=128, ...`).
+    An existing `out` is refused unless `resume=True` continues it. Example::
+
+        amc.train.train_model("resnet20", "cifar10", "r20.pt", data_dir="cifar10.npz", epochs=160)
+    """
+    config = _train_config(config, options)
+    out = Path(out)
+    if out.exists() and not resume:
+        raise AmcError(f"{out} already exists; pass --resume to continue it or choose another --out")
+    saved_threads = torch.get_num_threads()
+    try:
+        if threads:
+            torch.set_num_threads(threads)
+        torch.manual_seed(config.seed)
+        dataset = data if isinstance(data, Dataset) else load_dataset(data, data_dir, download=download)
+        net = models.create(model, num_classes=dataset.num_classes, weights=weights)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return train(net, dataset, out, config, resume=resume, progress=progress, on_step=on_step)
+    finally:
+        torch.set_num_threads(saved_threads)  # the thread count is process-wide; leave it as found
+
+
+def _train_config(config: TrainConfig | None, options: dict) -> TrainConfig:
+    """One TrainConfig from `config` (or the defaults) with `options` replacing its fields; one-line errors."""
+    settings = {**asdict(config or TrainConfig()), **options}
+    if settings.get("epochs", 1) < 1:
+        raise AmcError(f"--epochs must be at least 1, got {settings['epochs']}")
+    try:
+        return TrainConfig(**settings)
+    except TypeError as e:
+        raise AmcError(f"unknown training setting: {e}") from None
+    except ValueError as e:
+        raise AmcError(f"bad training setting: {e}") from None
