@@ -24,12 +24,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from amc import models
-from amc.data import batches, load_dataset
-from amc.env import CompressionEnv, EnvConfig
-from amc.evaluate import Evaluator, recalibrate_batchnorm
-from amc.graph import LayerGraph
-from amc.pruning import ChannelPruner, collect_stats
+from amc.config import SearchConfig
+from amc.data import batches
+from amc.pipeline import prepare
+from amc.scoring import build_scorer, recalibration_batches
+from amc.search import build_env
 from scoring_precision import kendall_tau  # run as a script: benchmarks/ is on sys.path
 
 CONDITIONS = ("ls", "ls+bn", "plain", "plain+bn")
@@ -76,37 +75,36 @@ def main() -> None:
     results_path = out / "policies.jsonl"
     done = [json.loads(line) for line in results_path.read_text().splitlines()] if results_path.exists() else []
 
-    dataset = load_dataset("cifar10", args.data_dir)
-    model = models.create(args.model, weights=args.weights).eval()
-    info = models.model_info(model)
-    graph = LayerGraph(model, info.input_shape)
-    calibration = next(batches(dataset.train.subset(dataset.calibration_indices(3000, 0)), 3000,
-                               mean=info.mean, std=info.std))[0]
-    stats = collect_stats(model, graph, calibration, points_per_image=10, seed=0)
-    pruners = {"ls": ChannelPruner(model, graph, stats), "plain": ChannelPruner(model, graph, None, reconstruct=False)}
-    recalibration = [calibration[i:i + 100] for i in range(0, 100 * args.recalibration_batches, 100)]
-    heldout = Evaluator(dataset.heldout, info.mean, info.std)
-    env = CompressionEnv(graph, lambda keep: 0.0, EnvConfig(ratio=args.ratio))
+    # scored as a search scores (3,000 calibration images, seed 0, fp32 on the whole held-out split), in full
+    config = SearchConfig(model=args.model, weights=args.weights, data="cifar10", data_dir=args.data_dir,
+                          ratio=args.ratio, bn_recalibration=0, racing=False, threads=args.threads)
+    setup = prepare(config)
+    dataset, info = setup.dataset, setup.info
+    ls = setup.scorer  # least-squares reconstruction
+    plain = build_scorer(setup.model, setup.graph, dataset, SearchConfig.resolve(config, reconstruct=False),
+                         images=ls.calibration)
+    recalibration = recalibration_batches(ls.calibration, args.recalibration_batches)
+    scorers = {"ls": ls, "ls+bn": ls.variant(recalibration=recalibration),
+               "plain": plain, "plain+bn": plain.variant(recalibration=recalibration)}
+    env, _ = build_env(setup, config)
     rng = np.random.default_rng(0)
     policies = [env.uniform_counts(env.uniform_ratio())]
-    while len(policies) < args.policies:  # random actions through the clipping, as a search's candidates
-        env.reset()
-        done_episode = False
-        while not done_episode:
-            _, _, done_episode, _, info_step = env.step(np.array([rng.uniform(0.2, 1.0)], dtype=np.float32))
-        policies.append(info_step["keep_counts"])
+    with env.deferred_scoring():  # policies only: they are scored below
+        while len(policies) < args.policies:  # random actions through the clipping, as a search's candidates
+            env.reset()
+            done_episode = False
+            while not done_episode:
+                _, _, done_episode, _, info_step = env.step(np.array([rng.uniform(0.2, 1.0)], dtype=np.float32))
+            policies.append(info_step["keep_counts"])
 
     for index in range(len(done), len(policies)):
         keep = policies[index]
         t0 = time.perf_counter()
         row = {"policy": index, "keep": keep}
         for condition in CONDITIONS:
-            pruned, _ = pruners[condition.split("+")[0]].prune(keep)
-            if condition.endswith("+bn"):
-                recalibrate_batchnorm(pruned, recalibration)
-            row[condition] = heldout.top1(pruned)
-        tuned = short_finetune(pruners["ls"].prune(keep)[0], dataset, info, args.finetune_steps, args.lr, seed=index)
-        row["finetuned"] = heldout.top1(tuned)
+            row[condition] = scorers[condition](keep)
+        tuned = short_finetune(ls.build(keep), dataset, info, args.finetune_steps, args.lr, seed=index)
+        row["finetuned"] = ls.evaluator.top1(tuned)
         row["seconds"] = round(time.perf_counter() - t0, 1)
         done.append(row)
         with results_path.open("a") as f:

@@ -16,8 +16,9 @@ import time
 from pathlib import Path
 
 import amc
+from amc.config import SearchConfig
 from amc.data import load_dataset
-from amc.search import SearchConfig
+from amc.runs import RunDir
 from bench_args import add_model_and_data  # run as a script: benchmarks/ is on sys.path
 
 
@@ -27,8 +28,8 @@ def run_all(args: argparse.Namespace) -> list[dict]:
     for agent in args.agents:
         for seed in ([0] if agent == "uniform" else args.seeds):
             out = Path(args.out) / f"{agent}-seed{seed}"
-            if (out / "summary.json").exists():
-                summary = json.loads((out / "summary.json").read_text())
+            if RunDir(out).has_summary():
+                summary = RunDir(out).read_summary()
             else:
                 config = SearchConfig(model=args.model, weights=args.weights, data=args.data, data_dir=args.data_dir,
                                       ratio=args.ratio, agent=agent, episodes=args.episodes, seed=seed,
@@ -46,7 +47,7 @@ def run_all(args: argparse.Namespace) -> list[dict]:
                         print(f"  {agent} seed {seed}: episode {r['episode'] + 1}/{r['episodes']} "
                               f"best {r['best_reward']:.4f} ({time.time() - t0:.0f}s)", flush=True)
 
-                resume = (out / "state.pt").exists()
+                resume = RunDir(out).has_state()
                 summary = amc.search(data=dataset, config=config, out=out, resume=resume, progress=progress).summary
                 if not resume:  # setup, all episodes and the export, in this process
                     print(f"  {agent} seed {seed}: wall time {time.time() - t0:.0f}s", flush=True)

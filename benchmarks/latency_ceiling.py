@@ -6,7 +6,7 @@ Issue 4 asks for a measured speed-up of at least 0.9x the MACs reduction. A prun
 like the same architecture designed at the pruned widths, with every channel (residual stream, stem and
 classifier inputs included) narrowed alike and rounded to hardware-friendly counts. This times such networks
 against the originals (untrained weights: latency does not depend on the values) as the latency guard does
-(`amc.latency_budget.measure_interleaved`: alternating rounds, each network's fastest round median, which
+(`amc.latency.guard.measure_interleaved`: alternating rounds, each network's fastest round median, which
 shrugs off a loaded moment better than a median over rounds), so the figure is an upper bound on what
 pruning the same share of MACs can reach on this machine and backend. Prints a markdown table.
 """
@@ -14,11 +14,11 @@ pruning the same share of MACs can reach on this machine and backend. Prints a m
 from __future__ import annotations
 
 import argparse
-from types import SimpleNamespace
 
 from amc import count_macs
+from amc.config import SearchConfig
 from amc.latency import BACKENDS, cpu_name
-from amc.latency_budget import measure_interleaved
+from amc.latency.guard import measure_interleaved
 from amc.models.cifar_resnet import CifarResNet
 from amc.models.mobilenet import mobilenet_v2
 
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
             narrow = build().eval()
             share = count_macs(narrow, shape) / count_macs(original, shape)
             for backend in args.backends:
-                settings = SimpleNamespace(latency_backend=backend, latency_batch=1, latency_threads=args.threads)
+                settings = SearchConfig(latency_backend=backend, latency_batch=1, latency_threads=args.threads)
                 original_ms, narrow_ms = measure_interleaved([original, narrow], shape, settings, rounds=args.rounds)
                 speedup = original_ms / narrow_ms
                 print(f"| {name} | {label} | {share:.3f} | {backend} | {original_ms:.2f} | {narrow_ms:.2f} "

@@ -11,7 +11,6 @@ the median over rounds of the per-round ratio. Prints a markdown table.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import warnings
@@ -24,13 +23,15 @@ import amc
 from amc import count_macs, models
 from amc.errors import AmcError
 from amc.latency import BACKENDS, cpu_name, runner, time_calls
+from amc.runs import CONFIG_FILE, RunDir
 
 
 def original_model(run_dir: Path, pruned, name: str | None, weights: str | None):
     """The unpruned network of the run, with its weights where they can be found (latency hardly depends
     on the values, so a missing file is a warning, not an error)."""
     info = models.model_info(pruned)
-    search = json.loads((run_dir / "config.json").read_text())["search"] if (run_dir / "config.json").exists() else {}
+    run = RunDir(run_dir)
+    search = run.settings("timed") if (run / CONFIG_FILE).exists() else {}
     name = name or search.get("model") or info.name
     weights = weights or search.get("weights") or models.bundled_weights(name)
     if weights is not None and not Path(weights).exists():

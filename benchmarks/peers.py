@@ -54,7 +54,7 @@ import math
 import statistics
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -63,19 +63,20 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import amc
-from amc import models
+from amc.atomic import write_json_atomic
+from amc.config import SearchConfig
 from amc.cost import count_macs, count_params
-from amc.data import Dataset, batches, load_dataset
-from amc.env import CompressionEnv, EnvConfig
+from amc.data import batches
+from amc.env import CompressionEnv
 from amc.evaluate import Evaluator
 from amc.export import save_pruned
-from amc.graph import LayerGraph
 from amc.latency import runner, time_calls
-from amc.policy import write_json_atomic
-from amc.pruning import ChannelPruner, collect_stats
+from amc.pipeline import prepare
 from amc.pruning.lsq import least_squares
 from amc.pruning.surgery import prune_copy
-from amc.search import Candidate, SearchConfig, recalibration_batches
+from amc.runs import RunDir
+from amc.scoring import Scorer, build_scorer, recalibration_batches
+from amc.search import build_env
 
 FIXED = ("uniform", "deeper-more", "shallower-more")
 FIXED += tuple(f"{method}+bn" for method in FIXED)
@@ -98,53 +99,42 @@ NNI_SHORT = "not run: no AMC pruner in nni 3.0; nni 2.10.1 breaks on the padded 
 # ---- shared setup ------------------------------------------------------------------------------------
 @dataclass
 class Scoring:
-    """What amc.search builds to score candidates, for one calibration seed (mirrors search._search)."""
+    """A scorer as `amc search` builds it (`amc.scoring.build_scorer`) and the environment that steps through it."""
 
     env: CompressionEnv
-    candidate: Candidate
-    pruner: ChannelPruner
-    images: torch.Tensor  # the calibration images; the first `--bn-batches` hundreds recalibrate BN
+    scorer: Scorer  # .calibration: the calibration images; the first `--bn-batches` hundreds recalibrate BN
 
 
 class Bench:
-    """The model, data, graph and report evaluators shared by every method."""
+    """The model, data, graph and report evaluators shared by every method (`amc.pipeline.prepare`)."""
 
     def __init__(self, args: argparse.Namespace):
         self.args = args
-        self.dataset: Dataset = load_dataset(args.data, args.data_dir, seed=0)
-        self.model = models.create(args.model, num_classes=self.dataset.num_classes, weights=args.weights).eval()
-        self.info = models.model_info(self.model)
-        self.graph = LayerGraph(self.model, self.info.input_shape)
-        self.env_config = EnvConfig("macs", args.ratio, args.lbound, args.channel_round, "acc")
+        # the scorers score without BN recalibration (the +bn methods add it); seed 0's is built here
+        self.setup = prepare(self.search_config("ddpg", 0, bn_recalibration=0))
+        self.dataset, self.model, self.info, self.graph = (self.setup.dataset, self.setup.model, self.setup.info,
+                                                           self.setup.graph)
         self.original_macs = count_macs(self.model, self.info.input_shape)
         self.original_params = count_params(self.model)
         self.budget_macs = args.ratio * self.original_macs
         self.heldout = Evaluator(self.dataset.heldout, self.info.mean, self.info.std)  # fp32, all 5,000
         self.test = Evaluator(self.dataset.test, self.info.mean, self.info.std)
-        self._scoring: dict[int, Scoring] = {}
+        self._scorers: dict[int, Scorer] = {0: self.setup.scorer}  # by calibration seed
 
-    def scoring(self, seed: int) -> Scoring:
-        if seed not in self._scoring:
-            args, info = self.args, self.info
-            n = min(args.calibration_images, len(self.dataset.train))
-            index = self.dataset.calibration_indices(n, seed)
-            images = next(batches(self.dataset.train.subset(index), n, mean=info.mean, std=info.std))[0]
-            stats = collect_stats(self.model, self.graph, images, points_per_image=10, seed=seed)
-            pruner = ChannelPruner(self.model, self.graph, stats)
-            evaluator = Evaluator(self.dataset.heldout, info.mean, info.std, limit=args.heldout_limit,
-                                  precision=args.precision)
-            candidate = Candidate(pruner, evaluator, [], racing=args.racing)
-            self._scoring[seed] = Scoring(CompressionEnv(self.graph, candidate, self.env_config), candidate, pruner,
-                                          images)
-        return self._scoring[seed]
-
-    def recalibrating(self, seed: int) -> Scoring:
-        """`scoring(seed)` with BN recalibration on `--bn-batches` batches of 100 calibration images (as
-        amc.search builds it); its own candidate, so that no score cached without recalibration is reused."""
-        plain = self.scoring(seed)
-        recalibration = recalibration_batches(plain.images, self.args.bn_batches)
-        candidate = Candidate(plain.pruner, plain.candidate.evaluator, recalibration, racing=self.args.racing)
-        return Scoring(CompressionEnv(self.graph, candidate, self.env_config), candidate, plain.pruner, plain.images)
+    def scoring(self, seed: int, *, recalibrate: bool = False, racing: bool | None = None) -> Scoring:
+        """The scorer of calibration seed `seed` (racing as `--racing`, no BN recalibration) and its environment.
+        With `recalibrate`, BN is recalibrated on `--bn-batches` batches of 100 calibration images (as
+        amc.search does); `racing` overrides `--racing`. Either gives a variant with a cache of its own, so that
+        no score cached without recalibration is reused."""
+        config = self.search_config("ddpg", seed, bn_recalibration=0)
+        if seed not in self._scorers:
+            self._scorers[seed] = build_scorer(self.model, self.graph, self.dataset, config)
+        scorer = self._scorers[seed]
+        if recalibrate or racing is not None:
+            recalibration = recalibration_batches(scorer.calibration, self.args.bn_batches) if recalibrate else None
+            scorer = scorer.variant(recalibration=recalibration, racing=racing)
+        env, _ = build_env(replace(self.setup, scorer=scorer), config)
+        return Scoring(env, scorer)
 
     def search_config(self, agent: str, seed: int, **extra) -> SearchConfig:
         a = self.args
@@ -164,7 +154,7 @@ class Bench:
         save_pruned(pruned, run_dir)
         # enough of a search run's config.json for amc.finetune (model, weights, data)
         config = {k: v for k, v in vars(self.args).items() if k in ("model", "weights", "data", "data_dir")}
-        write_json_atomic(run_dir / "config.json", {"search": {**config, "method": "channel", "peer": method}})
+        RunDir(run_dir).write_peer_config({**config, "method": "channel", "peer": method})
         return {"heldout_top1": self.heldout.top1(pruned), "test_top1": self.test.top1(pruned), "macs": macs,
                 "macs_ratio": macs / self.original_macs, "params": params,
                 "params_ratio": params / self.original_params, **extra}
@@ -182,13 +172,11 @@ def step_policy(env: CompressionEnv, ratios) -> dict:
 
 def run_fixed(bench: Bench, method: str, run_dir: Path) -> dict:
     base = method.removesuffix("+bn")
-    scoring = bench.recalibrating(0) if method.endswith("+bn") else bench.scoring(0)
-    scoring.candidate.racing = False  # one policy, always scored in full
+    scoring = bench.scoring(0, recalibrate=method.endswith("+bn"), racing=False)  # one policy, scored in full
     t0 = time.perf_counter()
     spread = {"uniform": 0.0, "deeper-more": bench.args.ramp_spread, "shallower-more": -bench.args.ramp_spread}[base]
     info = step_policy(scoring.env, scoring.env.ramp_ratios(spread))
-    scoring.candidate.racing = bench.args.racing
-    pruned = scoring.candidate.build(info["keep_counts"])
+    pruned = scoring.scorer.build(info["keep_counts"])
     seconds = time.perf_counter() - t0
     return bench.export(run_dir, pruned, method, {
         "search_seconds": seconds, "search_score": info["accuracy"], "spread": spread,
@@ -284,17 +272,17 @@ def run_torch_pruning(bench: Bench, importance_name: str, out: Path, iterations:
               "min_ratio": min(k / d.channels for k, d in zip(keep, graph.decisions))}
     name = f"tp-{importance_name}"
     rows = {}
-    evaluator = scoring.candidate.evaluator
+    evaluator = scoring.scorer.evaluator
     rows[name] = bench.export(out / name / "seed0", net, name, {
         **common, "search_seconds": seconds, "search_score": evaluator.top1(net)})
     t1 = time.perf_counter()
-    weights = {consumer: least_squares(scoring.pruner.stats[consumer], k, scoring.pruner.ridge)
+    weights = {consumer: least_squares(scoring.scorer.stats[consumer], k, scoring.scorer.pruner.ridge)
                for d, k in zip(graph.decisions, kept) if len(k) < d.channels for consumer in d.consumers}
     lsq = prune_copy(bench.model, graph, kept, weights)
     rows[name + "+lsq"] = bench.export(out / (name + "+lsq") / "seed0", lsq, name + "+lsq", {
         **common, "search_seconds": seconds + time.perf_counter() - t1, "search_score": evaluator.top1(lsq)})
     t1 = time.perf_counter()
-    counts = scoring.candidate.build(keep)
+    counts = scoring.scorer.build(keep)
     rows[name + "-counts"] = bench.export(out / (name + "-counts") / "seed0", counts, name + "-counts", {
         **common, "search_seconds": seconds + time.perf_counter() - t1,
         "search_score": evaluator.top1(counts)})
@@ -328,7 +316,7 @@ def run_amc_search(bench: Bench, method: str, seed: int, run_dir: Path) -> dict:
             print(f"  {method} seed {seed}: candidate {r['episode'] + 1}/{r['episodes']} best "
                   f"{r['best_reward']:.4f} ({time.time() - t0:.0f}s)", flush=True)
 
-    resume = (run_dir / "state.pt").exists()
+    resume = RunDir(run_dir).has_state()
     result = amc.search(data=bench.dataset, config=config, out=run_dir, resume=resume, overwrite=not resume,
                         progress=progress)
     s = result.summary
@@ -364,8 +352,8 @@ def run_tpe(bench: Bench, seed: int, run_dir: Path) -> dict:
 
     # With --racing TPE is told a dropped candidate's prefix accuracy, as the DDPG agent is; the bar is the
     # best fully scored trial of this study only (also after a restart), never another method's.
-    full = scoring.candidate.evaluator.size
-    scoring.candidate.best = max((t.value for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    full = scoring.scorer.evaluator.size
+    scoring.scorer.best = max((t.value for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
                                   if t.user_attrs.get("scored_images", full) == full), default=-math.inf)
 
     t0, last = time.time(), time.time()
@@ -375,7 +363,7 @@ def run_tpe(bench: Bench, seed: int, run_dir: Path) -> dict:
         ratios = [trial.suggest_float(f"d{t:03d}", lbound, 1.0) for t in range(len(env.channels))]
         info = step_policy(env, ratios)
         trial.set_user_attr("keep", info["keep_counts"])
-        trial.set_user_attr("scored_images", scoring.candidate.scored_images)  # 0: a policy scored before
+        trial.set_user_attr("scored_images", scoring.scorer.scored_images)  # 0: a policy scored before
         trial.set_user_attr("seconds", time.perf_counter() - start)
         study.tell(trial, info["accuracy"])
         if time.time() - last > 60 or done() == bench.args.candidates:
@@ -385,7 +373,7 @@ def run_tpe(bench: Bench, seed: int, run_dir: Path) -> dict:
     trials = sorted(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)), key=lambda t: t.number)
     records = [{"seconds": t.user_attrs["seconds"], "accuracy": t.value, "keep": t.user_attrs["keep"]} for t in trials]
     best = max(records, key=lambda r: r["accuracy"])  # first of equals, like the search's strict ">"
-    pruned = scoring.candidate.build(best["keep"])
+    pruned = scoring.scorer.build(best["keep"])
     return bench.export(run_dir, pruned, "tpe", {
         "search_seconds": sum(r["seconds"] for r in records), "search_score": best["accuracy"], "keep": best["keep"],
         "ratios": [k / c for k, c in zip(best["keep"], env.channels.tolist())], "curve": curve(records)})
@@ -431,7 +419,7 @@ def finetune_best(bench: Bench, rows: list[dict], out: Path) -> None:
         print(f"fine-tuning {method} seed {row['seed']} ({run_dir}) for {bench.args.finetune_epochs} epochs", flush=True)
         config = TrainConfig(epochs=bench.args.finetune_epochs, lr=0.01, precision=bench.args.precision,
                              seed=bench.args.finetune_seed)
-        resume = (run_dir / "finetune.pt").exists()  # an interrupted (or finished but unrecorded) fine-tune
+        resume = RunDir(run_dir).has_finetune_checkpoint()  # an interrupted (or finished but unrecorded) fine-tune
         record = finetune(run_dir, config, distill=True, data=bench.dataset, resume=resume, overwrite=not resume)
         row["finetune"] = {"epochs": record["epochs"], "seed": bench.args.finetune_seed,
                            "test_top1": record["test_top1"], "heldout_top1": record["heldout_top1"]}

@@ -14,24 +14,24 @@ top-1. Prints a markdown table; each search is an ordinary run directory, resume
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import amc
+from amc.config import SearchConfig
 from amc.data import load_dataset
-from amc.search import SearchConfig
+from amc.runs import RunDir
 from bench_args import add_model_and_data  # run as a script: benchmarks/ is on sys.path
 
 
 def timed_search(config: SearchConfig, data, out: Path) -> dict:
     finished: list[float] = []
     t0 = time.perf_counter()
-    result = amc.search(config=config, data=data, out=out, resume=(out / "state.pt").exists(),
+    result = amc.search(config=config, data=data, out=out, resume=RunDir(out).has_state(),
                         progress=lambda record: finished.append(time.perf_counter()))
     wall = time.perf_counter() - t0
     rate = (len(finished) - 1) / (finished[-1] - finished[0]) * 60 if len(finished) > 1 else float("nan")
-    summary = json.loads((out / "summary.json").read_text())
+    summary = RunDir(out).read_summary()
     first = finished[0] - t0 if finished else float("nan")
     return {"episodes_per_min": rate, "wall_s": wall, "first_episode_s": first, "episodes": len(finished),
             "best_val_top1": result.best_val_top1, "test_top1": summary["test_top1"]}

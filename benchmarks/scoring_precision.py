@@ -11,18 +11,15 @@ Prints per-policy accuracies and times, Kendall's tau between the two precisions
 from __future__ import annotations
 
 import argparse
-import copy
 import time
 
 import numpy as np
 import torch
 
-from amc import models
-from amc.data import batches, load_dataset
-from amc.env import CompressionEnv, EnvConfig
+from amc.config import SearchConfig
 from amc.evaluate import Evaluator
-from amc.graph import LayerGraph
-from amc.pruning import ChannelPruner, collect_stats
+from amc.pipeline import prepare
+from amc.search import build_env
 
 
 def kendall_tau(a: list[float], b: list[float]) -> float:
@@ -53,26 +50,25 @@ def main() -> None:
     parser.add_argument("--ratio", type=float, default=0.5)
     parser.add_argument("--policies", type=int, default=12)
     args = parser.parse_args()
-    dataset = load_dataset("cifar10", args.data_dir)
-    model = models.create(args.model, weights=args.weights).eval()
-    info = models.model_info(model)
-    graph = LayerGraph(model, info.input_shape)
-    calibration = next(batches(dataset.train.subset(dataset.calibration_indices(3000, 0)), 3000,
-                               mean=info.mean, std=info.std))[0]
-    pruner = ChannelPruner(model, graph, collect_stats(model, graph, calibration))
-    fp32 = Evaluator(dataset.heldout, info.mean, info.std)
-    bf16 = Evaluator(dataset.heldout, info.mean, info.std, precision="bf16")
-    print(f"unpruned held-out top-1 (fp32): {fp32.top1(copy.deepcopy(model)):.4f}")
-    env = CompressionEnv(graph, lambda keep: 0.0, EnvConfig(ratio=args.ratio))
+    # a search's scorer (3,000 calibration images, seed 0, no BN recalibration) scoring in fp32, and in bf16
+    config = SearchConfig(model=args.model, weights=args.weights, data="cifar10", data_dir=args.data_dir,
+                          ratio=args.ratio, bn_recalibration=0, racing=False)
+    setup = prepare(config)
+    scorer, info = setup.scorer, setup.info
+    fp32 = scorer.evaluator
+    bf16 = Evaluator(setup.dataset.heldout, info.mean, info.std, precision="bf16")
+    print(f"unpruned held-out top-1 (fp32): {setup.baseline_top1():.4f}")
+    env, _ = build_env(setup, config)
     rng = np.random.default_rng(0)
     rows = []
     for i in range(args.policies):
         env.reset()
         done = False
-        while not done:
-            action = env.uniform_ratio() if i == 0 else rng.uniform(env.config.lbound, 1.0)
-            _, _, done, _, info_step = env.step(np.array([action], dtype=np.float32))
-        net, _ = pruner.prune(info_step["keep_counts"])
+        with env.deferred_scoring():  # the policy only: it is scored below, both ways
+            while not done:
+                action = env.uniform_ratio() if i == 0 else rng.uniform(env.config.lbound, 1.0)
+                _, _, done, _, info_step = env.step(np.array([action], dtype=np.float32))
+        net = scorer.build(info_step["keep_counts"])
         t0 = time.perf_counter()
         a = fp32.top1(net)
         t1 = time.perf_counter()

@@ -5,16 +5,16 @@ over the held-out split.
         --data-dir ../shared/data/cifar10-jpeg/cifar10_jpeg.npz --episodes 40 --precision bf16 --out runs/bench/speed
 
 Runs a short DDPG search (its episodes.jsonl records prune / recalibrate / evaluate / agent time per
-episode), times the one-off feature sampling, then times a bare forward pass of each of the last episodes'
-pruned networks over the same held-out batches, in the same precision and thread count, interleaved with
-re-scoring the same network through the evaluator so both see the same machine load; the ratio is (the
-episode's logged pruning and agent time + that re-scoring) / bare forward. Prints a markdown table.
+episode), times the one-off setup (`amc.pipeline.prepare`: model, graph, feature sampling), then times a
+bare forward pass of each of the last episodes' pruned networks over the same held-out batches, in the same
+precision and thread count, interleaved with re-scoring the same network through the scorer's evaluator so
+both see the same machine load; the ratio is (the episode's logged pruning and agent time + that
+re-scoring) / bare forward. Prints a markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
@@ -22,22 +22,20 @@ from pathlib import Path
 import torch
 
 import amc
-from amc import models
+from amc.config import SearchConfig
 from amc.data import batches, load_dataset
-from amc.evaluate import Evaluator
-from amc.graph import LayerGraph
-from amc.pruning import ChannelPruner, collect_stats
-from amc.search import SearchConfig
+from amc.pipeline import prepare
+from amc.runs import RunDir
 from bench_args import add_model_and_data  # run as a script: benchmarks/ is on sys.path
 
 
-def bare_forward_seconds(model: torch.nn.Module, evaluator: Evaluator, precision: str) -> float:
+def bare_forward_seconds(model: torch.nn.Module, images: list[torch.Tensor], precision: str) -> float:
     """Forward passes only: no argmax, no accuracy bookkeeping, no layout conversion."""
     model.eval().to(memory_format=torch.channels_last)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
     t0 = time.perf_counter()
     with torch.inference_mode(), autocast:
-        for x, _ in evaluator._batches:
+        for x in images:
             model(x)
     return time.perf_counter() - t0
 
@@ -61,33 +59,31 @@ def main() -> None:
                           bn_recalibration=args.bn_recalibration, threads=args.threads, seed=0)
     out = Path(args.out)
     t0 = time.perf_counter()
-    amc.search(data=dataset, config=config, out=out, resume=(out / "state.pt").exists())
+    amc.search(data=dataset, config=config, out=out, resume=RunDir(out).has_state())
     wall = time.perf_counter() - t0
-    log = [json.loads(line) for line in (out / "episodes.jsonl").read_text().splitlines()]
+    log = RunDir(out).read_episodes()
 
-    # the one-off setup: feature sampling for the least-squares statistics
-    model = models.create(args.model, num_classes=dataset.num_classes, weights=args.weights).eval()
-    info = models.model_info(model)
-    graph = LayerGraph(model, info.input_shape)
-    idx = dataset.calibration_indices(config.calibration_images, config.seed)
-    calibration = next(batches(dataset.train.subset(idx), len(idx), mean=info.mean, std=info.std))[0]
+    # the one-off setup as the search does it: model, graph and the feature sampling for the least-squares
+    # statistics (the data are loaded already)
     t0 = time.perf_counter()
-    stats = collect_stats(model, graph, calibration, points_per_image=config.points_per_image, seed=0)
+    setup = prepare(config, dataset=dataset)
     sampling = time.perf_counter() - t0
 
-    # the last episodes' networks: bare forward against the evaluator's scoring, interleaved
-    pruner = ChannelPruner(model, graph, stats)
-    evaluator = Evaluator(dataset.heldout, info.mean, info.std, precision=args.precision)
+    # the last episodes' networks: bare forward against the scorer's evaluator, interleaved
+    scorer, info = setup.scorer, setup.info
+    evaluator = scorer.evaluator
+    images = [x.contiguous(memory_format=torch.channels_last)  # the evaluator's batches, as it lays them out
+              for x, _ in batches(dataset.heldout, config.eval_batch_size, mean=info.mean, std=info.std)]
     ratios, bare_times = [], []
     for record in log[-args.last:]:
-        pruned, _ = pruner.prune(record["keep"])
+        pruned = scorer.build(record["keep"])
         evaluator.top1(pruned)  # warm
         scored, bare = float("inf"), float("inf")
         for _ in range(2):  # alternate, so that a change of machine load hits both
             t0 = time.perf_counter()
             evaluator.top1(pruned)
             scored = min(scored, time.perf_counter() - t0)
-            bare = min(bare, bare_forward_seconds(pruned, evaluator, args.precision))
+            bare = min(bare, bare_forward_seconds(pruned, images, args.precision))
         bare_times.append(bare)
         # the episode as it would run now: its logged non-scoring parts plus the scoring just timed
         overhead = record["seconds"] - record["timing"]["evaluate"]
@@ -107,8 +103,9 @@ def main() -> None:
               f"| bare forward of the same networks | {statistics.mean(bare_times):.3f} | |",
               "", f"episode / bare forward: median {statistics.median(ratios):.2f} "
                   f"(min {min(ratios):.2f}, max {max(ratios):.2f})",
-              f"one-off feature sampling ({config.calibration_images} images x {config.points_per_image} "
-              f"positions): {sampling:.1f} s; search wall time for {len(log)} episodes: {wall:.0f} s"]
+              f"one-off setup (model, graph, feature sampling of {config.calibration_images} images x "
+              f"{config.points_per_image} positions): {sampling:.1f} s; "
+              f"search wall time for {len(log)} episodes: {wall:.0f} s"]
     text = "\n".join(lines)
     print(text)
     (out / "speed.md").write_text(text + "\n")
