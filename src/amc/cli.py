@@ -4,69 +4,27 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 import warnings
 from datetime import datetime
 from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from amc.cli_progress import EpisodeProgress, StepProgress, console
 from amc.config import DEFAULTS
 from amc.errors import AmcError
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False,
                   help="AMC: AutoML for Model Compression. Search per-layer channel pruning policies with DDPG "
                        "under a hard MACs/params budget, export the pruned model, train and evaluate models.")
-console = Console(stderr=True, soft_wrap=True)  # an error stays one line, however long
 _debug = {"on": False}
 
 
 @app.callback()
 def _global(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors.")) -> None:
     _debug["on"] = debug
-
-
-class _LiveBar:
-    """A rich progress bar when stderr is a terminal (`self.bar`), nothing otherwise."""
-
-    bar: Progress | None = None
-
-    def __enter__(self):
-        if self.bar:
-            self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        if self.bar:
-            self.bar.__exit__(*exc)
-
-
-class _EpisodeProgress(_LiveBar):
-    """A live bar on a terminal; a plain line every ~5% of the run elsewhere (logs, CI)."""
-
-    def __init__(self, total: int, resource: str = "macs"):
-        self.total, self.resource = total, resource  # the share shown per episode: "macs" or "params"
-        self.live = console.is_terminal
-        self.every = max(1, total // 20)
-        self.bar = Progress(TextColumn("[bold]episode {task.completed}/{task.total}"), BarColumn(),
-                            TextColumn("reward {task.fields[reward]:.4f}  best {task.fields[best]:.4f}"),
-                            TimeElapsedColumn(), TimeRemainingColumn(), console=console) if self.live else None
-        self.task = self.bar.add_task("search", total=total, reward=0.0, best=0.0) if self.bar else None
-
-
-    def __call__(self, record: dict) -> None:
-        from amc.callbacks import eta_seconds
-        if self.bar:
-            self.bar.update(self.task, completed=record["episode"] + 1, total=record["episodes"],
-                            reward=record["reward"], best=record["best_reward"])
-        elif (record["episode"] + 1) % self.every == 0 or record["remaining"] == 0:
-            console.print(f"episode {record['episode'] + 1}/{record['episodes']}  reward {record['reward']:.4f}  "
-                          f"best {record['best_reward']:.4f}  {self.resource} {record[self.resource + '_ratio']:.3f}  "
-                          f"eta {eta_seconds(record):.0f}s", highlight=False)
 
 
 @app.command("search")
@@ -161,7 +119,7 @@ def search_command(
                   f"agent {config.agent}, {episodes} episodes -> {out}{' (resumed)' if resume else ''}",
                   highlight=False)
     try:
-        with _EpisodeProgress(episodes, config.resource) as progress:
+        with EpisodeProgress(episodes, config.resource) as progress:
             result = search(config=config, out=out, resume=resume, overwrite=overwrite, progress=progress)
     except KeyboardInterrupt:
         # state.pt is replaced atomically after every episode, so what is there is whole
@@ -224,41 +182,12 @@ def train_command(
     """Train a zoo model on a dataset's training split (held-out excluded), cosine LR, checkpoint per epoch."""
     from amc.train import train_model
 
-    with _StepProgress() as progress:
+    with StepProgress() as progress:
         final = train_model(model, data, out, data_dir=data_dir, weights=weights, download=download, resume=resume,
                             threads=threads, progress=progress.epoch, on_step=progress.step, epochs=epochs,
                             batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, precision=precision,
                             warmup_epochs=warmup_epochs)
     print(json.dumps({"out": str(out), "heldout_top1": final.get("heldout_top1"), "test_top1": final["test_top1"]}))
-
-
-class _StepProgress(_LiveBar):
-    """Training progress: a live bar with ETA on a terminal; elsewhere (logs) a line every 1% of the steps
-    and one per epoch, both with ETA, so a long CPU epoch is not a silent hour."""
-
-    def __init__(self):
-        self.bar = Progress(TextColumn("[bold]step {task.completed}/{task.total}"), BarColumn(),
-                            TimeElapsedColumn(), TimeRemainingColumn(), console=console) if console.is_terminal else None
-        self.task = self.bar.add_task("train", total=None) if self.bar else None
-        self.t0 = time.perf_counter()
-        self.first_step: int | None = None
-
-    def step(self, step: int, total: int) -> None:
-        if self.bar:
-            self.bar.update(self.task, completed=step, total=total)
-            return
-        if self.first_step is None:
-            self.first_step = step - 1  # a resumed run starts mid-way: rate from what this process did
-        if step % max(1, total // 100) == 0 and step > self.first_step:
-            rate = (time.perf_counter() - self.t0) / (step - self.first_step)
-            console.print(f"step {step}/{total}  {rate:.2f}s/step  eta {rate * (total - step):.0f}s", highlight=False)
-
-    def epoch(self, r: dict) -> None:
-        elapsed = time.perf_counter() - self.t0
-        done = r["epoch"] - r.get("first_epoch", 0)
-        eta = elapsed / max(1, done) * (r["epochs"] - r["epoch"])
-        console.print(f"epoch {r['epoch']}/{r['epochs']}  loss {r['train_loss']:.4f}  train {r['train_top1']:.4f}  "
-                      f"held-out {r['heldout_top1']:.4f}  {r['seconds']:.0f}s  eta {eta:.0f}s", highlight=False)
 
 
 @app.command("finetune")
@@ -297,7 +226,7 @@ def finetune_command(
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    with _StepProgress() as progress:
+    with StepProgress() as progress:
         record = finetune(run_dir, config, distill=distill, teacher_weights=teacher_weights, resume=resume,
                           overwrite=overwrite, progress=progress.epoch, on_step=progress.step)
     console.print(f"fine-tuned {run_dir}: held-out top-1 {record['heldout_top1']:.4f}, test top-1 "
@@ -356,7 +285,7 @@ def eval_command(
     threads: Optional[int] = typer.Option(None, help="torch CPU threads."),
 ) -> None:
     """Top-1/top-5 accuracy, MACs and parameters of a model."""
-    from amc.evaluate import evaluate_model
+    from amc.accuracy import evaluate_model
 
     result = evaluate_model(model, data, data_dir=data_dir, weights=weights, split=split, download=download,
                             threads=threads)

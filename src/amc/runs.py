@@ -137,7 +137,7 @@ class RunDir:
         """The `search` section of config.json (model, weights, data, ...)."""
         try:
             settings = self.read_config(purpose)["search"]
-        except KeyError as e:
+        except KeyError:
             raise AmcError(f"{self.path / CONFIG_FILE} is corrupt (KeyError); the run cannot be {purpose}") from None
         if not isinstance(settings, dict):
             raise AmcError(f"{self.path / CONFIG_FILE} is corrupt (no settings); the run cannot be {purpose}")
