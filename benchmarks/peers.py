@@ -31,7 +31,11 @@ Methods (`--methods`, default all):
   scored and reported); `tpe+bn` is `amc.search --agent tpe` (the same sampler behind amc's agent
   interface) with BN recalibration, to tell the agent's share of `ddpg+bn`'s lead from the scorer's;
   `ddpg+bn-shallower` is `ddpg+bn` anchored at the shallower-more ramp instead of the uniform policy
-  (`--agent-option anchor=shallower`: its first episode is that ramp, its warm-up samples around it).
+  (`--agent-option anchor=shallower`: its first episode is that ramp, its warm-up samples around it);
+  `ddpg+bn-knapsack` the same anchored at the knapsack allocation.
+- `knapsack`, `knapsack+bn`: `amc search --agent knapsack`'s allocation (each decision pruned alone to a few
+  ratios and scored on 1,000 held-out images, then a multiple-choice knapsack under the budget), stepped
+  through the environment and exported as the fixed policies are.
   With `--racing` every searcher drops candidates that cannot plausibly beat its own best after a prefix
   of the held-out split (`amc search --racing`); TPE is then told the prefix accuracy.
 - `nni-amc`: NNI's AMC pruner; it is not run (see NNI_REASON), its row carries the reason.
@@ -63,6 +67,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import amc
+from amc.agents.knapsack import knapsack_ratios
 from amc.atomic import write_json_atomic
 from amc.config import SearchConfig
 from amc.cost import count_macs, count_params
@@ -78,11 +83,11 @@ from amc.runs import RunDir
 from amc.scoring import Scorer, build_scorer, recalibration_batches
 from amc.search import build_env
 
-FIXED = ("uniform", "deeper-more", "shallower-more")
+FIXED = ("uniform", "deeper-more", "shallower-more", "knapsack")
 FIXED += tuple(f"{method}+bn" for method in FIXED)
 TORCH_PRUNING = ("tp-magnitude", "tp-magnitude+lsq", "tp-magnitude-counts",
                  "tp-taylor", "tp-taylor+lsq", "tp-taylor-counts")
-SEARCHERS = ("random", "tpe", "ddpg", "ddpg+bn", "tpe+bn", "ddpg+bn-shallower")
+SEARCHERS = ("random", "tpe", "ddpg", "ddpg+bn", "tpe+bn", "ddpg+bn-shallower", "ddpg+bn-knapsack")
 METHODS = FIXED + TORCH_PRUNING + SEARCHERS + ("nni-amc",)
 
 # What happened when NNI's AMC pruner was tried against torch 2.14.1 (2026-11-24, in a separate venv).
@@ -174,8 +179,13 @@ def run_fixed(bench: Bench, method: str, run_dir: Path) -> dict:
     base = method.removesuffix("+bn")
     scoring = bench.scoring(0, recalibrate=method.endswith("+bn"), racing=False)  # one policy, scored in full
     t0 = time.perf_counter()
-    spread = {"uniform": 0.0, "deeper-more": bench.args.ramp_spread, "shallower-more": -bench.args.ramp_spread}[base]
-    info = step_policy(scoring.env, scoring.env.ramp_ratios(spread))
+    if base == "knapsack":  # amc's allocator: per-decision sensitivity, then a multiple-choice knapsack
+        spread, ratios = None, knapsack_ratios(scoring.env)
+    else:
+        spread = {"uniform": 0.0, "deeper-more": bench.args.ramp_spread,
+                  "shallower-more": -bench.args.ramp_spread}[base]
+        ratios = scoring.env.ramp_ratios(spread)
+    info = step_policy(scoring.env, ratios)
     pruned = scoring.scorer.build(info["keep_counts"])
     seconds = time.perf_counter() - t0
     return bench.export(run_dir, pruned, method, {
@@ -484,7 +494,7 @@ def plot(rows: list[dict], path: Path, args: argparse.Namespace) -> None:
     import matplotlib.pyplot as plt
 
     colors = {"random": "tab:gray", "tpe": "tab:green", "ddpg": "tab:blue", "ddpg+bn": "tab:purple",
-              "tpe+bn": "tab:olive", "ddpg+bn-shallower": "tab:red"}
+              "tpe+bn": "tab:olive", "ddpg+bn-shallower": "tab:red", "ddpg+bn-knapsack": "tab:cyan"}
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for method, color in colors.items():
         for i, r in enumerate(r for r in rows if r["method"] == method and r.get("curve")):
