@@ -1,5 +1,6 @@
 import hashlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -144,21 +145,37 @@ def uninterrupted(tmp_path_factory):
     return run
 
 
+PAUSE_HOOK = """
+import os, time
+import amc.runs as runs
+_save = runs.RunDir.save_state
+def save_state(self, agent_state, episode, best):
+    _save(self, agent_state, episode, best)
+    if episode == int(os.environ["AMC_TEST_PAUSE_AT"]):
+        open(os.environ["AMC_TEST_PAUSED"], "w").close()
+        time.sleep(3600)  # held here, state saved, until the test's signal arrives
+runs.RunDir.save_state = save_state
+"""
+
+
 def _stop_after(run, episodes: int, sig: signal.Signals) -> tuple[int, str, int]:
-    """Start the 40-episode search, send `sig` once `episodes` lines are logged; (exit code, stderr,
-    episodes logged when it ended)."""
+    """Start the 40-episode search, hold it right after the state of `episode` is saved (a sitecustomize hook:
+    the test waits for that state, not for a time, so a slow machine cannot let the search run past it),
+    send `sig`; (exit code, stderr, episodes logged when it ended)."""
+    hook = run.parent / "pause-hook"
+    hook.mkdir(parents=True, exist_ok=True)
+    (hook / "sitecustomize.py").write_text(PAUSE_HOOK)
+    paused = run.parent / "paused"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")]),
+           "AMC_TEST_PAUSE_AT": str(episodes), "AMC_TEST_PAUSED": str(paused)}
     process = subprocess.Popen([*SEARCH_40, "--out", str(run)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
-    log = run / "episodes.jsonl"
-    deadline = time.monotonic() + 300
-    while process.poll() is None and time.monotonic() < deadline:
-        if log.exists() and log.read_text().count("\n") >= episodes:
-            break
-        time.sleep(0.002)
-    assert process.poll() is None, "the search ended before it could be stopped"
+                               text=True, env=env)
+    while process.poll() is None and not paused.exists():
+        time.sleep(0.01)
+    assert process.poll() is None, f"the search ended before it reached episode {episodes}: " + process.stderr.read()
     process.send_signal(sig)
-    _, stderr = process.communicate(timeout=120)
-    return process.returncode, stderr, log.read_text().count("\n")
+    _, stderr = process.communicate(timeout=600)
+    return process.returncode, stderr, (run / "episodes.jsonl").read_text().count("\n")
 
 
 def _resume_and_compare(run, reference) -> None:
