@@ -168,8 +168,10 @@ def _stop_after(run, episodes: int, sig: signal.Signals) -> tuple[int, str, int]
     paused = run.parent / "paused"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")]),
            "AMC_TEST_PAUSE_AT": str(episodes), "AMC_TEST_PAUSED": str(paused)}
+    # as in a terminal: a test run started in the background (nohup, `cmd &`) inherits SIGINT ignored, and a
+    # child would then never see the Ctrl-C
     process = subprocess.Popen([*SEARCH_40, "--out", str(run)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, env=env)
+                               text=True, env=env, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     while process.poll() is None and not paused.exists():
         time.sleep(0.01)
     assert process.poll() is None, f"the search ended before it reached episode {episodes}: " + process.stderr.read()
