@@ -82,6 +82,9 @@ def search_command(
                                           "scored in full). Default: on with --reward acc."),
     precision: str = typer.Option(DEFAULTS.precision, help="Scoring precision of candidates: fp32, or bf16 (about "
                                   "2x faster on CPUs with bf16 units; final figures are always fp32)."),
+    finalists: int = typer.Option(DEFAULTS.finalists, help="Give the top K distinct candidates short distilled "
+                                  "fine-tunes and export the winner (successive halving); 1 = off."),
+    finalist_steps: int = typer.Option(DEFAULTS.finalist_steps, help="SGD steps per finalist per round."),
     seed: int = typer.Option(DEFAULTS.seed, help="Seed for the agent, calibration sampling and torch."),
     threads: Optional[int] = typer.Option(DEFAULTS.threads, help="torch CPU threads (default: torch's choice)."),
     out: Optional[Path] = typer.Option(None, help="Run directory (default: runs/<model>-<agent>-<time>)."),
@@ -109,7 +112,7 @@ def search_command(
         seed=seed, tensorboard=tensorboard,
         threads=threads, agent_options=_key_values(agent_option),
         latency_backend=latency_backend, latency_threads=latency_threads, method=method,
-        workers=workers, ray_address=ray_address)
+        workers=workers, ray_address=ray_address, finalists=finalists, finalist_steps=finalist_steps)
     if resume:
         config = RunDir(out).search_config()  # a resumed run keeps the settings it started with
     episodes = config.episodes_to_run
@@ -118,6 +121,10 @@ def search_command(
     console.print(f"[bold]amc search[/bold] {config.model} on {config.data}: {goal}, "
                   f"agent {config.agent}, {episodes} episodes -> {out}{' (resumed)' if resume else ''}",
                   highlight=False)
+    if config.finalists > 1:
+        console.print(f"then the finalist stage: the best {config.finalists} distinct candidates, short distilled "
+                      f"fine-tunes of {config.finalist_steps} steps a round, the better half kept each round",
+                      highlight=False)
     try:
         with EpisodeProgress(episodes, config.resource) as progress:
             result = search(config=config, out=out, resume=resume, overwrite=overwrite, progress=progress)
@@ -131,6 +138,11 @@ def search_command(
             console.print("interrupted before the search started; nothing was written", highlight=False)
         raise typer.Exit(130) from None
     s = result.summary
+    if "finalists" in s and s["finalists"]["candidates"]:
+        f = s["finalists"]
+        console.print(f"finalist stage: episode {f['winner_episode']} won (the search's best was episode "
+                      f"{f['search_best_episode']}), {f['total_steps']} steps in {f['seconds']:.0f} s",
+                      highlight=False)
     console.print(f"best policy: held-out top-1 {s['best_val_top1']:.4f} (original "
                   f"{s['baseline']['heldout_top1']:.4f}), test top-1 {s['test_top1']:.4f}, "
                   f"MACs {s['macs'] / 1e6:.2f}M ({s['macs_ratio']:.3f}), params {s['params'] / 1e6:.3f}M "
@@ -207,13 +219,14 @@ def finetune_command(
     threads: Optional[int] = typer.Option(None, help="torch CPU threads."),
     resume: bool = typer.Option(False, help="Continue an interrupted fine-tune of this run."),
     overwrite: bool = typer.Option(False, help="Start a new fine-tune, discarding a previous one."),
+    device: str = typer.Option("cpu", help="Where to train: cpu, cuda, cuda:1, mps."),
 ) -> None:
     """Fine-tune a search run's pruned model on the training split; writes model_finetuned.pt and the test
     top-1 into summary.json."""
     import torch
 
     from amc.finetune import finetune
-    from amc.train import TrainConfig
+    from amc.train import TrainConfig, resolve_device
 
     try:
         config = TrainConfig(epochs=epochs, lr=lr, optimizer=optimizer, batch_size=batch_size,
@@ -223,12 +236,13 @@ def finetune_command(
         raise AmcError(f"bad fine-tuning setting: {e}") from None
     if epochs < 1:
         raise AmcError(f"--epochs must be at least 1, got {epochs}")
+    target = resolve_device(device)
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
     with StepProgress() as progress:
         record = finetune(run_dir, config, distill=distill, teacher_weights=teacher_weights, resume=resume,
-                          overwrite=overwrite, progress=progress.epoch, on_step=progress.step)
+                          overwrite=overwrite, progress=progress.epoch, on_step=progress.step, device=target)
     console.print(f"fine-tuned {run_dir}: held-out top-1 {record['heldout_top1']:.4f}, test top-1 "
                   f"{record['test_top1']:.4f}; wrote model_finetuned.pt and summary.json", highlight=False)
     print(json.dumps({"run_dir": str(run_dir), **{k: record[k] for k in ("epochs", "heldout_top1", "test_top1")}}))

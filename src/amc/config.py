@@ -59,6 +59,9 @@ class SearchConfig:
     latency_threads: int = 1             # ... with this many threads
     latency_batch: int = 1               # ... at this batch size
     tensorboard: bool = False            # also log every episode for TensorBoard (RUN_DIR/tensorboard)
+    finalists: int = 1                   # > 1: the top-K distinct candidates get short fine-tunes (successive
+                                         # halving) and the winner is exported (amc.finalists); 1 = off
+    finalist_steps: int = 100            # SGD steps per finalist per round of that stage
 
     def __post_init__(self) -> None:
         self.env_config  # validates target, ratio, lbound, channel_round and reward
@@ -76,6 +79,12 @@ class SearchConfig:
                                               or self.reward == "acc-macs"):
             raise AmcError("fine-grained pruning shrinks the parameters, not dense MACs or latency; use "
                            "--target params (or --reward acc-params)")
+        if self.finalists < 1 or self.finalist_steps < 1:
+            raise AmcError(f"--finalists and --finalist-steps must be at least 1, got {self.finalists} and "
+                           f"{self.finalist_steps}; --finalists 1 turns the stage off")
+        if self.finalists > 1 and (self.reward != "acc" or self.method != "channel"):
+            raise AmcError("--finalists compares fine-tuned accuracy under a budget: it needs --reward acc and "
+                           "--method channel; use --finalists 1 here")
         if self.workers < 1:
             raise AmcError(f"--workers must be at least 1, got {self.workers}")
         if self.workers > 1 and self.method == "fine-grained":

@@ -50,13 +50,14 @@ class Evaluator:
         was_training = model.training
         model.eval()
         model.to(memory_format=torch.channels_last)
-        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16")
+        device = next(model.parameters()).device  # the batches are kept on the CPU and follow the model
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
         try:
             with torch.no_grad():  # not inference_mode: the model may be trained afterwards
                 for x, y in self._batches:
                     with autocast:
-                        logits = model(x)
-                    yield logits, y
+                        logits = model(x.to(device, non_blocking=True))
+                    yield logits, y.to(device)
         finally:
             model.train(was_training)
 

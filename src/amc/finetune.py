@@ -31,8 +31,8 @@ def run_config(run_dir: str | Path) -> dict:
 def finetune(run_dir: str | Path, config: TrainConfig = TrainConfig(epochs=20, lr=0.01), *,
              distill: bool = False, teacher_weights: str | Path | None = None, data: Dataset | None = None,
              resume: bool = False, overwrite: bool = False, progress: Callable[[dict], None] | None = None,
-             on_step: Callable[[int, int], None] | None = None) -> dict:
-    """Fine-tune `run_dir`'s pruned model; returns the summary's "finetune" record (test_top1, ...).
+             on_step: Callable[[int, int], None] | None = None, device: str = "cpu") -> dict:
+    """Fine-tune `run_dir`'s pruned model on `device`; returns the summary's "finetune" record (test_top1, ...).
 
     With `distill=True` the original network (the run's model and weights, or `teacher_weights`) is the
     teacher, mixed in with `config.distill_alpha` (0.5 if left at 0).
@@ -65,12 +65,14 @@ def finetune(run_dir: str | Path, config: TrainConfig = TrainConfig(epochs=20, l
     masks = {name: dict(student.named_modules())[name].weight.detach() != 0 for name in sparse_layers}
     t0 = time.perf_counter()
     final = train(student, dataset, checkpoint, config, resume=resume, progress=progress, teacher=teacher,
-                  on_step=on_step, masks=masks or None)
+                  on_step=on_step, masks=masks or None, device=device)
+    student.cpu()
     run.write_finetuned(student.state_dict())
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     if sparse_layers:
         save_sparse(student, run / FINETUNED_SPARSE_FILE, sparse_layers)
-    record = {"epochs": config.epochs, "lr": config.lr, "optimizer": config.optimizer,
+    record = {"epochs": config.epochs, "lr": config.lr, "optimizer": config.optimizer, "seed": config.seed,
+              "device": str(device),
               "precision": config.precision, "distill": distill,
               "distill_alpha": config.distill_alpha if distill else 0.0,
               "heldout_top1": final.get("heldout_top1"), "test_top1": final["test_top1"],

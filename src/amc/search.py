@@ -25,6 +25,7 @@ from amc.data import Dataset
 from amc.env import CompressionEnv
 from amc.errors import SaveError
 from amc.evaluate import Evaluator
+from amc.finalists import choose_finalist
 from amc.latency.guard import LatencyGuard, calibrate_at_budget, calibrated_latency_model
 from amc.pipeline import Setup, prepare, seed_and_threads
 from amc.policy import Policy, policy_from_record
@@ -173,7 +174,9 @@ def _restore(run: RunDir, agent, scorer) -> tuple[list[dict], dict | None, int]:
 
 def _finish(run: RunDir, config: SearchConfig, setup: Setup, env: CompressionEnv, best: dict, log: list[dict],
             baseline_top1: float, guard: LatencyGuard | None) -> SearchResult:
-    """Export the best policy (after a final latency check) and write summary.json."""
+    """Export the best policy (chosen by the finalist stage if on, then checked on the real network under a
+    latency budget) and write summary.json."""
+    best, finalists = choose_finalist(setup, config, log, best)
     if guard is not None:  # the budget was a prediction: check it on the real networks, side by side
         best, check = guard.final(best, log, on_refit=env.refresh_costs)
         run.write_latency_calibration(guard.latency.calibration())
@@ -191,6 +194,8 @@ def _finish(run: RunDir, config: SearchConfig, setup: Setup, env: CompressionEnv
         "budget_ratio": config.ratio if config.reward == "acc" else None, "target": config.target,
         "search_seconds": round(sum(r["seconds"] for r in log), 2),
     }
+    if finalists is not None:
+        summary["finalists"] = finalists
     if guard is not None:
         latency = guard.latency
         summary["latency"] = {
