@@ -41,7 +41,7 @@ import numpy as np
 
 STUDY_STEPS = [25, 50, 100, 200, 400, 800]
 FIXED = ("uniform+bn", "shallower-more+bn", "deeper-more+bn", "knapsack+bn")
-SEARCHERS = ("ddpg+bn", "tpe+bn", "ddpg+bn-knapsack")
+SEARCHERS = ("ddpg+bn", "tpe+bn", "ddpg+bn-knapsack", "ddpg+bn-logit")
 EPOCHS = {"resnet20": 3, "resnet56": 2}
 
 
@@ -110,10 +110,12 @@ def _setup_spec(row: dict, run_dir: Path) -> dict:
             "calibration_images": 3000, "points_per_image": 10}
 
 
-def _distinct(records: list[dict], full: int = 5000) -> list[dict]:
+def _distinct(records: list[dict]) -> list[dict]:
+    """Distinct policies by reward; a raced-out candidate by its score on the prefix it was scored on (as the
+    finalist stage ranks them: at harsh budgets racing stops all but the anchor early)."""
     seen, out = set(), []
     for r in sorted(records, key=lambda r: -r["reward"]):
-        if r.get("scored_images", full) >= full and tuple(r["keep"]) not in seen:
+        if tuple(r["keep"]) not in seen:
             seen.add(tuple(r["keep"]))
             out.append(r)
     return out
@@ -313,10 +315,11 @@ def run(args: argparse.Namespace) -> None:
     for p in builders:
         p.start()
     queue = ctx.Queue()
-    for ft_round in range(3):  # every policy's first fine-tune before any second seed
-        for job in jobs:
-            if ft_round < len(job["ft_seeds"]) and (job["id"], job["ft_seeds"][ft_round]) not in done:
-                queue.put((job, job["ft_seeds"][ft_round]))
+    # by priority (the rows of the first budgets, their second fine-tune seeds, the study, the finalists)
+    tasks = [(job["priority"] + 2 * i, n, job, seed) for n, job in enumerate(jobs)
+             for i, seed in enumerate(job["ft_seeds"]) if (job["id"], seed) not in done]
+    for *_, job, seed in sorted(tasks, key=lambda t: t[:2]):
+        queue.put((job, seed))
     workers = [ctx.Process(target=_train_worker, args=(args, queue, str(results), str(npz), exact))
                for _ in range(args.workers)]
     for p in workers:

@@ -13,7 +13,7 @@ from scipy.stats import kendalltau
 
 FIXED = ("uniform+bn", "shallower-more+bn", "deeper-more+bn", "knapsack+bn")
 CHEAP = FIXED + ("tp-magnitude+lsq",)
-SEARCHERS = ("ddpg+bn", "tpe+bn", "ddpg+bn-knapsack")
+SEARCHERS = ("ddpg+bn", "tpe+bn", "ddpg+bn-knapsack", "ddpg+bn-logit")
 
 
 def _budget(name: str) -> tuple[str, float]:
@@ -146,6 +146,33 @@ def study_table(jobs: list[dict], results: dict, budget: str) -> list[str]:
     return lines
 
 
+def phase_table(root: Path = Path("runs/bench")) -> list[str]:
+    """Where each DDPG search's best candidate came from: its anchor (episode 0), the warm-up around it, or
+    the learned phase; and the best reward of each phase (fully scored candidates)."""
+    lines = ["| budget | method | seed | warm-up episodes | best episode | from | best reward: anchor / warm-up / "
+             "learned |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for log_file in sorted(root.glob("budgets-*/ddpg*/seed*/episodes.jsonl")):
+        run = log_file.parent
+        config = json.loads((run / "config.json").read_text())["search"]
+        if not (run / "summary.json").exists():
+            continue
+        warmup = config["warmup"] if config["warmup"] is not None else min(100, config["episodes"] // 4)
+        log = [json.loads(x) for x in log_file.read_text().splitlines()]
+        full = max(r.get("scored_images", 0) for r in log)
+        best = json.loads((run / "summary.json").read_text()).get("finalists", {}).get("search_best_episode")
+        if best is None:
+            best = json.loads((run / "summary.json").read_text())["best_episode"]
+        phase = "anchor" if best == 0 else "warm-up" if best < warmup else "learned"
+
+        def top(rs: list[dict]) -> str:
+            rs = [r["reward"] for r in rs if r.get("scored_images", full) >= full]
+            return f"{100 * max(rs):.2f}" if rs else "-"
+
+        lines.append(f"| {run.parent.parent.name} | {run.parent.name} | {run.name[4:]} | {warmup} | {best} | "
+                     f"**{phase}** | {top(log[:1])} / {top(log[1:warmup])} / {top(log[warmup:])} |")
+    return lines
+
+
 def collect(args) -> None:
     bundle, out = Path(args.bundle), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -179,6 +206,7 @@ def collect(args) -> None:
     text += ["", "### Spread of the fixed allocations", ""] + spread_table(by_budget)
     for budget in sorted({t["budget"] for j in jobs for t in j["tags"] if t["role"] == "study"}):
         text += ["", "### Ranking study", ""] + study_table(jobs, results, budget)
+    text += ["", "### Where DDPG's best candidate came from", ""] + phase_table()
     (out / "grid.md").write_text("\n".join(text) + "\n")
     print("\n".join(text))
     plot(by_budget, out / "pareto.png")

@@ -32,7 +32,8 @@ Methods (`--methods`, default all):
   interface) with BN recalibration, to tell the agent's share of `ddpg+bn`'s lead from the scorer's;
   `ddpg+bn-shallower` is `ddpg+bn` anchored at the shallower-more ramp instead of the uniform policy
   (`--agent-option anchor=shallower`: its first episode is that ramp, its warm-up samples around it);
-  `ddpg+bn-knapsack` the same anchored at the knapsack allocation.
+  `ddpg+bn-knapsack` the same anchored at the knapsack allocation; `ddpg+bn-logit` the default anchor with
+  exploration noise symmetric in the logit of the ratio (`--agent-option noise_space=logit`).
 - `knapsack`, `knapsack+bn`: `amc search --agent knapsack`'s allocation (each decision pruned alone to a few
   ratios and scored on 1,000 held-out images, then a multiple-choice knapsack under the budget), stepped
   through the environment and exported as the fixed policies are.
@@ -87,7 +88,7 @@ FIXED = ("uniform", "deeper-more", "shallower-more", "knapsack")
 FIXED += tuple(f"{method}+bn" for method in FIXED)
 TORCH_PRUNING = ("tp-magnitude", "tp-magnitude+lsq", "tp-magnitude-counts",
                  "tp-taylor", "tp-taylor+lsq", "tp-taylor-counts")
-SEARCHERS = ("random", "tpe", "ddpg", "ddpg+bn", "tpe+bn", "ddpg+bn-shallower", "ddpg+bn-knapsack")
+SEARCHERS = ("random", "tpe", "ddpg", "ddpg+bn", "tpe+bn", "ddpg+bn-shallower", "ddpg+bn-knapsack", "ddpg+bn-logit")
 METHODS = FIXED + TORCH_PRUNING + SEARCHERS + ("nni-amc",)
 
 # What happened when NNI's AMC pruner was tried against torch 2.14.1 (2026-11-24, in a separate venv).
@@ -316,12 +317,14 @@ def curve(records: list[dict]) -> list[list[float]]:
 
 
 def run_amc_search(bench: Bench, method: str, seed: int, run_dir: Path) -> dict:
-    agent, _, anchor = method.partition("-")  # ddpg+bn-shallower: DDPG anchored at the shallower-more ramp
+    agent, _, variant = method.partition("-")  # ddpg+bn-shallower: DDPG anchored at the shallower-more ramp
     agent = agent.removesuffix("+bn")  # tpe+bn: amc's own TPE agent (`--agent tpe`), recalibrating
     # explicit either way: only the +bn methods recalibrate, whatever amc's default
     extra = {"bn_recalibration": bench.args.bn_batches if "+bn" in method else 0}
-    if anchor:
-        extra["agent_options"] = {"anchor": anchor}
+    if variant == "logit":  # the default anchor, exploration noise symmetric in logit space (issue 17)
+        extra["agent_options"] = {"noise_space": "logit"}
+    elif variant:
+        extra["agent_options"] = {"anchor": variant}
     config = bench.search_config(agent, seed, **extra)
     t0, last = time.time(), {"t": time.time()}
 

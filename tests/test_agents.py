@@ -308,3 +308,16 @@ def test_tpe_without_optuna_names_the_extra_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "optuna", None)  # as if optuna were not installed
     with pytest.raises(AmcError, match=r"pip install 'amc-compress\[tpe\]'"):
         make_agent("tpe", ToyEnv(), 0)
+
+
+def test_logit_noise_is_centred_on_the_action_next_to_a_bound_where_the_truncated_normal_is_not():
+    import numpy as np
+
+    from amc.agents.ddpg import logit_normal, truncated_normal
+    rng = np.random.default_rng(0)
+    near = [logit_normal(0.31, 0.2, 0.2, 1.0, rng) for _ in range(4000)]
+    cut = [truncated_normal(0.31, 0.2, 0.2, 1.0, rng) for _ in range(4000)]
+    assert all(0.2 <= x <= 1.0 for x in near)
+    assert abs(np.median(near) - 0.31) < 0.01  # half the draws on either side of the action
+    assert np.mean(cut) > 0.38  # the truncated normal overspends on average there (issue 17)
+    assert 0.1 < np.std(near) < 0.3  # still exploring, not collapsed onto the action

@@ -127,10 +127,13 @@ def choose_finalist(setup, config, log: Sequence[dict], best: dict,
     if config.finalists <= 1:
         return best, None
     t0 = time.perf_counter()
-    candidates = distinct_best(log, config.finalists, setup.scorer.evaluator.size)
+    # raced-out candidates count too, by their score on the prefix they were scored on: at harsh budgets
+    # racing stops every candidate but the anchor early (benchmarks/RESULTS.md, issue 17), and the stage
+    # exists to re-judge exactly those the held-out score alone would discard
+    candidates = distinct_best(log, config.finalists)
     if len(candidates) < 2:
-        return best, {"k": config.finalists, "candidates": [], "note": "fewer than two distinct fully scored "
-                      "candidates: the search's best is exported"}
+        return best, {"k": config.finalists, "candidates": [], "note": "fewer than two distinct candidates: "
+                      "the search's best is exported"}
     models = [setup.scorer.build(r["keep"]) for r in candidates]
 
     def report(i: int, steps: int, top1: float) -> None:
@@ -146,6 +149,7 @@ def choose_finalist(setup, config, log: Sequence[dict], best: dict,
         "seconds": round(time.perf_counter() - t0, 2), "winner_episode": candidates[result.winner].get("episode"),
         "search_best_episode": best.get("episode"),
         "candidates": [{"episode": r.get("episode"), "keep": list(r["keep"]), "search_score": r["accuracy"],
+                        "scored_images": r.get("scored_images"),
                         "finalist_scores": {str(k): v for k, v in scores.items()}}
                        for r, scores in zip(candidates, result.scores)],
     }
