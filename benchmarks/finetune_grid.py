@@ -39,9 +39,9 @@ from pathlib import Path
 
 import numpy as np
 
-STUDY_STEPS = [25, 50, 100, 200, 400, 800]
+STUDY_STEPS = [25, 50, 100, 200, 400]
 FIXED = ("uniform+bn", "shallower-more+bn", "deeper-more+bn", "knapsack+bn")
-SEARCHERS = ("ddpg+bn", "tpe+bn", "ddpg+bn-knapsack", "ddpg+bn-logit")
+SEARCHERS = ("ddpg+bn", "tpe+bn", "ddpg+bn-knapsack", "ddpg+bn-logit", "ddpg+bn-shallower")
 EPOCHS = {"resnet20": 3, "resnet56": 2}
 
 
@@ -162,6 +162,10 @@ def plan(args: argparse.Namespace) -> None:
                         setup=setup, keep=r["keep"], heldout_expected=None, macs_ratio=r["macs_ratio"],
                         study=True, ft_seeds=[0], tags=[{**tag, "role": "finalist", "rank": rank,
                                                          "search_score": r["accuracy"]}])
+    if args.keep_jobs:  # the study set of an earlier call stays what it was, whatever finished since
+        for job in json.loads(Path(args.keep_jobs).read_text()):
+            if any(t["role"] == "study" for t in job["tags"]):
+                add(job["id"], 5, **{k: v for k, v in job.items() if k not in ("id", "key", "priority")})
     for study_dir in map(Path, args.study or []):
         pool = []
         for config_file in sorted(study_dir.glob("*/seed*/episodes.jsonl")):
@@ -180,6 +184,9 @@ def plan(args: argparse.Namespace) -> None:
         for job in jobs.values():  # the fixed allocations of that budget join the study too
             if any(t["budget"] == study_dir.name and t["role"] == "row" for t in job["tags"]):
                 job["study"] = True
+    for job in jobs.values():  # the rows of these budgets get study curves too (no extra policies)
+        if any(t["budget"] in (args.curves or []) and t["role"] == "row" for t in job["tags"]):
+            job["study"] = True
     for name in {j["setup"]["model"] for j in jobs.values()}:
         shutil.copy(Path(args.weights_dir) / f"{name}.pt", bundle / f"{name}.pt")
     ordered = sorted(jobs.values(), key=lambda j: j["priority"])
@@ -231,7 +238,7 @@ def _build(args, key: str, jobs: list[dict], npz: str) -> None:
             (dest.parent / (dest.name + ".failed")).write_text(f"{type(e).__name__}: {e}")
 
 
-def _train_worker(args, queue, results_path: str, npz: str, exact: bool) -> None:
+def _train_worker(args, queue, results_path: str, npz: str, exact: bool, curved: set) -> None:
     import torch
     from amc import models
     from amc.data import load_dataset
@@ -267,7 +274,7 @@ def _train_worker(args, queue, results_path: str, npz: str, exact: bool) -> None
         record = {"id": job["id"], "ft_seed": ft_seed, "data_exact": exact, "device": str(device),
                   "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None,
                   "heldout_rebuilt": heldout.top1(model.to(device))}
-        if job["study"] and ft_seed == job["ft_seeds"][0]:
+        if job["study"] and (ft_seed is None or ft_seed == job["ft_seeds"][0] and job["id"] not in curved):
             nobn = model_dir / "nobn.json"
             record.update(json.loads(nobn.read_text()) if nobn.exists() else {})
             short = ShortFinetune(load_pruned(model_dir), dataset, teacher.to(device).eval(),
@@ -277,6 +284,10 @@ def _train_worker(args, queue, results_path: str, npz: str, exact: bool) -> None
                 short.train(steps - short.steps)
                 curve[str(steps)] = heldout.top1(short.model)
             record["short"] = curve
+        if ft_seed is None:  # the fine-tunes are done: only the study's curve was missing
+            with open(results_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            continue
         epochs = EPOCHS[name] if args.epochs is None else args.epochs
         config = TrainConfig(epochs=epochs, lr=0.01, precision="bf16", seed=ft_seed, distill_alpha=0.5)
         torch.manual_seed(ft_seed)
@@ -303,10 +314,11 @@ def run(args: argparse.Namespace) -> None:
     jobs = json.loads((Path(args.bundle) / "jobs.json").read_text())
     if args.limit:
         jobs = jobs[:args.limit]
-    done = set()
     results = out / "results.jsonl"
-    if results.exists():
-        done = {(r["id"], r["ft_seed"]) for r in map(json.loads, results.read_text().splitlines())}
+    earlier = [json.loads(line) for f in [results, *map(Path, args.done or [])] if f.exists()
+               for line in f.read_text().splitlines()]
+    done = {(r["id"], r["ft_seed"]) for r in earlier if "test_top1" in r}
+    curved = {r["id"] for r in earlier if "short" in r}
     ctx = mp.get_context("spawn")
     groups: dict[str, list[dict]] = {}
     for job in jobs:
@@ -318,9 +330,12 @@ def run(args: argparse.Namespace) -> None:
     # by priority (the rows of the first budgets, their second fine-tune seeds, the study, the finalists)
     tasks = [(job["priority"] + 2 * i, n, job, seed) for n, job in enumerate(jobs)
              for i, seed in enumerate(job["ft_seeds"]) if (job["id"], seed) not in done]
+    # a study policy whose fine-tunes were done earlier, without its curve: the curve alone
+    tasks += [(job["priority"], n, job, None) for n, job in enumerate(jobs) if job["study"] and
+              job["id"] not in curved and all((job["id"], s) in done for s in job["ft_seeds"])]
     for *_, job, seed in sorted(tasks, key=lambda t: t[:2]):
         queue.put((job, seed))
-    workers = [ctx.Process(target=_train_worker, args=(args, queue, str(results), str(npz), exact))
+    workers = [ctx.Process(target=_train_worker, args=(args, queue, str(results), str(npz), exact, curved))
                for _ in range(args.workers)]
     for p in workers:
         queue.put(None)
@@ -338,6 +353,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--budgets", nargs="+", required=True, help="peers.py output directories")
     p.add_argument("--study", nargs="*", help="budget directories whose search logs give the ranking study")
     p.add_argument("--study-policies", type=int, default=24)
+    p.add_argument("--curves", nargs="*", help="budget names (e.g. budgets-r20-r0.2) whose rows get study curves")
+    p.add_argument("--keep-jobs", help="an earlier jobs.json whose study policies are kept (same ids, same policies)")
     p.add_argument("--finalists", type=int, default=4, help="top-K distinct candidates of every search")
     p.add_argument("--ft-seeds", type=int, nargs="+", default=[0, 1], help="fine-tune seeds of fixed rows")
     p.add_argument("--data", default="../shared/data/cifar10-jpeg/cifar10_jpeg.npz")
@@ -352,6 +369,7 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--build-threads", type=int, default=2)
     r.add_argument("--epochs", type=int, help="override the per-model fine-tune epochs (a smoke test)")
     r.add_argument("--limit", type=int, help="only the first N policies (a smoke test)")
+    r.add_argument("--done", nargs="*", help="results.jsonl files of earlier calls: what they hold is skipped")
     r.add_argument("--study-steps", type=int, nargs="+", default=STUDY_STEPS,
                    help="short fine-tune lengths scored on the study's policies")
     c = sub.add_parser("collect")

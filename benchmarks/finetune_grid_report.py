@@ -13,7 +13,7 @@ from scipy.stats import kendalltau
 
 FIXED = ("uniform+bn", "shallower-more+bn", "deeper-more+bn", "knapsack+bn")
 CHEAP = FIXED + ("tp-magnitude+lsq",)
-SEARCHERS = ("ddpg+bn", "tpe+bn", "ddpg+bn-knapsack", "ddpg+bn-logit")
+SEARCHERS = ("ddpg+bn", "tpe+bn", "ddpg+bn-knapsack", "ddpg+bn-logit", "ddpg+bn-shallower")
 
 
 def _budget(name: str) -> tuple[str, float]:
@@ -32,11 +32,17 @@ def _fmt(values: list[float]) -> str:
 def load(bundle: Path, result_files: list[str]) -> tuple[list[dict], dict]:
     jobs = json.loads((bundle / "jobs.json").read_text())
     results: dict[tuple[str, int], dict] = {}
+    curves: dict[str, dict] = {}
     for path in result_files:
         for line in Path(path).read_text().splitlines():
             r = json.loads(line)
-            if "error" not in r:
+            if "short" in r:  # a study curve: from a fine-tune's record or a curve-only one
+                curves[r["id"]] = r
+            if "test_top1" in r:
                 results[(r["id"], r["ft_seed"])] = r
+    for (job_id, _), r in results.items():  # each fine-tune record sees its policy's curve
+        if job_id in curves:
+            r.update({k: curves[job_id][k] for k in ("short", "heldout_nobn") if k in curves[job_id]})
     return jobs, results
 
 
@@ -55,9 +61,12 @@ def rows_by_budget(jobs: list[dict], results: dict) -> dict[str, list[dict]]:
     return out
 
 
-def finalist_choice(candidates: list[dict], steps: int) -> dict | None:
+def finalist_choice(candidates: list[dict], steps: int, k: int) -> dict | None:
     """Successive halving replayed on recorded short fine-tune curves: all at `steps`, the better half at
-    2x`steps`, ... (as amc.finalists.successive_halving; ties keep the search's better candidate)."""
+    2x`steps`, ... (as amc.finalists.successive_halving; ties keep the search's better candidate). None
+    unless all `k` candidates have their curve and fine-tune."""
+    if len(candidates) < k:
+        return None
     alive = sorted(candidates, key=lambda c: c["rank"])
     total = steps
     while len(alive) > 1:
@@ -173,6 +182,27 @@ def phase_table(root: Path = Path("runs/bench")) -> list[str]:
     return lines
 
 
+def curves_table(by_budget: dict[str, list[dict]], results: dict) -> list[str]:
+    """Would a short fine-tune order the fixed allocations as the full one does? Held-out top-1 after N
+    short-FT steps beside the mean test top-1 after the full fine-tune."""
+    lines = []
+    for budget, rows in sorted(by_budget.items()):
+        rows = [r for r in rows if r["method"] in CHEAP and (r["job"], 0) in results
+                and "short" in results[(r["job"], 0)]]
+        if len(rows) < 2:
+            continue
+        steps = list(results[(rows[0]["job"], 0)]["short"])
+        lines += [f"{budget}:", "", "| allocation | held-out, no FT | " + " | ".join(f"{s} steps" for s in steps)
+                  + " | test after full FT |", "|" + " --- |" * (len(steps) + 3)]
+        for r in sorted(rows, key=lambda r: -statistics.mean(r["tests"].values())):
+            short = results[(r["job"], 0)]["short"]
+            lines.append(f"| {r['method']} | {100 * r['heldout']:.2f} | "
+                         + " | ".join(f"{100 * short[s]:.2f}" for s in steps)
+                         + f" | {100 * statistics.mean(r['tests'].values()):.2f} |")
+        lines.append("")
+    return lines
+
+
 def collect(args) -> None:
     bundle, out = Path(args.bundle), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -198,7 +228,7 @@ def collect(args) -> None:
             for steps in (50, 100, 200):
                 tests = []
                 for (b, m, seed), cands in finalist_runs.items():
-                    if b == budget and m == method and (pick := finalist_choice(cands, steps)):
+                    if b == budget and m == method and (pick := finalist_choice(cands, steps, args.k)):
                         tests.append(pick["test"])
                 if tests:
                     finalist_rows[f"{method} + finalists (K={args.k}, {steps} steps)"] = tests
@@ -206,6 +236,8 @@ def collect(args) -> None:
     text += ["", "### Spread of the fixed allocations", ""] + spread_table(by_budget)
     for budget in sorted({t["budget"] for j in jobs for t in j["tags"] if t["role"] == "study"}):
         text += ["", "### Ranking study", ""] + study_table(jobs, results, budget)
+    text += ["", "### Short fine-tunes of the fixed allocations against their full fine-tune", ""]
+    text += curves_table(by_budget, results)
     text += ["", "### Where DDPG's best candidate came from", ""] + phase_table()
     (out / "grid.md").write_text("\n".join(text) + "\n")
     print("\n".join(text))
