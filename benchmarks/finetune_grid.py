@@ -41,7 +41,8 @@ import numpy as np
 
 STUDY_STEPS = [25, 50, 100, 200, 400]
 FIXED = ("uniform+bn", "shallower-more+bn", "deeper-more+bn", "knapsack+bn")
-SEARCHERS = ("ddpg+bn", "tpe+bn", "ddpg+bn-knapsack", "ddpg+bn-logit", "ddpg+bn-shallower")
+SEARCHERS = ("ddpg+bn", "tpe+bn", "ddpg+bn-knapsack", "ddpg+bn-logit", "ddpg+bn-shallower", "ddpg+bn-budget",
+             "ddpg+bn-shallower-budget")
 EPOCHS = {"resnet20": 3, "resnet56": 2}
 
 
@@ -155,7 +156,8 @@ def plan(args: argparse.Namespace) -> None:
             searcher = method in SEARCHERS
             add(f"{budget_dir.name}/{method}/s{seed}", order, ft_seeds=[0] if searcher else args.ft_seeds,
                 tags=[tag], **base)
-            if searcher and args.finalists > 1 and (run_dir / "episodes.jsonl").exists():
+            if (searcher and args.finalists > 1 and method in (args.finalist_methods or SEARCHERS)
+                    and (run_dir / "episodes.jsonl").exists()):
                 log = [json.loads(line) for line in (run_dir / "episodes.jsonl").read_text().splitlines()]
                 for rank, r in enumerate(_distinct(log)[:args.finalists]):
                     add(f"{budget_dir.name}/{method}/s{seed}/f{rank}", 10 + order,
@@ -356,6 +358,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--curves", nargs="*", help="budget names (e.g. budgets-r20-r0.2) whose rows get study curves")
     p.add_argument("--keep-jobs", help="an earlier jobs.json whose study policies are kept (same ids, same policies)")
     p.add_argument("--finalists", type=int, default=4, help="top-K distinct candidates of every search")
+    p.add_argument("--finalist-methods", nargs="*", help="searchers whose top-K are fine-tuned (default: all)")
     p.add_argument("--ft-seeds", type=int, nargs="+", default=[0, 1], help="fine-tune seeds of fixed rows")
     p.add_argument("--data", default="../shared/data/cifar10-jpeg/cifar10_jpeg.npz")
     p.add_argument("--weights-dir", default="../shared/data/pretrained/cifar10jpeg")

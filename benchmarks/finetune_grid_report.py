@@ -13,7 +13,8 @@ from scipy.stats import kendalltau
 
 FIXED = ("uniform+bn", "shallower-more+bn", "deeper-more+bn", "knapsack+bn")
 CHEAP = FIXED + ("tp-magnitude+lsq",)
-SEARCHERS = ("ddpg+bn", "tpe+bn", "ddpg+bn-knapsack", "ddpg+bn-logit", "ddpg+bn-shallower")
+SEARCHERS = ("ddpg+bn", "tpe+bn", "ddpg+bn-knapsack", "ddpg+bn-logit", "ddpg+bn-shallower", "ddpg+bn-budget",
+             "ddpg+bn-shallower-budget")
 
 
 def _budget(name: str) -> tuple[str, float]:

@@ -33,7 +33,8 @@ Methods (`--methods`, default all):
   `ddpg+bn-shallower` is `ddpg+bn` anchored at the shallower-more ramp instead of the uniform policy
   (`--agent-option anchor=shallower`: its first episode is that ramp, its warm-up samples around it);
   `ddpg+bn-knapsack` the same anchored at the knapsack allocation; `ddpg+bn-logit` the default anchor with
-  exploration noise symmetric in the logit of the ratio (`--agent-option noise_space=logit`).
+  exploration noise symmetric in the logit of the ratio (`--agent-option noise_space=logit`); `...-budget`
+  perturbs whole warm-up policies and fits each to the budget (`--agent-option warmup_noise=budget`).
 - `knapsack`, `knapsack+bn`: `amc search --agent knapsack`'s allocation (each decision pruned alone to a few
   ratios and scored on 1,000 held-out images, then a multiple-choice knapsack under the budget), stepped
   through the environment and exported as the fixed policies are.
@@ -88,7 +89,8 @@ FIXED = ("uniform", "deeper-more", "shallower-more", "knapsack")
 FIXED += tuple(f"{method}+bn" for method in FIXED)
 TORCH_PRUNING = ("tp-magnitude", "tp-magnitude+lsq", "tp-magnitude-counts",
                  "tp-taylor", "tp-taylor+lsq", "tp-taylor-counts")
-SEARCHERS = ("random", "tpe", "ddpg", "ddpg+bn", "tpe+bn", "ddpg+bn-shallower", "ddpg+bn-knapsack", "ddpg+bn-logit")
+SEARCHERS = ("random", "tpe", "ddpg", "ddpg+bn", "tpe+bn", "ddpg+bn-shallower", "ddpg+bn-knapsack", "ddpg+bn-logit",
+             "ddpg+bn-budget", "ddpg+bn-shallower-budget")
 METHODS = FIXED + TORCH_PRUNING + SEARCHERS + ("nni-amc",)
 
 # What happened when NNI's AMC pruner was tried against torch 2.14.1 (2026-11-24, in a separate venv).
@@ -321,10 +323,16 @@ def run_amc_search(bench: Bench, method: str, seed: int, run_dir: Path) -> dict:
     agent = agent.removesuffix("+bn")  # tpe+bn: amc's own TPE agent (`--agent tpe`), recalibrating
     # explicit either way: only the +bn methods recalibrate, whatever amc's default
     extra = {"bn_recalibration": bench.args.bn_batches if "+bn" in method else 0}
-    if variant == "logit":  # the default anchor, exploration noise symmetric in logit space (issue 17)
-        extra["agent_options"] = {"noise_space": "logit"}
-    elif variant:
-        extra["agent_options"] = {"anchor": variant}
+    options = {}
+    for token in filter(None, variant.split("-")):  # e.g. shallower-budget: anchor and warm-up noise
+        if token == "logit":  # exploration noise symmetric in logit space (issue 17)
+            options["noise_space"] = "logit"
+        elif token == "budget":  # warm-up policies perturbed whole and fitted to the budget (issue 17)
+            options["warmup_noise"] = "budget"
+        else:
+            options["anchor"] = token
+    if options:
+        extra["agent_options"] = options
     config = bench.search_config(agent, seed, **extra)
     t0, last = time.time(), {"t": time.time()}
 

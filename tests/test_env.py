@@ -148,3 +148,38 @@ def test_latency_target_needs_a_cost_model():
     graph = LayerGraph(nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3)).eval(), (3, 8, 8))
     with pytest.raises(Exception, match="latency model"):
         CompressionEnv(graph, lambda keep: 1.0, EnvConfig(target="latency"))
+
+
+def test_fit_to_budget_keeps_the_policys_shape_and_brings_its_cost_to_the_budget():
+    env = _env("resnet20", ratio=0.3)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        drawn = rng.uniform(0.2, 1.0, len(env.channels))
+        fitted = np.array(env.fit_to_budget(drawn.tolist()))
+        cost = env.cost(env.rounded_counts(fitted))
+        assert cost <= env.budget
+        # one more step of the common shift would overspend: the budget is used, not left on the table
+        assert env.cost(env.rounded_counts(np.minimum(fitted + 0.02, 1.0))) > env.budget * 0.98
+        # a common shift in logit space keeps the order of the decisions' ratios
+        assert (np.argsort(drawn, kind="stable") == np.argsort(fitted, kind="stable")).all()
+        assert ((fitted >= 0.2) & (fitted <= 1.0)).all()
+
+
+def test_budget_warmup_plays_whole_fitted_policies_instead_of_starving_the_last_decisions():
+    from amc.agents import make_agent
+    env = _env("resnet20", ratio=0.2, lbound=0.1)
+    last = {}
+    for noise in ("step", "budget"):
+        agent = make_agent("ddpg", env, 0, warmup_noise=noise, warmup_episodes=30)
+        at_bound = []
+        for episode in range(1, 30):
+            agent.begin_episode(episode)
+            obs, _ = env.reset()
+            done = False
+            while not done:
+                obs, _, done, _, info = env.step(np.array([agent.act(obs)], dtype=np.float32))
+            assert env.cost(info["keep_counts"]) <= env.budget
+            at_bound.append(info["ratios"][-1] <= 0.1 + 1 / 64 + 1e-9)
+        last[noise] = np.mean(at_bound)
+    # the per-step noise overspends early and the clipping leaves the last decision at the lower bound
+    assert last["step"] > 0.8 and last["budget"] < 0.5

@@ -301,6 +301,29 @@ class CompressionEnv(gym.Env):
             lo, hi = (mid, hi) if meets(mid) else (lo, mid)
         return ramp(lo).tolist()
 
+    def fit_to_budget(self, ratios, iterations: int = 50) -> list[float]:
+        """`ratios` moved by one common shift in the logit of their position in [lbound, 1], the highest whose
+        rounded counts meet the budget: the policy's shape kept, its cost brought to the budget (DDPG's
+        warm-up with warmup_noise="budget" perturbs whole policies and fits them so)."""
+        lbound = self.config.lbound
+        span = 1.0 - lbound
+        position = np.clip((np.asarray(ratios, dtype=np.float64) - lbound) / max(span, 1e-12), 1e-4, 1 - 1e-4)
+        logits = np.log(position / (1 - position))
+
+        def shifted(s: float) -> np.ndarray:
+            return lbound + span / (1 + np.exp(-(logits + s)))
+
+        def meets(s: float) -> bool:
+            return self.cost(self.rounded_counts(shifted(s))) <= self.budget
+
+        lo, hi = -30.0, 30.0
+        if meets(hi):
+            return shifted(hi).tolist()
+        for _ in range(iterations if meets(lo) else 0):  # not even the lowest: the env's clipping decides
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if meets(mid) else (lo, mid)
+        return shifted(lo).tolist()
+
     def uniform_ratio(self, iterations: int = 40) -> float:
         """Largest single preserve ratio whose rounded counts meet the budget (bisection)."""
         lo, hi = self.config.lbound, 1.0

@@ -55,6 +55,8 @@ def make_agent(name: str, env, seed: int, **options) -> Agent:
     if name == "ddpg":
         default = "uniform" if env.config.constrained else "none"
         options["anchor"] = resolve_anchor(env, options.get("anchor", default))
+        if options.get("warmup_noise") == "budget":
+            options.update(fit_policy=env.fit_to_budget, decisions=len(env.channels))
     try:
         return AGENTS[name](obs_dim, lbound, seed, **options)
     except (TypeError, ValueError) as e:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -53,6 +53,10 @@ class DDPGConfig:
                                    # uniform ratio or a ramp that meets the budget): the first warm-up episode
                                    # plays it, later ones sample around it, the actor starts at its mean
     anchor_sigma: float = 0.2      # spread of warm-up actions around the anchor
+    warmup_noise: str = "step"     # "step": each warm-up decision drawn around the anchor on its own, the budget's
+                                   # clipping taking the overspend back from the last decisions; "budget": the
+                                   # whole anchor policy perturbed at once (logit noise) and shifted to meet
+                                   # the budget, so no decision pays for the others' noise (issue 17)
     noise_space: str = "ratio"     # "ratio": the truncated normal above; "logit": a normal in the logit of the
                                    # position in [lbound, 1], sigma scaled to the same local spread, so the noise
                                    # is symmetric there and its median is the action even next to a bound
@@ -66,6 +70,8 @@ class DDPGConfig:
             raise ValueError(f"need 0 < tau <= 1, 0 <= discount <= 1, 0 < baseline_alpha <= 1: {self}")
         if not 0 <= self.noise_sigma_min <= self.noise_sigma or not 0 < self.noise_decay <= 1:
             raise ValueError(f"need 0 <= noise_sigma_min <= noise_sigma and 0 < noise_decay <= 1: {self}")
+        if self.warmup_noise not in ("step", "budget"):
+            raise ValueError(f"warmup_noise must be step or budget, got {self.warmup_noise!r}")
         if self.noise_space not in ("ratio", "logit"):
             raise ValueError(f"noise_space must be ratio or logit, got {self.noise_space!r}")
         anchors = np.atleast_1d(np.asarray(self.anchor if self.anchor is not None else 1.0, dtype=np.float64))
@@ -189,10 +195,15 @@ class DDPGAgent(Agent):
 
     name = "ddpg"
 
-    def __init__(self, obs_dim: int, lbound: float, seed: int, config: DDPGConfig | None = None, **overrides):
+    def __init__(self, obs_dim: int, lbound: float, seed: int, config: DDPGConfig | None = None, *,
+                 fit_policy: Callable[[list[float]], list[float]] | None = None, decisions: int | None = None,
+                 **overrides):
         if not 0 <= lbound <= 1:
             raise ValueError(f"lbound must be in [0, 1], got {lbound}")
         self.lbound = float(lbound)
+        # warmup_noise="budget": the env's map from a whole policy to one that meets the budget, and its size
+        self.fit_policy, self.decisions = fit_policy, decisions
+        self._warm_policy: list[float] | None = None
         self.rng = np.random.default_rng(seed)
         self.baseline: float | None = None  # moving average of episode rewards; None until the first episode
         self.episode = 0
@@ -227,6 +238,7 @@ class DDPGAgent(Agent):
 
     def begin_episode(self, episode: int) -> None:
         self.episode = episode
+        self._warm_policy = None
 
     @torch.no_grad()
     def predict(self, obs: np.ndarray) -> float:
@@ -243,9 +255,21 @@ class DDPGAgent(Agent):
                 anchor = self._anchor_at(obs)
                 if self.episode == 0:  # the prior itself: a search never ends below it
                     return float(np.clip(anchor, self.lbound, 1.0))
+                if c.warmup_noise == "budget" and self.fit_policy is not None and self.decisions:
+                    return self._warm_policy_at(obs)
                 return self._noisy(anchor, c.anchor_sigma)
             return float(self.rng.uniform(self.lbound, 1.0))
         return self._noisy(self.predict(obs), self.sigma)
+
+    def _warm_policy_at(self, obs: np.ndarray) -> float:
+        """This warm-up episode's ratio for the decision `obs` describes, from a whole perturbed anchor policy
+        drawn at its first decision and shifted (by the env) to meet the budget."""
+        if self._warm_policy is None:
+            anchors = np.broadcast_to(self._anchors, (self.decisions,)) if self._anchors.size == 1 else self._anchors
+            drawn = [logit_normal(float(a), self.config.anchor_sigma, self.lbound, 1.0, self.rng) for a in anchors]
+            self._warm_policy = list(self.fit_policy(drawn))
+        index = int(round(float(obs[0]) * (len(self._warm_policy) - 1)))
+        return float(self._warm_policy[index])
 
     def _noisy(self, action: float, sigma: float) -> float:
         draw = logit_normal if self.config.noise_space == "logit" else truncated_normal
