@@ -127,14 +127,20 @@ def plan(args: argparse.Namespace) -> None:
     (bundle / "models").mkdir(parents=True, exist_ok=True)
     jobs: dict[str, dict] = {}
 
+    earlier = json.loads(Path(args.keep_jobs).read_text()) if args.keep_jobs else []
+    earlier_ids = {job["key"]: job["id"] for job in earlier}
+
     def add(job_id: str, priority: float, **job) -> dict:
         key = json.dumps([job["setup"], job["keep"], job.get("model_file")])
+        job_id = earlier_ids.get(key, job_id)  # the id an earlier call's results know this policy by
         for existing in jobs.values():  # one policy, one job: merge what each use asks of it
             if existing["key"] == key:
                 existing["ft_seeds"] = sorted(set(existing["ft_seeds"]) | set(job["ft_seeds"]))
                 existing["study"] = existing["study"] or job["study"]
                 existing["priority"] = min(existing["priority"], priority)
-                existing["tags"] += job["tags"]
+                existing["tags"] += [t for t in job["tags"] if t not in existing["tags"]]
+                if existing["heldout_expected"] is None:  # a row's recorded figure, whichever use came first
+                    existing["heldout_expected"] = job["heldout_expected"]
                 return existing
         jobs[job_id] = {"id": job_id, "key": key, "priority": priority, **job}
         return jobs[job_id]
@@ -165,7 +171,7 @@ def plan(args: argparse.Namespace) -> None:
                         study=True, ft_seeds=[0], tags=[{**tag, "role": "finalist", "rank": rank,
                                                          "search_score": r["accuracy"]}])
     if args.keep_jobs:  # the study set of an earlier call stays what it was, whatever finished since
-        for job in json.loads(Path(args.keep_jobs).read_text()):
+        for job in earlier:
             if any(t["role"] == "study" for t in job["tags"]):
                 add(job["id"], 5, **{k: v for k, v in job.items() if k not in ("id", "key", "priority")})
     for study_dir in map(Path, args.study or []):
@@ -356,7 +362,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--study", nargs="*", help="budget directories whose search logs give the ranking study")
     p.add_argument("--study-policies", type=int, default=24)
     p.add_argument("--curves", nargs="*", help="budget names (e.g. budgets-r20-r0.2) whose rows get study curves")
-    p.add_argument("--keep-jobs", help="an earlier jobs.json whose study policies are kept (same ids, same policies)")
+    p.add_argument("--keep-jobs", help="an earlier jobs.json: its study policies are kept, and a policy it holds keeps "
+                   "its id (so that the results of that call count)")
     p.add_argument("--finalists", type=int, default=4, help="top-K distinct candidates of every search")
     p.add_argument("--finalist-methods", nargs="*", help="searchers whose top-K are fine-tuned (default: all)")
     p.add_argument("--ft-seeds", type=int, nargs="+", default=[0, 1], help="fine-tune seeds of fixed rows")

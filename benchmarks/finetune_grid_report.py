@@ -215,6 +215,10 @@ def collect(args) -> None:
         for f in Path("runs/bench", budget).glob("*/seed*/peer.json"):
             row = json.loads(f.read_text())
             peers[(budget, row["method"], row["seed"])] = row
+    for budget, rows in by_budget.items():  # a row merged into a finalist's job: its figure from peer.json
+        for r in rows:
+            if r["heldout"] is None:
+                r["heldout"] = peers[(budget, r["method"], r["seed"])]["heldout_top1"]
     text = [f"{len(results)} fine-tunes from {len(jobs)} policies; devices: "
             f"{sorted({r.get('gpu') or r['device'] for r in results.values()})}; data bit-identical: "
             f"{sorted({r['data_exact'] for r in results.values()})}"]

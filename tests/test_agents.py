@@ -226,6 +226,9 @@ class ToyEnv:
     def ramp_ratios(self, spread):
         return [0.45 + spread * (0.5 - i / (LAYERS - 1)) for i in range(LAYERS)]
 
+    def fit_to_budget(self, ratios):
+        return list(ratios)
+
 
 def test_make_agent_builds_agents_from_the_env_and_resolves_their_priors():
     from amc.errors import AmcError
@@ -233,8 +236,11 @@ def test_make_agent_builds_agents_from_the_env_and_resolves_their_priors():
     env = ToyEnv()
     assert {"ddpg", "random"} <= set(AGENTS)
     ddpg = make_agent("ddpg", env, 0, warmup_episodes=7, batch_size=32)
-    assert isinstance(ddpg, DDPGAgent) and ddpg.config == DDPGConfig(warmup_episodes=7, batch_size=32, anchor=0.45)
-    assert make_agent("ddpg", env, 0, anchor="shallower").config.anchor == env.ramp_ratios(-0.5)
+    # the default prior is the "prune shallower layers more" ramp (issue 17), warm-up policies fitted whole
+    assert isinstance(ddpg, DDPGAgent) and ddpg.config == DDPGConfig(warmup_episodes=7, batch_size=32,
+                                                                     anchor=env.ramp_ratios(-0.5))
+    assert ddpg.fit_policy == env.fit_to_budget and ddpg.decisions == LAYERS
+    assert make_agent("ddpg", env, 0, anchor="uniform").config.anchor == 0.45
     assert make_agent("ddpg", env, 0, anchor="none").config.anchor is None
     assert isinstance(make_agent("random", env, 0), RandomAgent)
     u = make_agent("uniform", env, 0)  # the uniform ratio that meets the env's budget

@@ -41,8 +41,9 @@ def resolve_anchor(env, anchor) -> float | list[float] | None:
 def make_agent(name: str, env, seed: int, **options) -> Agent:
     """Build agent `name` for `env` (an `amc.env.CompressionEnv`); `options` go to its constructor (e.g.
     DDPGConfig fields). What depends on the budget is resolved from the env: the uniform agent's ratio, and
-    DDPG's anchor (default: the uniform policy that meets the budget, which beat the paper's warm-up by 3
-    points on ResNet-56, benchmarks/RESULTS.md; without a budget, the paper's uniform-random warm-up).
+    DDPG's anchor (default: the paper's "prune shallower layers more" ramp that meets the budget, the best or
+    tied-best fixed allocation after fine-tuning at 20-50% MACs on ResNet-20 and 30% on ResNet-56, issue 17
+    in benchmarks/RESULTS.md; without a budget, the paper's uniform-random warm-up).
     A bad option is a one-line AmcError."""
     if name not in AGENTS:
         raise AmcError(f"unknown agent {name!r}; choose one of {', '.join(AGENTS)}")
@@ -53,9 +54,9 @@ def make_agent(name: str, env, seed: int, **options) -> Agent:
         options["ratios"] = knapsack_ratios(env, int(options.pop("sensitivity_images", SENSITIVITY_IMAGES)),
                                             int(options.pop("options", OPTIONS)))
     if name == "ddpg":
-        default = "uniform" if env.config.constrained else "none"
+        default = "shallower" if env.config.constrained else "none"
         options["anchor"] = resolve_anchor(env, options.get("anchor", default))
-        if options.get("warmup_noise") == "budget":
+        if env.config.constrained:  # for warmup_noise="budget" (the default): whole policies fitted to it
             options.update(fit_policy=env.fit_to_budget, decisions=len(env.channels))
     try:
         return AGENTS[name](obs_dim, lbound, seed, **options)

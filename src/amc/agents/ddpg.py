@@ -53,10 +53,11 @@ class DDPGConfig:
                                    # uniform ratio or a ramp that meets the budget): the first warm-up episode
                                    # plays it, later ones sample around it, the actor starts at its mean
     anchor_sigma: float = 0.2      # spread of warm-up actions around the anchor
-    warmup_noise: str = "step"     # "step": each warm-up decision drawn around the anchor on its own, the budget's
-                                   # clipping taking the overspend back from the last decisions; "budget": the
-                                   # whole anchor policy perturbed at once (logit noise) and shifted to meet
-                                   # the budget, so no decision pays for the others' noise (issue 17)
+    warmup_noise: str = "budget"   # "budget": the whole anchor policy perturbed at once (logit noise) and shifted
+                                   # to meet the budget, so no decision pays for the others' noise; "step" (the
+                                   # paper's): each decision drawn around the anchor on its own, the budget's
+                                   # clipping taking the overspend back from the last decisions (at 20-30% MACs
+                                   # they sat at the lower bound in 85-99% of warm-up episodes; issue 17)
     noise_space: str = "ratio"     # "ratio": the truncated normal above; "logit": a normal in the logit of the
                                    # position in [lbound, 1], sigma scaled to the same local spread, so the noise
                                    # is symmetric there and its median is the action even next to a bound
