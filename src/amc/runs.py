@@ -10,9 +10,11 @@ through this class.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
+import os
 import platform
 import shutil
 from dataclasses import asdict
@@ -45,6 +47,11 @@ LAYERS_FIGURE = "report_layers.png"
 SEARCH_FIGURE = "report_search.png"
 TIMINGS_FILE = "latency.json"  # `amc report --latency`: the original and the pruned model timed
 TENSORBOARD_DIR = "tensorboard"
+RUN_MARKER = ".amc-run"  # written first into a directory amc creates: only such a directory is ever replaced
+LOCK_FILE = ".amc-lock"  # flock-ed by the one process writing the run; holds that process's pid
+RUN_FILES = {CONFIG_FILE, EPISODES_FILE, POLICY_FILE, STATE_FILE, SUMMARY_FILE, LATENCY_CALIBRATION_FILE, MODEL_FILE,
+             META_FILE, SPARSE_FILE, FINETUNE_CHECKPOINT_FILE, FINETUNED_FILE, FINETUNED_SPARSE_FILE, REPORT_FILE,
+             LAYERS_FIGURE, SEARCH_FIGURE, TIMINGS_FILE, TENSORBOARD_DIR, RUN_MARKER, LOCK_FILE}
 
 
 def environment_versions() -> dict:
@@ -65,6 +72,7 @@ class RunDir:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self._lock_fd: int | None = None
 
     def __truediv__(self, name: str) -> Path:
         return self.path / name
@@ -72,36 +80,100 @@ class RunDir:
     def __str__(self) -> str:
         return str(self.path)
 
-    # ---- creating and checking ----------------------------------------------------------------------
-    def check_new(self, overwrite: bool) -> None:
-        """Refuse a bad output directory for a new run before any work is done."""
+    # ---- creating, checking, locking ------------------------------------------------------------------
+    def check_new(self, overwrite: bool, inputs: tuple = ()) -> None:
+        """Refuse a bad output directory for a new run before any work is done. With `overwrite`, refuse
+        anything but a run amc created (see `check_replaceable`) and a run holding one of `inputs`."""
         out = self.path
         if out.exists() and not out.is_dir():
             raise AmcError(f"output path {out} is a file; choose a directory for --out")
-        if out.exists() and any(out.iterdir()) and not overwrite:
-            raise AmcError(f"output directory {out} already exists; pass --resume to continue it, "
-                           "--overwrite to replace it, or choose another --out")
+        if out.exists() and any(out.iterdir()):
+            if not overwrite:
+                raise AmcError(f"output directory {out} already exists; pass --resume to continue it, "
+                               "--overwrite to replace it, or choose another --out")
+            self.check_replaceable()
+            inside = [str(p) for p in inputs if p is not None and _within(Path(p), out)]
+            if inside:
+                raise AmcError(f"--overwrite would delete {inside[0]}, an input of this command, with {out}; "
+                               "move it out of the run or choose another --out")
+
+    def check_replaceable(self) -> None:
+        """--overwrite replaces a run amc created and nothing else: never the current directory or one above
+        it, a symbolic link's target, a directory without amc's marker, or a run holding other files."""
+        out = self.path
+        if out.resolve() in (Path.cwd(), *Path.cwd().parents):
+            raise AmcError(f"--overwrite refuses to replace {out}: it is the current directory or one above it; "
+                           "choose a new directory for --out")
+        if out.is_symlink():
+            raise AmcError(f"--overwrite refuses to replace {out}: it is a symbolic link; pass the directory itself "
+                           "or choose another --out")
+        if not (out / RUN_MARKER).is_file():
+            raise AmcError(f"--overwrite refuses to replace {out}: it is not a run amc created (no {RUN_MARKER}); "
+                           "move its files away or choose another --out")
+        foreign = sorted(p.name for p in out.iterdir() if not _run_file(p.name))
+        if foreign:
+            raise AmcError(f"--overwrite refuses to replace {out}: it holds files amc did not write "
+                           f"({', '.join(foreign[:3])}); move them away or choose another --out")
 
     def check_resumable(self) -> None:
+        """Refuse --resume of a directory with no run, or of a run with no saved state to continue from."""
         if not (self.path / CONFIG_FILE).exists():
             raise AmcError(f"nothing to resume in {self.path} (no config.json); start a new search without --resume")
+        if not self.has_state():
+            raise AmcError(f"nothing to resume in {self.path} (no {STATE_FILE}: no episode finished, or the state "
+                           "was removed); start it again with --overwrite, or choose another --out")
 
-    def create(self) -> None:
-        """Create (or empty, for --overwrite) the run directory once everything is set up."""
+    def create(self, overwrite: bool = False) -> None:
+        """Create the run directory (or empty a run, for --overwrite) once everything is set up, under this
+        process's lock; amc's marker is its first file."""
         out = self.path
         try:
-            if out.exists():
-                shutil.rmtree(out)
-            out.mkdir(parents=True)
-            probe = out / ".write-test"
-            probe.write_bytes(b"")
-            probe.unlink()
+            out.mkdir(parents=True, exist_ok=True)
+            self.lock()
+            leftover = [p for p in out.iterdir() if p.name != LOCK_FILE]
+            if leftover:  # checked again under the lock: another process may have written here meanwhile
+                self.check_new(overwrite)
+                for p in leftover:
+                    if p.is_dir() and not p.is_symlink():
+                        shutil.rmtree(p)
+                    else:
+                        p.unlink()
+            write_json_atomic(out / RUN_MARKER, {"amc_run": 1})
         except OSError as e:
+            self.unlock()
             raise AmcError(f"cannot write to output directory {out} ({e.strerror}); choose a writable --out") \
                 from None
 
     def remove(self) -> None:
+        self.unlock()
         shutil.rmtree(self.path, ignore_errors=True)
+
+    def lock(self) -> None:
+        """Hold the run's lock (an flock on LOCK_FILE, released by the OS if this process dies) until `unlock`;
+        a second amc process writing the same run gets a one-line error naming the holder's pid."""
+        if self._lock_fd is not None:
+            return
+        path = self.path / LOCK_FILE
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise AmcError(f"cannot write to output directory {self.path} ({e.strerror}); choose a writable "
+                           "--out") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise AmcError(f"{self.path} is in use by another amc process (pid {holder}); wait for it to finish, "
+                           "or choose another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # the file stays: a stale one holds no lock
+            self._lock_fd = None
 
     # ---- config.json --------------------------------------------------------------------------------
     def write_config(self, config: SearchConfig, *, dataset: Dataset, info, graph, weights: str | None,
@@ -142,6 +214,12 @@ class RunDir:
         if not isinstance(settings, dict):
             raise AmcError(f"{self.path / CONFIG_FILE} is corrupt (no settings); the run cannot be {purpose}")
         return settings
+
+    def update_settings(self, config: SearchConfig) -> None:
+        """Rewrite config.json's settings (a resume that adds episodes); nothing else changes."""
+        record = self.read_config("resumed")
+        if record.get("search") != asdict(config):
+            write_json_atomic(self.path / CONFIG_FILE, {**record, "search": asdict(config)})
 
     def search_config(self) -> SearchConfig:
         """The settings a run was started with; resuming it uses these, not new ones."""
@@ -192,8 +270,6 @@ class RunDir:
         write_bytes_atomic(path, "".join(json.dumps(r) + "\n" for r in log).encode())
         return log
 
-    def clear_episodes(self) -> None:
-        (self.path / EPISODES_FILE).unlink(missing_ok=True)
 
     # ---- state.pt -----------------------------------------------------------------------------------
     def has_state(self) -> bool:
@@ -320,6 +396,15 @@ class RunDir:
 
     def write_timings(self, record: dict) -> None:
         write_json_atomic(self.path / TIMINGS_FILE, record)
+
+
+def _run_file(name: str) -> bool:
+    """Whether `name` is a file amc writes into a run (or a temporary file of an interrupted atomic write)."""
+    return name in RUN_FILES or name.startswith(".") and name.endswith(".tmp")
+
+
+def _within(path: Path, directory: Path) -> bool:
+    return path.resolve().is_relative_to(directory.resolve())
 
 
 def _global_rng() -> dict:

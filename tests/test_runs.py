@@ -1,0 +1,162 @@
+"""What amc writes: a run directory is amc's only if amc made it, one process writes it at a time, and files come
+out with the mode the user's umask gives. Every refusal here happens before any work, so the tests are fast."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import amc
+from amc.atomic import write_bytes_atomic
+from amc.errors import AmcError
+from amc.runs import LOCK_FILE, RUN_MARKER, RunDir
+
+HOLD_LOCK = """
+import sys
+from amc.runs import RunDir
+RunDir(sys.argv[1]).lock()
+print("locked", flush=True)
+sys.stdin.read()  # held until the test kills this process
+"""
+
+
+def _amc_run(path: Path) -> Path:
+    """A finished run as amc leaves it: its marker first, then its files."""
+    run = RunDir(path)
+    run.create()
+    run.unlock()
+    (path / "config.json").write_text("{}")
+    (path / "model.pt").write_bytes(b"weights")
+    return path
+
+
+def _files(path: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def _search(out, **options):
+    return amc.search("digits_cnn", "digits", out=out, agent="uniform", calibration_images=50, **options)
+
+
+def test_a_new_run_starts_with_amcs_marker(tmp_path):
+    run = RunDir(tmp_path / "run")
+    run.create()
+    run.unlock()
+    assert (tmp_path / "run" / RUN_MARKER).is_file()
+
+
+def test_overwrite_replaces_a_run_amc_created(tmp_path):
+    path = _amc_run(tmp_path / "run")
+    run = RunDir(path)
+    run.check_new(overwrite=True)
+    run.create(overwrite=True)
+    run.unlock()
+    assert sorted(p.name for p in path.iterdir()) == sorted([RUN_MARKER, LOCK_FILE])
+
+
+@pytest.mark.parametrize("where", ["current directory", "parent of it"])
+def test_overwrite_never_replaces_the_current_directory_or_one_above(tmp_path, monkeypatch, where):
+    cwd = _amc_run(tmp_path / "work")  # even a run: the user is standing in it
+    inside = cwd / "deeper"
+    inside.mkdir()
+    monkeypatch.chdir(inside if where == "parent of it" else cwd)
+    before = _files(tmp_path)
+    with pytest.raises(AmcError, match="current directory or one above it"):
+        _search(".." if where == "parent of it" else ".", overwrite=True)
+    assert _files(tmp_path) == before
+
+
+def test_overwrite_never_replaces_a_directory_amc_did_not_create(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("years of work")
+    with pytest.raises(AmcError, match=f"not a run amc created \\(no {RUN_MARKER}\\)"):
+        _search(tmp_path / "mine", overwrite=True)
+    assert (tmp_path / "mine" / "thesis.tex").read_text() == "years of work"
+
+
+def test_overwrite_never_replaces_a_run_holding_other_files(tmp_path):
+    path = _amc_run(tmp_path / "run")
+    (path / "notes.txt").write_text("my notes")
+    before = _files(path)
+    with pytest.raises(AmcError, match="holds files amc did not write \\(notes.txt\\)"):
+        _search(path, overwrite=True)
+    assert _files(path) == before
+
+
+def test_overwrite_never_follows_a_symbolic_link(tmp_path):
+    target = _amc_run(tmp_path / "run")
+    (tmp_path / "link").symlink_to(target, target_is_directory=True)
+    before = _files(target)
+    with pytest.raises(AmcError, match="symbolic link"):
+        _search(tmp_path / "link", overwrite=True)
+    assert _files(target) == before
+
+
+def test_prune_never_overwrites_its_own_policy(tmp_path):
+    path = _amc_run(tmp_path / "run")
+    policy = {"model": "digits_cnn", "consumers": ["features.1.0", "features.3.0", "features.4.0", "classifier"],
+              "channels": [32, 64, 64, 128], "keep": [16, 32, 32, 64]}
+    (path / "policy.json").write_text(__import__("json").dumps(policy))
+    before = _files(path)
+    with pytest.raises(AmcError, match="would delete .*policy.json, an input of this command"):
+        amc.apply_policy(path / "policy.json", out=path, overwrite=True, calibration_images=50)
+    assert _files(path) == before
+
+
+def test_a_second_writer_is_refused_with_the_holders_pid(tmp_path):
+    path = _amc_run(tmp_path / "run")
+    holder = RunDir(path)
+    holder.lock()
+    try:
+        before = _files(path)
+        with pytest.raises(AmcError, match=f"in use by another amc process \\(pid {os.getpid()}\\)"):
+            _search(path, overwrite=True)
+        # a new search into a fresh directory it creates: refused the same way if the lock is taken first
+        with pytest.raises(AmcError, match=f"pid {os.getpid()}"):
+            RunDir(path).lock()
+        assert {k: v for k, v in _files(path).items() if k != LOCK_FILE} == \
+            {k: v for k, v in before.items() if k != LOCK_FILE}
+    finally:
+        holder.unlock()
+    RunDir(path).lock()  # released: the next writer gets it
+
+
+def test_the_lock_of_a_killed_process_never_blocks_the_next_one(tmp_path):
+    path = _amc_run(tmp_path / "run")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    process = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(path)], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True, env=env)
+    assert process.stdout.readline().strip() == "locked"  # waits for the state, not for a time
+    with pytest.raises(AmcError, match=f"pid {process.pid}"):
+        RunDir(path).lock()
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert (path / LOCK_FILE).exists()  # the stale file stays; the OS released its lock with the process
+    run = RunDir(path)
+    run.lock()
+    assert (path / LOCK_FILE).read_text().strip() == str(os.getpid())
+    run.unlock()
+
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
+def test_atomic_writes_keep_the_mode_the_umask_gives(tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        write_bytes_atomic(tmp_path / "new.json", b"{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "new.json").stat().st_mode) == mode
+
+
+def test_atomic_writes_keep_an_existing_files_mode(tmp_path):
+    path = tmp_path / "shared.json"
+    path.write_text("old")
+    path.chmod(0o664)
+    write_bytes_atomic(path, b"new")
+    assert path.read_bytes() == b"new" and stat.S_IMODE(path.stat().st_mode) == 0o664
