@@ -14,6 +14,7 @@ import fcntl
 import hashlib
 import io
 import json
+import math
 import os
 import platform
 import shutil
@@ -54,6 +55,51 @@ RUN_FILES = {CONFIG_FILE, EPISODES_FILE, POLICY_FILE, STATE_FILE, SUMMARY_FILE, 
              LAYERS_FIGURE, SEARCH_FIGURE, TIMINGS_FILE, TENSORBOARD_DIR, RUN_MARKER, LOCK_FILE}
 
 
+# What each run file must look like where amc reads it: {key: accepted types}; a key not listed is not checked,
+# a listed key may be missing unless the reader requires it. A file that parses but has another shape is refused
+# with one line naming it, never a traceback deep inside the command that read it.
+NUMBER, NONE = (int, float), type(None)
+INFO_SHAPE = {"name": str, "num_classes": int, "kwargs": (dict, NONE)}
+CONFIG_SHAPE = {"search": dict, "versions": dict, "model": dict, "data_fingerprint": (dict, NONE),
+                "weights_sha256": (str, NONE), "decisions": list, "skipped_layers": dict, "baseline": dict,
+                "budget": dict}
+SUMMARY_SHAPE = {"model": str, "agent": str, "episodes": int, "best_episode": (int, NONE), "macs": NUMBER,
+                 "params": NUMBER, "macs_ratio": NUMBER, "params_ratio": NUMBER, "best_val_top1": NUMBER,
+                 "heldout_top1": NUMBER, "test_top1": NUMBER, "best_reward": NUMBER, "budget_ratio": (*NUMBER, NONE),
+                 "search_seconds": NUMBER, "baseline": dict, "finetune": dict, "latency": dict, "finalists": dict}
+META_SHAPE = {"info": dict, "policy": dict}
+CALIBRATION_SHAPE = {"offset_ms": NUMBER, "scale": NUMBER, "info": dict}
+STATE_SHAPE = {"episode": int, "agent": dict, "best": str, "rng": (dict, NONE)}
+
+
+def check_shape(path: Path, data, shape: dict, fix: str, required: tuple[str, ...] = ()) -> dict:
+    """`data` (read from `path`) if it is a JSON object holding the `required` keys and the keys of `shape` of
+    the listed types; else a one-line AmcError naming the file, what is wrong, and `fix`."""
+    def wrong(what: str) -> AmcError:
+        return AmcError(f"{path} has the wrong structure ({what}); {fix}")
+
+    if not isinstance(data, dict):
+        raise wrong(f"{_json_name(type(data))} where an object belongs")
+    for key in required:
+        if key not in data:
+            raise wrong(f"no {key!r}")
+    for key, types in shape.items():
+        value = data.get(key)
+        if key in data and (not isinstance(value, types) or isinstance(value, bool) and bool not in _tuple(types)):
+            raise wrong(f"{key!r} is {_json_name(type(value))}, not {' or '.join(map(_json_name, _tuple(types)))}")
+    return data
+
+
+def _tuple(types) -> tuple:
+    return types if isinstance(types, tuple) else (types,)
+
+
+def _json_name(kind: type) -> str:
+    """A type as JSON names it (what a user sees in the file)."""
+    return {dict: "an object", list: "a list", str: "a string", int: "an integer", float: "a number",
+            bool: "true/false", NONE: "null"}.get(kind, kind.__name__)
+
+
 def environment_versions() -> dict:
     import torch_pruning
 
@@ -85,9 +131,13 @@ class RunDir:
         """Refuse a bad output directory for a new run before any work is done. With `overwrite`, refuse
         anything but a run amc created (see `check_replaceable`) and a run holding one of `inputs`."""
         out = self.path
-        if out.exists() and not out.is_dir():
+        try:
+            exists = out.exists()
+        except OSError as e:  # a name longer than the file system allows, a loop of links, ...
+            raise AmcError(f"cannot use {out} as the output directory ({e.strerror}); choose another --out") from None
+        if exists and not out.is_dir():
             raise AmcError(f"output path {out} is a file; choose a directory for --out")
-        if out.exists() and any(out.iterdir()):
+        if exists and any(out.iterdir()):
             if not overwrite:
                 raise AmcError(f"output directory {out} already exists; pass --resume to continue it, "
                                "--overwrite to replace it, or choose another --out")
@@ -117,9 +167,13 @@ class RunDir:
 
     def check_resumable(self) -> None:
         """Refuse --resume of a directory with no run, or of a run with no saved state to continue from."""
-        if not (self.path / CONFIG_FILE).exists():
+        try:
+            started, saved = (self.path / CONFIG_FILE).exists(), self.has_state()
+        except OSError as e:  # a name longer than the file system allows, a loop of links, ...
+            raise AmcError(f"cannot use {self.path} as a run directory ({e.strerror}); check --out") from None
+        if not started:
             raise AmcError(f"nothing to resume in {self.path} (no config.json); start a new search without --resume")
-        if not self.has_state():
+        if not saved:
             raise AmcError(f"nothing to resume in {self.path} (no {STATE_FILE}: no episode finished, or the state "
                            "was removed); start it again with --overwrite, or choose another --out")
 
@@ -191,8 +245,8 @@ class RunDir:
         """A config.json for a model exported outside a search (a benchmark's peer): enough for finetune."""
         write_json_atomic(self.path / CONFIG_FILE, {"search": settings})
 
-    def read_config(self, purpose: str = "used") -> dict:
-        """config.json as written; a one-line error if it is missing or corrupt."""
+    def read_config(self, purpose: str = "used", fix: str = "re-run the search") -> dict:
+        """config.json as written; a one-line error if it is missing, corrupt, or of the wrong shape."""
         path = self.path / CONFIG_FILE
         try:
             raw = json.loads(path.read_text())
@@ -200,41 +254,35 @@ class RunDir:
             raise AmcError(f"{self.path} is not a search run (no config.json); point at the --out of `amc search`") \
                 from None
         except (ValueError, UnicodeDecodeError) as e:
-            raise AmcError(f"{path} is corrupt ({type(e).__name__}); the run cannot be {purpose}") from None
-        if not isinstance(raw, dict):
-            raise AmcError(f"{path} is corrupt (not a JSON object); the run cannot be {purpose}")
-        return raw
+            raise AmcError(f"{path} is corrupt ({type(e).__name__}); the run cannot be {purpose}: {fix}") from None
+        return check_shape(path, raw, CONFIG_SHAPE, f"the run cannot be {purpose}: {fix}", required=("search",))
 
     def settings(self, purpose: str = "used") -> dict:
         """The `search` section of config.json (model, weights, data, ...)."""
-        try:
-            settings = self.read_config(purpose)["search"]
-        except KeyError:
-            raise AmcError(f"{self.path / CONFIG_FILE} is corrupt (KeyError); the run cannot be {purpose}") from None
-        if not isinstance(settings, dict):
-            raise AmcError(f"{self.path / CONFIG_FILE} is corrupt (no settings); the run cannot be {purpose}")
-        return settings
+        return self.read_config(purpose)["search"]  # there and a dict: read_config checks its shape
 
     def update_settings(self, config: SearchConfig) -> None:
         """Rewrite config.json's settings (a resume that adds episodes); nothing else changes."""
         record = self.read_config("resumed")
-        if record.get("search") != asdict(config):
+        if SearchConfig.from_dict(record["search"]) != config:
             write_json_atomic(self.path / CONFIG_FILE, {**record, "search": asdict(config)})
 
     def search_config(self) -> SearchConfig:
         """The settings a run was started with; resuming it uses these, not new ones."""
         self.check_resumable()
         path = self.path / CONFIG_FILE
+        settings = self.read_config("resumed", "start it again with --overwrite")["search"]
         try:
-            return SearchConfig.from_dict(json.loads(path.read_text())["search"])
-        except (ValueError, KeyError, TypeError) as e:
-            raise AmcError(f"{path} is corrupt ({type(e).__name__}); the run cannot be resumed: start it again "
-                           "with --overwrite") from None
+            return SearchConfig.from_dict(settings)
+        except (ValueError, TypeError) as e:  # a setting of the wrong type or out of range
+            raise AmcError(f"{path} is corrupt ({e}); the run cannot be resumed: start it again with --overwrite") \
+                from None
 
     def check_same_inputs(self, dataset: Dataset, weights: str | None) -> None:
         """On resume: refuse data or weights that differ from what the run started with."""
         record = self.read_config("resumed")
-        for split, old in (record.get("data_fingerprint") or {}).items():
+        recorded = record.get("data_fingerprint") or {}
+        for split, old in ((s, recorded[s]) for s in ("train", "heldout", "test") if s in recorded):
             new = fingerprint(getattr(dataset, split))
             if new != old:
                 raise AmcError(f"the {split} data differs from the data {self.path} was started on (fingerprint "
@@ -288,9 +336,15 @@ class RunDir:
         except Exception as e:  # noqa: BLE001 - whatever the cause, the file cannot be resumed from
             raise AmcError(f"cannot read {self.path / STATE_FILE} ({type(e).__name__}); the run cannot be resumed: "
                            "start it again with --overwrite") from None
-        _set_global_rng(state.get("rng"))
-        return {"episode": int(state["episode"]), "agent": state["agent"],
-                "best": json.loads(state["best"]) if state["best"] else None}
+        fix = "the run cannot be resumed: start it again with --overwrite"
+        check_shape(self.path / STATE_FILE, state, STATE_SHAPE, fix, required=("episode", "agent", "best"))
+        try:
+            best = json.loads(state["best"]) if state["best"] else None
+            _set_global_rng(state.get("rng"))
+        except (ValueError, KeyError, TypeError, AttributeError, RuntimeError) as e:
+            raise AmcError(f"{self.path / STATE_FILE} has the wrong structure ({type(e).__name__} in its best "
+                           f"policy or random state); {fix}") from None
+        return {"episode": state["episode"], "agent": state["agent"], "best": best}
 
     # ---- fine-tuning ----------------------------------------------------------------------------------
     def has_finetune_checkpoint(self) -> bool:
@@ -328,9 +382,7 @@ class RunDir:
             return {}
         except (ValueError, UnicodeDecodeError) as e:
             raise AmcError(f"{path} is corrupt ({type(e).__name__}); re-run the search") from None
-        if not isinstance(summary, dict):
-            raise AmcError(f"{path} is corrupt (not a JSON object); re-run the search")
-        return summary
+        return check_shape(path, summary, SUMMARY_SHAPE, "re-run the search")
 
     def update_summary(self, key: str, value: Any) -> None:
         """Add one section (e.g. "finetune") to summary.json, keeping the rest."""
@@ -340,16 +392,29 @@ class RunDir:
         path = self.path / LATENCY_CALIBRATION_FILE
         if not path.exists():
             return None
+        fix = "the run cannot be resumed: start it again with --overwrite"
         try:
             saved = json.loads(path.read_text())
-            float(saved["offset_ms"]), float(saved["scale"])
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
-            raise AmcError(f"{path} is corrupt ({type(e).__name__}); the run cannot be resumed: start it again "
-                           "with --overwrite") from None
+        except (ValueError, UnicodeDecodeError) as e:
+            raise AmcError(f"{path} is corrupt ({type(e).__name__}); {fix}") from None
+        check_shape(path, saved, CALIBRATION_SHAPE, fix, required=("offset_ms", "scale"))
+        if not (math.isfinite(saved["offset_ms"]) and math.isfinite(saved["scale"]) and saved["scale"] > 0):
+            raise AmcError(f"{path} has the wrong structure (offset_ms and scale must be finite, scale above 0); "
+                           f"{fix}")
         return saved
 
     def write_latency_calibration(self, calibration: dict) -> None:
         write_json_atomic(self.path / LATENCY_CALIBRATION_FILE, calibration)
+
+    def read_model_meta(self) -> dict:
+        """model.json's architecture record ({"name", "num_classes", "kwargs"}); one line if it is corrupt."""
+        path, fix = self.path / META_FILE, "re-export the run"
+        try:
+            meta = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError) as e:
+            raise AmcError(f"{path} is corrupt ({type(e).__name__}); {fix}") from None
+        info = check_shape(path, meta, META_SHAPE, fix, required=("info",))["info"]
+        return check_shape(path, info, INFO_SHAPE, fix, required=("name", "num_classes"))
 
     # ---- what later commands read and add: the exported policy, report files, timings -----------------
     def has(self, name: str) -> bool:
@@ -388,11 +453,12 @@ class RunDir:
         path = self.path / TIMINGS_FILE
         if not path.exists():
             return None
+        fix = "time the run again with `amc report --latency`"
         try:
-            return json.loads(path.read_text())
-        except ValueError as e:
-            raise AmcError(f"{path} is corrupt ({type(e).__name__}); time the run again with "
-                           "`amc report --latency`") from None
+            timings = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError) as e:
+            raise AmcError(f"{path} is corrupt ({type(e).__name__}); {fix}") from None
+        return check_shape(path, timings, {}, fix)
 
     def write_timings(self, record: dict) -> None:
         write_json_atomic(self.path / TIMINGS_FILE, record)

@@ -134,7 +134,6 @@ def _search(model, data, *, run: RunDir, config, resume, overwrite, progress, **
     agent = make_agent(config.agent, env, config.seed, **config.agent_settings)
     if resume:
         run.check_same_inputs(setup.dataset, setup.weights)
-        run.update_settings(config)  # more episodes: a later resume goes on to the new end
     if config.tensorboard:
         summary_writer()  # refuse before any work when the package is missing
 
@@ -164,6 +163,8 @@ def _run(run: RunDir, config: SearchConfig, resume: bool, setup: Setup, env: Com
         run.write_config(config, dataset=setup.dataset, info=setup.info, graph=setup.graph, weights=setup.weights,
                          baseline_top1=baseline_top1,
                          budget={"target": config.target, "ratio": config.ratio, "value": env.budget})
+    else:
+        run.update_settings(config)  # more episodes: a later resume goes on to the new end
     episodes = config.episodes_to_run
     best_policy = BestPolicy(run, setup.graph, config.model, best)
     callbacks = CallbackList([
