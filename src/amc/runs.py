@@ -5,7 +5,9 @@ per episode), policy.json (the best policy so far), state.pt (agent, loop and RN
 atomically after every episode), latency_calibration.json (a latency search's calibration), the exported
 model (model.pt, model.json, model_sparse.pt), summary.json, and what later commands add: finetune.pt,
 model_finetuned.pt, report.html and its figures, latency.json. Every other module reads and writes these
-through this class.
+through this class, which checks each file's shape on read (`amc.run_schema`). Two files are amc's own:
+.amc-run, written first into a directory amc creates (only such a run is ever replaced by --overwrite), and
+.amc-lock, which the one process writing the run holds an OS lock on.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ import math
 import os
 import platform
 import shutil
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -30,6 +33,8 @@ from amc.config import SearchConfig
 from amc.data import Dataset, fingerprint
 from amc.errors import AmcError
 from amc.policy import Policy
+from amc.run_schema import (CALIBRATION_SHAPE, CONFIG_SHAPE, EPISODE_SHAPE, INFO_SHAPE, META_SHAPE, STATE_SHAPE,
+                            SUMMARY_SHAPE, check_shape)
 
 CONFIG_FILE = "config.json"
 EPISODES_FILE = "episodes.jsonl"
@@ -53,51 +58,6 @@ LOCK_FILE = ".amc-lock"  # flock-ed by the one process writing the run; holds th
 RUN_FILES = {CONFIG_FILE, EPISODES_FILE, POLICY_FILE, STATE_FILE, SUMMARY_FILE, LATENCY_CALIBRATION_FILE, MODEL_FILE,
              META_FILE, SPARSE_FILE, FINETUNE_CHECKPOINT_FILE, FINETUNED_FILE, FINETUNED_SPARSE_FILE, REPORT_FILE,
              LAYERS_FIGURE, SEARCH_FIGURE, TIMINGS_FILE, TENSORBOARD_DIR, RUN_MARKER, LOCK_FILE}
-
-
-# What each run file must look like where amc reads it: {key: accepted types}; a key not listed is not checked,
-# a listed key may be missing unless the reader requires it. A file that parses but has another shape is refused
-# with one line naming it, never a traceback deep inside the command that read it.
-NUMBER, NONE = (int, float), type(None)
-INFO_SHAPE = {"name": str, "num_classes": int, "kwargs": (dict, NONE)}
-CONFIG_SHAPE = {"search": dict, "versions": dict, "model": dict, "data_fingerprint": (dict, NONE),
-                "weights_sha256": (str, NONE), "decisions": list, "skipped_layers": dict, "baseline": dict,
-                "budget": dict}
-SUMMARY_SHAPE = {"model": str, "agent": str, "episodes": int, "best_episode": (int, NONE), "macs": NUMBER,
-                 "params": NUMBER, "macs_ratio": NUMBER, "params_ratio": NUMBER, "best_val_top1": NUMBER,
-                 "heldout_top1": NUMBER, "test_top1": NUMBER, "best_reward": NUMBER, "budget_ratio": (*NUMBER, NONE),
-                 "search_seconds": NUMBER, "baseline": dict, "finetune": dict, "latency": dict, "finalists": dict}
-META_SHAPE = {"info": dict, "policy": dict}
-CALIBRATION_SHAPE = {"offset_ms": NUMBER, "scale": NUMBER, "info": dict}
-STATE_SHAPE = {"episode": int, "agent": dict, "best": str, "rng": (dict, NONE)}
-
-
-def check_shape(path: Path, data, shape: dict, fix: str, required: tuple[str, ...] = ()) -> dict:
-    """`data` (read from `path`) if it is a JSON object holding the `required` keys and the keys of `shape` of
-    the listed types; else a one-line AmcError naming the file, what is wrong, and `fix`."""
-    def wrong(what: str) -> AmcError:
-        return AmcError(f"{path} has the wrong structure ({what}); {fix}")
-
-    if not isinstance(data, dict):
-        raise wrong(f"{_json_name(type(data))} where an object belongs")
-    for key in required:
-        if key not in data:
-            raise wrong(f"no {key!r}")
-    for key, types in shape.items():
-        value = data.get(key)
-        if key in data and (not isinstance(value, types) or isinstance(value, bool) and bool not in _tuple(types)):
-            raise wrong(f"{key!r} is {_json_name(type(value))}, not {' or '.join(map(_json_name, _tuple(types)))}")
-    return data
-
-
-def _tuple(types) -> tuple:
-    return types if isinstance(types, tuple) else (types,)
-
-
-def _json_name(kind: type) -> str:
-    """A type as JSON names it (what a user sees in the file)."""
-    return {dict: "an object", list: "a list", str: "a string", int: "an integer", float: "a number",
-            bool: "true/false", NONE: "null"}.get(kind, kind.__name__)
 
 
 def environment_versions() -> dict:
@@ -224,6 +184,17 @@ class RunDir:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._lock_fd = fd
 
+    @contextmanager
+    def writing(self) -> Iterator["RunDir"]:
+        """The run, locked for this process while the block runs (see `lock`); a lock already held stays held."""
+        held = self._lock_fd is not None
+        self.lock()
+        try:
+            yield self
+        finally:
+            if not held:
+                self.unlock()
+
     def unlock(self) -> None:
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # the file stays: a stale one holds no lock
@@ -298,26 +269,35 @@ class RunDir:
 
     def read_episodes(self) -> list[dict]:
         """Every logged episode; a one-line error names the first corrupt line."""
-        path = self.path / EPISODES_FILE
-        episodes = []
-        for number, line in enumerate(path.read_text().splitlines() if path.exists() else [], 1):
-            try:
-                episodes.append(json.loads(line))
-            except ValueError:
-                raise AmcError(f"{path} is corrupt at line {number}; re-run the search") from None
-        return episodes
+        return self._parse_episodes(self._episode_lines(), "re-run the search")
 
     def restore_episodes(self, count: int) -> list[dict]:
         """The first `count` logged episodes, the log cut back to them (a line past the saved state is redone)."""
-        path = self.path / EPISODES_FILE
-        lines = path.read_text().splitlines() if path.exists() else []
+        path, lines = self.path / EPISODES_FILE, self._episode_lines()
         if len(lines) < count:
             raise AmcError(f"{path} holds {len(lines)} episodes but the saved state is after episode "
                            f"{count}; the run is damaged: start it again with --overwrite")
-        log = [json.loads(line) for line in lines[:count]]
+        log = self._parse_episodes(lines[:count], "the run cannot be resumed: start it again with --overwrite")
         write_bytes_atomic(path, "".join(json.dumps(r) + "\n" for r in log).encode())
         return log
 
+    def _episode_lines(self) -> list[str]:
+        path = self.path / EPISODES_FILE
+        try:
+            return path.read_text().splitlines() if path.exists() else []
+        except UnicodeDecodeError:
+            raise AmcError(f"{path} is corrupt (not text); re-run the search") from None
+
+    def _parse_episodes(self, lines: list[str], fix: str) -> list[dict]:
+        path, episodes = self.path / EPISODES_FILE, []
+        for number, line in enumerate(lines, 1):
+            try:
+                record = json.loads(line)
+            except ValueError:
+                raise AmcError(f"{path} is corrupt at line {number}; {fix}") from None
+            episodes.append(check_shape(path, record, EPISODE_SHAPE, f"at line {number}; {fix}",
+                                        required=("reward", "accuracy", "keep")))
+        return episodes
 
     # ---- state.pt -----------------------------------------------------------------------------------
     def has_state(self) -> bool:
@@ -338,6 +318,8 @@ class RunDir:
                            "start it again with --overwrite") from None
         fix = "the run cannot be resumed: start it again with --overwrite"
         check_shape(self.path / STATE_FILE, state, STATE_SHAPE, fix, required=("episode", "agent", "best"))
+        if state["episode"] < 0:
+            raise AmcError(f"{self.path / STATE_FILE} has the wrong structure (episode {state['episode']}); {fix}")
         try:
             best = json.loads(state["best"]) if state["best"] else None
             _set_global_rng(state.get("rng"))
@@ -442,10 +424,11 @@ class RunDir:
 
     def write_report(self, html: str, figures: dict[str, bytes]) -> Path:
         """The report's figures (name -> PNG), then report.html; returns the page's path."""
-        for name, png in figures.items():
-            write_bytes_atomic(self.path / name, png)
-        out = self.path / REPORT_FILE
-        write_bytes_atomic(out, html.encode("utf-8"))
+        with self.writing():
+            for name, png in figures.items():
+                write_bytes_atomic(self.path / name, png)
+            out = self.path / REPORT_FILE
+            write_bytes_atomic(out, html.encode("utf-8"))
         return out
 
     def read_timings(self) -> dict | None:
@@ -461,7 +444,8 @@ class RunDir:
         return check_shape(path, timings, {}, fix)
 
     def write_timings(self, record: dict) -> None:
-        write_json_atomic(self.path / TIMINGS_FILE, record)
+        with self.writing():
+            write_json_atomic(self.path / TIMINGS_FILE, record)
 
 
 def _run_file(name: str) -> bool:
