@@ -174,6 +174,14 @@ def _imagefolder_one_image_per_class(tmp: Path) -> None:
             Image.new("RGB", (8, 8), (40, 80, 120)).save(tmp / "tiny" / split / c / "0.png")
 
 
+def _imagefolder_one_class(tmp: Path) -> None:
+    from PIL import Image
+    for split, images in (("train", 3), ("val", 1)):
+        (tmp / "one" / split / "a").mkdir(parents=True)
+        for i in range(images):
+            Image.new("RGB", (8, 8), (40 * i, 80, 120)).save(tmp / "one" / split / "a" / f"{i}.png")
+
+
 def _existing_run(tmp: Path) -> None:
     (tmp / "run").mkdir()
     (tmp / "run" / "notes.txt").write_text("an earlier result")
@@ -301,6 +309,8 @@ GROUPS: dict[str, list[Case]] = {"Missing or unreadable paths": [
          _npz("empty.npz", train_x=np.zeros((0, 32, 32, 3), np.uint8), train_y=np.zeros(0, np.int64))),
     Case("empty held-out split (one training image per class)", ("held-out split", "empty"),
          ["search", "--data", "imagefolder", "--data-dir", "tiny", "--out", "run"], _imagefolder_one_image_per_class),
+    Case("dataset with a single class (nothing can be ranked)", ("holds a single class", "at least two classes"),
+         ["search", "--data", "imagefolder", "--data-dir", "one", "--out", "run"], _imagefolder_one_class),
 ], "Models and checkpoints": [
     Case("unknown model name", ("unknown model 'resnet5'", "did you mean", "resnet56"),
          ["search", "--model", "resnet5", "--out", "run"]),
@@ -345,6 +355,9 @@ GROUPS: dict[str, list[Case]] = {"Missing or unreadable paths": [
          ["train", "--model", "digits_cnn", "--data", "digits", "--epochs", "1", "--lr", "nan", "--out", "ck.pt"]),
     Case("negative learning rate (`amc finetune`)", ("--lr must be above 0", "-0.1"),
          ["finetune", "run", "--lr", "-0.1"], _stopped_run()),
+    Case("training that diverges (`amc train --lr 1e12`)", ("training diverged in epoch 1", "nothing was saved",
+                                                            "lower --lr"),
+         ["train", "--model", "digits_cnn", "--data", "digits", "--epochs", "2", "--lr", "1e12", "--out", "ck.pt"]),
     Case("batch size 0 (`amc train`)", ("--batch-size must be at least 1", "got 0"),
          ["train", "--model", "digits_cnn", "--data", "digits", "--epochs", "1", "--batch-size", "0", "--out",
           "ck.pt"]),

@@ -172,6 +172,10 @@ def train(model: nn.Module, dataset: Dataset, out: str | Path, config: TrainConf
             seen += len(y)
             loss_sum += float(loss.detach()) * len(y)
             correct += int((logits.argmax(1) == y).sum())
+        if not math.isfinite(loss_sum):  # refused before this epoch's weights replace the last good ones
+            kept = f"{out} keeps epoch {epoch}" if epoch else "nothing was saved"
+            raise AmcError(f"training diverged in epoch {epoch + 1} (the loss is {loss_sum}); {kept}: lower --lr "
+                           f"(now {config.lr:g}) and train again")
         record = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_top1": correct / seen,
                   "heldout_top1": heldout.top1(model), "seconds": time.perf_counter() - t0}
         if epoch + 1 == config.epochs:
