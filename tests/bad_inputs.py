@@ -405,6 +405,10 @@ GROUPS: dict[str, list[Case]] = {"Missing or unreadable paths": [
     Case("--overwrite of the run that holds the command's own input (`amc prune`)",
          ("--overwrite would delete run/policy.json", "an input of this command"),
          ["prune", "--policy", "run/policy.json", "--out", "run", "--overwrite"], _run_holding_its_policy),
+    Case("training checkpoint written over a file of a run (`amc train`)",
+         ("run/model_finetuned.pt is a file of the amc run run", "another path"),
+         ["train", "--model", "digits_cnn", "--data", "digits", "--epochs", "1", "--out", "run/model_finetuned.pt"],
+         lambda tmp: _amc_run(tmp, **{"config.json": "{}"})),
     Case("output directory name longer than the file system allows", ("cannot use " + "o" * 256, "File name too long"),
          ["search", "--out", "o" * 256]),
 ], "Run files that parse but have the wrong structure": [

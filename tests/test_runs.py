@@ -147,6 +147,19 @@ def test_the_lock_of_a_killed_process_never_blocks_the_next_one(tmp_path):
     run.unlock()
 
 
+def test_an_onnx_export_never_writes_over_a_file_of_a_run(tmp_path):
+    pytest.importorskip("onnx", reason="the optional extra `onnx`")
+    from torch import nn
+
+    from amc.onnx_export import export_onnx
+    path = _amc_run(tmp_path / "run")
+    before = _files(path)
+    with pytest.raises(AmcError, match="model.pt is a file of the amc run"):
+        export_onnx(nn.Linear(4, 2), path / "model.pt", (4,))
+    assert _files(path) == before
+    export_onnx(nn.Linear(4, 2), path / "model.onnx", (4,))  # a new file beside the run's own is fine
+
+
 @pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
 def test_atomic_writes_keep_the_mode_the_umask_gives(tmp_path, umask, mode):
     old = os.umask(umask)

@@ -448,6 +448,15 @@ class RunDir:
             write_json_atomic(self.path / TIMINGS_FILE, record)
 
 
+def check_not_a_run_file(path: str | Path) -> None:
+    """Refuse to write `path` where it is one of the files of an amc run (its directory holds amc's marker): a
+    command's own output never replaces another run's model, state or log."""
+    path = Path(path)
+    if path.name in RUN_FILES and (path.parent / RUN_MARKER).is_file():
+        raise AmcError(f"{path} is a file of the amc run {path.parent}; writing it would damage that run: choose "
+                       "another path")
+
+
 def _run_file(name: str) -> bool:
     """Whether `name` is a file amc writes into a run (or a temporary file of an interrupted atomic write)."""
     return name in RUN_FILES or name.startswith(".") and name.endswith(".tmp")
@@ -472,4 +481,4 @@ def _set_global_rng(state: dict | None) -> None:
                          state["numpy_has_gauss"], state["numpy_gauss"]))
 
 
-__all__ = ["RunDir", "environment_versions", "sha256"]
+__all__ = ["RunDir", "check_not_a_run_file", "environment_versions", "sha256"]

@@ -21,6 +21,7 @@ from amc.config import check_fields
 from amc.errors import AmcError, CheckpointError, ConfigError
 from amc.evaluate import Evaluator
 from amc.atomic import write_bytes_atomic
+from amc.runs import check_not_a_run_file
 
 
 @dataclass
@@ -220,6 +221,7 @@ def train_model(model: str, data: Dataset | str, out: str | Path, config: TrainC
     """
     config = _train_config(config, options)
     out = Path(out)
+    check_not_a_run_file(out)
     if out.exists() and not resume:
         raise AmcError(f"{out} already exists; pass --resume to continue it or choose another --out")
     saved_threads = torch.get_num_threads()
