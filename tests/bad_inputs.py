@@ -389,6 +389,8 @@ GROUPS: dict[str, list[Case]] = {"Missing or unreadable paths": [
                                                          "--model resnet20 (the run has digits_cnn)",
                                                          "--ratio 0.3 (the run has 0.5)"),
          ["search", "--resume", "--out", "run", "--model", "resnet20", "--ratio", "0.3"], _stopped_run()),
+    Case("--resume together with --overwrite", ("--resume continues a run and --overwrite replaces it",),
+         ["search", "--resume", "--overwrite", "--out", "run"], _stopped_run()),
     Case("--resume with fewer episodes", ("--episodes 2 is fewer than the 3", "can only add episodes"),
          ["search", "--resume", "--out", "run", "--episodes", "2"], _stopped_run()),
     Case("--resume of a run whose config.json is corrupt", ("run/config.json is corrupt", "--overwrite"),

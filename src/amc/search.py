@@ -114,6 +114,8 @@ def build_env(setup: Setup, config: SearchConfig, saved_calibration: dict | None
 
 
 def _search(model, data, *, run: RunDir, config, resume, overwrite, progress, **options) -> SearchResult:
+    if resume and overwrite:
+        raise AmcError("--resume continues a run and --overwrite replaces it; pass one of them")
     if resume:
         given = {**(config.to_dict() if config else {}), **options,
                  **{k: v for k, v in (("model", model), ("data", data)) if isinstance(v, str)}}
