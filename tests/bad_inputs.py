@@ -21,6 +21,8 @@ from typing import Callable
 
 import numpy as np
 
+from amc.runs import LOCK_FILE, RUN_MARKER
+
 CLI = [sys.executable, "-m", "amc.cli"]
 PAYLOAD_MARKER = "payload-ran"   # the pickled payload creates this file if it is ever unpickled
 HOOK_DIR = ".hook"               # sitecustomize simulating a full disk, only where a case asks for it
@@ -99,9 +101,10 @@ def prepare(case: Case, scratch: Path) -> None:
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, int]]:
-    """(size, mtime) of every file under `root`, bytecode caches aside: equal snapshots = nothing written."""
+    """(size, mtime) of every file under `root`, bytecode caches aside: equal snapshots = nothing written. A
+    run's lock file is left out: a command that resumes a run takes its lock (writing its pid there) first."""
     return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))
-            if "__pycache__" not in p.parts}
+            if "__pycache__" not in p.parts and p.name != LOCK_FILE}
 
 
 # ---- inputs -----------------------------------------------------------------------------------------------
@@ -171,14 +174,83 @@ def _imagefolder_one_image_per_class(tmp: Path) -> None:
             Image.new("RGB", (8, 8), (40, 80, 120)).save(tmp / "tiny" / split / c / "0.png")
 
 
+def _imagefolder_one_class(tmp: Path) -> None:
+    from PIL import Image
+    for split, images in (("train", 3), ("val", 1)):
+        (tmp / "one" / split / "a").mkdir(parents=True)
+        for i in range(images):
+            Image.new("RGB", (8, 8), (40 * i, 80, 120)).save(tmp / "one" / split / "a" / f"{i}.png")
+
+
 def _existing_run(tmp: Path) -> None:
     (tmp / "run").mkdir()
     (tmp / "run" / "notes.txt").write_text("an earlier result")
 
 
+
+
+def _amc_run(tmp: Path, name: str = "run", **files: str) -> Path:
+    """A run directory as amc leaves one: its marker, its lock file, then `files` (name -> text)."""
+    run = tmp / name
+    run.mkdir()
+    (run / RUN_MARKER).write_text('{"amc_run": 1}')
+    (run / LOCK_FILE).write_text("1\n")
+    for file, text in files.items():
+        (run / file).write_text(text)
+    return run
+
+
+def _stopped_run(settings: dict | None = None, state=None, **files: str) -> Callable[[Path], None]:
+    """A digits run stopped after its first episode: config.json with `settings`, a state.pt (`state`: what
+    torch.save writes there; default: bytes that are never read), and `files`."""
+    def setup(tmp: Path) -> None:
+        import torch
+        run = _amc_run(tmp, **{"config.json": json.dumps({"search": {"episodes": 3, "warmup": 1,
+                                                                    "calibration_images": 50, **(settings or {})}}),
+                               "episodes.jsonl": "{}\n", **files})
+        if state is None:
+            (run / "state.pt").write_bytes(b"state")
+        else:
+            torch.save(state, run / "state.pt")
+    return setup
+
+
 def _corrupt_run(tmp: Path) -> None:
-    (tmp / "run").mkdir()
-    (tmp / "run" / "config.json").write_text('{"search": {"model": "digits_cnn", ')
+    _amc_run(tmp, **{"config.json": '{"search": {"model": "digits_cnn", ', "state.pt": "state"})
+
+
+def _run_with_other_files(tmp: Path) -> None:
+    _amc_run(tmp, **{"config.json": "{}", "notes.txt": "my notes"})
+
+
+def _run_and_a_link(tmp: Path) -> None:
+    _amc_run(tmp, **{"config.json": "{}"})
+    (tmp / "link").symlink_to("run", target_is_directory=True)
+
+
+def _run_holding_its_policy(tmp: Path) -> None:
+    _amc_run(tmp)
+    _policy("run/policy.json")(tmp)
+
+
+def _checkpoint_with(value: float, name: str) -> Callable[[Path], None]:
+    def setup(tmp: Path) -> None:
+        import torch
+        state = _digits_state()
+        state["features.1.0.weight"][0, 0, 0, 0] = value
+        torch.save(state, tmp / name)
+    return setup
+
+
+def _search_non_finite_model(tmp: Path) -> None:
+    import torch
+
+    import amc
+    from amc import models
+    net = models.create("digits_cnn")
+    with torch.no_grad():
+        net.classifier.weight[0, 0] = float("nan")
+    amc.search(net, "digits", out=tmp / "run", episodes=2)
 
 
 def _a_file(tmp: Path) -> None:
@@ -237,6 +309,8 @@ GROUPS: dict[str, list[Case]] = {"Missing or unreadable paths": [
          _npz("empty.npz", train_x=np.zeros((0, 32, 32, 3), np.uint8), train_y=np.zeros(0, np.int64))),
     Case("empty held-out split (one training image per class)", ("held-out split", "empty"),
          ["search", "--data", "imagefolder", "--data-dir", "tiny", "--out", "run"], _imagefolder_one_image_per_class),
+    Case("dataset with a single class (nothing can be ranked)", ("holds a single class", "at least two classes"),
+         ["search", "--data", "imagefolder", "--data-dir", "one", "--out", "run"], _imagefolder_one_class),
 ], "Models and checkpoints": [
     Case("unknown model name", ("unknown model 'resnet5'", "did you mean", "resnet56"),
          ["search", "--model", "resnet5", "--out", "run"]),
@@ -247,6 +321,14 @@ GROUPS: dict[str, list[Case]] = {"Missing or unreadable paths": [
          ["search", "--weights", "random.pt", "--out", "run"], _write_checkpoint("random")),
     Case("truncated checkpoint", ("cannot read checkpoint truncated.pt", "torch.save"),
          ["search", "--weights", "truncated.pt", "--out", "run"], _write_checkpoint("truncated")),
+    Case("checkpoint with a NaN weight", ("checkpoint nan.pt holds non-finite values", "features.1.0.weight",
+                                          "before training diverged"),
+         ["search", "--weights", "nan.pt", "--out", "run"], _checkpoint_with(float("nan"), "nan.pt")),
+    Case("checkpoint with an infinite weight", ("checkpoint inf.pt holds non-finite values",),
+         ["eval", "--model", "digits_cnn", "--weights", "inf.pt", "--data", "digits"],
+         _checkpoint_with(float("inf"), "inf.pt")),
+    Case("model with a NaN weight (Python API: a user's nn.Module)", ("non-finite values", "classifier.weight"),
+         api=_search_non_finite_model, api_doc="amc.search(<digits_cnn with one NaN weight>, 'digits', out='run')"),
     Case("checkpoint carrying a pickled payload (never run)",
          ("payload.pt", "code/objects other than tensors", "refused"),
          ["search", "--weights", "payload.pt", "--out", "run"], _write_checkpoint("payload")),
@@ -264,6 +346,21 @@ GROUPS: dict[str, list[Case]] = {"Missing or unreadable paths": [
     Case("training warm-up longer than the training (`amc train`)", ("--warmup-epochs", "between 0 and epochs (1)", "got 2"),
          ["train", "--model", "digits_cnn", "--data", "digits", "--epochs", "1", "--warmup-epochs", "2",
           "--out", "ck.pt"]),
+    Case("negative seed", ("--seed must be at least 0", "got -1"), ["search", "--seed", "-1", "--out", "run"]),
+    Case("negative thread count", ("--threads must be at least 1", "got -1"),
+         ["search", "--threads", "-1", "--out", "run"]),
+    Case("agent option of the wrong type", ("bad --agent-option for ddpg", "batch_size must be an integer", "2.5"),
+         ["search", "--agent-option", "batch_size=2.5", "--out", "run"]),
+    Case("learning rate that is not a number (`amc train`)", ("--lr must be a finite number", "nan"),
+         ["train", "--model", "digits_cnn", "--data", "digits", "--epochs", "1", "--lr", "nan", "--out", "ck.pt"]),
+    Case("negative learning rate (`amc finetune`)", ("--lr must be above 0", "-0.1"),
+         ["finetune", "run", "--lr", "-0.1"], _stopped_run()),
+    Case("training that diverges (`amc train --lr 1e12`)", ("training diverged in epoch 1", "nothing was saved",
+                                                            "lower --lr"),
+         ["train", "--model", "digits_cnn", "--data", "digits", "--epochs", "2", "--lr", "1e12", "--out", "ck.pt"]),
+    Case("batch size 0 (`amc train`)", ("--batch-size must be at least 1", "got 0"),
+         ["train", "--model", "digits_cnn", "--data", "digits", "--epochs", "1", "--batch-size", "0", "--out",
+          "ck.pt"]),
     Case("racing with an accuracy-guaranteed reward", ("--racing", "--reward acc", "drop --racing"),
          ["search", "--racing", "--reward", "acc-macs", "--out", "run"]),
     Case("budget below what the lower bound reaches", ("cannot be met", "keeps 0.", "use --ratio >="),
@@ -286,8 +383,59 @@ GROUPS: dict[str, list[Case]] = {"Missing or unreadable paths": [
     Case("--resume of a directory with no run", ("nothing to resume in fresh", "without --resume"),
          ["search", "--resume", "--out", "fresh"]),
     Case("--resume without --out", ("--resume needs --out",), ["search", "--resume"]),
+    Case("--resume of a run with no saved state", ("nothing to resume in run", "no state.pt", "--overwrite"),
+         ["search", "--resume", "--out", "run"], lambda tmp: _amc_run(tmp, **{"config.json": '{"search": {}}'})),
+    Case("--resume with settings other than the run's", ("run was started with other settings",
+                                                         "--model resnet20 (the run has digits_cnn)",
+                                                         "--ratio 0.3 (the run has 0.5)"),
+         ["search", "--resume", "--out", "run", "--model", "resnet20", "--ratio", "0.3"], _stopped_run()),
+    Case("--resume together with --overwrite", ("--resume continues a run and --overwrite replaces it",),
+         ["search", "--resume", "--overwrite", "--out", "run"], _stopped_run()),
+    Case("--resume with fewer episodes", ("--episodes 2 is fewer than the 3", "can only add episodes"),
+         ["search", "--resume", "--out", "run", "--episodes", "2"], _stopped_run()),
     Case("--resume of a run whose config.json is corrupt", ("run/config.json is corrupt", "--overwrite"),
          ["search", "--resume", "--out", "run"], _corrupt_run),
+    Case("--overwrite of the current directory", ("refuses to replace .", "current directory"),
+         ["search", "--episodes", "2", "--overwrite", "--out", "."], _a_file),
+    Case("--overwrite of a directory amc did not create", ("refuses to replace run", "not a run amc created",
+                                                           RUN_MARKER),
+         ["search", "--episodes", "2", "--overwrite", "--out", "run"], _existing_run),
+    Case("--overwrite of a run holding other files", ("refuses to replace run", "files amc did not write (notes.txt)"),
+         ["search", "--episodes", "2", "--overwrite", "--out", "run"], _run_with_other_files),
+    Case("--overwrite through a symbolic link", ("refuses to replace link", "symbolic link"),
+         ["search", "--episodes", "2", "--overwrite", "--out", "link"], _run_and_a_link),
+    Case("--overwrite of the run that holds the command's own input (`amc prune`)",
+         ("--overwrite would delete run/policy.json", "an input of this command"),
+         ["prune", "--policy", "run/policy.json", "--out", "run", "--overwrite"], _run_holding_its_policy),
+    Case("training checkpoint written over a file of a run (`amc train`)",
+         ("run/model_finetuned.pt is a file of the amc run run", "another path"),
+         ["train", "--model", "digits_cnn", "--data", "digits", "--epochs", "1", "--out", "run/model_finetuned.pt"],
+         lambda tmp: _amc_run(tmp, **{"config.json": "{}"})),
+    Case("output directory name longer than the file system allows", ("cannot use " + "o" * 256, "File name too long"),
+         ["search", "--out", "o" * 256]),
+], "Run files that parse but have the wrong structure": [
+    Case("state.pt of another agent", ("run/state.pt does not hold the state of a DDPGAgent", "--overwrite"),
+         ["search", "--resume", "--out", "run"],
+         _stopped_run(state={"episode": 1, "agent": {"steps": 3}, "best": "", "rng": None})),
+    Case("state.pt that is not a dict", ("run/state.pt has the wrong structure", "a list where an object belongs"),
+         ["search", "--resume", "--out", "run"], _stopped_run(state=[1, 2])),
+    Case("config.json with a list where an object belongs", ("run/config.json has the wrong structure",
+                                                             "'search' is a list, not an object"),
+         ["search", "--resume", "--out", "run"],
+         lambda tmp: _amc_run(tmp, **{"config.json": '{"search": [1]}', "state.pt": "x"})),
+    Case("config.json with a setting out of range", ("run/config.json is corrupt", "--seed must be at least 0"),
+         ["search", "--resume", "--out", "run"], _stopped_run({"seed": -1})),
+    Case("truncated latency calibration", ("run/latency_calibration.json has the wrong structure", "no 'scale'"),
+         ["search", "--resume", "--out", "run"],
+         _stopped_run({"target": "latency"}, **{"latency_calibration.json": '{"offset_ms": 0.1}'})),
+    Case("summary.json of the wrong structure (`amc report`)", ("run/summary.json has the wrong structure",
+                                                                "'macs' is a string"),
+         ["report", "run"], lambda tmp: _amc_run(tmp, **{"config.json": '{"search": {}}', "episodes.jsonl": "{}\n",
+                                                          "summary.json": '{"macs": "1.2M"}'})),
+    Case("model.json of the wrong structure (`amc eval`)", ("run/model.json has the wrong structure",
+                                                            "'info' is a list, not an object", "re-export"),
+         ["eval", "--model", "run", "--data", "digits"],
+         lambda tmp: _amc_run(tmp, **{"model.json": '{"info": []}', "model.pt": "x"})),
 ], "Disk (a full disk is simulated: the test's sitecustomize makes fsync fail with ENOSPC)": [
     Case("disk full when the run starts", ("cannot save run/config.json", "No space left on device", "removed"),
          ["search", "--episodes", "4", "--warmup", "2", "--out", "run"], env={"AMC_TEST_ENOSPC": "config.json:1"}),

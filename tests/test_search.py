@@ -77,11 +77,9 @@ def test_resume_continues_and_matches_uninterrupted_run(tmp_path, digits, agent,
     full = amc.search(config=_config(episodes=10, racing=racing, ratio=0.3, **warmup), out=tmp_path / "full",
                       data=digits)
     amc.search(config=_config(episodes=6, racing=racing, ratio=0.3, **warmup), out=tmp_path / "part", data=digits)
-    # continue the same run to 10 episodes
-    cfg = json.loads((tmp_path / "part" / "config.json").read_text())
-    cfg["search"]["episodes"] = 10
-    (tmp_path / "part" / "config.json").write_text(json.dumps(cfg))
-    resumed = amc.search(out=tmp_path / "part", resume=True, data=digits)
+    # continue the same run to 10 episodes: more episodes are the one change a resume applies, and records
+    resumed = amc.search(out=tmp_path / "part", resume=True, data=digits, episodes=10)
+    assert json.loads((tmp_path / "part" / "config.json").read_text())["search"]["episodes"] == 10
     assert [r["keep"] for r in resumed.episodes] == [r["keep"] for r in full.episodes]
     assert [r["accuracy"] for r in resumed.episodes] == [r["accuracy"] for r in full.episodes]
     assert [r["episode"] for r in resumed.episodes] == list(range(10))
@@ -89,13 +87,29 @@ def test_resume_continues_and_matches_uninterrupted_run(tmp_path, digits, agent,
         assert any(r["scored_images"] < len(digits.heldout) for r in full.episodes[6:])
 
 
-def test_resume_refuses_other_data_and_restarts_a_run_stopped_before_its_first_episode(tmp_path, digits):
+def test_resume_refuses_other_data_other_settings_and_a_run_with_no_saved_state(tmp_path, digits):
     full = amc.search(config=_config(episodes=4, warmup=2), out=tmp_path / "r", data=digits)
     with pytest.raises(AmcError, match="train data differs from the data .* was started on"):
         amc.search(out=tmp_path / "r", resume=True, data=load_dataset("digits", seed=1))
-    (tmp_path / "r" / "state.pt").unlink()  # as if stopped before the first episode finished
-    again = amc.search(out=tmp_path / "r", resume=True, data=digits)
+    with pytest.raises(AmcError, match="started with other settings: --ratio 0.3 \\(the run has 0.5\\); --seed 1"):
+        amc.search(out=tmp_path / "r", resume=True, data=digits, ratio=0.3, seed=1)
+    with pytest.raises(AmcError, match="a resume can only add episodes"):
+        amc.search(out=tmp_path / "r", resume=True, data=digits, episodes=2)
+    (tmp_path / "r" / "state.pt").unlink()  # stopped before the first episode finished, or removed by hand
+    before = {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir() if p.is_file()}
+    with pytest.raises(AmcError, match="nothing to resume .* \\(no state.pt"):
+        amc.search(out=tmp_path / "r", resume=True, data=digits)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir() if p.is_file()} == before  # nothing lost
+    again = amc.search(config=_config(episodes=4, warmup=2), out=tmp_path / "r", data=digits, overwrite=True)
     assert [r["keep"] for r in again.episodes] == [r["keep"] for r in full.episodes]
+
+
+def test_more_episodes_on_resume_keep_the_warmup_the_run_started_with(tmp_path, digits):
+    amc.search(config=_config(episodes=8, warmup=None), out=tmp_path / "r", data=digits)  # warm-up 8 // 4 = 2
+    resumed = amc.search(out=tmp_path / "r", resume=True, data=digits, episodes=12)
+    assert [r["episode"] for r in resumed.episodes] == list(range(12))
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())["search"]
+    assert saved["episodes"] == 12 and saved["warmup"] == 2  # not 12 // 4 = 3: the same search goes on
 
 
 def test_existing_output_is_refused(tmp_path, digits):

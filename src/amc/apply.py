@@ -19,7 +19,7 @@ from amc.graph import LayerGraph
 from amc.pipeline import prepare, seed_and_threads
 from amc.policy import Policy
 from amc.pruning.fine_grained import WeightGraph, save_sparse
-from amc.runs import MODEL_FILE, SPARSE_FILE, RunDir
+from amc.runs import MODEL_FILE, RUN_MARKER, SPARSE_FILE, RunDir
 from amc.scoring import Scorer
 
 
@@ -59,9 +59,11 @@ def apply_policy(policy: Policy | str, model: nn.Module | str | None = None, dat
     the policy's model. A policy made for another model, or for other prunable layers, is refused.
     """
     threads = torch.get_num_threads()
+    run = RunDir(out)
     try:
-        return _apply_policy(policy, model, data, out=RunDir(out), config=config, overwrite=overwrite, **options)
+        return _apply_policy(policy, model, data, out=run, config=config, overwrite=overwrite, **options)
     finally:
+        run.unlock()
         torch.set_num_threads(threads)
 
 
@@ -71,14 +73,16 @@ def _apply_policy(policy, model, data, *, out: RunDir, config, overwrite, **opti
     if model is None and config is None and "model" not in options:
         model = policy.model
     config = resolve_config(model, data, config, options)
-    out.check_new(overwrite)
+    out.check_new(overwrite, inputs=(source, config.weights, config.data_dir))
+    if overwrite and out.has(RUN_MARKER):
+        out.lock()  # before any work: a run another process is writing is refused at once
     seed_and_threads(config)
     setup = prepare(config, model if isinstance(model, nn.Module) else None,
                     data if isinstance(data, Dataset) else None)
     policy.check_matches(setup.graph, config.model)
     baseline_top1 = setup.baseline_top1()
 
-    out.create()  # only now: a mistake found above leaves nothing behind
+    out.create(overwrite)  # only now: a mistake found above leaves nothing behind
     try:
         out.write_config(config, dataset=setup.dataset, info=setup.info, graph=setup.graph, weights=setup.weights,
                          baseline_top1=baseline_top1, policy_source=source)

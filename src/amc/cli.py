@@ -29,6 +29,7 @@ def _global(debug: bool = typer.Option(False, "--debug", help="Show full traceba
 
 @app.command("search")
 def search_command(
+    ctx: typer.Context,
     model: str = typer.Option(DEFAULTS.model, help="Zoo name (see `amc models`) or tv:<torchvision name>."),
     weights: Optional[Path] = typer.Option(DEFAULTS.weights, help="Checkpoint of the trained model. Without it: "
                                            "the bundled weights of the embedded default, else random init (a "
@@ -97,24 +98,24 @@ def search_command(
     """
     from amc.config import SearchConfig
     from amc.runs import CONFIG_FILE, RunDir
-    from amc.search import search
+    from amc.search import resumed_config, search
 
     if resume and out is None:
         raise AmcError("--resume needs --out pointing at the run directory to continue")
     out = out or Path("runs") / f"{model.replace(':', '_')}-{agent}-{datetime.now():%Y%m%d-%H%M%S}"
-    config = SearchConfig(
+    settings = dict(
         model=model, weights=str(weights) if weights else None, data=data,
         data_dir=str(data_dir) if data_dir else None, download=download, target=target, ratio=ratio,
         reward=reward, agent=agent, episodes=episodes, warmup=warmup, lbound=lbound, channel_round=channel_round,
-        group_coupled=group_coupled,
-        selection=selection, reconstruct=reconstruct, bn_recalibration=bn_recalibration,
+        group_coupled=group_coupled, selection=selection, reconstruct=reconstruct, bn_recalibration=bn_recalibration,
         calibration_images=calibration_images, heldout_limit=heldout_limit, racing=racing, precision=precision,
-        seed=seed, tensorboard=tensorboard,
-        threads=threads, agent_options=_key_values(agent_option),
+        seed=seed, tensorboard=tensorboard, threads=threads, agent_options=_key_values(agent_option),
         latency_backend=latency_backend, latency_threads=latency_threads, method=method,
         workers=workers, ray_address=ray_address, finalists=finalists, finalist_steps=finalist_steps)
-    if resume:
-        config = RunDir(out).search_config()  # a resumed run keeps the settings it started with
+    # a resume keeps the run's settings; what was typed must equal them or be a change a resume allows
+    given = {k: v for k, v in settings.items() if resume and ctx.get_parameter_source(
+        "agent_option" if k == "agent_options" else k).name == "COMMANDLINE"}
+    config = resumed_config(out, given) if resume else SearchConfig(**settings)
     episodes = config.episodes_to_run
     goal = (f"{config.target} <= {config.ratio:g}" if config.reward == "acc"
             else f"reward {config.reward} (accuracy-guaranteed, no budget)")
@@ -127,13 +128,17 @@ def search_command(
                       highlight=False)
     try:
         with EpisodeProgress(episodes, config.resource) as progress:
-            result = search(config=config, out=out, resume=resume, overwrite=overwrite, progress=progress)
+            result = search(config=None if resume else config, out=out, resume=resume, overwrite=overwrite,
+                            progress=progress, **given)
     except KeyboardInterrupt:
         # state.pt is replaced atomically after every episode, so what is there is whole
         run = RunDir(out)
-        if run.has_state() or (run / CONFIG_FILE).exists():
+        if run.has_state():
             console.print(f"interrupted; {out} holds the search up to its last finished episode: continue it "
                           f"with `amc search --resume --out {out}`", highlight=False)
+        elif (run / CONFIG_FILE).exists():
+            console.print(f"interrupted before the first episode finished: nothing to resume; start again with "
+                          f"`amc search --overwrite --out {out}`", highlight=False)
         else:
             console.print("interrupted before the search started; nothing was written", highlight=False)
         raise typer.Exit(130) from None

@@ -6,10 +6,11 @@ candidates are raced, how many episodes run), so no other module re-derives it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 
 from amc.env import EnvConfig
-from amc.errors import AmcError
+from amc.errors import AmcError, ConfigError
 from amc.evaluate import PRECISIONS
 from amc.pruning.channel import SELECTIONS
 
@@ -64,6 +65,7 @@ class SearchConfig:
     finalist_steps: int = 100            # SGD steps per finalist per round of that stage
 
     def __post_init__(self) -> None:
+        check_fields(self, MINIMUMS)  # types, finite numbers and lower bounds, for the CLI and the API alike
         self.env_config  # validates target, ratio, lbound, channel_round and reward
         if self.episodes < 1:
             raise AmcError(f"--episodes must be at least 1, got {self.episodes}")
@@ -145,6 +147,57 @@ class SearchConfig:
             return cls(**{**asdict(config or cls()), **options})
         except TypeError as e:
             raise AmcError(f"unknown search setting: {e}") from None
+
+
+# the least value of each integer setting that the checks in __post_init__ do not already cover
+MINIMUMS = {"seed": 0, "threads": 1, "warmup": 0, "heldout_limit": 1, "bn_recalibration": 0, "points_per_image": 1,
+            "eval_batch_size": 1}
+KINDS = {"int": "an integer", "float": "a finite number", "bool": "true or false", "str": "a string",
+         "dict": "a dict"}
+
+
+def check_fields(config, minimums: dict, positive: tuple[str, ...] = ()) -> None:
+    """Refuse a setting of the wrong type (`episodes=2.5`, a list for a dict), a non-finite number, a number
+    below its minimum or not above 0 (`positive`), naming the option; for the search's and training's configs."""
+    for f in fields(config):
+        value, kind = getattr(config, f.name), str(f.type).split(" |")[0]
+        if value is None and "None" in str(f.type):
+            continue
+        option = "--" + f.name.replace("_", "-")
+        if not _fits(value, kind):
+            raise ConfigError(f"{option} must be {KINDS[kind]}, got {value!r}")
+        if f.name in minimums and value < minimums[f.name]:
+            raise ConfigError(f"{option} must be at least {minimums[f.name]}, got {value}")
+        if f.name in positive and value <= 0:
+            raise ConfigError(f"{option} must be above 0, got {value}")
+    if getattr(config, "agent_options", None):
+        check_agent_options(config.agent, config.agent_options)
+
+
+def check_agent_options(agent: str, options: dict) -> None:
+    """--agent-option values of the type the agent's setting declares (`batch_size=2.5` is refused here,
+    before any work, instead of failing deep inside the agent); unknown names are the agent's to refuse."""
+    import inspect
+
+    from amc.agents import AGENTS, DDPGConfig
+    if agent == "ddpg":
+        declared = {f.name: str(f.type) for f in fields(DDPGConfig)}
+    elif agent in AGENTS:
+        declared = {n: str(p.annotation) for n, p in inspect.signature(AGENTS[agent].__init__).parameters.items()}
+    else:
+        return  # an unknown agent is refused by name
+    for name, value in options.items():
+        kind = declared.get(name)
+        if kind in KINDS and not _fits(value, kind):
+            raise ConfigError(f"bad --agent-option for {agent}: {name} must be {KINDS[kind]}, got {value!r}")
+
+
+def _fits(value, kind: str) -> bool:
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "float":
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return not (kind in KINDS and not isinstance(value, {"bool": bool, "str": str, "dict": dict}[kind]))
 
 
 DEFAULTS = SearchConfig()  # what the CLI shows and uses where an option is not given

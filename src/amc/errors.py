@@ -8,6 +8,10 @@ class AmcError(Exception):
     """A mistake the user can fix (bad path, unknown model, impossible budget, ...)."""
 
 
+class ConfigError(AmcError, ValueError):
+    """A setting out of its range or of the wrong type (a ValueError too, for callers that catch those)."""
+
+
 class UnknownModelError(AmcError):
     pass
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 from dataclasses import asdict
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import torch.nn as nn
 from amc import models
 from amc.errors import AmcError, CheckpointError
 from amc.atomic import write_bytes_atomic, write_json_atomic
-from amc.runs import META_FILE, MODEL_FILE
+from amc.runs import META_FILE, MODEL_FILE, RunDir
 
 
 def save_pruned(model: nn.Module, run_dir: str | Path, extra: dict | None = None) -> None:
@@ -33,10 +32,7 @@ def load_pruned(run_dir: str | Path) -> nn.Module:
     if not meta_path.exists() or not weights_path.exists():
         raise AmcError(f"{run_dir} holds no exported model ({META_FILE} and {MODEL_FILE}); "
                        "point at the output directory of a finished `amc search`")
-    try:
-        info = json.loads(meta_path.read_text())["info"]
-    except (ValueError, KeyError) as e:
-        raise AmcError(f"{meta_path} is corrupt ({type(e).__name__}); re-export the run") from None
+    info = RunDir(run_dir).read_model_meta()
     try:
         state = torch.load(weights_path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure to read is the same user-facing problem

@@ -46,39 +46,40 @@ def finetune(run_dir: str | Path, config: TrainConfig = TrainConfig(epochs=20, l
     if checkpoint.exists() and not (resume or overwrite):
         raise AmcError(f"{run_dir} has already been fine-tuned ({FINETUNE_CHECKPOINT_FILE}); pass --resume to "
                        "continue it or --overwrite to start again")
-    if overwrite and not resume:
-        checkpoint.unlink(missing_ok=True)
-    student = load_pruned(run_dir)
-    dataset = data if data is not None else load_dataset(search_config["data"], search_config.get("data_dir"),
-                                                         seed=0)
-    teacher = None
-    if distill:
-        weights = teacher_weights or search_config.get("weights") or models.bundled_weights(search_config["model"])
-        if weights is None or not Path(weights).exists():
-            raise AmcError(f"the original weights {weights} are not found (paths are relative to where the search "
-                           "ran); pass --teacher-weights FILE")
-        teacher = models.create(search_config["model"], num_classes=dataset.num_classes, weights=weights)
-        if config.distill_alpha == 0:
-            config = TrainConfig(**{**asdict(config), "distill_alpha": 0.5})
-    # a fine-grained run stays sparse: its pruned weights are held at zero throughout
-    sparse_layers = _pruned_layers(run_dir, student) if search_config.get("method") == "fine-grained" else []
-    masks = {name: dict(student.named_modules())[name].weight.detach() != 0 for name in sparse_layers}
-    t0 = time.perf_counter()
-    final = train(student, dataset, checkpoint, config, resume=resume, progress=progress, teacher=teacher,
-                  on_step=on_step, masks=masks or None, device=device)
-    student.cpu()
-    run.write_finetuned(student.state_dict())
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    if sparse_layers:
-        save_sparse(student, run / FINETUNED_SPARSE_FILE, sparse_layers)
-    record = {"epochs": config.epochs, "lr": config.lr, "optimizer": config.optimizer, "seed": config.seed,
-              "device": str(device),
-              "precision": config.precision, "distill": distill,
-              "distill_alpha": config.distill_alpha if distill else 0.0,
-              "heldout_top1": final.get("heldout_top1"), "test_top1": final["test_top1"],
-              "history": state["history"], "seconds_this_session": round(time.perf_counter() - t0, 1)}
-    run.update_summary("finetune", record)
-    return record
+    with run.writing():  # one writer per run: a search --overwrite or a second finetune of it is refused
+        if overwrite and not resume:
+            checkpoint.unlink(missing_ok=True)
+        student = load_pruned(run_dir)
+        dataset = data if data is not None else load_dataset(search_config["data"], search_config.get("data_dir"),
+                                                             seed=0)
+        teacher = None
+        if distill:
+            weights = teacher_weights or search_config.get("weights") or models.bundled_weights(search_config["model"])
+            if weights is None or not Path(weights).exists():
+                raise AmcError(f"the original weights {weights} are not found (paths are relative to where the search "
+                               "ran); pass --teacher-weights FILE")
+            teacher = models.create(search_config["model"], num_classes=dataset.num_classes, weights=weights)
+            if config.distill_alpha == 0:
+                config = TrainConfig(**{**asdict(config), "distill_alpha": 0.5})
+        # a fine-grained run stays sparse: its pruned weights are held at zero throughout
+        sparse_layers = _pruned_layers(run_dir, student) if search_config.get("method") == "fine-grained" else []
+        masks = {name: dict(student.named_modules())[name].weight.detach() != 0 for name in sparse_layers}
+        t0 = time.perf_counter()
+        final = train(student, dataset, checkpoint, config, resume=resume, progress=progress, teacher=teacher,
+                      on_step=on_step, masks=masks or None, device=device)
+        student.cpu()
+        run.write_finetuned(student.state_dict())
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        if sparse_layers:
+            save_sparse(student, run / FINETUNED_SPARSE_FILE, sparse_layers)
+        record = {"epochs": config.epochs, "lr": config.lr, "optimizer": config.optimizer, "seed": config.seed,
+                  "device": str(device),
+                  "precision": config.precision, "distill": distill,
+                  "distill_alpha": config.distill_alpha if distill else 0.0,
+                  "heldout_top1": final.get("heldout_top1"), "test_top1": final["test_top1"],
+                  "history": state["history"], "seconds_this_session": round(time.perf_counter() - t0, 1)}
+        run.update_summary("finetune", record)
+        return record
 
 
 def _pruned_layers(run_dir: Path, model: torch.nn.Module) -> list[str]:

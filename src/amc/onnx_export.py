@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 
 from amc.errors import AmcError
+from amc.runs import check_not_a_run_file
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
@@ -43,6 +44,7 @@ def export_onnx(model: nn.Module, path: str | Path, input_shape: Sequence[int], 
     path = Path(path)
     if path.is_dir():
         raise AmcError(f"{path} is a directory; pass a file name for the ONNX model, e.g. {path / 'model.onnx'}")
+    check_not_a_run_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sample = torch.zeros(1, *input_shape)
     partial = path.with_name(path.name + ".partial")

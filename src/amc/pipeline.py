@@ -72,7 +72,14 @@ def prepare(config: SearchConfig, model: nn.Module | None = None, dataset: Datas
     if len(dataset.heldout) == 0:
         raise AmcError(f"held-out split of {config.data} is empty (candidates are scored on it); use a dataset "
                        "with at least two training images per class")
+    if len(dataset.heldout.y.unique()) < 2:
+        raise AmcError(f"held-out split of {config.data} holds a single class: every candidate would score 0% or "
+                       "100% on it, so none can be ranked; use a dataset with at least two classes")
     model, weights = (model, config.weights) if model is not None else load_model(config, dataset)
+    broken = models.non_finite(model.state_dict())
+    if broken:  # a user's own nn.Module (a checkpoint is checked as it loads)
+        raise AmcError(f"the model holds non-finite values (NaN or inf) in {broken[0]}; every score of it would be "
+                       "meaningless: pass a model whose weights are all finite")
     info = models.model_info(model)
     model.eval()
     graph = WeightGraph(model, info.input_shape) if config.method == "fine-grained" else \

@@ -44,7 +44,7 @@ class Policy:
         except OSError as e:
             raise AmcError(f"cannot read policy file {path} ({e.strerror}); pass the policy.json of a search "
                            "run") from None
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+        except (ValueError, KeyError, TypeError, OverflowError, UnicodeDecodeError) as e:
             raise AmcError(f"policy file {path} is corrupt ({type(e).__name__}: {_first_line(e)}); use the "
                            "policy.json written by `amc search`") from None
         if not (len(policy.consumers) == len(policy.channels) == len(policy.keep)):

@@ -5,19 +5,25 @@ per episode), policy.json (the best policy so far), state.pt (agent, loop and RN
 atomically after every episode), latency_calibration.json (a latency search's calibration), the exported
 model (model.pt, model.json, model_sparse.pt), summary.json, and what later commands add: finetune.pt,
 model_finetuned.pt, report.html and its figures, latency.json. Every other module reads and writes these
-through this class.
+through this class, which checks each file's shape on read (`amc.run_schema`). Two files are amc's own:
+.amc-run, written first into a directory amc creates (only such a run is ever replaced by --overwrite), and
+.amc-lock, which the one process writing the run holds an OS lock on.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
+import math
+import os
 import platform
 import shutil
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -27,6 +33,8 @@ from amc.config import SearchConfig
 from amc.data import Dataset, fingerprint
 from amc.errors import AmcError
 from amc.policy import Policy
+from amc.run_schema import (CALIBRATION_SHAPE, CONFIG_SHAPE, EPISODE_SHAPE, INFO_SHAPE, META_SHAPE, STATE_SHAPE,
+                            SUMMARY_SHAPE, check_shape)
 
 CONFIG_FILE = "config.json"
 EPISODES_FILE = "episodes.jsonl"
@@ -45,6 +53,11 @@ LAYERS_FIGURE = "report_layers.png"
 SEARCH_FIGURE = "report_search.png"
 TIMINGS_FILE = "latency.json"  # `amc report --latency`: the original and the pruned model timed
 TENSORBOARD_DIR = "tensorboard"
+RUN_MARKER = ".amc-run"  # written first into a directory amc creates: only such a directory is ever replaced
+LOCK_FILE = ".amc-lock"  # flock-ed by the one process writing the run; holds that process's pid
+RUN_FILES = {CONFIG_FILE, EPISODES_FILE, POLICY_FILE, STATE_FILE, SUMMARY_FILE, LATENCY_CALIBRATION_FILE, MODEL_FILE,
+             META_FILE, SPARSE_FILE, FINETUNE_CHECKPOINT_FILE, FINETUNED_FILE, FINETUNED_SPARSE_FILE, REPORT_FILE,
+             LAYERS_FIGURE, SEARCH_FIGURE, TIMINGS_FILE, TENSORBOARD_DIR, RUN_MARKER, LOCK_FILE}
 
 
 def environment_versions() -> dict:
@@ -65,6 +78,7 @@ class RunDir:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self._lock_fd: int | None = None
 
     def __truediv__(self, name: str) -> Path:
         return self.path / name
@@ -72,36 +86,119 @@ class RunDir:
     def __str__(self) -> str:
         return str(self.path)
 
-    # ---- creating and checking ----------------------------------------------------------------------
-    def check_new(self, overwrite: bool) -> None:
-        """Refuse a bad output directory for a new run before any work is done."""
-        out = self.path
-        if out.exists() and not out.is_dir():
-            raise AmcError(f"output path {out} is a file; choose a directory for --out")
-        if out.exists() and any(out.iterdir()) and not overwrite:
-            raise AmcError(f"output directory {out} already exists; pass --resume to continue it, "
-                           "--overwrite to replace it, or choose another --out")
-
-    def check_resumable(self) -> None:
-        if not (self.path / CONFIG_FILE).exists():
-            raise AmcError(f"nothing to resume in {self.path} (no config.json); start a new search without --resume")
-
-    def create(self) -> None:
-        """Create (or empty, for --overwrite) the run directory once everything is set up."""
+    # ---- creating, checking, locking ------------------------------------------------------------------
+    def check_new(self, overwrite: bool, inputs: tuple = ()) -> None:
+        """Refuse a bad output directory for a new run before any work is done. With `overwrite`, refuse
+        anything but a run amc created (see `check_replaceable`) and a run holding one of `inputs`."""
         out = self.path
         try:
-            if out.exists():
-                shutil.rmtree(out)
-            out.mkdir(parents=True)
-            probe = out / ".write-test"
-            probe.write_bytes(b"")
-            probe.unlink()
+            exists = out.exists()
+        except OSError as e:  # a name longer than the file system allows, a loop of links, ...
+            raise AmcError(f"cannot use {out} as the output directory ({e.strerror}); choose another --out") from None
+        if exists and not out.is_dir():
+            raise AmcError(f"output path {out} is a file; choose a directory for --out")
+        if exists and any(out.iterdir()):
+            if not overwrite:
+                raise AmcError(f"output directory {out} already exists; pass --resume to continue it, "
+                               "--overwrite to replace it, or choose another --out")
+            self.check_replaceable()
+            inside = [str(p) for p in inputs if p is not None and _within(Path(p), out)]
+            if inside:
+                raise AmcError(f"--overwrite would delete {inside[0]}, an input of this command, with {out}; "
+                               "move it out of the run or choose another --out")
+
+    def check_replaceable(self) -> None:
+        """--overwrite replaces a run amc created and nothing else: never the current directory or one above
+        it, a symbolic link's target, a directory without amc's marker, or a run holding other files."""
+        out = self.path
+        if out.resolve() in (Path.cwd(), *Path.cwd().parents):
+            raise AmcError(f"--overwrite refuses to replace {out}: it is the current directory or one above it; "
+                           "choose a new directory for --out")
+        if out.is_symlink():
+            raise AmcError(f"--overwrite refuses to replace {out}: it is a symbolic link; pass the directory itself "
+                           "or choose another --out")
+        if not (out / RUN_MARKER).is_file():
+            raise AmcError(f"--overwrite refuses to replace {out}: it is not a run amc created (no {RUN_MARKER}); "
+                           "move its files away or choose another --out")
+        foreign = sorted(p.name for p in out.iterdir() if not _run_file(p.name))
+        if foreign:
+            raise AmcError(f"--overwrite refuses to replace {out}: it holds files amc did not write "
+                           f"({', '.join(foreign[:3])}); move them away or choose another --out")
+
+    def check_resumable(self) -> None:
+        """Refuse --resume of a directory with no run, or of a run with no saved state to continue from."""
+        try:
+            started, saved = (self.path / CONFIG_FILE).exists(), self.has_state()
+        except OSError as e:  # a name longer than the file system allows, a loop of links, ...
+            raise AmcError(f"cannot use {self.path} as a run directory ({e.strerror}); check --out") from None
+        if not started:
+            raise AmcError(f"nothing to resume in {self.path} (no config.json); start a new search without --resume")
+        if not saved:
+            raise AmcError(f"nothing to resume in {self.path} (no {STATE_FILE}: no episode finished, or the state "
+                           "was removed); start it again with --overwrite, or choose another --out")
+
+    def create(self, overwrite: bool = False) -> None:
+        """Create the run directory (or empty a run, for --overwrite) once everything is set up, under this
+        process's lock; amc's marker is its first file."""
+        out = self.path
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            self.lock()
+            leftover = [p for p in out.iterdir() if p.name != LOCK_FILE]
+            if leftover:  # checked again under the lock: another process may have written here meanwhile
+                self.check_new(overwrite)
+                for p in leftover:
+                    if p.is_dir() and not p.is_symlink():
+                        shutil.rmtree(p)
+                    else:
+                        p.unlink()
+            write_json_atomic(out / RUN_MARKER, {"amc_run": 1})
         except OSError as e:
+            self.unlock()
             raise AmcError(f"cannot write to output directory {out} ({e.strerror}); choose a writable --out") \
                 from None
 
     def remove(self) -> None:
+        self.unlock()
         shutil.rmtree(self.path, ignore_errors=True)
+
+    def lock(self) -> None:
+        """Hold the run's lock (an flock on LOCK_FILE, released by the OS if this process dies) until `unlock`;
+        a second amc process writing the same run gets a one-line error naming the holder's pid."""
+        if self._lock_fd is not None:
+            return
+        path = self.path / LOCK_FILE
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise AmcError(f"cannot write to output directory {self.path} ({e.strerror}); choose a writable "
+                           "--out") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise AmcError(f"{self.path} is in use by another amc process (pid {holder}); wait for it to finish, "
+                           "or choose another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    @contextmanager
+    def writing(self) -> Iterator["RunDir"]:
+        """The run, locked for this process while the block runs (see `lock`); a lock already held stays held."""
+        held = self._lock_fd is not None
+        self.lock()
+        try:
+            yield self
+        finally:
+            if not held:
+                self.unlock()
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # the file stays: a stale one holds no lock
+            self._lock_fd = None
 
     # ---- config.json --------------------------------------------------------------------------------
     def write_config(self, config: SearchConfig, *, dataset: Dataset, info, graph, weights: str | None,
@@ -119,8 +216,8 @@ class RunDir:
         """A config.json for a model exported outside a search (a benchmark's peer): enough for finetune."""
         write_json_atomic(self.path / CONFIG_FILE, {"search": settings})
 
-    def read_config(self, purpose: str = "used") -> dict:
-        """config.json as written; a one-line error if it is missing or corrupt."""
+    def read_config(self, purpose: str = "used", fix: str = "re-run the search") -> dict:
+        """config.json as written; a one-line error if it is missing, corrupt, or of the wrong shape."""
         path = self.path / CONFIG_FILE
         try:
             raw = json.loads(path.read_text())
@@ -128,35 +225,35 @@ class RunDir:
             raise AmcError(f"{self.path} is not a search run (no config.json); point at the --out of `amc search`") \
                 from None
         except (ValueError, UnicodeDecodeError) as e:
-            raise AmcError(f"{path} is corrupt ({type(e).__name__}); the run cannot be {purpose}") from None
-        if not isinstance(raw, dict):
-            raise AmcError(f"{path} is corrupt (not a JSON object); the run cannot be {purpose}")
-        return raw
+            raise AmcError(f"{path} is corrupt ({type(e).__name__}); the run cannot be {purpose}: {fix}") from None
+        return check_shape(path, raw, CONFIG_SHAPE, f"the run cannot be {purpose}: {fix}", required=("search",))
 
     def settings(self, purpose: str = "used") -> dict:
         """The `search` section of config.json (model, weights, data, ...)."""
-        try:
-            settings = self.read_config(purpose)["search"]
-        except KeyError:
-            raise AmcError(f"{self.path / CONFIG_FILE} is corrupt (KeyError); the run cannot be {purpose}") from None
-        if not isinstance(settings, dict):
-            raise AmcError(f"{self.path / CONFIG_FILE} is corrupt (no settings); the run cannot be {purpose}")
-        return settings
+        return self.read_config(purpose)["search"]  # there and a dict: read_config checks its shape
+
+    def update_settings(self, config: SearchConfig) -> None:
+        """Rewrite config.json's settings (a resume that adds episodes); nothing else changes."""
+        record = self.read_config("resumed")
+        if SearchConfig.from_dict(record["search"]) != config:
+            write_json_atomic(self.path / CONFIG_FILE, {**record, "search": asdict(config)})
 
     def search_config(self) -> SearchConfig:
         """The settings a run was started with; resuming it uses these, not new ones."""
         self.check_resumable()
         path = self.path / CONFIG_FILE
+        settings = self.read_config("resumed", "start it again with --overwrite")["search"]
         try:
-            return SearchConfig.from_dict(json.loads(path.read_text())["search"])
-        except (ValueError, KeyError, TypeError) as e:
-            raise AmcError(f"{path} is corrupt ({type(e).__name__}); the run cannot be resumed: start it again "
-                           "with --overwrite") from None
+            return SearchConfig.from_dict(settings)
+        except (ValueError, TypeError) as e:  # a setting of the wrong type or out of range
+            raise AmcError(f"{path} is corrupt ({e}); the run cannot be resumed: start it again with --overwrite") \
+                from None
 
     def check_same_inputs(self, dataset: Dataset, weights: str | None) -> None:
         """On resume: refuse data or weights that differ from what the run started with."""
         record = self.read_config("resumed")
-        for split, old in (record.get("data_fingerprint") or {}).items():
+        recorded = record.get("data_fingerprint") or {}
+        for split, old in ((s, recorded[s]) for s in ("train", "heldout", "test") if s in recorded):
             new = fingerprint(getattr(dataset, split))
             if new != old:
                 raise AmcError(f"the {split} data differs from the data {self.path} was started on (fingerprint "
@@ -172,28 +269,35 @@ class RunDir:
 
     def read_episodes(self) -> list[dict]:
         """Every logged episode; a one-line error names the first corrupt line."""
-        path = self.path / EPISODES_FILE
-        episodes = []
-        for number, line in enumerate(path.read_text().splitlines() if path.exists() else [], 1):
-            try:
-                episodes.append(json.loads(line))
-            except ValueError:
-                raise AmcError(f"{path} is corrupt at line {number}; re-run the search") from None
-        return episodes
+        return self._parse_episodes(self._episode_lines(), "re-run the search")
 
     def restore_episodes(self, count: int) -> list[dict]:
         """The first `count` logged episodes, the log cut back to them (a line past the saved state is redone)."""
-        path = self.path / EPISODES_FILE
-        lines = path.read_text().splitlines() if path.exists() else []
+        path, lines = self.path / EPISODES_FILE, self._episode_lines()
         if len(lines) < count:
             raise AmcError(f"{path} holds {len(lines)} episodes but the saved state is after episode "
                            f"{count}; the run is damaged: start it again with --overwrite")
-        log = [json.loads(line) for line in lines[:count]]
+        log = self._parse_episodes(lines[:count], "the run cannot be resumed: start it again with --overwrite")
         write_bytes_atomic(path, "".join(json.dumps(r) + "\n" for r in log).encode())
         return log
 
-    def clear_episodes(self) -> None:
-        (self.path / EPISODES_FILE).unlink(missing_ok=True)
+    def _episode_lines(self) -> list[str]:
+        path = self.path / EPISODES_FILE
+        try:
+            return path.read_text().splitlines() if path.exists() else []
+        except UnicodeDecodeError:
+            raise AmcError(f"{path} is corrupt (not text); re-run the search") from None
+
+    def _parse_episodes(self, lines: list[str], fix: str) -> list[dict]:
+        path, episodes = self.path / EPISODES_FILE, []
+        for number, line in enumerate(lines, 1):
+            try:
+                record = json.loads(line)
+            except ValueError:
+                raise AmcError(f"{path} is corrupt at line {number}; {fix}") from None
+            episodes.append(check_shape(path, record, EPISODE_SHAPE, f"at line {number}; {fix}",
+                                        required=("reward", "accuracy", "keep")))
+        return episodes
 
     # ---- state.pt -----------------------------------------------------------------------------------
     def has_state(self) -> bool:
@@ -212,9 +316,17 @@ class RunDir:
         except Exception as e:  # noqa: BLE001 - whatever the cause, the file cannot be resumed from
             raise AmcError(f"cannot read {self.path / STATE_FILE} ({type(e).__name__}); the run cannot be resumed: "
                            "start it again with --overwrite") from None
-        _set_global_rng(state.get("rng"))
-        return {"episode": int(state["episode"]), "agent": state["agent"],
-                "best": json.loads(state["best"]) if state["best"] else None}
+        fix = "the run cannot be resumed: start it again with --overwrite"
+        check_shape(self.path / STATE_FILE, state, STATE_SHAPE, fix, required=("episode", "agent", "best"))
+        if state["episode"] < 0:
+            raise AmcError(f"{self.path / STATE_FILE} has the wrong structure (episode {state['episode']}); {fix}")
+        try:
+            best = json.loads(state["best"]) if state["best"] else None
+            _set_global_rng(state.get("rng"))
+        except (ValueError, KeyError, TypeError, AttributeError, RuntimeError) as e:
+            raise AmcError(f"{self.path / STATE_FILE} has the wrong structure ({type(e).__name__} in its best "
+                           f"policy or random state); {fix}") from None
+        return {"episode": state["episode"], "agent": state["agent"], "best": best}
 
     # ---- fine-tuning ----------------------------------------------------------------------------------
     def has_finetune_checkpoint(self) -> bool:
@@ -252,9 +364,7 @@ class RunDir:
             return {}
         except (ValueError, UnicodeDecodeError) as e:
             raise AmcError(f"{path} is corrupt ({type(e).__name__}); re-run the search") from None
-        if not isinstance(summary, dict):
-            raise AmcError(f"{path} is corrupt (not a JSON object); re-run the search")
-        return summary
+        return check_shape(path, summary, SUMMARY_SHAPE, "re-run the search")
 
     def update_summary(self, key: str, value: Any) -> None:
         """Add one section (e.g. "finetune") to summary.json, keeping the rest."""
@@ -264,16 +374,29 @@ class RunDir:
         path = self.path / LATENCY_CALIBRATION_FILE
         if not path.exists():
             return None
+        fix = "the run cannot be resumed: start it again with --overwrite"
         try:
             saved = json.loads(path.read_text())
-            float(saved["offset_ms"]), float(saved["scale"])
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
-            raise AmcError(f"{path} is corrupt ({type(e).__name__}); the run cannot be resumed: start it again "
-                           "with --overwrite") from None
+        except (ValueError, UnicodeDecodeError) as e:
+            raise AmcError(f"{path} is corrupt ({type(e).__name__}); {fix}") from None
+        check_shape(path, saved, CALIBRATION_SHAPE, fix, required=("offset_ms", "scale"))
+        if not (math.isfinite(saved["offset_ms"]) and math.isfinite(saved["scale"]) and saved["scale"] > 0):
+            raise AmcError(f"{path} has the wrong structure (offset_ms and scale must be finite, scale above 0); "
+                           f"{fix}")
         return saved
 
     def write_latency_calibration(self, calibration: dict) -> None:
         write_json_atomic(self.path / LATENCY_CALIBRATION_FILE, calibration)
+
+    def read_model_meta(self) -> dict:
+        """model.json's architecture record ({"name", "num_classes", "kwargs"}); one line if it is corrupt."""
+        path, fix = self.path / META_FILE, "re-export the run"
+        try:
+            meta = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError) as e:
+            raise AmcError(f"{path} is corrupt ({type(e).__name__}); {fix}") from None
+        info = check_shape(path, meta, META_SHAPE, fix, required=("info",))["info"]
+        return check_shape(path, info, INFO_SHAPE, fix, required=("name", "num_classes"))
 
     # ---- what later commands read and add: the exported policy, report files, timings -----------------
     def has(self, name: str) -> bool:
@@ -301,10 +424,11 @@ class RunDir:
 
     def write_report(self, html: str, figures: dict[str, bytes]) -> Path:
         """The report's figures (name -> PNG), then report.html; returns the page's path."""
-        for name, png in figures.items():
-            write_bytes_atomic(self.path / name, png)
-        out = self.path / REPORT_FILE
-        write_bytes_atomic(out, html.encode("utf-8"))
+        with self.writing():
+            for name, png in figures.items():
+                write_bytes_atomic(self.path / name, png)
+            out = self.path / REPORT_FILE
+            write_bytes_atomic(out, html.encode("utf-8"))
         return out
 
     def read_timings(self) -> dict | None:
@@ -312,14 +436,34 @@ class RunDir:
         path = self.path / TIMINGS_FILE
         if not path.exists():
             return None
+        fix = "time the run again with `amc report --latency`"
         try:
-            return json.loads(path.read_text())
-        except ValueError as e:
-            raise AmcError(f"{path} is corrupt ({type(e).__name__}); time the run again with "
-                           "`amc report --latency`") from None
+            timings = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError) as e:
+            raise AmcError(f"{path} is corrupt ({type(e).__name__}); {fix}") from None
+        return check_shape(path, timings, {}, fix)
 
     def write_timings(self, record: dict) -> None:
-        write_json_atomic(self.path / TIMINGS_FILE, record)
+        with self.writing():
+            write_json_atomic(self.path / TIMINGS_FILE, record)
+
+
+def check_not_a_run_file(path: str | Path) -> None:
+    """Refuse to write `path` where it is one of the files of an amc run (its directory holds amc's marker): a
+    command's own output never replaces another run's model, state or log."""
+    path = Path(path)
+    if path.name in RUN_FILES and (path.parent / RUN_MARKER).is_file():
+        raise AmcError(f"{path} is a file of the amc run {path.parent}; writing it would damage that run: choose "
+                       "another path")
+
+
+def _run_file(name: str) -> bool:
+    """Whether `name` is a file amc writes into a run (or a temporary file of an interrupted atomic write)."""
+    return name in RUN_FILES or name.startswith(".") and name.endswith(".tmp")
+
+
+def _within(path: Path, directory: Path) -> bool:
+    return path.resolve().is_relative_to(directory.resolve())
 
 
 def _global_rng() -> dict:
@@ -337,4 +481,4 @@ def _set_global_rng(state: dict | None) -> None:
                          state["numpy_has_gauss"], state["numpy_gauss"]))
 
 
-__all__ = ["RunDir", "environment_versions", "sha256"]
+__all__ = ["RunDir", "check_not_a_run_file", "environment_versions", "sha256"]

@@ -23,14 +23,14 @@ from amc.callbacks import (BestPolicy, CallbackList, EpisodeLog, LatencyCheck, P
 from amc.config import SearchConfig
 from amc.data import Dataset
 from amc.env import CompressionEnv
-from amc.errors import SaveError
+from amc.errors import AmcError, SaveError
 from amc.evaluate import Evaluator
 from amc.finalists import choose_finalist
 from amc.latency.guard import LatencyGuard, calibrate_at_budget, calibrated_latency_model
 from amc.pipeline import Setup, prepare, seed_and_threads
 from amc.policy import Policy, policy_from_record
 from amc.rollout import serial_episodes
-from amc.runs import RunDir
+from amc.runs import RUN_MARKER, STATE_FILE, RunDir
 
 
 @dataclass
@@ -57,16 +57,43 @@ def search(model: nn.Module | str | None = None, data: Dataset | str | None = No
                             out="runs/r56")
     """
     threads = torch.get_num_threads()
+    run = RunDir(out)
     try:
-        return _search(model, data, run=RunDir(out), config=config, resume=resume, overwrite=overwrite,
+        return _search(model, data, run=run, config=config, resume=resume, overwrite=overwrite,
                        progress=progress, **options)
     finally:
+        run.unlock()  # held from the checks to the export: one writer per run
         torch.set_num_threads(threads)  # the thread count is process-wide; leave it as found
 
 
 def saved_config(run_dir: str | Path) -> SearchConfig:
     """The settings a run was started with (its config.json); resuming it uses these, not new ones."""
     return RunDir(run_dir).search_config()
+
+
+RESUME_MAY_CHANGE = ("episodes",)  # settings a resume may change: more episodes continue the same search
+
+
+def resumed_config(run_dir: str | Path, given: dict) -> SearchConfig:
+    """The settings a resumed run goes on with: its own, with `given` settings (what the user typed) either
+    equal to them or in RESUME_MAY_CHANGE. More episodes keep the DDPG warm-up the run started with; anything
+    else that differs is refused with one line naming it, never ignored."""
+    saved = RunDir(run_dir).search_config()
+    unknown = sorted(set(given) - set(saved.to_dict()))
+    if unknown:
+        raise AmcError(f"unknown search setting: {', '.join(unknown)}")
+    changed = {k: v for k, v in given.items() if v != getattr(saved, k)}
+    refused = [f"--{k.replace('_', '-')} {v} (the run has {getattr(saved, k)})" for k, v in changed.items()
+               if k not in RESUME_MAY_CHANGE]
+    if refused:
+        raise AmcError(f"{run_dir} was started with other settings: {'; '.join(refused)}; resume without them "
+                       "(only --episodes may grow), or start a new search in another --out")
+    if "episodes" not in changed:
+        return saved
+    if changed["episodes"] < saved.episodes:
+        raise AmcError(f"--episodes {changed['episodes']} is fewer than the {saved.episodes} {run_dir} was started "
+                       f"with; a resume can only add episodes")
+    return SearchConfig.resolve(saved, episodes=changed["episodes"], warmup=saved.warmup_episodes)
 
 
 def build_env(setup: Setup, config: SearchConfig, saved_calibration: dict | None = None
@@ -87,12 +114,18 @@ def build_env(setup: Setup, config: SearchConfig, saved_calibration: dict | None
 
 
 def _search(model, data, *, run: RunDir, config, resume, overwrite, progress, **options) -> SearchResult:
+    if resume and overwrite:
+        raise AmcError("--resume continues a run and --overwrite replaces it; pass one of them")
     if resume:
-        run.check_resumable()
-        config = run.search_config()  # a resumed run keeps the settings it started with
+        given = {**(config.to_dict() if config else {}), **options,
+                 **{k: v for k, v in (("model", model), ("data", data)) if isinstance(v, str)}}
+        config = resumed_config(run.path, given)  # the run's settings; a change is refused or applied, not ignored
+        run.lock()
     else:
         config = resolve_config(model, data, config, options)
-        run.check_new(overwrite)
+        run.check_new(overwrite, inputs=(config.weights, config.data_dir))
+        if overwrite and run.has(RUN_MARKER):
+            run.lock()  # before any work: a run another process is writing is refused at once
     seed_and_threads(config)
 
     setup = prepare(config, model if isinstance(model, nn.Module) else None,
@@ -107,7 +140,7 @@ def _search(model, data, *, run: RunDir, config, resume, overwrite, progress, **
         summary_writer()  # refuse before any work when the package is missing
 
     if not resume:
-        run.create()  # only now: a mistake found above leaves nothing behind
+        run.create(overwrite)  # only now: a mistake found above leaves nothing behind
     try:
         if guard is not None and saved_calibration is None:
             run.write_latency_calibration(guard.latency.calibration())
@@ -132,6 +165,8 @@ def _run(run: RunDir, config: SearchConfig, resume: bool, setup: Setup, env: Com
         run.write_config(config, dataset=setup.dataset, info=setup.info, graph=setup.graph, weights=setup.weights,
                          baseline_top1=baseline_top1,
                          budget={"target": config.target, "ratio": config.ratio, "value": env.budget})
+    else:
+        run.update_settings(config)  # more episodes: a later resume goes on to the new end
     episodes = config.episodes_to_run
     best_policy = BestPolicy(run, setup.graph, config.model, best)
     callbacks = CallbackList([
@@ -161,11 +196,12 @@ def _run(run: RunDir, config: SearchConfig, resume: bool, setup: Setup, env: Com
 
 def _restore(run: RunDir, agent, scorer) -> tuple[list[dict], dict | None, int]:
     """A resumed run's log, best episode and next episode; the agent and the global generators restored."""
-    if not run.has_state():  # stopped before its first episode finished: start it again
-        run.clear_episodes()
-        return [], None, 0
     state = run.load_state()
-    agent.load_state_dict(state["agent"])
+    try:
+        agent.load_state_dict(state["agent"])
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError) as e:
+        raise AmcError(f"{run / STATE_FILE} does not hold the state of a {type(agent).__name__} like this run's "
+                       f"({type(e).__name__}); the run cannot be resumed: start it again with --overwrite") from None
     log = run.restore_episodes(state["episode"])
     full = scorer.evaluator.size  # racing goes on against the best fully scored candidate
     scorer.best = max((r["accuracy"] for r in log if r.get("scored_images", full) == full), default=float("-inf"))
@@ -206,9 +242,11 @@ def _finish(run: RunDir, config: SearchConfig, setup: Setup, env: CompressionEnv
         if not check["met"]:
             warnings.warn(f"the exported policy measures {check['measured_ratio']:.3f} of the original latency, over "
                           f"the budget {config.ratio:g}: no searched policy met the budget as measured at the end; "
-                          "continue the search with more episodes (--resume) or lower --ratio", stacklevel=3)
+                          f"continue the search with more episodes (`amc search --resume --out {run} --episodes N`, "
+                          f"N > {config.episodes}) or lower --ratio", stacklevel=3)
     run.write_summary(summary)
     return SearchResult(run.path, policy, heldout, summary, log)
 
 
-__all__ = ["SearchConfig", "SearchResult", "apply_policy", "build_env", "eta_seconds", "saved_config", "search"]
+__all__ = ["SearchConfig", "SearchResult", "apply_policy", "build_env", "eta_seconds", "resumed_config", "saved_config",
+           "search"]

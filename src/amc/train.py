@@ -17,9 +17,11 @@ import torch.nn.functional as F
 
 from amc import models
 from amc.data import Dataset, batches, load_dataset
-from amc.errors import AmcError, CheckpointError
+from amc.config import check_fields
+from amc.errors import AmcError, CheckpointError, ConfigError
 from amc.evaluate import Evaluator
 from amc.atomic import write_bytes_atomic
+from amc.runs import check_not_a_run_file
 
 
 @dataclass
@@ -38,15 +40,17 @@ class TrainConfig:
     temperature: float = 4.0       # softening of teacher and student logits for distillation
 
     def __post_init__(self) -> None:
+        check_fields(self, {"epochs": 1, "batch_size": 1, "seed": 0, "momentum": 0, "weight_decay": 0},
+                     positive=("lr",))
         if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be fp32 or bf16, got {self.precision!r}")
+            raise ConfigError(f"precision must be fp32 or bf16, got {self.precision!r}")
         if self.optimizer not in ("sgd", "adamw"):
-            raise ValueError(f"optimizer must be sgd or adamw, got {self.optimizer!r}")
+            raise ConfigError(f"optimizer must be sgd or adamw, got {self.optimizer!r}")
         if self.warmup_epochs < 0 or self.warmup_epochs > self.epochs:
-            raise ValueError(f"warmup_epochs (--warmup-epochs) must be between 0 and epochs ({self.epochs}), "
+            raise ConfigError(f"warmup_epochs (--warmup-epochs) must be between 0 and epochs ({self.epochs}), "
                              f"got {self.warmup_epochs:g}; a warm-up is a small part of training, e.g. 1")
         if not 0 <= self.distill_alpha <= 1 or self.temperature <= 0:
-            raise ValueError("need 0 <= distill_alpha <= 1 and temperature > 0")
+            raise ConfigError("need 0 <= distill_alpha <= 1 and temperature > 0")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -169,6 +173,10 @@ def train(model: nn.Module, dataset: Dataset, out: str | Path, config: TrainConf
             seen += len(y)
             loss_sum += float(loss.detach()) * len(y)
             correct += int((logits.argmax(1) == y).sum())
+        if not math.isfinite(loss_sum):  # refused before this epoch's weights replace the last good ones
+            kept = f"{out} keeps epoch {epoch}" if epoch else "nothing was saved"
+            raise AmcError(f"training diverged in epoch {epoch + 1} (the loss is {loss_sum}); {kept}: lower --lr "
+                           f"(now {config.lr:g}) and train again")
         record = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_top1": correct / seen,
                   "heldout_top1": heldout.top1(model), "seconds": time.perf_counter() - t0}
         if epoch + 1 == config.epochs:
@@ -213,6 +221,7 @@ def train_model(model: str, data: Dataset | str, out: str | Path, config: TrainC
     """
     config = _train_config(config, options)
     out = Path(out)
+    check_not_a_run_file(out)
     if out.exists() and not resume:
         raise AmcError(f"{out} already exists; pass --resume to continue it or choose another --out")
     saved_threads = torch.get_num_threads()

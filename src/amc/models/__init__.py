@@ -27,7 +27,7 @@ from amc.models.mobilenet import mobilenet_v1, mobilenet_v2
 from amc.models.small import digits_cnn
 from amc.models.vgg import vgg16
 
-__all__ = ["ModelInfo", "create", "list_models", "model_info", "load_weights", "bundled_weights"]
+__all__ = ["ModelInfo", "create", "list_models", "model_info", "load_weights", "bundled_weights", "non_finite"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -158,7 +158,21 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
         model_name = getattr(getattr(model, "amc_info", None), "name", type(model).__name__)
         raise CheckpointError(f"checkpoint {path} does not match model {model_name}: "
                               f"{', '.join(problems)}; check --model")
+    broken = non_finite(state)
+    if broken:
+        raise CheckpointError(f"checkpoint {path} holds non-finite values (NaN or inf) in {_listed(broken)}; every "
+                              "score of such a model is meaningless: load a checkpoint saved before training diverged")
     model.load_state_dict(state, strict=True)
+
+
+def non_finite(state: Mapping[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors of `state` that hold a NaN or an infinity."""
+    return [name for name, value in state.items()
+            if torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all()]
+
+
+def _listed(names: list[str]) -> str:
+    return names[0] + (f" and {len(names) - 1} more" if len(names) > 1 else "")
 
 
 def _extract_state_dict(checkpoint: object, path: Path) -> Mapping[str, torch.Tensor]:

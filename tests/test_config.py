@@ -1,0 +1,54 @@
+"""Settings are checked once, in their dataclass: the CLI and the Python API refuse the same values alike."""
+
+from __future__ import annotations
+
+import pytest
+
+from amc.config import SearchConfig
+from amc.errors import AmcError
+from amc.train import TrainConfig
+
+
+@pytest.mark.parametrize("setting,message", [
+    ({"seed": -1}, "--seed must be at least 0, got -1"),
+    ({"threads": -1}, "--threads must be at least 1, got -1"),
+    ({"threads": 0}, "--threads must be at least 1, got 0"),
+    ({"warmup": -2}, "--warmup must be at least 0"),
+    ({"heldout_limit": 0}, "--heldout-limit must be at least 1"),
+    ({"bn_recalibration": -1}, "--bn-recalibration must be at least 0"),
+    ({"eval_batch_size": 0}, "--eval-batch-size must be at least 1"),
+    ({"episodes": 2.5}, "--episodes must be an integer, got 2.5"),
+    ({"seed": True}, "--seed must be an integer, got True"),
+    ({"ratio": float("nan")}, "--ratio must be a finite number, got nan"),
+    ({"lbound": float("inf")}, "--lbound must be a finite number, got inf"),
+    ({"agent_options": [1]}, "--agent-options must be a dict, got [1]"),
+    ({"model": 3}, "--model must be a string, got 3"),
+    ({"agent_options": {"batch_size": 2.5}}, "bad --agent-option for ddpg: batch_size must be an integer, got 2.5"),
+    ({"agent_options": {"noise_sigma": "high"}}, "noise_sigma must be a finite number, got 'high'"),
+    ({"agent": "uniform", "agent_options": {"ratio": float("nan")}}, "ratio must be a finite number, got nan"),
+])
+def test_search_settings_out_of_range_or_of_the_wrong_type_are_refused(setting, message):
+    with pytest.raises(AmcError) as raised:
+        SearchConfig(**setting)
+    assert message in str(raised.value)
+
+
+def test_settings_in_range_are_kept():
+    config = SearchConfig(seed=0, threads=1, warmup=0, agent_options={"batch_size": 32, "noise_sigma": 1})
+    assert config.agent_options == {"batch_size": 32, "noise_sigma": 1}  # an int is a fine float
+
+
+@pytest.mark.parametrize("setting,message", [
+    ({"lr": float("nan")}, "--lr must be a finite number, got nan"),
+    ({"lr": -0.1}, "--lr must be above 0, got -0.1"),
+    ({"lr": 0.0}, "--lr must be above 0"),
+    ({"batch_size": 0}, "--batch-size must be at least 1, got 0"),
+    ({"seed": -1}, "--seed must be at least 0"),
+    ({"weight_decay": -1e-4}, "--weight-decay must be at least 0"),
+    ({"momentum": float("inf")}, "--momentum must be a finite number"),
+    ({"epochs": 1.5}, "--epochs must be an integer"),
+])
+def test_training_settings_out_of_range_are_refused_as_one_line_errors(setting, message):
+    with pytest.raises(AmcError) as raised:  # also a ValueError, for callers that catch those
+        TrainConfig(**setting)
+    assert message in str(raised.value) and isinstance(raised.value, ValueError)
