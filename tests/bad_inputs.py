@@ -413,6 +413,10 @@ GROUPS: dict[str, list[Case]] = {"Missing or unreadable paths": [
          lambda tmp: _amc_run(tmp, **{"config.json": "{}"})),
     Case("output directory name longer than the file system allows", ("cannot use " + "o" * 256, "File name too long"),
          ["search", "--out", "o" * 256]),
+    Case("run directory name longer than the file system allows (`amc report`)",
+         ("cannot use " + "r" * 256, "File name too long", "another path"), ["report", "r" * 256]),
+    Case("run directory name longer than the file system allows (`amc finetune`)",
+         ("cannot use " + "f" * 256, "File name too long", "another path"), ["finetune", "f" * 256]),
 ], "Run files that parse but have the wrong structure": [
     Case("state.pt of another agent", ("run/state.pt does not hold the state of a DDPGAgent", "--overwrite"),
          ["search", "--resume", "--out", "run"],

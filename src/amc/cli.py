@@ -14,7 +14,7 @@ from rich.markup import escape
 
 from amc.cli_progress import EpisodeProgress, StepProgress, console
 from amc.config import DEFAULTS
-from amc.errors import AmcError
+from amc.errors import AmcError, one_line
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False,
                   help="AMC: AutoML for Model Compression. Search per-layer channel pruning policies with DDPG "
@@ -483,11 +483,12 @@ def main() -> None:
     warnings.formatwarning = lambda msg, category, *a, **k: f"warning: {msg}\n"
     try:
         app()
-    except AmcError as e:
-        if _debug["on"]:
+    except (AmcError, OSError) as e:
+        line = one_line(e)
+        if _debug["on"] or line is None:
             raise
         # escaped: messages hold "[key, ...]" lists that rich would otherwise take for markup and drop
-        console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
+        console.print(f"[red]error:[/red] {escape(line)}", highlight=False)
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("interrupted; a search can be continued with --resume --out RUN_DIR")

@@ -38,3 +38,14 @@ class SaveError(AmcError):
     def __init__(self, message: str, path: str = "", reason: str = ""):
         super().__init__(message)
         self.path, self.reason = path, reason
+
+
+def one_line(error: BaseException) -> str | None:
+    """The line the CLI prints for `error`, or None for a bug (whose traceback it shows). A path the system
+    refuses (too long, a file where a directory belongs, no permission) is the user's to change."""
+    if isinstance(error, AmcError):
+        return str(error)
+    if isinstance(error, OSError) and error.filename is not None:
+        reason = error.strerror or type(error).__name__
+        return f"cannot use {error.filename} ({reason}); choose another path"
+    return None
