@@ -267,10 +267,11 @@ def plot(by_budget: dict[str, list[dict]], path: Path) -> None:
                 if tests:
                     lines.setdefault(method, []).append(
                         (ratio, 100 * statistics.mean(tests), 100 * statistics.stdev(tests) if len(tests) > 1 else 0))
-        for method, pts in lines.items():
+        colours = plt.get_cmap("tab20").colors
+        for i, (method, pts) in enumerate(lines.items()):
             pts.sort()
-            ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], marker="o",
-                        capsize=3, label=method, linestyle="--" if method in CHEAP else "-")
+            ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], marker="os^vD<>"[i % 7],
+                        capsize=3, label=method, linestyle="--" if method in CHEAP else "-", color=colours[i % 20])
         ax.set_title(f"{net}: test top-1 after the same fine-tune")
         ax.set_xlabel("MACs kept (share of the original)")
         ax.set_ylabel("test top-1 (%)")
