@@ -296,7 +296,7 @@ def _train_worker(args, queue, results_path: str, npz: str, exact: bool, curved:
             with open(results_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
             continue
-        epochs = EPOCHS[name] if args.epochs is None else args.epochs
+        epochs = EPOCHS.get(name, 3) if args.epochs is None else args.epochs
         config = TrainConfig(epochs=epochs, lr=0.01, precision="bf16", seed=ft_seed, distill_alpha=0.5)
         torch.manual_seed(ft_seed)
         final = train(model, dataset, Path(args.work) / f"ckpt-{os.getpid()}.pt", config, teacher=teacher,
