@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import pytest
 import torch
@@ -327,3 +328,17 @@ def test_without_a_budget_ddpg_warms_up_as_the_paper_does_not_around_an_unused_r
     assert anchor_of(tmp_path / "guaranteed") is None
     ramp = anchor_of(tmp_path / "budget")  # the shallower-more ramp that meets the 0.5 budget
     assert all(0.2 <= r <= 1.0 for r in ramp) and ramp == sorted(ramp)  # the first decisions keep the least
+
+
+def test_a_search_whose_scores_cannot_rank_anything_says_so(tmp_path, digits):
+    from amc import models
+    model = models.create("digits_cnn", num_classes=10, weights=models.bundled_weights("digits_cnn"))
+    classifier = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():  # every input gets class 3: every pruned copy scores the same
+        classifier.weight.zero_()
+        classifier.bias.copy_(torch.arange(10.0) == 3)
+    with pytest.warns(UserWarning, match="could not rank them"):
+        amc.search(model, digits, out=tmp_path / "flat", agent="random", episodes=8, calibration_images=200)
+    with warnings.catch_warnings():  # a trained model ranks its candidates: no such line
+        warnings.simplefilter("error", UserWarning)
+        amc.search(config=_config(agent="random", episodes=8), out=tmp_path / "ranked", data=digits)

@@ -244,8 +244,20 @@ def _finish(run: RunDir, config: SearchConfig, setup: Setup, env: CompressionEnv
                           f"the budget {config.ratio:g}: no searched policy met the budget as measured at the end; "
                           f"continue the search with more episodes (`amc search --resume --out {run} --episodes N`, "
                           f"N > {config.episodes}) or lower --ratio", stacklevel=3)
+    _warn_if_unranked(log, setup.scorer.evaluator.size)
     run.write_summary(summary)
     return SearchResult(run.path, policy, heldout, summary, log)
+
+
+def _warn_if_unranked(log: list[dict], full: int) -> None:
+    """One line when every fully scored candidate scored the same: the held-out split could not rank them (a
+    model at chance level or predicting one class, a split too small), so the exported policy is arbitrary."""
+    scores = {r["accuracy"] for r in log if r.get("scored_images", full) >= full}
+    policies = {tuple(r["keep"]) for r in log if r.get("scored_images", full) >= full}
+    if len(scores) == 1 and len(policies) >= 5:
+        warnings.warn(f"every one of {len(policies)} distinct candidates scored {scores.pop():.4f} on the held-out "
+                      f"split ({full} images), so the scores could not rank them and the exported policy is "
+                      "arbitrary: check that the weights are trained and match --data", stacklevel=3)
 
 
 __all__ = ["SearchConfig", "SearchResult", "apply_policy", "build_env", "eta_seconds", "resumed_config", "saved_config",
