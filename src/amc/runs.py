@@ -245,7 +245,7 @@ class RunDir:
         settings = self.read_config("resumed", "start it again with --overwrite")["search"]
         try:
             return SearchConfig.from_dict(settings)
-        except (ValueError, TypeError) as e:  # a setting of the wrong type or out of range
+        except (AmcError, ValueError, TypeError) as e:  # a setting of the wrong type, out of range or unknown
             raise AmcError(f"{path} is corrupt ({e}); the run cannot be resumed: start it again with --overwrite") \
                 from None
 
