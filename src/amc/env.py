@@ -64,6 +64,17 @@ def allowed_counts(channels: int, lbound: float, multiple: int) -> np.ndarray:
     return np.asarray(sorted(set(counts)), dtype=np.int64)
 
 
+def _highest(meets: Callable[[float], bool], lo: float, hi: float, iterations: int) -> float:
+    """The highest level in [lo, hi] that `meets` the budget, by bisection (`meets` is monotone: lower levels
+    cost less); `lo` when none does, `hi` when all do."""
+    if meets(hi):
+        return hi
+    for _ in range(iterations if meets(lo) else 0):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if meets(mid) else (lo, mid)
+    return lo
+
+
 class CompressionEnv(gym.Env):
     """Gymnasium environment over the decisions of `graph`.
 
@@ -293,13 +304,8 @@ class CompressionEnv(gym.Env):
         def meets(level: float) -> bool:
             return self.cost(self.rounded_counts(ramp(level))) <= self.budget
 
-        lo, hi = lbound - abs(spread) / 2, 1.0 + abs(spread) / 2
-        if meets(hi):
-            return ramp(hi).tolist()
-        for _ in range(iterations if meets(lo) else 0):  # below the lowest ramp: the budget is the env's to refuse
-            mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if meets(mid) else (lo, mid)
-        return ramp(lo).tolist()
+        # below the lowest ramp the budget is the env's to refuse: the lowest is returned
+        return ramp(_highest(meets, lbound - abs(spread) / 2, 1.0 + abs(spread) / 2, iterations)).tolist()
 
     def fit_to_budget(self, ratios, iterations: int = 50) -> list[float]:
         """`ratios` moved by one common shift in the logit of their position in [lbound, 1], the highest whose
@@ -316,13 +322,8 @@ class CompressionEnv(gym.Env):
         def meets(s: float) -> bool:
             return self.cost(self.rounded_counts(shifted(s))) <= self.budget
 
-        lo, hi = -30.0, 30.0
-        if meets(hi):
-            return shifted(hi).tolist()
-        for _ in range(iterations if meets(lo) else 0):  # not even the lowest: the env's clipping decides
-            mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if meets(mid) else (lo, mid)
-        return shifted(lo).tolist()
+        # if no shift meets it, the lowest is returned and the env's clipping decides
+        return shifted(_highest(meets, -30.0, 30.0, iterations)).tolist()
 
     def uniform_ratio(self, iterations: int = 40) -> float:
         """Largest single preserve ratio whose rounded counts meet the budget (bisection)."""

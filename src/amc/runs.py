@@ -73,6 +73,15 @@ def sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def _load_json(path: Path, fix: str) -> Any:
+    """A run file's JSON; one line naming the file and `fix` if it does not parse (a missing file raises
+    FileNotFoundError for the caller to word)."""
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise AmcError(f"{path} is corrupt ({type(e).__name__}); {fix}") from None
+
+
 class RunDir:
     """A run directory at `path`: what it holds, read and written in one place."""
 
@@ -220,12 +229,10 @@ class RunDir:
         """config.json as written; a one-line error if it is missing, corrupt, or of the wrong shape."""
         path = self.path / CONFIG_FILE
         try:
-            raw = json.loads(path.read_text())
+            raw = _load_json(path, f"the run cannot be {purpose}: {fix}")
         except FileNotFoundError:
             raise AmcError(f"{self.path} is not a search run (no config.json); point at the --out of `amc search`") \
                 from None
-        except (ValueError, UnicodeDecodeError) as e:
-            raise AmcError(f"{path} is corrupt ({type(e).__name__}); the run cannot be {purpose}: {fix}") from None
         return check_shape(path, raw, CONFIG_SHAPE, f"the run cannot be {purpose}: {fix}", required=("search",))
 
     def settings(self, purpose: str = "used") -> dict:
@@ -359,11 +366,9 @@ class RunDir:
     def read_summary(self) -> dict:
         path = self.path / SUMMARY_FILE
         try:
-            summary = json.loads(path.read_text())
+            summary = _load_json(path, "re-run the search")
         except FileNotFoundError:
             return {}
-        except (ValueError, UnicodeDecodeError) as e:
-            raise AmcError(f"{path} is corrupt ({type(e).__name__}); re-run the search") from None
         return check_shape(path, summary, SUMMARY_SHAPE, "re-run the search")
 
     def update_summary(self, key: str, value: Any) -> None:
@@ -375,10 +380,7 @@ class RunDir:
         if not path.exists():
             return None
         fix = "the run cannot be resumed: start it again with --overwrite"
-        try:
-            saved = json.loads(path.read_text())
-        except (ValueError, UnicodeDecodeError) as e:
-            raise AmcError(f"{path} is corrupt ({type(e).__name__}); {fix}") from None
+        saved = _load_json(path, fix)
         check_shape(path, saved, CALIBRATION_SHAPE, fix, required=("offset_ms", "scale"))
         if not (math.isfinite(saved["offset_ms"]) and math.isfinite(saved["scale"]) and saved["scale"] > 0):
             raise AmcError(f"{path} has the wrong structure (offset_ms and scale must be finite, scale above 0); "
@@ -391,10 +393,7 @@ class RunDir:
     def read_model_meta(self) -> dict:
         """model.json's architecture record ({"name", "num_classes", "kwargs"}); one line if it is corrupt."""
         path, fix = self.path / META_FILE, "re-export the run"
-        try:
-            meta = json.loads(path.read_text())
-        except (ValueError, UnicodeDecodeError) as e:
-            raise AmcError(f"{path} is corrupt ({type(e).__name__}); {fix}") from None
+        meta = _load_json(path, fix)
         info = check_shape(path, meta, META_SHAPE, fix, required=("info",))["info"]
         return check_shape(path, info, INFO_SHAPE, fix, required=("name", "num_classes"))
 
@@ -437,10 +436,7 @@ class RunDir:
         if not path.exists():
             return None
         fix = "time the run again with `amc report --latency`"
-        try:
-            timings = json.loads(path.read_text())
-        except (ValueError, UnicodeDecodeError) as e:
-            raise AmcError(f"{path} is corrupt ({type(e).__name__}); {fix}") from None
+        timings = _load_json(path, fix)
         return check_shape(path, timings, {}, fix)
 
     def write_timings(self, record: dict) -> None:
