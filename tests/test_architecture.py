@@ -66,9 +66,9 @@ def test_the_package_has_no_import_cycle():
     modules = _modules()
     graph = {name: _imports(path, name, modules) for name, path in modules.items()}
     # the root package is the public facade: it imports the API modules, and nothing inside may import it back
-    assert not [name for name, edges in graph.items() if "amc" in edges and name != "amc.cli"], \
+    assert not [name for name, edges in graph.items() if "amc" in edges and not name.startswith("amc.cli")], \
         "modules inside amc import the facade `amc` (import the module that defines the name instead)"
-    graph["amc"] = set()  # its own imports cannot close a cycle once nothing imports it back (cli is the top)
+    graph["amc"] = set()  # its own imports cannot close a cycle once nothing imports it back (the cli package is the top)
     assert _cycle(graph) is None, " -> ".join(_cycle(graph))
 
 

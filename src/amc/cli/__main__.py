@@ -1,0 +1,5 @@
+"""`python -m amc.cli`."""
+
+from amc.cli import main
+
+main()
