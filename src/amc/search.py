@@ -18,6 +18,7 @@ import torch.nn as nn
 
 from amc.agents import make_agent
 from amc.apply import apply_policy, export_policy, resolve_config
+from amc.baselines import score_baselines
 from amc.callbacks import (BestPolicy, CallbackList, EpisodeLog, LatencyCheck, Progress, SaveState, TensorBoard,
                            eta_seconds, summary_writer)
 from amc.config import SearchConfig
@@ -40,6 +41,12 @@ class SearchResult:
     best_val_top1: float
     summary: dict
     episodes: list[dict] = field(repr=False)
+
+    @property
+    def baselines(self) -> dict:
+        """The fixed policies at the same budget, scored as the export is ({"uniform": {...}, "shallower":
+        {...}}; empty without a budget); `summary["searched_minus_best_baseline"]` is the search's margin."""
+        return self.summary.get("baselines", {})
 
 
 def search(model: nn.Module | str | None = None, data: Dataset | str | None = None, *, out: str | Path,
@@ -232,6 +239,9 @@ def _finish(run: RunDir, config: SearchConfig, setup: Setup, env: CompressionEnv
     }
     if finalists is not None:
         summary["finalists"] = finalists
+    # was it worth it: the uniform policy and the paper's ramp at the same budget, scored as the export is
+    summary.update(score_baselines(setup, env, {"keep": policy.keep, "heldout_top1": heldout,
+                                                "test_top1": figures["test_top1"]}, log))
     if guard is not None:
         latency = guard.latency
         summary["latency"] = {

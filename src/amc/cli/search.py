@@ -84,6 +84,7 @@ def search_command(
 
     With no arguments: prunes the bundled digits CNN to 50% MACs on scikit-learn's digits (a few minutes).
     """
+    from amc.baselines import verdict
     from amc.config import SearchConfig
     from amc.runs import CONFIG_FILE, RunDir
     from amc.search import resumed_config, search
@@ -145,9 +146,14 @@ def search_command(
         console.print(f"latency ({lat['backend']}, {lat['threads']} thread(s), batch {lat['batch']}): measured "
                       f"{lat['pruned_ms']:.3f} ms against {lat['original_ms']:.3f} ms ({lat['measured_ratio']:.3f}; "
                       f"target {lat['target_ratio']:g}, predicted {lat['predicted_ratio']:.3f})", highlight=False)
+    worth = verdict(s)  # was it worth it: the fixed policies at the same budget beside the searched one
+    if worth:
+        console.print(worth, highlight=False)
     print(json.dumps({"run_dir": str(out), **{k: s[k] for k in ("best_val_top1", "test_top1", "macs",
                                                                 "macs_ratio", "params")},
-                      **({"latency_ratio": s["latency"]["measured_ratio"]} if "latency" in s else {})}))
+                      **({"latency_ratio": s["latency"]["measured_ratio"]} if "latency" in s else {}),
+                      **({"searched_minus_best_baseline": s["searched_minus_best_baseline"]["test_top1"]}
+                         if "searched_minus_best_baseline" in s else {})}))
 
 
 def _key_values(pairs: list[str]) -> dict:
