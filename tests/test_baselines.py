@@ -48,19 +48,19 @@ def test_baselines_meet_the_budget_and_are_scored_as_the_export(ddpg, digits):
     assert set(ddpg.baselines) == {"uniform", "shallower"}
     for name, baseline in ddpg.baselines.items():
         pruned = setup.scorer.build(baseline["keep"])
-        macs = count_macs(pruned, info.input_shape)
-        assert macs / setup.graph.total_macs == pytest.approx(baseline["macs_ratio"]) and macs <= 0.3 * setup.graph.total_macs
+        macs, total = count_macs(pruned, info.input_shape), setup.graph.total_macs
+        assert macs / total == pytest.approx(baseline["macs_ratio"]) and macs <= 0.3 * total
         assert baseline["test_top1"] == Evaluator(digits.test, info.mean, info.std).top1(pruned), name
         assert baseline["heldout_top1"] == Evaluator(digits.heldout, info.mean, info.std).top1(pruned), name
     ramp = ddpg.baselines["shallower"]["keep"]
-    assert ramp[0] / setup.graph.decisions[0].channels < ddpg.baselines["uniform"]["keep"][0] / setup.graph.decisions[0].channels
+    assert ramp[0] < ddpg.baselines["uniform"]["keep"][0]  # the ramp prunes the first layer more
     # DDPG's first warm-up episode is its anchor, the ramp: its full held-out score is reused, not recomputed
     assert ddpg.episodes[0]["keep"] == ramp and "log" in ddpg.baselines["shallower"]["scored"]
     assert ddpg.baselines["shallower"]["heldout_top1"] == ddpg.episodes[0]["accuracy"]
     best = {s: max(b[s] for b in ddpg.baselines.values()) for s in ("heldout_top1", "test_top1")}
-    assert summary["searched_minus_best_baseline"] == {"heldout_top1": pytest.approx(summary["best_val_top1"] -
-                                                                                     best["heldout_top1"]),
-                                                       "test_top1": pytest.approx(summary["test_top1"] - best["test_top1"])}
+    margin = summary["searched_minus_best_baseline"]
+    assert margin["heldout_top1"] == pytest.approx(summary["best_val_top1"] - best["heldout_top1"])
+    assert margin["test_top1"] == pytest.approx(summary["test_top1"] - best["test_top1"])
     written = json.loads((ddpg.run_dir / "summary.json").read_text())
     assert written["baselines"] == ddpg.baselines
 

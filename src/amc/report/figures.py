@@ -139,8 +139,8 @@ def search_figure(run: Run, warmup: int) -> bytes:
     elif warmup:
         default = "shallower" if run.search.get("reward", "acc") == "acc" else "none"
         anchor = (run.search.get("agent_options") or {}).get("anchor", default)
-        title += (f": warm-up around the {BASELINE_NAMES.get(anchor, anchor) if isinstance(anchor, str) else 'given'} policy" if anchor not in (None, "none")
-                  else ": uniform-random warm-up")
+        named = BASELINE_NAMES.get(anchor, anchor) if isinstance(anchor, str) else "given"
+        title += f": warm-up around the {named} policy" if anchor not in (None, "none") else ": uniform-random warm-up"
     if baseline is not None:
         title += f"  (original model: {pct(baseline)} held-out)"
     top.set_title(title, fontsize=10)
