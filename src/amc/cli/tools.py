@@ -212,7 +212,8 @@ def prune_command(
 
 @app.command("models")
 def models_command() -> None:
-    """List the model zoo (torchvision models are reachable as tv:<name>)."""
+    """List the model zoo (any torchvision model is reachable as tv:<name>, any timm one as timm:<name>, your own
+    network as package.module:function)."""
     from amc import models
     for name in models.list_models():
         print(name)
