@@ -18,7 +18,9 @@ from amc.errors import AmcError
 @app.command("search")
 def search_command(
     ctx: typer.Context,
-    model: str = typer.Option(DEFAULTS.model, help="Zoo name (see `amc models`) or tv:<torchvision name>."),
+    model: str = typer.Option(DEFAULTS.model, help="Zoo name (see `amc models`), tv:<torchvision name>, "
+                              "timm:<timm name> (extra `timm`), or your own package.module:function returning the "
+                              "network (imported from the Python path or the current directory)."),
     weights: Optional[Path] = typer.Option(DEFAULTS.weights, help="Checkpoint of the trained model. Without it: "
                                            "the bundled weights of the embedded default, else random init (a "
                                            "warning)."),
