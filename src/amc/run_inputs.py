@@ -66,9 +66,10 @@ def policy_run(policy: str | Path) -> Path | None:
 
 def check_weights(model: str, weights: str | Path | None, random_init: bool, doing: str = "use") -> None:
     """Refuse to `doing` a randomly initialised `model` (no weights given, none bundled) unless `random_init`
-    asks for it. A user's own factory (`pkg.module:factory`) decides its weights itself."""
-    own_factory = ":" in model and not model.startswith(("tv:", "timm:"))
-    if weights is None and not random_init and not own_factory and models.bundled_weights(model) is None:
+    asks for it. A user's own factory (`pkg.module:factory`) decides its weights itself, and an unknown name is
+    left for building the model to refuse (with the names it may have meant)."""
+    built_here = model.startswith(("tv:", "timm:")) or model in models.list_models()
+    if weights is None and not random_init and built_here and models.bundled_weights(model) is None:
         raise AmcError(f"no weights for {model}: amc would {doing} a randomly initialised network; pass --weights "
                        "FILE (the trained checkpoint), or --random-init if an untrained network is what you want")
 
