@@ -83,6 +83,7 @@ def _apply_policy(policy, model, data, *, out: RunDir, config, overwrite, random
     if source_run is not None and Path(policy).is_dir():
         policy = source_run / POLICY_FILE
     source = None if isinstance(policy, Policy) else str(policy)
+    out.check_new(overwrite, inputs=(source,))  # first: the run's settings are read only for a sound --out
     policy = policy if isinstance(policy, Policy) else Policy.load(policy)
     if config is None and source_run is not None:  # the run's own settings, what was given in their place
         given = {**options, **({"model": model} if isinstance(model, str) else {}),
