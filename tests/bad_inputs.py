@@ -284,7 +284,7 @@ def _search_no_prunable_layers(tmp: Path) -> None:
 
 # ---- the cases --------------------------------------------------------------------------------------------
 
-_CIFAR = ["search", "--model", "resnet20", "--data", "cifar10", "--out", "run", "--data-dir"]
+_CIFAR = ["search", "--model", "resnet20", "--random-init", "--data", "cifar10", "--out", "run", "--data-dir"]
 
 GROUPS: dict[str, list[Case]] = {"Missing or unreadable paths": [
     Case("checkpoint path that does not exist", ("checkpoint not found", "missing.pt", "check the path"),
@@ -294,6 +294,14 @@ GROUPS: dict[str, list[Case]] = {"Missing or unreadable paths": [
     Case("data path that does not exist", ("missing.npz", "does not exist"), [*_CIFAR, "missing.npz"]),
     Case("policy path that does not exist", ("policy file not found", "missing.json"),
          ["prune", "--policy", "missing.json", "--out", "pruned"]),
+    Case("a run's data recorded relative to where the search ran, not found here (`amc eval`)",
+         ("the run's data cifar10.npz is not found", "relative to where the search ran", "pass --data-dir FILE"),
+         ["eval", "run"], lambda tmp: _amc_run(tmp, **{"config.json": json.dumps(
+             {"search": {"model": "resnet20", "data": "cifar10", "data_dir": "cifar10.npz"}})})),
+    Case("settings file with an unknown key (`amc search --config`)",
+         ("unknown setting 'sigma' in search.toml", "valid settings:", "agent_options", "keep_ratio"),
+         ["search", "--config", "search.toml", "--out", "run"],
+         lambda tmp: (tmp / "search.toml").write_text("sigma = 0.3\n")),
 ], "Data": [
     Case("unknown dataset name", ("unknown dataset", "imagenet21k", "cifar10"),
          ["search", "--data", "imagenet21k", "--out", "run"]),
@@ -332,8 +340,11 @@ GROUPS: dict[str, list[Case]] = {"Missing or unreadable paths": [
     Case("checkpoint carrying a pickled payload (never run)",
          ("payload.pt", "code/objects other than tensors", "refused"),
          ["search", "--weights", "payload.pt", "--out", "run"], _write_checkpoint("payload")),
+    Case("model without weights, given or bundled", ("no weights for resnet20", "randomly initialised",
+                                                    "--weights FILE", "--random-init"),
+         ["search", "--model", "resnet20", "--data", "cifar10", "--out", "run"]),
     Case("input size that does not fit the model", ("expects inputs (3, 32, 32)", "(1, 8, 8)", "--model or --data"),
-         ["search", "--model", "resnet20", "--data", "digits", "--out", "run"]),
+         ["search", "--model", "resnet20", "--random-init", "--data", "digits", "--out", "run"]),
     Case("model with unsupported layer types (Python API: a user's nn.Module)",
          ("cannot prune consistently", "2 (ConvTranspose2d)"), api=_search_unsupported_layers,
          api_doc="amc.search(<Sequential with a ConvTranspose2d at index 2>, 'digits', out='run')"),
@@ -438,7 +449,7 @@ GROUPS: dict[str, list[Case]] = {"Missing or unreadable paths": [
                                                           "summary.json": '{"macs": "1.2M"}'})),
     Case("model.json of the wrong structure (`amc eval`)", ("run/model.json has the wrong structure",
                                                             "'info' is a list, not an object", "re-export"),
-         ["eval", "--model", "run", "--data", "digits"],
+         ["eval", "run", "--data", "digits"],
          lambda tmp: _amc_run(tmp, **{"model.json": '{"info": []}', "model.pt": "x"})),
 ], "Disk (a full disk is simulated: the test's sitecustomize makes fsync fail with ENOSPC)": [
     Case("disk full when the run starts", ("cannot save run/config.json", "No space left on device", "removed"),

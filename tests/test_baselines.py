@@ -84,7 +84,7 @@ def test_the_console_ends_with_the_comparison(tmp_path, monkeypatch, capsys):
     from amc.cli import main
     out = tmp_path / "run"
     monkeypatch.setattr(sys, "argv", ["amc", "search", "--episodes", "3", "--warmup", "1", "--ratio", "0.3",
-                                      "--calibration-images", "300", "--out", str(out)])
+                                      "--calibration-images", "300", "--out", str(out), "--json"])
     try:
         main()
     except SystemExit as e:

@@ -71,7 +71,7 @@ def _amc(*args):
 
 
 def test_cli_finetune_and_its_errors(harsh_run, tmp_path):
-    r = _amc("finetune", str(harsh_run), "--epochs", "1", "--batch-size", "64", "--threads", "1")
+    r = _amc("finetune", str(harsh_run), "--epochs", "1", "--batch-size", "64", "--threads", "1", "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout.strip().splitlines()[-1])["epochs"] == 1
     assert "eta" in r.stderr  # progress with an ETA

@@ -198,7 +198,7 @@ def test_bench_of_a_zoo_model_with_weights(capsys, monkeypatch):
 
 def test_export_writes_a_checked_loadable_onnx_file(run_dir, digits, tmp_path, capsys, monkeypatch):
     path = tmp_path / "out" / "pruned.onnx"
-    code, out, err = _main(capsys, monkeypatch, "export", run_dir, "--onnx", path)
+    code, out, err = _main(capsys, monkeypatch, "export", run_dir, "--onnx", path, "--json")
     assert code == 0, err
     record = json.loads(out)
     assert record["max_abs_diff"] < 1e-4 and "held-out digits" in record["check_inputs"]
@@ -221,7 +221,7 @@ def test_export_falls_back_to_random_inputs_when_the_data_is_gone(run_dir, tmp_p
     (moved / "config.json").write_text(json.dumps(config))
     with pytest.warns(UserWarning, match="checking on random inputs: the run's data cannot be loaded"):
         code, out, err = _main(capsys, monkeypatch, "export", moved, "--onnx", tmp_path / "m.onnx",
-                               "--check-images", "8")
+                               "--check-images", "8", "--json")
     assert code == 0, err
     record = json.loads(out)
     assert record["check_inputs"] == "8 random inputs" and record["max_abs_diff"] < 1e-4

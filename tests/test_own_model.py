@@ -50,16 +50,16 @@ def _images(info, count=16):
 @pytest.mark.slow
 def test_a_factory_model_goes_through_search_prune_load_export_and_bench_on_the_cli(tmp_path):
     weights, run, pruned = tmp_path / "mynet.pt", tmp_path / "run", tmp_path / "pruned"
-    _ok(amc_cli("train", "--model", "tests.mynet:build", "--data", "digits", "--epochs", "1", "--out", weights))
+    _ok(amc_cli("train", "--model", "tests.mynet:build", "--data", "digits", "--epochs", "1", "--out", weights, "--json"))
     searched = _ok(amc_cli("search", "--model", "tests.mynet:build", "--weights", weights, "--episodes", 4,
-                           "--warmup", 2, "--calibration-images", 200, "--out", run))
+                           "--warmup", 2, "--calibration-images", 200, "--out", run, "--json"))
     assert searched["macs_ratio"] <= 0.5 + 1e-9
     # the run names the factory, and where its module was imported from
     config, meta = (json.loads((run / name).read_text()) for name in ("config.json", "model.json"))
     assert config["search"]["model"] == config["model"]["name"] == meta["info"]["name"] == "tests.mynet:build"
     assert meta["info"]["import_root"] == str(REPO)
     _ok(amc_cli("prune", "--policy", run / "policy.json", "--weights", weights, "--calibration-images", 200,
-                "--out", pruned))
+                "--out", pruned, "--json"))
 
     from_factory, from_definition = amc.load_pruned(run), amc.load_pruned(run, model=mynet.build())
     applied = amc.load_pruned(pruned)
@@ -76,7 +76,7 @@ def test_a_factory_model_goes_through_search_prune_load_export_and_bench_on_the_
     elsewhere.mkdir()
     onnx_wanted = _has_onnx()
     exported = _ok(amc_cli("export", run, "--torchscript", tmp_path / "net.ts",
-                           *(["--onnx", tmp_path / "net.onnx"] if onnx_wanted else []), cwd=elsewhere))
+                           *(["--onnx", tmp_path / "net.onnx"] if onnx_wanted else []), "--json", cwd=elsewhere))
     assert exported["torchscript_max_abs_diff"] < 1e-4 and "held-out digits" in exported["check_inputs"]
     if onnx_wanted:
         assert exported["max_abs_diff"] < 1e-4 and (tmp_path / "net.onnx").is_file()
@@ -89,7 +89,7 @@ def test_a_factory_model_goes_through_search_prune_load_export_and_bench_on_the_
     assert loaded.returncode == 0, loaded.stderr
     assert torch.allclose(torch.load(tmp_path / "out.pt"), expected, atol=1e-5)
 
-    bench = _ok(amc_cli("bench", run, "--repeats", 3, "--warmup", 0, "--min-seconds", 0, "--json", cwd=elsewhere))
+    bench = _ok(amc_cli("bench", run, "--repeats", 3, "--bench-warmup", 0, "--min-seconds", 0, "--json", cwd=elsewhere))
     assert bench["model"] == "tests.mynet:build" and bench["macs"] == searched["macs"]
 
 

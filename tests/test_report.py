@@ -126,7 +126,7 @@ def test_not_a_run_is_refused(tmp_path, ddpg_run):
 
 def test_cli(ddpg_run, tmp_path, monkeypatch, capsys):
     run = _copy(ddpg_run, tmp_path)
-    r = subprocess.run([sys.executable, "-m", "amc.cli", "report", str(run)], capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-m", "amc.cli", "report", str(run), "--json"], capture_output=True, text=True,
                        check=False)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["report"] == str(run / "report.html") and (run / "report.html").exists()

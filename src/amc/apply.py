@@ -6,6 +6,8 @@ network's figures; `apply_policy` (behind `amc prune`) does it for a saved polic
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn as nn
 
@@ -19,7 +21,8 @@ from amc.graph import LayerGraph
 from amc.pipeline import prepare, seed_and_threads
 from amc.policy import Policy
 from amc.pruning.fine_grained import WeightGraph, save_sparse
-from amc.runs import MODEL_FILE, RUN_MARKER, SPARSE_FILE, RunDir
+from amc.run_inputs import check_weights, policy_run, run_config
+from amc.runs import MODEL_FILE, POLICY_FILE, RUN_MARKER, SPARSE_FILE, RunDir
 from amc.scoring import Scorer
 
 
@@ -50,29 +53,49 @@ def export_policy(run: RunDir, graph: LayerGraph | WeightGraph, scorer: Scorer, 
 
 
 def apply_policy(policy: Policy | str, model: nn.Module | str | None = None, data: Dataset | str | None = None,
-                 *, out, config: SearchConfig | None = None, overwrite: bool = False, **options) -> dict:
-    """Prune a model by a saved policy (a run's policy.json) and export it into `out` as a search exports its
-    best policy: model.pt, model.json, policy.json, config.json and summary.json. Returns the summary.
+                 *, out, config: SearchConfig | None = None, overwrite: bool = False, random_init: bool = False,
+                 **options) -> dict:
+    """Prune a model by a saved policy and export it into `out` as a search exports its best policy: model.pt,
+    model.json, policy.json, config.json and summary.json. Returns the summary.
 
-    The pruning settings (`selection`, `reconstruct`, `calibration_images`, `seed`, `bn_recalibration`,
-    `group_coupled`, `method`) must be the search's to rebuild the very same network. `model` defaults to
-    the policy's model. A policy made for another model, or for other prunable layers, is refused.
+    `policy` is a run directory (its policy.json), a run's policy.json, a policy file or a `Policy`. The
+    settings default to the run's (model, weights, data, seed and the pruning settings: `selection`,
+    `reconstruct`, `calibration_images`, `bn_recalibration`, `group_coupled`, `method`), so a run's own policy
+    rebuilds the very network the search exported; `model`, `data`, `config` and keyword `options` replace
+    them. A policy outside a run takes the search defaults and the policy's model. A policy made for another
+    model, or for other prunable layers, is refused, and so is a randomly initialised network (no weights
+    given or bundled) unless `random_init`. Example::
+
+        amc.apply_policy("runs/r56", out="pruned")     # the search's export, rebuilt
     """
     threads = torch.get_num_threads()
     run = RunDir(out)
     try:
-        return _apply_policy(policy, model, data, out=run, config=config, overwrite=overwrite, **options)
+        return _apply_policy(policy, model, data, out=run, config=config, overwrite=overwrite,
+                             random_init=random_init, **options)
     finally:
         run.unlock()
         torch.set_num_threads(threads)
 
 
-def _apply_policy(policy, model, data, *, out: RunDir, config, overwrite, **options) -> dict:
+def _apply_policy(policy, model, data, *, out: RunDir, config, overwrite, random_init, **options) -> dict:
+    source_run = None if isinstance(policy, Policy) else policy_run(policy)
+    if source_run is not None and Path(policy).is_dir():
+        policy = source_run / POLICY_FILE
     source = None if isinstance(policy, Policy) else str(policy)
+    out.check_new(overwrite, inputs=(source,))  # first: the run's settings are read only for a sound --out
     policy = policy if isinstance(policy, Policy) else Policy.load(policy)
+    if config is None and source_run is not None:  # the run's own settings, what was given in their place
+        given = {**options, **({"model": model} if isinstance(model, str) else {}),
+                 **({"data": data} if isinstance(data, str) else {})}
+        unchecked = (("data_dir",) if isinstance(data, Dataset) else ()) + (("weights",) if isinstance(model, nn.Module)
+                                                                            else ())
+        config = run_config(source_run, "pruned by its policy", unchecked=unchecked, **given)
     if model is None and config is None and "model" not in options:
         model = policy.model
     config = resolve_config(model, data, config, options)
+    if not isinstance(model, nn.Module):
+        check_weights(config.model, config.weights, random_init, doing="prune")
     out.check_new(overwrite, inputs=(source, config.weights, config.data_dir))
     if overwrite and out.has(RUN_MARKER):
         out.lock()  # before any work: a run another process is writing is refused at once

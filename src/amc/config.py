@@ -200,6 +200,66 @@ def _fits(value, kind: str) -> bool:
     return not (kind in KINDS and not isinstance(value, {"bool": bool, "str": str, "dict": dict}[kind]))
 
 
+
+# keys a settings file (`amc search --config`) may hold besides SearchConfig's fields, and their field
+FILE_ALIASES = {"keep_ratio": "ratio", "agent_option": "agent_options"}
+FILE_ONLY = ("out",)  # the run directory: a command-line setting, not a search's
+
+
+def read_settings_file(path) -> dict:
+    """The settings in a TOML, JSON or YAML (PyYAML installed) file, for `amc search --config`: SearchConfig's
+    field names (dashes or underscores; `keep_ratio` for `ratio`) and `out`, paths as on the command line. A
+    run's config.json gives its "search" section (the rest, fingerprints and versions, is the run's record).
+    An unknown key is one line listing the valid ones; values are checked as the options are."""
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise AmcError(f"config file not found: {path}; check the path given to --config") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise AmcError(f"cannot read config file {path} ({type(e).__name__}); pass a TOML, JSON or YAML file") \
+            from None
+    raw = _parse_settings(path, text)
+    if isinstance(raw, dict) and isinstance(raw.get("search"), dict) and "versions" in raw:
+        raw = raw["search"]  # a run's config.json: repeat its settings
+    if not isinstance(raw, dict):
+        raise AmcError(f"config file {path} must hold a table of settings (KEY = VALUE), not {type(raw).__name__}")
+    valid = sorted({f.name for f in fields(SearchConfig)} | set(FILE_ALIASES) | set(FILE_ONLY))
+    settings = {}
+    for key, value in raw.items():
+        name = str(key).replace("-", "_")
+        if name not in valid:
+            raise AmcError(f"unknown setting {key!r} in {path}; valid settings: {', '.join(valid)}")
+        settings[FILE_ALIASES.get(name, name)] = value
+    return settings
+
+
+def _parse_settings(path, text: str):
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".toml":
+            import tomllib
+            return tomllib.loads(text)
+        if suffix in (".yaml", ".yml"):
+            try:
+                import yaml
+            except ImportError:
+                raise AmcError(f"{path} is YAML, which needs PyYAML (pip install pyyaml); or write it as TOML "
+                               "or JSON") from None
+            return yaml.safe_load(text)
+        import json
+        return json.loads(text)
+    except AmcError:
+        raise
+    except Exception as e:  # noqa: BLE001 - each parser has its own error class; all mean the same here
+        kind = {".toml": "TOML", ".yaml": "YAML", ".yml": "YAML"}.get(suffix, "JSON")
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise AmcError(f"config file {path} is not valid {kind} ({first}); fix it or pass another --config") \
+            from None
+
+
 DEFAULTS = SearchConfig()  # what the CLI shows and uses where an option is not given
 
-__all__ = ["AGENT_NAMES", "DEFAULTS", "DEFAULT_DATA", "DEFAULT_MODEL", "SearchConfig"]
+__all__ = ["AGENT_NAMES", "DEFAULTS", "DEFAULT_DATA", "DEFAULT_MODEL", "SearchConfig", "read_settings_file"]

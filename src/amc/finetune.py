@@ -15,10 +15,11 @@ from typing import Callable
 import torch
 
 from amc import models
-from amc.data import Dataset, load_dataset
+from amc.data import Dataset
 from amc.errors import AmcError
 from amc.export import load_pruned
 from amc.pruning.fine_grained import save_sparse
+from amc.run_inputs import run_dataset
 from amc.runs import FINETUNE_CHECKPOINT_FILE, FINETUNED_SPARSE_FILE, RunDir
 from amc.train import TrainConfig, train
 
@@ -50,14 +51,13 @@ def finetune(run_dir: str | Path, config: TrainConfig = TrainConfig(epochs=20, l
         if overwrite and not resume:
             checkpoint.unlink(missing_ok=True)
         student = load_pruned(run_dir)
-        dataset = data if data is not None else load_dataset(search_config["data"], search_config.get("data_dir"),
-                                                             seed=0)
+        dataset = data if data is not None else run_dataset(run_dir, purpose="fine-tuned")
         teacher = None
         if distill:
             weights = teacher_weights or search_config.get("weights") or models.bundled_weights(search_config["model"])
             if weights is None or not Path(weights).exists():
-                raise AmcError(f"the original weights {weights} are not found (paths are relative to where the search "
-                               "ran); pass --teacher-weights FILE")
+                raise AmcError(f"the original weights {weights} are not found (an older run records them relative "
+                               "to where the search ran); pass --teacher-weights FILE")
             teacher = models.create(search_config["model"], num_classes=dataset.num_classes, weights=weights)
             if config.distill_alpha == 0:
                 config = TrainConfig(**{**asdict(config), "distill_alpha": 0.5})

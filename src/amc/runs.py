@@ -212,11 +212,13 @@ class RunDir:
     # ---- config.json --------------------------------------------------------------------------------
     def write_config(self, config: SearchConfig, *, dataset: Dataset, info, graph, weights: str | None,
                      baseline_top1: float, **extra) -> None:
-        """config.json: the settings plus what reproducing the run needs (versions, data and weights hashes)."""
+        """config.json: the settings plus what reproducing the run needs (versions, data and weights hashes). Paths
+        are stored absolute, so that later commands and `amc search --config` find them from any directory."""
+        settings = {**asdict(config), "weights": _absolute(config.weights), "data_dir": _absolute(config.data_dir)}
         write_json_atomic(self.path / CONFIG_FILE, {
-            "search": asdict(config), "versions": environment_versions(), "model": asdict(info),
+            "search": settings, "versions": environment_versions(), "model": asdict(info),
             "data_fingerprint": {s: fingerprint(getattr(dataset, s)) for s in ("train", "heldout", "test")},
-            "weights_loaded": weights, "weights_sha256": sha256(weights) if weights else None,
+            "weights_loaded": _absolute(weights), "weights_sha256": sha256(weights) if weights else None,
             "decisions": graph.describe(), "skipped_layers": graph.skipped,
             "baseline": {"heldout_top1": baseline_top1, "macs": graph.total_macs, "params": graph.total_params},
             **extra})
@@ -456,6 +458,10 @@ def check_not_a_run_file(path: str | Path) -> None:
 def _run_file(name: str) -> bool:
     """Whether `name` is a file amc writes into a run (or a temporary file of an interrupted atomic write)."""
     return name in RUN_FILES or name.startswith(".") and name.endswith(".tmp")
+
+
+def _absolute(path: str | Path | None) -> str | None:
+    return None if path is None else os.path.abspath(path)  # no symlinks followed: the path the user named
 
 
 def _within(path: Path, directory: Path) -> bool:

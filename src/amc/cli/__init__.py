@@ -9,7 +9,7 @@ import warnings
 
 from rich.markup import escape
 
-from amc.cli import search, tools, training  # noqa: F401  (they register their commands on the app)
+from amc.cli import inspect, search, tools, training  # noqa: F401  (they register their commands on the app)
 from amc.cli.app import _debug, app
 from amc.cli.progress import console
 from amc.errors import AmcError, one_line

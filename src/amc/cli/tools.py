@@ -10,33 +10,40 @@ from typing import Optional
 import typer
 
 from amc.cli.app import app
+from amc.cli.options import DATASETS, FROM_RUN, JSON_HELP, THREADS_HELP
 from amc.cli.progress import console
-from amc.config import DEFAULTS
 from amc.errors import AmcError
 
 
 @app.command("eval")
 def eval_command(
-    model: str = typer.Option(..., help="Zoo name, or a run directory of `amc search` (its pruned model)."),
-    weights: Optional[Path] = typer.Option(None, help="Checkpoint (not needed for a run directory)."),
-    data: str = typer.Option(..., help="Dataset: digits, cifar10, imagefolder."),
-    data_dir: Optional[Path] = typer.Option(None, help="Dataset file or folder."),
+    run: Optional[Path] = typer.Argument(None, help="Run directory of `amc search` or `amc prune` (its pruned "
+                                         "model, on its own data by default)."),
+    model: Optional[str] = typer.Option(None, help="A zoo name instead of a run (or, as before, a run directory)."),
+    weights: Optional[Path] = typer.Option(None, help="Checkpoint of --model (default: its bundled weights)."),
+    random_init: bool = typer.Option(False, help="Evaluate --model randomly initialised when it has no weights."),
+    data: Optional[str] = typer.Option(None, help="Dataset (default: the run's).", metavar=DATASETS),
+    data_dir: Optional[Path] = typer.Option(None, help="Dataset file or folder (default: the run's)."),
     download: bool = typer.Option(False, help="Download CIFAR-10 if it is not in --data-dir (needs network)."),
-    split: str = typer.Option("test", help="val (the held-out split searches score on) or test."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    threads: Optional[int] = typer.Option(None, help="torch CPU threads."),
+    split: str = typer.Option("test", help="val: the held-out split searches score on.", metavar="val|test"),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    threads: Optional[int] = typer.Option(None, help=THREADS_HELP),
 ) -> None:
-    """Top-1/top-5 accuracy, MACs and parameters of a model."""
+    """Top-1/top-5 accuracy, MACs and parameters of a run's pruned model or of a zoo model."""
     from amc.accuracy import evaluate_model
 
-    result = evaluate_model(model, data, data_dir=data_dir, weights=weights, split=split, download=download,
-                            threads=threads)
+    if (run is None) == (model is None):
+        raise AmcError("pass a run directory (`amc eval RUN`) or a zoo model (`amc eval --model NAME --data DATA`), "
+                       "not both" if run is not None else "pass a run directory (`amc eval RUN`) or a zoo model "
+                       "(`amc eval --model NAME --data DATA`)")
+    result = evaluate_model(run if run is not None else model, data, data_dir=data_dir, weights=weights,
+                            split=split, download=download, threads=threads, random_init=random_init)
     if as_json:
         print(json.dumps(result))
-    else:
-        console.print(f"{result['model']} on {data} {split} ({result['images']} images): top-1 "
-                      f"{result['top1']:.2f}%  top-5 {result['top5']:.2f}%  MACs {result['macs'] / 1e6:.2f}M  "
-                      f"params {result['params'] / 1e6:.3f}M", highlight=False)
+        return
+    console.print(f"{result['source']} ({result['model']}) on {result['data']} {split} ({result['images']} images): "
+                  f"top-1 {100 * result['top1']:.2f}%  top-5 {100 * result['top5']:.2f}%  MACs "
+                  f"{result['macs'] / 1e6:.2f}M  params {result['params'] / 1e6:.3f}M", highlight=False)
 
 
 @app.command("export")
@@ -49,6 +56,7 @@ def export_command(
     opset: int = typer.Option(17, help="ONNX opset version."),
     dynamic_batch: bool = typer.Option(True, help="Symbolic batch dimension (else fixed at 1)."),
     check_images: int = typer.Option(64, help="Held-out images on which each file must match PyTorch."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Write a run's pruned model as ONNX (checked with onnxruntime) and/or TorchScript (checked with
     torch.jit.load), each against PyTorch's outputs on held-out images."""
@@ -66,6 +74,11 @@ def export_command(
     net = load_finetuned(run_dir) if finetuned else load_pruned(run_dir)
     info = models.model_info(net)
     inputs, described = _sample_inputs(run_dir, info, check_images)
+
+    def say(line: str) -> None:
+        if not as_json:
+            console.print(line, highlight=False)
+
     record = {"check_inputs": described}
     if onnx is not None:
         export_onnx(net, onnx, info.input_shape, opset=opset, dynamic_batch=dynamic_batch)
@@ -74,15 +87,16 @@ def export_command(
         except AmcError:
             onnx.unlink(missing_ok=True)  # a file that computes something else must not be left behind
             raise
-        console.print(f"wrote {onnx} (opset {opset}, {'dynamic' if dynamic_batch else 'fixed'} batch); onnxruntime "
-                      f"matches PyTorch on {described}: max abs diff {max_abs_diff:.2e}", highlight=False)
+        say(f"wrote {onnx} (opset {opset}, {'dynamic' if dynamic_batch else 'fixed'} batch); onnxruntime "
+            f"matches PyTorch on {described}: max abs diff {max_abs_diff:.2e}")
         record.update(onnx=str(onnx), max_abs_diff=max_abs_diff, opset=opset, dynamic_batch=dynamic_batch)
     if torchscript is not None:
         script_diff = write_checked_torchscript(net, torchscript, inputs)
-        console.print(f"wrote {torchscript} (TorchScript); torch.jit.load's module matches PyTorch on {described}: "
-                      f"max abs diff {script_diff:.2e}", highlight=False)
+        say(f"wrote {torchscript} (TorchScript); torch.jit.load's module matches PyTorch on {described}: "
+            f"max abs diff {script_diff:.2e}")
         record.update(torchscript=str(torchscript), torchscript_max_abs_diff=script_diff)
-    print(json.dumps(record))
+    if as_json:
+        print(json.dumps(record))
 
 
 def _sample_inputs(run_dir: Path, info, count: int):
@@ -90,12 +104,13 @@ def _sample_inputs(run_dir: Path, info, count: int):
     warning) when the data cannot be loaded here."""
     import torch
 
-    from amc.data import batches, load_dataset
+    from amc.data import batches
+    from amc.run_inputs import run_dataset
     from amc.runs import RunDir
 
     try:
         config = RunDir(run_dir).settings("checked on its own data")
-        dataset = load_dataset(config["data"], config.get("data_dir"), seed=0)
+        dataset = run_dataset(run_dir, purpose="checked on its own data")
         heldout = dataset.heldout.subset(torch.arange(min(count, len(dataset.heldout))))
         images, _ = next(batches(heldout, count, mean=info.mean, std=info.std))
         if tuple(images.shape[1:]) != tuple(info.input_shape):
@@ -108,14 +123,18 @@ def _sample_inputs(run_dir: Path, info, count: int):
 
 @app.command("bench")
 def bench_command(
-    model: str = typer.Argument(..., help="Zoo name, tv:/timm:<name>, package.module:function, or a run directory "
-                                "of `amc search`."),
-    weights: Optional[Path] = typer.Option(None, help="Checkpoint of a zoo model (random init without it; "
-                                           "latency hardly depends on the values)."),
-    backend: str = typer.Option("torch", help="torch or onnxruntime (the model exported to ONNX first)."),
+    model: str = typer.Argument(..., help="Zoo name, tv:/timm:<name>, package.module:function, or a run "
+                                "directory of `amc search`."),
+    weights: Optional[Path] = typer.Option(None, help="Checkpoint of a zoo model (default: its bundled weights)."),
+    random_init: bool = typer.Option(False, help="Time a zoo model without weights, randomly initialised (latency "
+                                     "hardly depends on the values)."),
+    backend: str = typer.Option("torch", help="The runtime (onnxruntime: the model exported to ONNX first).",
+                                metavar="torch|onnxruntime"),
     batch: int = typer.Option(1, help="Images per forward pass."),
-    threads: int = typer.Option(1, help="Intra-op threads of the backend."),
-    warmup: int = typer.Option(10, help="Untimed runs first."),
+    threads: int = typer.Option(1, help="Intra-op threads of the backend (latency is measured on 1 unless asked, as "
+                                "`amc search --latency-threads`)."),
+    bench_warmup: int = typer.Option(10, "--bench-warmup", help="Untimed runs first."),
+    deprecated_warmup: Optional[int] = typer.Option(None, "--warmup", hidden=True, help="Old name of --bench-warmup."),
     repeats: int = typer.Option(100, help="Timed runs, at least."),
     min_seconds: float = typer.Option(1.0, help="Keep timing until this many seconds of runs."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
@@ -124,7 +143,13 @@ def bench_command(
     from amc import count_macs, count_params, models
     from amc.latency import check_settings, measure_latency
 
+    from amc.run_inputs import check_weights
+
     check_settings(backend, batch, threads)  # before loading anything
+    warmup = deprecated_warmup if deprecated_warmup is not None else bench_warmup
+    if not Path(model).exists() and not any(c in model for c in "/\\"):  # a zoo name (paths: _model_or_run)
+        check_weights(model, weights, random_init, doing="time")
+        weights = weights if weights is not None else models.bundled_weights(model)
     net = _model_or_run(model, weights)
     info = models.model_info(net)
     result = measure_latency(net, info.input_shape, backend=backend, batch=batch, threads=threads, warmup=warmup,
@@ -163,51 +188,68 @@ def report_command(
     run_dir: Path = typer.Argument(..., help="Output directory of a finished `amc search`."),
     latency: bool = typer.Option(False, help="First time the original and the pruned model (torch, 1 thread, "
                                  "batch 1, a few seconds) into latency.json."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Figures (per-layer policy, search curve) and a self-contained report.html, written into the run."""
     from amc.report import LAYERS_FIGURE, SEARCH_FIGURE, write_report
 
     path = write_report(run_dir, latency=latency)
-    console.print(f"wrote {path} with {LAYERS_FIGURE} and {SEARCH_FIGURE} beside it", highlight=False)
+    if not as_json:
+        console.print(f"wrote {path} with {LAYERS_FIGURE} and {SEARCH_FIGURE} beside it", highlight=False)
+        return
     print(json.dumps({"report": str(path), "figures": [str(path.parent / f) for f in (LAYERS_FIGURE, SEARCH_FIGURE)]}))
 
 
 @app.command("prune")
 def prune_command(
-    policy: Path = typer.Option(..., help="policy.json of a search run (its best policy)."),
+    run: Optional[Path] = typer.Argument(None, help="Run directory of `amc search`: its best policy, pruned with "
+                                         "its own settings (the search's export, rebuilt)."),
     out: Path = typer.Option(..., help="Directory for the pruned model (model.pt, model.json, summary.json)."),
-    model: Optional[str] = typer.Option(None, help="Zoo name (default: the policy's model)."),
-    weights: Optional[Path] = typer.Option(None, help="Checkpoint the search pruned (default: bundled weights)."),
-    data: str = typer.Option(DEFAULTS.data, help="Dataset: digits, cifar10, imagefolder."),
-    data_dir: Optional[Path] = typer.Option(None, help="Dataset file or folder."),
-    download: bool = typer.Option(DEFAULTS.download, help="Download CIFAR-10 if it is not in --data-dir (needs "
-                                  "network)."),
-    method: str = typer.Option(DEFAULTS.method, help="channel or fine-grained, as in the search."),
-    group_coupled: bool = typer.Option(DEFAULTS.group_coupled, help="As in the search."),
-    selection: str = typer.Option(DEFAULTS.selection, help="Channel selection, as in the search."),
-    reconstruct: bool = typer.Option(DEFAULTS.reconstruct, help="Least-squares reconstruction, as in the search."),
-    bn_recalibration: int = typer.Option(DEFAULTS.bn_recalibration, help="BN re-estimation batches, as in the "
-                                         "search."),
-    calibration_images: int = typer.Option(DEFAULTS.calibration_images, help="Calibration images, as in the search."),
-    seed: int = typer.Option(DEFAULTS.seed, help="Seed of the search (it picks the calibration images)."),
-    threads: Optional[int] = typer.Option(DEFAULTS.threads, help="torch CPU threads."),
+    policy: Optional[Path] = typer.Option(None, help="A policy.json (default: RUN's); a run's own policy.json "
+                                          "brings that run's settings."),
+    model: Optional[str] = typer.Option(None, help="Zoo name (outside a run: the policy's model). " + FROM_RUN),
+    weights: Optional[Path] = typer.Option(None, help="Checkpoint the search pruned. " + FROM_RUN),
+    random_init: bool = typer.Option(False, help="Prune a randomly initialised model when no weights are given, "
+                                     "recorded or bundled."),
+    data: Optional[str] = typer.Option(None, help=FROM_RUN, metavar=DATASETS),
+    data_dir: Optional[Path] = typer.Option(None, help="Dataset file or folder. " + FROM_RUN),
+    download: Optional[bool] = typer.Option(None, help="Download CIFAR-10 if it is not in --data-dir. " + FROM_RUN),
+    method: Optional[str] = typer.Option(None, help=FROM_RUN, metavar="channel|fine-grained"),
+    group_coupled: Optional[bool] = typer.Option(None, help=FROM_RUN),
+    selection: Optional[str] = typer.Option(None, help="Channel selection. " + FROM_RUN, metavar="magnitude|greedy"),
+    reconstruct: Optional[bool] = typer.Option(None, help="Least-squares reconstruction. " + FROM_RUN),
+    bn_recalibration: Optional[int] = typer.Option(None, help="BN re-estimation batches. " + FROM_RUN),
+    calibration_images: Optional[int] = typer.Option(None, help="Calibration images. " + FROM_RUN),
+    seed: Optional[int] = typer.Option(None, help="Seed of the search (it picks the calibration images). " + FROM_RUN),
+    threads: Optional[int] = typer.Option(None, help=THREADS_HELP),
     overwrite: bool = typer.Option(False, help="Replace an existing --out."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Apply a saved policy and export the pruned model exactly as `amc search` exports its best policy
-    (pass the search's pruning settings to get the very same network)."""
+    """Apply a saved policy and export the pruned model exactly as `amc search` exports its best policy: `amc
+    prune RUN --out DIR` rebuilds the search's export from the run's own settings."""
     from amc.apply import apply_policy
 
-    summary = apply_policy(policy, model, data, out=out, overwrite=overwrite, weights=str(weights) if weights
-                           else None, data_dir=str(data_dir) if data_dir else None, download=download,
-                           method=method, group_coupled=group_coupled, selection=selection, reconstruct=reconstruct,
-                           bn_recalibration=bn_recalibration, calibration_images=calibration_images, seed=seed,
-                           threads=threads)
-    console.print(f"pruned {summary['model']} by {policy}: held-out top-1 {summary['heldout_top1']:.4f} (original "
-                  f"{summary['baseline']['heldout_top1']:.4f}), test top-1 {summary['test_top1']:.4f}, MACs "
-                  f"{summary['macs'] / 1e6:.2f}M ({summary['macs_ratio']:.3f}); wrote {out}/model.pt and "
-                  "summary.json", highlight=False)
-    print(json.dumps({"out": str(out), **{k: summary[k] for k in ("heldout_top1", "test_top1", "macs",
-                                                                  "macs_ratio", "params")}}))
+    if run is None and policy is None:
+        raise AmcError("pass the run whose policy to apply (`amc prune RUN --out DIR`) or --policy FILE")
+    given = dict(model=model, weights=str(weights) if weights else None, data=data,
+                 data_dir=str(data_dir) if data_dir else None, download=download, method=method,
+                 group_coupled=group_coupled, selection=selection, reconstruct=reconstruct,
+                 bn_recalibration=bn_recalibration, calibration_images=calibration_images, seed=seed, threads=threads)
+    given = {k: v for k, v in given.items() if v is not None}
+    source = policy if policy is not None else run
+    config = None
+    if run is not None and policy is not None:  # another policy, this run's settings
+        from amc.run_inputs import run_config
+        config = run_config(run, "pruned by a policy", **given)
+    summary = apply_policy(source, out=out, config=config, overwrite=overwrite, random_init=random_init, **given)
+    if as_json:
+        print(json.dumps({"out": str(out), **{k: summary[k] for k in ("heldout_top1", "test_top1", "macs",
+                                                                      "macs_ratio", "params")}}))
+        return
+    console.print(f"pruned {summary['model']} by {summary['policy_source']}: held-out top-1 "
+                  f"{100 * summary['heldout_top1']:.2f}% (original {100 * summary['baseline']['heldout_top1']:.2f}%), "
+                  f"test top-1 {100 * summary['test_top1']:.2f}%, MACs {summary['macs'] / 1e6:.2f}M "
+                  f"({summary['macs_ratio']:.3f}); wrote {out}/model.pt and summary.json", highlight=False)
 
 
 @app.command("models")

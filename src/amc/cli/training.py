@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from amc.cli.app import app
+from amc.cli.options import DATASETS, JSON_HELP, THREADS_HELP
 from amc.cli.progress import StepProgress, console
 from amc.config import DEFAULTS
 from amc.errors import AmcError
@@ -17,7 +18,7 @@ from amc.errors import AmcError
 @app.command("train")
 def train_command(
     model: str = typer.Option(..., help="Zoo name (see `amc models`)."),
-    data: str = typer.Option(..., help="Dataset: digits, cifar10, imagefolder."),
+    data: str = typer.Option(..., help="Dataset.", metavar=DATASETS),
     data_dir: Optional[Path] = typer.Option(None, help="Dataset file or folder."),
     download: bool = typer.Option(False, help="Download CIFAR-10 if it is not in --data-dir (needs network)."),
     epochs: int = typer.Option(..., help="Training epochs."),
@@ -31,8 +32,9 @@ def train_command(
     seed: int = typer.Option(0, help="Seed."),
     precision: str = typer.Option("fp32", help="fp32, or bf16 autocast (faster for plain convs on CPUs "
                                   "with bf16 support)."),
-    threads: Optional[int] = typer.Option(None, help="torch CPU threads."),
+    threads: Optional[int] = typer.Option(None, help=THREADS_HELP),
     resume: bool = typer.Option(False, help="Continue from the checkpoint in --out."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Train a zoo model on a dataset's training split (held-out excluded), cosine LR, checkpoint per epoch."""
     from amc.train import train_model
@@ -42,13 +44,20 @@ def train_command(
                             threads=threads, progress=progress.epoch, on_step=progress.step, epochs=epochs,
                             batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, precision=precision,
                             warmup_epochs=warmup_epochs)
-    print(json.dumps({"out": str(out), "heldout_top1": final.get("heldout_top1"), "test_top1": final["test_top1"]}))
+    if as_json:
+        print(json.dumps({"out": str(out), "heldout_top1": final.get("heldout_top1"), "test_top1": final["test_top1"]}))
+        return
+    held_out = f"held-out top-1 {100 * final['heldout_top1']:.2f}%, " if final.get("heldout_top1") is not None else ""
+    console.print(f"trained {model}: {held_out}test top-1 {100 * final['test_top1']:.2f}%; wrote {out}",
+                  highlight=False)
 
 
 @app.command("finetune")
 def finetune_command(
-    run_dir: Path = typer.Argument(..., help="Output directory of `amc search`."),
+    run_dir: Path = typer.Argument(..., help="Output directory of `amc search` (or `amc prune`)."),
     epochs: int = typer.Option(20, help="Fine-tuning epochs."),
+    data_dir: Optional[Path] = typer.Option(None, help="The run's dataset file or folder, if its recorded path no "
+                                            "longer resolves (default: the run's)."),
     lr: float = typer.Option(0.01, help="Peak learning rate (cosine schedule); ~1e-3 for adamw."),
     optimizer: str = typer.Option("sgd", help="sgd (Nesterov momentum) or adamw."),
     batch_size: int = typer.Option(128, help="Batch size."),
@@ -59,16 +68,18 @@ def finetune_command(
                                                    "path no longer resolves."),
     precision: str = typer.Option("fp32", help="fp32, or bf16 autocast."),
     seed: int = typer.Option(0, help="Seed (data order, augmentation)."),
-    threads: Optional[int] = typer.Option(None, help="torch CPU threads."),
+    threads: Optional[int] = typer.Option(None, help=THREADS_HELP),
     resume: bool = typer.Option(False, help="Continue an interrupted fine-tune of this run."),
     overwrite: bool = typer.Option(False, help="Start a new fine-tune, discarding a previous one."),
     device: str = typer.Option("cpu", help="Where to train: cpu, cuda, cuda:1, mps."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Fine-tune a search run's pruned model on the training split; writes model_finetuned.pt and the test
     top-1 into summary.json."""
     import torch
 
     from amc.finetune import finetune
+    from amc.run_inputs import run_dataset
     from amc.train import TrainConfig, resolve_device
 
     try:
@@ -83,12 +94,17 @@ def finetune_command(
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
+    dataset = run_dataset(run_dir, data_dir, purpose="fine-tuned") if data_dir is not None else None
     with StepProgress() as progress:
         record = finetune(run_dir, config, distill=distill, teacher_weights=teacher_weights, resume=resume,
-                          overwrite=overwrite, progress=progress.epoch, on_step=progress.step, device=target)
-    console.print(f"fine-tuned {run_dir}: held-out top-1 {record['heldout_top1']:.4f}, test top-1 "
-                  f"{record['test_top1']:.4f}; wrote model_finetuned.pt and summary.json", highlight=False)
-    print(json.dumps({"run_dir": str(run_dir), **{k: record[k] for k in ("epochs", "heldout_top1", "test_top1")}}))
+                          overwrite=overwrite, progress=progress.epoch, on_step=progress.step, device=target,
+                          data=dataset)
+    if as_json:
+        print(json.dumps({"run_dir": str(run_dir), **{k: record[k] for k in ("epochs", "heldout_top1",
+                                                                             "test_top1")}}))
+        return
+    console.print(f"fine-tuned {run_dir}: held-out top-1 {100 * record['heldout_top1']:.2f}%, test top-1 "
+                  f"{100 * record['test_top1']:.2f}%; wrote model_finetuned.pt and summary.json", highlight=False)
 
 
 @app.command("iterate")
@@ -96,7 +112,7 @@ def iterate_command(
     densities: str = typer.Option(..., help="Decreasing overall densities, one stage each, e.g. 0.5,0.3,0.2."),
     model: str = typer.Option(DEFAULTS.model, help="Zoo name or tv:<torchvision name>."),
     weights: Optional[Path] = typer.Option(None, help="Checkpoint of the trained model."),
-    data: str = typer.Option(DEFAULTS.data, help="Dataset: digits, cifar10, imagefolder."),
+    data: str = typer.Option(DEFAULTS.data, help="Dataset.", metavar=DATASETS),
     data_dir: Optional[Path] = typer.Option(None, help="Dataset file or folder."),
     agent: str = typer.Option(DEFAULTS.agent, help="ddpg, random, uniform or tpe."),
     episodes: int = typer.Option(100, help="Search episodes per stage."),
@@ -105,7 +121,9 @@ def iterate_command(
     lr: float = typer.Option(0.01, help="Fine-tuning learning rate."),
     precision: str = typer.Option(DEFAULTS.precision, help="Scoring and training precision: fp32 or bf16."),
     seed: int = typer.Option(DEFAULTS.seed, help="Seed."),
+    threads: Optional[int] = typer.Option(DEFAULTS.threads, help=THREADS_HELP),
     out: Path = typer.Option(..., help="Directory for the stages (stage1, stage2, ...) and summary.json."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Fine-grained pruning on the paper's iterative schedule: search + masked fine-tune per density stage,
     each stage starting from the previous one. Rerun the same command to resume."""
@@ -120,11 +138,15 @@ def iterate_command(
         raise AmcError(f"bad --densities or fine-tuning setting: {e}") from None
     config = SearchConfig(model=model, weights=str(weights) if weights else None, data=data,
                           data_dir=str(data_dir) if data_dir else None, agent=agent, episodes=episodes,
-                          lbound=lbound, precision=precision, seed=seed, method="fine-grained", target="params")
+                          lbound=lbound, precision=precision, seed=seed, threads=threads, method="fine-grained",
+                          target="params")
     result = iterative_fine_grained(config, stages, out, train_config=train_config,
                                     progress=lambda m: console.print(m, highlight=False))
+    if as_json:
+        print(json.dumps({"out": str(out), "stages": result["stages"]}))
+        return
     for s in result["stages"]:
         console.print(f"stage {s['stage']}: density {s['params_ratio']:.3f}, held-out top-1 "
-                      f"{s['heldout_top1_before_finetune']:.4f} -> {s['heldout_top1']:.4f} after fine-tuning, "
-                      f"test {s['test_top1']:.4f}, sparse file {s['sparse_bytes']} bytes", highlight=False)
-    print(json.dumps({"out": str(out), "stages": result["stages"]}))
+                      f"{100 * s['heldout_top1_before_finetune']:.2f}% -> {100 * s['heldout_top1']:.2f}% after "
+                      f"fine-tuning, test {100 * s['test_top1']:.2f}%, sparse file {s['sparse_bytes']} bytes",
+                      highlight=False)

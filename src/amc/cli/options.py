@@ -1,0 +1,8 @@
+"""Help texts and choice lists that several commands share, so that one option reads the same everywhere."""
+
+from __future__ import annotations
+
+DATASETS = "digits|cifar10|imagefolder"
+JSON_HELP = "Print one JSON object (the result) on stdout instead of the line for people."
+THREADS_HELP = "torch CPU threads (default: torch's choice; one for tiny models)."
+FROM_RUN = "Default: the run's."

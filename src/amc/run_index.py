@@ -1,0 +1,142 @@
+"""What run directories hold, summarised for people and scripts: `describe_run` (behind `amc show`) and
+`list_runs` (behind `amc runs`). Everything is read through `RunDir`; nothing is written."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from amc.config import DEFAULTS
+from amc.errors import AmcError
+from amc.runs import CONFIG_FILE, LOCK_FILE, POLICY_FILE, RunDir
+
+SHOWN_ALWAYS = ("model", "weights", "data", "data_dir", "target", "ratio", "reward", "agent", "episodes", "seed")
+HIDDEN_FILES = (LOCK_FILE,)  # the lock of the process writing the run: not the run's content
+
+
+def describe_run(path: str | Path) -> dict:
+    """A run at a glance: {"run", "status", "settings" (all), "changed" (the settings shown to people: the main
+    ones and every one that differs from the defaults), "budget", "best", "policy", "baselines", "finetune",
+    "latency", "episodes", "seconds", "files"}. Accuracies are fractions in [0, 1]."""
+    run = RunDir(path)
+    record = run.read_config("shown", "re-run the search")
+    settings, summary = record["search"], run.read_summary()
+    log = _episodes(run)
+    defaults = DEFAULTS.to_dict()
+    return {
+        "run": str(run.path), "status": _status(run, settings, summary, log),
+        "settings": settings,
+        "changed": {k: v for k, v in settings.items() if k in SHOWN_ALWAYS or k in defaults and v != defaults[k]},
+        "budget": record.get("budget") or ({"target": settings.get("target"), "ratio": settings.get("ratio")}
+                                           if settings.get("reward", "acc") == "acc" else None),
+        "best": _best(summary, log),
+        "policy": _policy(run),
+        "baselines": _baselines(record, summary),
+        "finetune": {k: v for k, v in summary["finetune"].items() if k != "history"} if "finetune" in summary
+        else None,
+        "latency": summary.get("latency"),
+        "episodes": None if log is None or "policy_source" in summary else len(log),
+        "seconds": summary.get("search_seconds", None if not log else round(sum(r.get("seconds", 0) for r in log), 2)),
+        "files": [{"name": p.name, "bytes": _bytes(p)} for p in sorted(run.path.iterdir())
+                  if p.name not in HIDDEN_FILES],
+    }
+
+
+def find_runs(root: str | Path) -> list[Path]:
+    """Every run directory (one holding config.json) under `root`, `root` included, sorted; a run's own
+    subdirectories (tensorboard, iterate's stages are runs of their own) are searched too."""
+    root = Path(root)
+    if not root.is_dir():
+        raise AmcError(f"{root} is not a directory; pass the directory holding your runs (e.g. runs)")
+    found = []
+    for directory, subdirectories, files in os.walk(root):
+        subdirectories[:] = sorted(d for d in subdirectories if not d.startswith("."))
+        if CONFIG_FILE in files:
+            found.append(Path(directory))
+    return sorted(found)
+
+
+def list_runs(root: str | Path) -> list[dict]:
+    """One row per run under `root`: {"run" (relative to root), "model", "target", "ratio", "reward", "agent",
+    "episodes", "episodes_planned", "best_heldout_top1", "test_top1", "finetuned_test_top1", "seconds",
+    "status"}; a run that cannot be read is a row with its reason as the status."""
+    rows = []
+    for path in find_runs(root):
+        name = str(path.relative_to(root)) if path != Path(root) else "."
+        try:
+            d = describe_run(path)
+        except AmcError as e:
+            rows.append({"run": name, "status": f"unreadable: {e}"})
+            continue
+        s, best = d["settings"], d["best"] or {}
+        rows.append({"run": name, "model": s.get("model"), "target": s.get("target"), "ratio": s.get("ratio"),
+                     "reward": s.get("reward"), "agent": s.get("agent"), "episodes": d["episodes"],
+                     "episodes_planned": s.get("episodes"), "best_heldout_top1": best.get("heldout_top1"),
+                     "test_top1": best.get("test_top1"),
+                     "finetuned_test_top1": (d["finetune"] or {}).get("test_top1"), "seconds": d["seconds"],
+                     "status": d["status"]})
+    return rows
+
+
+def _episodes(run: RunDir) -> list[dict] | None:
+    try:
+        return run.read_episodes()
+    except AmcError:
+        return None  # a corrupt log: the status says so
+
+
+def _status(run: RunDir, settings: dict, summary: dict, log: list[dict] | None) -> str:
+    if "policy_source" in summary:
+        return "pruned by a saved policy"
+    if summary:
+        return "finished"
+    if log is None:
+        return "episodes.jsonl is corrupt"
+    if run.has_state():
+        return f"stopped after {len(log)} of {settings.get('episodes')} episodes (`amc search --resume --out {run}`)"
+    return "started, no episode finished"
+
+
+def _best(summary: dict, log: list[dict] | None) -> dict | None:
+    """The exported policy's figures (summary.json), or the best logged episode's of a run still going."""
+    if summary:
+        keys = ("test_top1", "test_top5", "macs", "macs_ratio", "params", "params_ratio")
+        return {"episode": summary.get("best_episode"),
+                "heldout_top1": summary.get("best_val_top1", summary.get("heldout_top1")),
+                **{k: summary[k] for k in keys if k in summary}}
+    if not log:
+        return None
+    best = max(log, key=lambda r: r["reward"])
+    return {"episode": best.get("episode"), "heldout_top1": best["accuracy"], "macs": best.get("macs"),
+            "params": best.get("params"), "scored_only": "search score, not yet exported"}
+
+
+def _policy(run: RunDir) -> dict | None:
+    if not run.has(POLICY_FILE):
+        return None
+    try:
+        policy = run.read_policy()
+    except AmcError:
+        return None
+    ratios = policy.ratios
+    return {"decisions": len(ratios), "min_ratio": min(ratios, default=None), "max_ratio": max(ratios, default=None),
+            "layers": [{"layer": c, "channels": n, "keep": k, "ratio": round(r, 4)}
+                       for c, n, k, r in zip(policy.consumers, policy.channels, policy.keep, ratios)]}
+
+
+def _baselines(record: dict, summary: dict) -> dict:
+    """The original model's figures, and any policy the run compared its search with (summary "baselines")."""
+    baselines = {"original": summary.get("baseline") or record.get("baseline")}
+    extra = summary.get("baselines")
+    if isinstance(extra, dict):
+        baselines.update(extra)
+    return {k: v for k, v in baselines.items() if v}
+
+
+def _bytes(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
+
+
+__all__ = ["describe_run", "find_runs", "list_runs"]
