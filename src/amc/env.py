@@ -162,7 +162,7 @@ class CompressionEnv(gym.Env):
         prunable = 1 - self.cost(np.zeros_like(self.channels)) / self.total_cost
         lbound = self.feasible_lbound()
         fix = f" or --lbound <= {lbound:g}" if lbound is not None else \
-            f" (no --lbound can meet {self.config.ratio:g}: the layers that cannot be pruned keep more)"
+            f" (no --lbound can meet {self.config.ratio:g}: even one channel per prunable layer keeps more)"
         raise BudgetError(
             f"budget {self.config.ratio:g} of {self.config.target} cannot be met: with every prunable layer at "
             f"the lower bound {self.config.lbound:g} the model keeps {reachable:.3f} (only {prunable:.1%} of its "
