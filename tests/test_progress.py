@@ -126,9 +126,12 @@ def test_the_time_left_counts_the_episodes_at_their_pace_and_the_final_scoring(c
 
 def test_the_final_scoring_is_estimated_from_the_originals_pace():
     dataset = SimpleNamespace(heldout=[0] * 1000, test=[0] * 2000)
-    setup = SimpleNamespace(dataset=dataset, scorer=SimpleNamespace(evaluator=SimpleNamespace(size=500)))
-    # 2 s for 1000 held-out images: the pruned network on held-out and test, the original on test
-    assert final_seconds(setup, _config(ratio=0.5), 2.0) == pytest.approx(0.002 * (1000 + 2000 + 2000))
+    setup = SimpleNamespace(dataset=dataset, scorer=SimpleNamespace(evaluator=SimpleNamespace(size=500)),
+                            graph=SimpleNamespace(decisions=[0, 1, 2]))
+    # 2 s for 1000 held-out images: the exported network and the uniform and ramp baselines on held-out and
+    # test, the original on test; without a budget no baseline is scored
+    assert final_seconds(setup, _config(ratio=0.5), 2.0) == pytest.approx(0.002 * (3 * 3000 + 2000))
+    assert final_seconds(setup, _config(reward="acc-macs"), 2.0) == pytest.approx(0.002 * (3000 + 2000))
     with_finalists = final_seconds(setup, _config(ratio=0.5, finalists=4, finalist_steps=10), 2.0)
     # 2 x 4 x 10 steps of 128 images, ~3 forward passes each, and ~2 x 4 candidates scored on 500 images
     assert with_finalists - final_seconds(setup, _config(ratio=0.5), 2.0) == pytest.approx(

@@ -140,3 +140,72 @@ def test_cli(ddpg_run, tmp_path, monkeypatch, capsys):
     stderr = capsys.readouterr().err
     errors = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "not a search run" in errors[0] and "Traceback" not in stderr
+
+
+def test_the_report_compares_the_search_with_the_fixed_policies_at_its_budget(ddpg_run, tmp_path):
+    from amc.baselines import BASELINE_NAMES, verdict
+    run = _copy(ddpg_run, tmp_path)
+    html = write_report(run).read_text()
+    summary = json.loads((run / "summary.json").read_text())
+    assert "Was the search worth it?" in html and html.count(verdict(summary).replace("'", "&#x27;")) == 2
+    for name, baseline in summary["baselines"].items():
+        assert BASELINE_NAMES[name] in html
+        assert f"{100 * baseline['test_top1']:.2f}%" in html and f"{100 * baseline['heldout_top1']:.2f}%" in html
+    del summary["baselines"]  # a run made before baselines were scored
+    (run / "summary.json").write_text(json.dumps(summary))
+    assert "Not recorded: the run was made before amc scored baselines" in write_report(run).read_text()
+
+
+def test_raced_episodes_are_told_apart_from_fully_scored_ones(ddpg_run):
+    from amc.report.run import fully_scored
+    run = load_run(ddpg_run)
+    full = max(r["scored_images"] for r in run.episodes)
+    kinds = fully_scored(run)
+    assert kinds == [r["scored_images"] == full for r in run.episodes]
+    assert any(kinds) and not all(kinds)  # this run raced some candidates out
+    # a repeated policy (0 images: its score was reused) is of the kind of its first score
+    first_raced = run.episodes[kinds.index(False)]
+    run.episodes.append({**first_raced, "episode": len(run.episodes), "scored_images": 0})
+    run.episodes.append({**run.episodes[0], "episode": len(run.episodes), "scored_images": 0})
+    assert fully_scored(run)[-2:] == [False, True]
+
+
+def test_the_reproduce_command_repeats_the_runs_settings(ddpg_run, tmp_path, monkeypatch):
+    import importlib
+    import shlex
+
+    from amc.cli import main
+    from amc.report.run import reproduce_command
+    run_dir = _copy(ddpg_run, tmp_path)
+    config = json.loads((run_dir / "config.json").read_text())
+    config["search"].update(agent_options={"anchor": "uniform", "noise_sigma_min": 0.1}, reconstruct=False,
+                            racing=False, data_dir=str(tmp_path / "a dir" / "x.npz"), ratio=0.3, points_per_image=5)
+    (run_dir / "config.json").write_text(json.dumps(config))
+    command, api_only = reproduce_command(load_run(run_dir))
+    assert command.startswith("amc search ") and "--no-reconstruct" in command and "--no-racing" in command
+    assert api_only == ["points_per_image=5"] and "--model" not in command  # defaults are left out
+    assert f"<code>{command.replace(chr(39), '&#x27;')}</code>" in write_report(run_dir).read_text()
+
+    seen = {}
+
+    def fake_search(*, config, **_):
+        seen.update(config.to_dict())
+        raise SystemExit(0)
+
+    monkeypatch.setattr(importlib.import_module("amc.search"), "search", fake_search)  # the module, not amc.search()
+    monkeypatch.setattr(sys, "argv", shlex.split(command))
+    with pytest.raises(SystemExit):
+        main()
+    assert seen == {**config["search"], "points_per_image": SearchConfig().points_per_image}
+
+
+def test_latency_is_timed_on_the_backend_the_run_targets_with_the_speedup(ddpg_run, tmp_path, simulated_timer):
+    run = _copy(ddpg_run, tmp_path)
+    config = json.loads((run / "config.json").read_text())
+    config["search"].update(latency_backend="onnxruntime", latency_threads=2)
+    (run / "config.json").write_text(json.dumps(config))
+    html = write_report(run, latency=True).read_text()
+    latency = json.loads((run / "latency.json").read_text())
+    assert latency["backend"] == "onnxruntime" and latency["threads"] == 2
+    assert "onnxruntime, 2 thread(s)" in html
+    assert f"{latency['original_ms'] / latency['pruned_ms']:.2f}&times; faster" in html

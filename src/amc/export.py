@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 from amc import models
-from amc.errors import AmcError, CheckpointError
+from amc.errors import AmcError, CheckpointError, UnknownModelError
 from amc.atomic import write_bytes_atomic, write_json_atomic
 from amc.runs import META_FILE, MODEL_FILE, RunDir
 
@@ -25,52 +25,82 @@ def save_pruned(model: nn.Module, run_dir: str | Path, extra: dict | None = None
     write_json_atomic(run_dir / META_FILE, {"info": asdict(info), **(extra or {})})
 
 
-def load_pruned(run_dir: str | Path) -> nn.Module:
-    """Rebuild the exported pruned model of a run in eval mode (works in a fresh process)."""
+def load_pruned(run_dir: str | Path, model: nn.Module | None = None) -> nn.Module:
+    """Rebuild the exported pruned model of a run in eval mode (works in a fresh process).
+
+    The architecture is rebuilt from the run's record: a zoo name, ``tv:``/``timm:`` name or factory reference
+    (imported again). For a network amc cannot name (one built in your own code), pass `model`, an instance of
+    its original, unpruned definition: its layers are narrowed in place to the saved widths, the saved weights
+    loaded, and it is returned with the run's `ModelInfo` attached.
+    """
     run_dir = Path(run_dir)
     meta_path, weights_path = run_dir / META_FILE, run_dir / MODEL_FILE
     if not meta_path.exists() or not weights_path.exists():
         raise AmcError(f"{run_dir} holds no exported model ({META_FILE} and {MODEL_FILE}); "
                        "point at the output directory of a finished `amc search`")
-    info = RunDir(run_dir).read_model_meta()
+    record = RunDir(run_dir).read_model_meta()
+    info = models.info_from_record(record)
     try:
         state = torch.load(weights_path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure to read is the same user-facing problem
         raise CheckpointError(f"cannot read {weights_path} ({type(e).__name__}); re-export the run") from None
-    model = models.create(info["name"], num_classes=info["num_classes"], **info.get("kwargs", {}))
+    if model is None:
+        model = _rebuilt(run_dir, record, info.name)
+    elif not isinstance(model, nn.Module):
+        raise AmcError(f"model= takes the network's original definition as a torch.nn.Module, got a "
+                       f"{type(model).__name__}")
     reshape_to(model, state)
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        detail = " ".join(str(e).split())[:200]
+        raise CheckpointError(f"{weights_path} does not fit this network ({detail}); pass model= an instance of the "
+                              f"definition the run searched ({info.name})") from None
+    model.amc_info = info
     return model.eval()
 
 
+def _rebuilt(run_dir: Path, record: dict, name: str) -> nn.Module:
+    try:
+        return models.rebuild(record)
+    except UnknownModelError:
+        raise AmcError(f"the model of {run_dir} ({name!r}) is neither a zoo name nor a factory reference, so amc "
+                       f"cannot rebuild it; pass its original definition, amc.load_pruned(run, model=YourNet()), or "
+                       "search it as --model package.module:function") from None
+
+
 def reshape_to(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Replace convs, linears and norms whose shapes differ from `state` by layers of the stored shape."""
+    """Narrow the convs, linears and norms whose shapes differ from `state` to the stored shape, in place.
+
+    The layer objects stay (their class, padding mode, a fused activation...): only their sizes and tensors
+    change, so a subclass from a user's or timm's code keeps what it adds. Values are left to load_state_dict.
+    """
     for name, module in list(model.named_modules()):
         weight = state.get(f"{name}.weight")
         if weight is None or not hasattr(module, "weight") or module.weight is None:
             continue
         if tuple(weight.shape) == tuple(module.weight.shape):
             continue
-        _set_submodule(model, name, _resized(module, weight.shape))
+        _resize(module, weight.shape)
 
 
-def _resized(module: nn.Module, shape: torch.Size) -> nn.Module:
+def _resize(module: nn.Module, shape: torch.Size) -> None:
+    out_features = shape[0]
     if isinstance(module, nn.Conv2d):
         depthwise = module.groups == module.in_channels == module.out_channels and module.groups > 1
-        out_channels = shape[0]
-        in_channels = out_channels if depthwise else shape[1] * module.groups
-        return nn.Conv2d(in_channels, out_channels, module.kernel_size, module.stride, module.padding,
-                         module.dilation, groups=out_channels if depthwise else module.groups,
-                         bias=module.bias is not None, padding_mode=module.padding_mode)
-    if isinstance(module, nn.Linear):
-        return nn.Linear(shape[1], shape[0], bias=module.bias is not None)
-    if isinstance(module, nn.modules.batchnorm._BatchNorm):
-        return type(module)(shape[0], eps=module.eps, momentum=module.momentum, affine=module.affine,
-                            track_running_stats=module.track_running_stats)
-    raise AmcError(f"cannot rebuild layer of type {type(module).__name__} with shape {tuple(shape)}")
-
-
-def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, new)
+        module.in_channels = out_features if depthwise else shape[1] * module.groups
+        module.out_channels = out_features
+        if depthwise:
+            module.groups = out_features
+    elif isinstance(module, nn.Linear):
+        module.in_features, module.out_features = shape[1], out_features
+    elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+        module.num_features = out_features
+        for buffer in ("running_mean", "running_var"):
+            if getattr(module, buffer, None) is not None:
+                setattr(module, buffer, torch.empty(out_features))
+    else:
+        raise AmcError(f"cannot rebuild layer of type {type(module).__name__} with shape {tuple(shape)}")
+    module.weight = nn.Parameter(torch.empty(shape))
+    if getattr(module, "bias", None) is not None:
+        module.bias = nn.Parameter(torch.empty(out_features))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from dataclasses import asdict
 from typing import Any, Iterator
 
 import torch
@@ -43,7 +44,7 @@ class _Worker:
 
         torch.set_num_threads(payload["threads"])
         info = payload["info"]
-        model = models.create(info["name"], num_classes=info["num_classes"], **info["kwargs"])
+        model = models.rebuild(info)  # a factory is imported from where the driver found it too
         model.load_state_dict(payload["state_dict"])
         model.eval()
         graph = LayerGraph(model, tuple(info["input_shape"]), group_coupled=payload["group_coupled"])
@@ -97,8 +98,7 @@ def worker_payload(scorer: Scorer, config) -> dict:
     (sampled once by the driver), the held-out split and the scoring settings."""
     model = scorer.model
     info = models.model_info(model)
-    return {"info": {"name": info.name, "num_classes": info.num_classes, "kwargs": dict(info.kwargs),
-                     "input_shape": list(info.input_shape), "mean": list(info.mean), "std": list(info.std)},
+    return {"info": asdict(info),
             "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
             "stats": scorer.stats, "heldout": scorer.evaluator.split, "recalibration": scorer.recalibration,
             "threads": 1, "racing": config.races, "group_coupled": config.group_coupled,

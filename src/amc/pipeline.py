@@ -53,7 +53,8 @@ def seed_and_threads(config: SearchConfig) -> None:
 def load_model(config: SearchConfig, dataset: Dataset) -> tuple[nn.Module, str | None]:
     """The model to prune and the checkpoint it was loaded from (given, bundled, or None)."""
     weights = config.weights if config.weights is not None else models.bundled_weights(config.model)
-    model = models.create(config.model, num_classes=dataset.num_classes)
+    # input_shape: what a timm CNN or a factory without amc_info is fed (the zoo states its own)
+    model = models.create(config.model, num_classes=dataset.num_classes, input_shape=dataset.input_shape)
     expected = models.model_info(model).input_shape
     if tuple(expected) != tuple(dataset.input_shape):
         raise AmcError(f"model {config.model} expects inputs {expected} but dataset {config.data} has "

@@ -20,7 +20,8 @@ CONFIG_SHAPE = {"search": dict, "versions": dict, "model": dict, "data_fingerpri
 SUMMARY_SHAPE = {"model": str, "agent": str, "episodes": int, "best_episode": (int, NONE), "macs": NUMBER,
                  "params": NUMBER, "macs_ratio": NUMBER, "params_ratio": NUMBER, "best_val_top1": NUMBER,
                  "heldout_top1": NUMBER, "test_top1": NUMBER, "best_reward": NUMBER, "budget_ratio": (*NUMBER, NONE),
-                 "search_seconds": NUMBER, "baseline": dict, "finetune": dict, "latency": dict, "finalists": dict}
+                 "search_seconds": NUMBER, "baseline": dict, "finetune": dict, "latency": dict, "finalists": dict,
+                 "baselines": dict, "searched_minus_best_baseline": dict}
 META_SHAPE = {"info": dict, "policy": dict}
 CALIBRATION_SHAPE = {"offset_ms": NUMBER, "scale": NUMBER, "info": dict}
 EPISODE_SHAPE = {"episode": int, "reward": NUMBER, "accuracy": NUMBER, "keep": list, "scored_images": int}

@@ -18,6 +18,7 @@ import torch.nn as nn
 
 from amc.agents import make_agent
 from amc.apply import apply_policy, export_policy, resolve_config
+from amc.baselines import BASELINES, score_baselines
 from amc.callbacks import (BestPolicy, CallbackList, EpisodeLog, LatencyCheck, Phases, Progress, SaveState,
                            TensorBoard, eta_seconds, summary_writer)
 from amc.config import SearchConfig
@@ -41,6 +42,12 @@ class SearchResult:
     best_val_top1: float
     summary: dict
     episodes: list[dict] = field(repr=False)
+
+    @property
+    def baselines(self) -> dict:
+        """The fixed policies at the same budget, scored as the export is ({"uniform": {...}, "shallower":
+        {...}}; empty without a budget); `summary["searched_minus_best_baseline"]` is the search's margin."""
+        return self.summary.get("baselines", {})
 
 
 def search(model: nn.Module | str | None = None, data: Dataset | str | None = None, *, out: str | Path,
@@ -140,12 +147,15 @@ def check_before_scoring(config: SearchConfig, inputs: Inputs) -> None:
 
 def final_seconds(setup: Setup, config: SearchConfig, original_seconds: float) -> float:
     """About how long what follows the episodes takes, from `original_seconds` (one scoring of the original on
-    the whole held-out split): `_finish` builds and scores the exported network on the held-out and test splits
-    and the original on the test split, each image at the original's pace (a network pruned to 50% MACs scored
-    barely faster on one CPU thread: ResNet-20, 14 s against 11 s estimated at half the pace); the finalist
-    stage trains ~2 x K x steps batches (~3 forward passes each) and scores ~2 x K candidates."""
+    the whole held-out split): `_finish` builds and scores the exported network and, under a budget, each fixed
+    baseline policy (`amc.baselines`) on the held-out and test splits, and the original on the test split, each
+    image at the original's pace (a network pruned to 50% MACs scored barely faster on one CPU thread:
+    ResNet-20, 14 s against 11 s estimated at half the pace); the finalist stage trains ~2 x K x steps batches
+    (~3 forward passes each) and scores ~2 x K candidates."""
     per_image = original_seconds / max(1, len(setup.dataset.heldout))
-    seconds = per_image * (len(setup.dataset.heldout) + 2 * len(setup.dataset.test))
+    heldout, test = len(setup.dataset.heldout), len(setup.dataset.test)
+    baselines = 0 if config.reward != "acc" else len(BASELINES) if len(setup.graph.decisions) > 1 else 1
+    seconds = per_image * ((1 + baselines) * (heldout + test) + test)
     if config.finalists > 1:
         steps = 2 * config.finalists * config.finalist_steps
         scorings = 2 * config.finalists * setup.scorer.evaluator.size
@@ -287,6 +297,9 @@ def _finish(run: RunDir, config: SearchConfig, setup: Setup, env: CompressionEnv
     }
     if finalists is not None:
         summary["finalists"] = finalists
+    # was it worth it: the uniform policy and the paper's ramp at the same budget, scored as the export is
+    summary.update(score_baselines(setup, env, {"keep": policy.keep, "heldout_top1": heldout,
+                                                "test_top1": figures["test_top1"]}, log))
     if guard is not None:
         latency = guard.latency
         summary["latency"] = {

@@ -18,7 +18,9 @@ from amc.errors import AmcError
 @app.command("search")
 def search_command(
     ctx: typer.Context,
-    model: str = typer.Option(DEFAULTS.model, help="Zoo name (see `amc models`) or tv:<torchvision name>."),
+    model: str = typer.Option(DEFAULTS.model, help="Zoo name (see `amc models`), tv:<torchvision name>, "
+                              "timm:<timm name> (extra `timm`), or your own package.module:function returning the "
+                              "network (imported from the Python path or the current directory)."),
     weights: Optional[Path] = typer.Option(DEFAULTS.weights, help="Checkpoint of the trained model. Without it: "
                                            "the bundled weights of the embedded default, else random init (a "
                                            "warning)."),
@@ -84,6 +86,7 @@ def search_command(
 
     With no arguments: prunes the bundled digits CNN to 50% MACs on scikit-learn's digits (a few minutes).
     """
+    from amc.baselines import verdict
     from amc.config import SearchConfig
     from amc.runs import CONFIG_FILE, RunDir
     from amc.search import resumed_config, search
@@ -145,9 +148,14 @@ def search_command(
         console.print(f"latency ({lat['backend']}, {lat['threads']} thread(s), batch {lat['batch']}): measured "
                       f"{lat['pruned_ms']:.3f} ms against {lat['original_ms']:.3f} ms ({lat['measured_ratio']:.3f}; "
                       f"target {lat['target_ratio']:g}, predicted {lat['predicted_ratio']:.3f})", highlight=False)
+    worth = verdict(s)  # was it worth it: the fixed policies at the same budget beside the searched one
+    if worth:
+        console.print(worth, highlight=False)
     print(json.dumps({"run_dir": str(out), **{k: s[k] for k in ("best_val_top1", "test_top1", "macs",
                                                                 "macs_ratio", "params")},
-                      **({"latency_ratio": s["latency"]["measured_ratio"]} if "latency" in s else {})}))
+                      **({"latency_ratio": s["latency"]["measured_ratio"]} if "latency" in s else {}),
+                      **({"searched_minus_best_baseline": s["searched_minus_best_baseline"]["test_top1"]}
+                         if "searched_minus_best_baseline" in s else {})}))
 
 
 def _key_values(pairs: list[str]) -> dict:

@@ -42,33 +42,47 @@ def eval_command(
 @app.command("export")
 def export_command(
     run_dir: Path = typer.Argument(..., help="Output directory of `amc search`."),
-    onnx: Path = typer.Option(..., "--onnx", help="ONNX file to write (replaced if it exists)."),
+    onnx: Optional[Path] = typer.Option(None, "--onnx", help="ONNX file to write (replaced if it exists)."),
+    torchscript: Optional[Path] = typer.Option(None, "--torchscript", help="TorchScript file to write (replaced if "
+                                               "it exists); plain torch.jit.load runs it, without amc."),
     finetuned: bool = typer.Option(False, help="Export the fine-tuned weights (after `amc finetune`)."),
     opset: int = typer.Option(17, help="ONNX opset version."),
     dynamic_batch: bool = typer.Option(True, help="Symbolic batch dimension (else fixed at 1)."),
-    check_images: int = typer.Option(64, help="Held-out images on which onnxruntime must match PyTorch."),
+    check_images: int = typer.Option(64, help="Held-out images on which each file must match PyTorch."),
 ) -> None:
-    """Write a run's pruned model as ONNX, checked with onnxruntime against PyTorch on held-out images."""
+    """Write a run's pruned model as ONNX (checked with onnxruntime) and/or TorchScript (checked with
+    torch.jit.load), each against PyTorch's outputs on held-out images."""
     from amc import load_pruned, models
     from amc.finetune import load_finetuned
     from amc.onnx_export import check_onnx, export_onnx, require_onnx
+    from amc.torchscript_export import write_checked_torchscript
 
+    if onnx is None and torchscript is None:
+        raise AmcError("nothing to write: pass --onnx FILE and/or --torchscript FILE")
     if check_images < 1:
         raise AmcError(f"--check-images must be at least 1, got {check_images}")
-    require_onnx()  # before any work: the one-line install hint
+    if onnx is not None:
+        require_onnx()  # before any work: the one-line install hint
     net = load_finetuned(run_dir) if finetuned else load_pruned(run_dir)
     info = models.model_info(net)
     inputs, described = _sample_inputs(run_dir, info, check_images)
-    export_onnx(net, onnx, info.input_shape, opset=opset, dynamic_batch=dynamic_batch)
-    try:
-        max_abs_diff = check_onnx(net, onnx, inputs)
-    except AmcError:
-        onnx.unlink(missing_ok=True)  # a file that computes something else must not be left behind
-        raise
-    console.print(f"wrote {onnx} (opset {opset}, {'dynamic' if dynamic_batch else 'fixed'} batch); onnxruntime "
-                  f"matches PyTorch on {described}: max abs diff {max_abs_diff:.2e}", highlight=False)
-    print(json.dumps({"onnx": str(onnx), "max_abs_diff": max_abs_diff, "check_inputs": described,
-                      "opset": opset, "dynamic_batch": dynamic_batch}))
+    record = {"check_inputs": described}
+    if onnx is not None:
+        export_onnx(net, onnx, info.input_shape, opset=opset, dynamic_batch=dynamic_batch)
+        try:
+            max_abs_diff = check_onnx(net, onnx, inputs)
+        except AmcError:
+            onnx.unlink(missing_ok=True)  # a file that computes something else must not be left behind
+            raise
+        console.print(f"wrote {onnx} (opset {opset}, {'dynamic' if dynamic_batch else 'fixed'} batch); onnxruntime "
+                      f"matches PyTorch on {described}: max abs diff {max_abs_diff:.2e}", highlight=False)
+        record.update(onnx=str(onnx), max_abs_diff=max_abs_diff, opset=opset, dynamic_batch=dynamic_batch)
+    if torchscript is not None:
+        script_diff = write_checked_torchscript(net, torchscript, inputs)
+        console.print(f"wrote {torchscript} (TorchScript); torch.jit.load's module matches PyTorch on {described}: "
+                      f"max abs diff {script_diff:.2e}", highlight=False)
+        record.update(torchscript=str(torchscript), torchscript_max_abs_diff=script_diff)
+    print(json.dumps(record))
 
 
 def _sample_inputs(run_dir: Path, info, count: int):
@@ -94,7 +108,8 @@ def _sample_inputs(run_dir: Path, info, count: int):
 
 @app.command("bench")
 def bench_command(
-    model: str = typer.Argument(..., help="Zoo name, tv:<torchvision name>, or a run directory of `amc search`."),
+    model: str = typer.Argument(..., help="Zoo name, tv:/timm:<name>, package.module:function, or a run directory "
+                                "of `amc search`."),
     weights: Optional[Path] = typer.Option(None, help="Checkpoint of a zoo model (random init without it; "
                                            "latency hardly depends on the values)."),
     backend: str = typer.Option("torch", help="torch or onnxruntime (the model exported to ONNX first)."),
@@ -126,7 +141,8 @@ def bench_command(
 
 
 def _model_or_run(name: str, weights: Optional[Path]):
-    """The pruned model of a run directory, else zoo model `name` (with `weights` if given)."""
+    """The pruned model of a run directory, else model `name` (zoo, tv:/timm:, or a factory reference; with
+    `weights` if given)."""
     from amc import load_pruned, models
 
     path = Path(name)
@@ -137,7 +153,8 @@ def _model_or_run(name: str, weights: Optional[Path]):
     if path.exists():
         raise AmcError(f"{name} is a file; pass the run directory holding it, or a zoo name with --weights {name}")
     if "/" in name or "\\" in name:
-        raise AmcError(f"run directory not found: {name}; pass the --out of `amc search` or a zoo name")
+        raise AmcError(f"run directory not found: {name}; pass the --out of `amc search`, a zoo name or "
+                       "package.module:function")
     return models.create(name, weights=weights)
 
 
@@ -195,7 +212,8 @@ def prune_command(
 
 @app.command("models")
 def models_command() -> None:
-    """List the model zoo (torchvision models are reachable as tv:<name>)."""
+    """List the model zoo (any torchvision model is reachable as tv:<name>, any timm one as timm:<name>, your own
+    network as package.module:function)."""
     from amc import models
     for name in models.list_models():
         print(name)

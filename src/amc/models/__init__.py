@@ -1,8 +1,10 @@
 """The model zoo: build any supported network by name, with its input size and normalization attached.
 
-``create("resnet56")`` builds a zoo model; ``create("tv:resnet50")`` any torchvision classifier. Every
-model carries ``model.amc_info`` (a `ModelInfo`), so later stages never need to be told the input shape.
-Nothing here knows about pruning.
+``create("resnet56")`` builds a zoo model; ``create("tv:resnet50")`` any torchvision classifier,
+``create("timm:resnet10t")`` any timm architecture (extra ``[timm]``), ``create("mypkg.nets:build")`` a user's
+own network from its factory function. Every model carries ``model.amc_info`` (a `ModelInfo`), so later stages
+never need to be told the input shape; `rebuild` makes the architecture a run recorded. Nothing here knows
+about pruning.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import inspect
 import json
 import pickle
 import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,13 +24,14 @@ import torch
 import torch.nn as nn
 
 from amc.errors import AmcError, CheckpointError, UnknownModelError
-from amc.models import torchvision_models
+from amc.models import factory, timm_models, torchvision_models
 from amc.models.cifar_resnet import plain20, resnet20, resnet32, resnet44, resnet56
 from amc.models.mobilenet import mobilenet_v1, mobilenet_v2
 from amc.models.small import digits_cnn
 from amc.models.vgg import vgg16
 
-__all__ = ["ModelInfo", "create", "list_models", "model_info", "load_weights", "bundled_weights", "non_finite"]
+__all__ = ["ModelInfo", "create", "rebuild", "info_from_record", "list_models", "model_info", "load_weights",
+           "bundled_weights", "non_finite"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -40,7 +44,8 @@ WEIGHTS_DIR = Path(__file__).parent / "weights"
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """What a model expects: registry name, input (C, H, W), normalization of [0, 1] pixels, classes."""
+    """What a model expects: registry name (or factory reference), input (C, H, W), normalization of [0, 1]
+    pixels, classes."""
 
     name: str
     input_shape: tuple[int, int, int]
@@ -48,6 +53,7 @@ class ModelInfo:
     std: tuple[float, ...]
     num_classes: int
     kwargs: dict = field(default_factory=dict)  # extra constructor kwargs, JSON-serialisable
+    import_root: str | None = None  # a factory's: the directory its module was imported from, searched on rebuild
 
 
 @dataclass(frozen=True)
@@ -79,11 +85,15 @@ def list_models() -> list[str]:
     return list(_ZOO) + [torchvision_models.PREFIX + name for name in torchvision_models.COMMON_MODELS]
 
 
-def create(name: str, num_classes: int | None = None, weights: str | Path | None = None, **kwargs) -> nn.Module:
+def create(name: str, num_classes: int | None = None, weights: str | Path | None = None, *,
+           input_shape: tuple[int, int, int] | None = None, **kwargs) -> nn.Module:
     """Build model `name` (random init, train mode), attach `model.amc_info`, and load `weights` if given.
 
-    `num_classes` defaults to the model's own (10 for the zoo, 1000 for torchvision). `kwargs` go to the
-    constructor (e.g. ``width_mult=0.5`` for the MobileNets) and are recorded in `ModelInfo.kwargs`.
+    `name` is a zoo name, ``tv:<torchvision name>``, ``timm:<timm name>`` or a factory ``package.module:function``
+    (called with `kwargs`, by default none). `num_classes` defaults to the model's own (10 for the zoo, 1000 for
+    torchvision and timm); a factory's network must predict that many. `input_shape` (C, H, W) is the data's:
+    it is used where the model states none (a timm CNN, a factory that attaches no ``amc_info``). `kwargs` go to
+    the constructor (e.g. ``width_mult=0.5`` for the MobileNets) and are recorded in `ModelInfo.kwargs`.
     """
     if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
                                     or num_classes < 1):
@@ -97,6 +107,10 @@ def create(name: str, num_classes: int | None = None, weights: str | Path | None
         except TypeError as e:  # torchvision forwards kwargs to the class, which rejects unknown ones
             raise AmcError(f"torchvision model {name} rejected options {sorted(kwargs)}: {e}") from None
         info = ModelInfo(name, TORCHVISION_SHAPE, IMAGENET_MEAN, IMAGENET_STD, num_classes, dict(kwargs))
+    elif name.startswith(timm_models.PREFIX):
+        model, info = _timm(name, 1000 if num_classes is None else num_classes, input_shape, kwargs)
+    elif factory.is_reference(name):
+        model, info = _factory(name, num_classes, input_shape, kwargs)
     else:
         entry = _ZOO.get(name)
         if entry is None:
@@ -111,12 +125,74 @@ def create(name: str, num_classes: int | None = None, weights: str | Path | None
     return model
 
 
+def rebuild(record: Mapping) -> nn.Module:
+    """The architecture a run recorded (model.json's ``info``, config.json's ``model``: a `ModelInfo` as a
+    dict), randomly initialised, with that `ModelInfo` attached; a factory is imported again (also from the
+    directory it was first imported from)."""
+    info = info_from_record(record)
+    if factory.is_reference(info.name):
+        model, _ = factory.build(info.name, (info.import_root,) if info.import_root else (), **info.kwargs)
+    else:
+        model = create(info.name, num_classes=info.num_classes, **info.kwargs)
+    model.amc_info = info
+    return model
+
+
+def info_from_record(record: Mapping) -> ModelInfo:
+    """A `ModelInfo` from its dict (as written into a run); AmcError naming what is missing."""
+    try:
+        return ModelInfo(str(record["name"]), tuple(int(v) for v in record["input_shape"]),
+                         tuple(float(v) for v in record["mean"]), tuple(float(v) for v in record["std"]),
+                         int(record["num_classes"]), dict(record.get("kwargs") or {}), record.get("import_root"))
+    except (KeyError, TypeError, ValueError) as e:
+        raise AmcError(f"the run's model record is incomplete or corrupt ({type(e).__name__}: {e}); re-export the "
+                       "run") from None
+
+
+def _timm(name: str, num_classes: int, input_shape, kwargs: dict) -> tuple[nn.Module, ModelInfo]:
+    channels = int(kwargs.get("in_chans", input_shape[0] if input_shape else 3))
+    if channels != 3:
+        kwargs["in_chans"] = channels  # recorded, so that a rebuild from the run takes the same channels
+    model = timm_models.build(name[len(timm_models.PREFIX):], num_classes, **kwargs)
+    shape, mean, std = timm_models.data_config(model, channels)
+    # timm's CNNs pool globally, so they take the data's image size (a ViT's fixed size fails the shape check)
+    shape = tuple(input_shape) if input_shape else shape
+    return model, ModelInfo(name, shape, mean, std, num_classes, dict(kwargs))
+
+
+def _factory(name: str, num_classes: int | None, input_shape, kwargs: dict) -> tuple[nn.Module, ModelInfo]:
+    model, root = factory.build(name, **kwargs)
+    stated = factory.stated_info(name, model)
+    if stated is None:
+        if input_shape is None:
+            raise AmcError(f"model factory {name} attaches no amc_info, so its input shape and normalization are "
+                           "unknown here; in the factory set model.amc_info = {'input_shape': (C, H, W), 'mean': "
+                           "(...), 'std': (...), 'num_classes': N}")
+        channels = int(input_shape[0])
+        stated = {"input_shape": tuple(input_shape), "mean": (0.0,) * channels, "std": (1.0,) * channels,
+                  "num_classes": factory.output_classes(name, model, tuple(input_shape))}
+        warnings.warn(f"model factory {name} attaches no amc_info: it gets inputs of the data's shape "
+                      f"{tuple(input_shape)} as [0, 1] pixels, unnormalised; set model.amc_info in the factory to "
+                      "state its normalization", stacklevel=3)
+    else:
+        predicted = factory.output_classes(name, model, stated["input_shape"])
+        if predicted != stated["num_classes"]:
+            raise AmcError(f"model factory {name} states {stated['num_classes']} classes in amc_info but the "
+                           f"network predicts {predicted}; make them agree")
+    if num_classes is not None and stated["num_classes"] != num_classes:
+        raise AmcError(f"model {name} predicts {stated['num_classes']} classes but {num_classes} are asked for (the "
+                       f"data's); build the network for {num_classes} classes")
+    return model, ModelInfo(name, stated["input_shape"], stated["mean"], stated["std"], stated["num_classes"],
+                            dict(kwargs), root)
+
+
 def model_info(model: nn.Module) -> ModelInfo:
     """The `ModelInfo` attached by `create`; AmcError for a model built some other way."""
     info = getattr(model, "amc_info", None)
     if not isinstance(info, ModelInfo):
-        raise AmcError(f"{type(model).__name__} carries no amc metadata; build it with amc.models.create(name) "
-                       "or attach model.amc_info = amc.models.ModelInfo(...)")
+        raise AmcError(f"{type(model).__name__} carries no amc metadata; build it with amc.models.create(name), "
+                       "name its factory as package.module:function, or attach model.amc_info = "
+                       "amc.models.ModelInfo(...)")
     return info
 
 
@@ -232,8 +308,8 @@ def _unknown_model_message(name: str) -> str:
         suggestions.insert(0, torchvision_models.PREFIX + name)
     if suggestions:
         return f"unknown model '{name}'; did you mean: {', '.join(suggestions)}? (see `amc models`)"
-    return (f"unknown model '{name}'; choose one of {', '.join(_ZOO)} or tv:<torchvision name> "
-            "(see `amc models`)")
+    return (f"unknown model '{name}'; choose one of {', '.join(_ZOO)}, tv:<torchvision name>, timm:<timm name> "
+            "or your own package.module:function (see `amc models`)")
 
 
 def _closest(name: str, candidates: list[str], limit: int = 3, cutoff: float = 0.6) -> list[str]:

@@ -10,8 +10,9 @@ import math
 
 import numpy as np
 
+from amc.baselines import BASELINE_NAMES
 from amc.errors import AmcError
-from amc.report.run import LayerRow, Run, finite, pct, target_name, target_ratio
+from amc.report.run import LayerRow, Run, finite, fully_scored, pct, target_name, target_ratio
 
 
 def figure_class():
@@ -82,9 +83,11 @@ def search_figure(run: Run, warmup: int) -> bytes:
     """Reward per episode with the best so far (top) and the cost of each episode's policy (bottom)."""
     Figure = figure_class()
     from matplotlib.ticker import MaxNLocator
-    records = [r for r in run.episodes if finite(r.get("reward"))]
+    kept = [(r, whole) for r, whole in zip(run.episodes, fully_scored(run)) if finite(r.get("reward"))]
+    records = [r for r, _ in kept]
     episodes = np.array([r["episode"] for r in records])
     rewards = np.array([r["reward"] for r in records], dtype=float)
+    raced = np.array([not whole for _, whole in kept], dtype=bool)
     reward_is_accuracy = run.search.get("reward", "acc") == "acc"
     fig = Figure(figsize=(10, 6.4))
     top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [2, 1], "hspace": 0.08})
@@ -95,19 +98,29 @@ def search_figure(run: Run, warmup: int) -> bytes:
                        label=f"warm-up ({warmup} episodes, no learning)" if ax is top else None)
     size = 14 if n <= 200 else 7
     in_warmup = episodes < warmup
-    if len(records) == 1:
-        pass  # the star below is the one episode
-    elif in_warmup.any():
-        top.scatter(episodes[in_warmup], rewards[in_warmup], s=size, color="tab:orange", alpha=0.7,
-                    label="episode (warm-up)")
-    if len(records) > 1 and (~in_warmup).any():
-        top.scatter(episodes[~in_warmup], rewards[~in_warmup], s=size, color="tab:blue", alpha=0.7,
-                    label="episode" if warmup == 0 else "episode (learning)")
-    if len(rewards) > 1:
-        top.step(episodes, np.maximum.accumulate(rewards), where="post", color="black", linewidth=1.5,
-                 label="best so far")
+    if len(records) > 1:  # else the star below is the one episode
+        for phase, color, label in ((in_warmup, "tab:orange", "warm-up"),
+                                    (~in_warmup, "tab:blue", "learning" if warmup else "")):
+            for whole in (True, False):  # raced scores are prefix estimates: hollow, never the best so far
+                chosen = phase & (raced != whole)
+                if chosen.any():
+                    name = ", ".join(filter(None, [label, None if whole else "raced out: partial score"]))
+                    top.scatter(episodes[chosen], rewards[chosen], s=size, alpha=0.7, linewidths=0.8,
+                                color=color if whole else "none", edgecolors=color,
+                                label=f"episode ({name})" if name else "episode")
+    if len(rewards) > 1 and (~raced).any():
+        best = np.maximum.accumulate(rewards[~raced])  # drawn on to the last episode
+        top.step([*episodes[~raced], episodes[-1]], [*best, best[-1]], where="post", color="black",
+                 linewidth=1.5, label="best fully scored so far")
+    baselines = run.summary.get("baselines") or {}
+    for name, style in (("uniform", ":"), ("shallower", "--")):
+        if reward_is_accuracy and finite((baselines.get(name) or {}).get("heldout_top1")):
+            value = baselines[name]["heldout_top1"]
+            top.axhline(value, color="tab:green", linestyle=style, linewidth=1.2,
+                        label=f"{BASELINE_NAMES[name]} at the same budget: {pct(value)}")
     if len(rewards):
-        b = int(np.argmax(rewards))
+        exported = np.flatnonzero(episodes == run.summary.get("best_episode"))
+        b = int(exported[0]) if len(exported) else int(np.argmax(np.where(raced, -np.inf, rewards)))
         top.scatter([episodes[b]], [rewards[b]], marker="*", s=160, color="tab:red", zorder=5,
                     label=f"{'best' if len(rewards) > 1 else 'the policy'}: "
                           f"{pct(rewards[b]) if reward_is_accuracy else f'{rewards[b]:.4f}'} (episode {episodes[b]})")
@@ -124,9 +137,10 @@ def search_figure(run: Run, warmup: int) -> bytes:
     elif agent == "random":
         title += ": every episode random"
     elif warmup:
-        anchor = (run.search.get("agent_options") or {}).get("anchor", "uniform")
-        title += (": warm-up around the uniform policy" if anchor not in (None, "none")
-                  else ": uniform-random warm-up")
+        default = "shallower" if run.search.get("reward", "acc") == "acc" else "none"
+        anchor = (run.search.get("agent_options") or {}).get("anchor", default)
+        named = BASELINE_NAMES.get(anchor, anchor) if isinstance(anchor, str) else "given"
+        title += f": warm-up around the {named} policy" if anchor not in (None, "none") else ": uniform-random warm-up"
     if baseline is not None:
         title += f"  (original model: {pct(baseline)} held-out)"
     top.set_title(title, fontsize=10)

@@ -11,9 +11,10 @@ import base64
 import html
 from pathlib import Path
 
+from amc.baselines import BASELINE_NAMES, verdict
 from amc.report.figures import figure_class, layers_figure, search_figure
-from amc.report.run import (LayerRow, Run, finite, layer_rows, load_run, original_size, pct, target_name,
-                            target_ratio, warmup_episodes)
+from amc.report.run import (LayerRow, Run, finite, layer_rows, load_run, original_size, pct, reproduce_command,
+                            target_name, target_ratio, warmup_episodes)
 from amc.report.timing import measure_run_latency, read_latency
 from amc.runs import FINETUNED_FILE, LAYERS_FIGURE, MODEL_FILE, SEARCH_FIGURE, SPARSE_FILE
 
@@ -68,7 +69,7 @@ def _results_table(run: Run) -> str:
         how = f"{_e(latency['backend'])}, {_e(latency['threads'])} thread(s), batch {_e(latency['batch'])}"
         rows.append([f"latency <span class=dim>({how}; {_e(latency['source'])})</span>",
                      f"{latency['original_ms']:.3f} ms", f"{latency['pruned_ms']:.3f} ms"
-                     + _ratio(latency["pruned_ms"], latency["original_ms"])])
+                     + _ratio(latency["pruned_ms"], latency["original_ms"]) + _speedup(latency)])
     else:
         rows.append(["latency", "not measured", "not measured <span class=dim>(amc report --latency)</span>"])
     rows.append([f"size on disk <span class=dim>(original: {_e(original_source)})</span>", _bytes(original_bytes),
@@ -93,6 +94,44 @@ def _results_table(run: Run) -> str:
                  + (f", distilled from the original (alpha {_e(finetune.get('distill_alpha'))})"
                     if finetune.get("distill") else "") + ".</p>")
     return _table(headers, rows, "results") + note
+
+
+def _speedup(latency: dict) -> str:
+    if not (latency["pruned_ms"] > 0 and latency["original_ms"] > 0):
+        return ""
+    return f" <b>{latency['original_ms'] / latency['pruned_ms']:.2f}&times; faster</b>"
+
+
+def _comparison(run: Run) -> str:
+    """The searched policy beside the fixed policies at the same budget, scored alike (summary.json)."""
+    s = run.summary
+    baselines = s.get("baselines") or {}
+    if not baselines:
+        why = ("the search had no budget (an accuracy-guaranteed reward)" if s.get("budget_ratio") is None
+               else "the run was made before amc scored baselines")
+        return f"<p class=dim>Not recorded: {why}.</p>"
+    unit = target_name(run)
+    key = "params_ratio" if unit == "params" else "macs_ratio"
+    rows = [[f"{_e(BASELINE_NAMES[n])}", f"{100 * b.get(key, float('nan')):.1f}%", pct(b.get("heldout_top1")),
+             pct(b.get("test_top1")), f"<span class=dim>{_e(b.get('scored', ''))}</span>"]
+            for n, b in baselines.items() if n in BASELINE_NAMES]
+    rows.append([f"<b>searched</b> ({_e(s.get('agent'))}, episode {_e(s.get('best_episode'))})",
+                 f"{100 * target_ratio(run):.1f}%", pct(s.get("best_val_top1")), f"<b>{pct(s.get('test_top1'))}</b>",
+                 "<span class=dim>the exported policy</span>"])
+    table = _table(["policy", f"{unit} of the original", "held-out top-1", "test top-1", "scored"], rows,
+                   "results")
+    return (f"<p class=headline>{_e(verdict(s))}</p>{table}<p class=dim>Every policy meets the same budget and is "
+            "scored the same way: pruned by the search's method, BatchNorm recalibrated, no fine-tuning, fp32 on the "
+            "full splits. The held-out split chose the searched policy among many, so its held-out score is "
+            "optimistic; the test split is the fair comparison.</p>")
+
+
+def _reproduce(run: Run) -> str:
+    command, api_only = reproduce_command(run)
+    note = (f"<p class=dim>Also set through the Python API only: <code>{_e(', '.join(api_only))}</code>.</p>"
+            if api_only else "")
+    return (f"<p class=dim>Repeats this search (settings that differ from the defaults; run it from the directory "
+            f"the search ran in if its paths are relative):</p><pre><code>{_e(command)}</code></pre>{note}")
 
 
 def _settings_table(run: Run, warmup: int) -> str:
@@ -157,7 +196,8 @@ def render_html(run: Run, rows: list[LayerRow], warmup: int, figures: dict[str, 
                 + f": held-out top-1 {pct(s.get('best_val_top1'))} against the original's "
                 f"{pct(base.get('heldout_top1'))}, test top-1 {pct(s.get('test_top1'))}, before fine-tuning"
                 + (f"; {pct(s['finetune'].get('test_top1'))} test top-1 after {_e(s['finetune'].get('epochs'))} "
-                   "epochs of fine-tuning" if isinstance(s.get("finetune"), dict) else "") + ".")
+                   "epochs of fine-tuning" if isinstance(s.get("finetune"), dict) else "") + "."
+                + (f" {_e(verdict(s))}." if verdict(s) else ""))
     images = {name: f"<img alt='{name}' src='data:image/png;base64,{base64.b64encode(png).decode('ascii')}'>"
               for name, png in figures.items()}
     return f"""<!DOCTYPE html>
@@ -169,15 +209,19 @@ def render_html(run: Run, rows: list[LayerRow], warmup: int, figures: dict[str, 
 <p class=headline>{headline}</p>
 <h2>Before and after</h2>
 {_results_table(run)}
+<h2>Was the search worth it?</h2>
+{_comparison(run)}
 <h2>Search</h2>
 <p class=dim>Each point is one episode: the candidate's held-out score without fine-tuning (the reward).
-Bottom: the MACs and parameters the policy kept, against the budget.</p>
+Hollow points were raced out: scoring stopped once they could not plausibly beat the best, so their score is an
+estimate from part of the split. Bottom: the MACs and parameters the policy kept, against the budget.</p>
 {images[SEARCH_FIGURE]}
 <h2>Per-layer policy</h2>
 {images[LAYERS_FIGURE]}
 {_layers_table(run, rows)}
 <h2>Settings</h2>
 {_settings_table(run, warmup)}
+{_reproduce(run)}
 <p class=dim>Written by <code>amc report</code> from config.json, episodes.jsonl, summary.json and the exported model
 of this run.</p>
 </body></html>
@@ -187,7 +231,7 @@ of this run.</p>
 def write_report(run_dir: str | Path, *, latency: bool = False) -> Path:
     """Write report_layers.png, report_search.png and a self-contained report.html into a finished run
     directory; returns the HTML's path. With `latency=True` the original and the pruned model are timed
-    first (torch, 1 thread, batch 1) into latency.json."""
+    first into latency.json, on the backend, threads and batch the search was set to (`--latency-backend`)."""
     figure_class()  # the missing extra fails before anything is done
     if latency:
         measure_run_latency(run_dir)

@@ -7,7 +7,9 @@ initialised; sizes and MACs do not depend on values) and the run's kept counts.
 from __future__ import annotations
 
 import io
+import json
 import math
+import shlex
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,6 +200,47 @@ def _find_file(path: Path, run_dir: Path) -> Path | None:
     return None
 
 
+def fully_scored(run: Run) -> list[bool]:
+    """Per episode record: whether its score is over the whole held-out split. False where racing stopped it
+    early (its score is an estimate from a prefix of the split); a repeated policy (0 images: scored before)
+    takes the kind of its first score, which the search reused."""
+    full = max((r.get("scored_images") or 0 for r in run.episodes), default=0)  # the first is never raced
+    first: dict[tuple, bool] = {}
+    kinds = []
+    for r in run.episodes:
+        images, keep = r.get("scored_images"), tuple(r.get("keep") or ())
+        whole = True if images is None else first.get(keep, True) if images == 0 else images >= full
+        first.setdefault(keep, whole)
+        kinds.append(whole)
+    return kinds
+
+
+API_ONLY = ("points_per_image", "eval_batch_size", "latency_batch")  # settings `amc search` has no option for
+
+
+def reproduce_command(run: Run) -> tuple[str, list[str]]:
+    """The `amc search` line that repeats the run (its settings that differ from today's defaults, into a new
+    --out beside it), and the settings only the Python API takes (`name=value`), if any differ."""
+    from amc.config import DEFAULTS
+    defaults = DEFAULTS.to_dict()
+    words, api_only = ["amc", "search"], []
+    for name, value in run.search.items():
+        if name not in defaults or value == defaults[name]:
+            continue
+        option = "--" + name.replace("_", "-")
+        if name in API_ONLY:
+            api_only.append(f"{name}={value!r}")
+        elif name == "agent_options":
+            words += [w for k, v in value.items()
+                      for w in ("--agent-option", f"{k}={v if isinstance(v, str) else json.dumps(v)}")]
+        elif isinstance(value, bool):
+            words.append(option if value else f"--no-{option[2:]}")
+        else:
+            words += [option, str(value)]
+    words += ["--out", f"{run.path}-rerun"]
+    return shlex.join(words), api_only
+
+
 def target_name(run: Run) -> str:
     return {"params": "params", "latency": "MACs"}.get(run.search.get("target", "macs"), "MACs")
 
@@ -215,5 +258,5 @@ def pct(value) -> str:
     return f"{100 * value:.2f}%" if finite(value) else "not recorded"
 
 
-__all__ = ["LayerRow", "Run", "finite", "layer_rows", "load_run", "original_architecture", "original_size", "pct",
-           "target_name", "target_ratio", "warmup_episodes"]
+__all__ = ["LayerRow", "Run", "finite", "fully_scored", "layer_rows", "load_run", "original_architecture",
+           "original_size", "pct", "reproduce_command", "target_name", "target_ratio", "warmup_episodes"]

@@ -41,11 +41,16 @@ def read_latency(run: Run) -> dict | None:
             "threads": source.get("threads", "?"), "batch": source.get("batch", "?"), "source": origin}
 
 
-def measure_run_latency(run_dir: str | Path, *, backend: str = "torch", threads: int = 1, batch: int = 1) -> dict:
+def measure_run_latency(run_dir: str | Path, *, backend: str | None = None, threads: int | None = None,
+                        batch: int | None = None) -> dict:
     """Time the original and the pruned model (median ms, alternated twice, the faster kept) and write
-    latency.json into the run; returns what was written."""
+    latency.json into the run; returns what was written. Backend, threads and batch default to the run's own
+    latency settings (`--latency-backend`, `--latency-threads`), the runtime the user targets."""
     from amc.export import load_pruned
     run = load_run(run_dir)
+    backend = backend or run.search.get("latency_backend", "torch")
+    threads = threads or run.search.get("latency_threads", 1)
+    batch = batch or run.search.get("latency_batch", 1)
     input_shape = tuple(run.config["model"]["input_shape"])
     nets = {"original": original_architecture(run), "pruned": load_pruned(run.path)}
     results: dict[str, list] = {"original": [], "pruned": []}
