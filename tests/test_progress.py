@@ -136,3 +136,38 @@ def test_the_final_scoring_is_estimated_from_the_originals_pace():
     # 2 x 4 x 10 steps of 128 images, ~3 forward passes each, and ~2 x 4 candidates scored on 500 images
     assert with_finalists - final_seconds(setup, _config(ratio=0.5), 2.0) == pytest.approx(
         0.002 * (3 * 80 * 128 + 8 * 500))
+
+
+def test_the_terminal_bar_is_named_after_the_current_phase_and_its_clock_runs_through_the_final_scoring(
+        monkeypatch):
+    import io
+
+    from rich.console import Console
+    monkeypatch.setattr(cli_progress, "console", Console(file=io.StringIO(), force_terminal=True, width=120))
+    clock = Clock()
+    with cli_progress.EpisodeProgress(2) as printer:
+        assert printer.live
+        task = printer.bar.tasks[0]
+        phases = Phases(printer.phase, clock=clock)
+        phases.start("original")
+        assert task.description == "scoring the original" and task.total is None  # pulsing, no ETA yet
+        assert "-:--:--" in _rendered(printer)
+        phases.episodes = 2
+        phases.start("episodes", episodes=2, start=0)
+        progress = Progress(printer, phases, episodes=2, start_episode=0)
+        for episode in range(2):
+            clock.now += 3
+            progress.on_episode(_record(episode))
+        assert task.description == "episode 2/2" and task.fields["eta"] == pytest.approx(0.0)
+        phases.start("final")
+        assert task.description == "final scoring and export" and task.stop_time is None  # the clock runs on
+        assert "0:00:00" in _rendered(printer)  # the final scoring's estimate (0 s here) as the time left
+        phases.start("done")
+        assert task.description == "done" and task.stop_time is not None
+
+
+def _rendered(printer) -> str:
+    console = cli_progress.console
+    with console.capture() as capture:
+        console.print(printer.bar.get_renderable())
+    return capture.get()

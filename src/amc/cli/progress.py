@@ -39,6 +39,15 @@ class EtaColumn(ProgressColumn):
         return Text(f"{left // 3600}:{left // 60 % 60:02d}:{left % 60:02d}", style="progress.remaining")
 
 
+class ElapsedColumn(ProgressColumn):
+    """Time since the search started, running until it is done (rich's own stops once the bar is full, while
+    the final scoring still runs)."""
+
+    def render(self, task) -> Text:
+        seconds = int(task.elapsed or 0)
+        return Text(f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}", style="progress.elapsed")
+
+
 class EpisodeProgress(LiveBar):
     """A search's progress: on a terminal a live bar named after the current phase (loading, sampling features,
     scoring the original, episode n/N, final scoring, ...); elsewhere (logs, CI) a plain line when each phase
@@ -50,7 +59,7 @@ class EpisodeProgress(LiveBar):
         self.live = console.is_terminal
         self.every = max(1, total // 20)
         self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[detail]}"),
-                            TimeElapsedColumn(), EtaColumn(), console=console) if self.live else None
+                            ElapsedColumn(), EtaColumn(), console=console) if self.live else None
         self.task = self.bar.add_task("starting", total=None, detail="", eta=None, eta_at=0.0) if self.bar else None
 
     def phase(self, event: dict) -> None:
@@ -60,11 +69,10 @@ class EpisodeProgress(LiveBar):
             self.every = max(1, (event["episodes"] - event["start"]) // 20)
             label = f"episode {event['start']}/{event['episodes']}"
         if self.bar:
-            done = event["phase"] in ("finalists", "final", "done")
-            self.bar.update(self.task, description=label, eta=event["eta"], eta_at=time.monotonic(),
-                            **({"completed": self.total, "total": self.total} if done else {}),
-                            **({"completed": event["start"], "total": self.total}
-                               if event["phase"] == "episodes" else {}))
+            extent = {"completed": event["start"], "total": self.total} if event["phase"] == "episodes" else {}
+            self.bar.update(self.task, description=label, eta=event["eta"], eta_at=time.monotonic(), **extent)
+            if event["phase"] == "done":
+                self.bar.stop_task(self.task)
         elif event["phase"] == "done":
             console.print(f"done in {event['elapsed']:.0f}s", highlight=False)
         else:
