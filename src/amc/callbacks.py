@@ -2,11 +2,13 @@
 
 The loop in `amc.search` plays and learns from episodes; after each, `CallbackList.on_episode(record)` runs
 these in order: keep the best policy, check a latency budget on the real network, log the episode, save the
-resumable state, then TensorBoard and progress. `on_end(summary)` closes them.
+resumable state, then TensorBoard and progress. `on_end(summary)` closes them. `Phases` tells the phases of
+the whole search (setup, episodes, final scoring) and the time left, to a callback and the "amc.search" logger.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Callable
 
@@ -132,24 +134,103 @@ def summary_writer():
     return SummaryWriter
 
 
-class Progress(Callback):
-    """Calls `progress(record)` with the episode's record plus the run's progress (done, remaining, elapsed)."""
+logger = logging.getLogger("amc.search")  # phases and progress at INFO: silent unless a user enables logging
 
-    def __init__(self, progress: Callable[[dict], None], episodes: int, start_episode: int):
-        self.progress, self.episodes, self.start_episode = progress, episodes, start_episode
-        self.started = time.perf_counter()
+PHASES = {  # the phases of a search in order, and what progress calls them
+    "loading": "loading model and data",
+    "features": "sampling features",
+    "latency": "measuring the latency table",
+    "original": "scoring the original",
+    "agent": "preparing the agent",
+    "episodes": "episodes",
+    "finalists": "finalist fine-tunes",
+    "final": "final scoring and export",
+    "done": "done",
+}
+AFTER_EPISODES = ("finalists", "final")
+
+
+class Phases:
+    """The phases of a search as they start, each one reported to `on_phase(event)` and to the "amc.search"
+    logger at INFO, with the seconds so far and the seconds left (`eta`).
+
+    The time left is the episodes left at the pace of those played in this process (everything between two
+    episodes included), plus `final_seconds`: the search's estimate of what follows the episodes (the final
+    scoring and export, the finalist stage), made from the original's scoring measured during setup. It is
+    None until the first episode has finished. `clock` is replaceable for tests.
+    """
+
+    def __init__(self, on_phase: Callable[[dict], None] | None = None, clock: Callable[[], float] = time.perf_counter):
+        self.on_phase, self.clock = on_phase, clock
+        self.started = self.since = clock()
+        self.current: str | None = None
+        self.seconds: dict[str, float] = {}   # each finished phase's duration
+        self.episodes = 0                     # episodes to play in this process
+        self.played = 0                       # ... played so far
+        self.final_seconds = 0.0              # estimate of the phases after the episodes
+        self._episodes_ended: float | None = None
+
+    def start(self, phase: str, **details) -> None:
+        now = self.clock()
+        if self.current is not None:
+            self.seconds[self.current] = now - self.since
+        if phase in AFTER_EPISODES and self._episodes_ended is None:
+            self._episodes_ended = now
+        self.current, self.since = phase, now
+        event = {"phase": phase, "label": PHASES[phase], "elapsed": self.elapsed(), "eta": self.eta(), **details}
+        if phase == "done":
+            logger.info("amc search: done in %.0f s", event["elapsed"])
+        else:
+            logger.info("amc search: %s (%.0f s so far%s)", PHASES[phase], event["elapsed"], _left(event["eta"]))
+        if self.on_phase:
+            self.on_phase(event)
+
+    def elapsed(self) -> float:
+        return self.clock() - self.started
+
+    def eta(self) -> float | None:
+        """Seconds left in the search; None while it cannot be told yet (before the first episode ends)."""
+        now = self.clock()
+        if self.current == "done":
+            return 0.0
+        if self._episodes_ended is not None:
+            return max(0.0, self.final_seconds - (now - self._episodes_ended))
+        if self.current != "episodes" or not self.played:
+            return None
+        pace = (now - self.since) / self.played
+        return pace * max(0, self.episodes - self.played) + self.final_seconds
+
+
+def _left(eta: float | None) -> str:
+    return "" if eta is None else f", about {eta:.0f} s left"
+
+
+class Progress(Callback):
+    """After every episode: `progress(record)` with the episode's record plus the run's progress (episodes,
+    done, remaining, elapsed: seconds since the search started, eta: seconds left in the whole search, final
+    scoring included), and a line on the "amc.search" logger every ~5% of the episodes."""
+
+    def __init__(self, progress: Callable[[dict], None] | None, phases: Phases, episodes: int, start_episode: int):
+        self.progress, self.phases, self.episodes, self.start_episode = progress, phases, episodes, start_episode
+        self.every = max(1, (episodes - start_episode) // 20)
 
     def on_episode(self, record: dict) -> None:
-        episode = record["episode"]
-        self.progress({**record, "episodes": self.episodes, "elapsed": time.perf_counter() - self.started,
-                       "done": episode + 1 - self.start_episode, "remaining": self.episodes - episode - 1})
+        self.phases.played += 1
+        episode, done = record["episode"], record["episode"] + 1 - self.start_episode
+        report = {**record, "episodes": self.episodes, "elapsed": self.phases.elapsed(), "done": done,
+                  "remaining": self.episodes - episode - 1, "eta": self.phases.eta()}
+        if done % self.every == 0 or not report["remaining"]:
+            logger.info("amc search: episode %d/%d, reward %.4f, best %.4f (%.0f s so far%s)", episode + 1,
+                        self.episodes, record["reward"], record.get("best_reward", record["reward"]),
+                        report["elapsed"], _left(report["eta"]))
+        if self.progress:
+            self.progress(report)
 
 
 def eta_seconds(record: dict) -> float:
-    """Seconds left, from a progress record: the mean time of the episodes done this session."""
-    done = max(1, record["done"])
-    return record["elapsed"] / done * record["remaining"] if record["remaining"] else 0.0
+    """Seconds left in the whole search, from a progress record (its "eta")."""
+    return record.get("eta") or 0.0
 
 
-__all__ = ["BestPolicy", "Callback", "CallbackList", "EpisodeLog", "LatencyCheck", "Progress", "SaveState",
-           "TensorBoard", "eta_seconds", "summary_writer"]
+__all__ = ["PHASES", "BestPolicy", "Callback", "CallbackList", "EpisodeLog", "LatencyCheck", "Phases", "Progress",
+           "SaveState", "TensorBoard", "eta_seconds", "summary_writer"]

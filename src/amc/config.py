@@ -175,21 +175,32 @@ def check_fields(config, minimums: dict, positive: tuple[str, ...] = ()) -> None
 
 
 def check_agent_options(agent: str, options: dict) -> None:
-    """--agent-option values of the type the agent's setting declares (`batch_size=2.5` is refused here,
-    before any work, instead of failing deep inside the agent); unknown names are the agent's to refuse."""
-    import inspect
-
-    from amc.agents import AGENTS, DDPGConfig
-    if agent == "ddpg":
-        declared = {f.name: str(f.type) for f in fields(DDPGConfig)}
-    elif agent in AGENTS:
-        declared = {n: str(p.annotation) for n, p in inspect.signature(AGENTS[agent].__init__).parameters.items()}
-    else:
+    """--agent-option names the agent takes (an unknown one is refused with the valid names listed) and values
+    it accepts (types as declared, DDPG's own bounds, a named anchor), all refused here, before any work,
+    instead of minutes later when the agent is built."""
+    from amc.agents import AGENTS, ANCHORS, DDPGConfig, option_types
+    if agent not in AGENTS:
         return  # an unknown agent is refused by name
+    declared = option_types(agent)
+    unknown = sorted(set(options) - set(declared))
+    if unknown:
+        takes = f"it takes {', '.join(declared)}" if declared else "it takes none"
+        raise ConfigError(f"bad --agent-option for {agent}: unknown setting {', '.join(unknown)}; {takes}")
     for name, value in options.items():
-        kind = declared.get(name)
+        kind = declared[name]
         if kind in KINDS and not _fits(value, kind):
             raise ConfigError(f"bad --agent-option for {agent}: {name} must be {KINDS[kind]}, got {value!r}")
+    if agent != "ddpg":
+        return
+    anchor = options.get("anchor")
+    if isinstance(anchor, str) and anchor not in (*ANCHORS, "none"):
+        raise ConfigError(f"bad --agent-option for ddpg: unknown anchor {anchor!r}; use one of "
+                          f"{', '.join([*ANCHORS, 'none'])}, a ratio, or a list with one ratio per decision")
+    try:  # the config's own bounds (noise_sigma_min <= noise_sigma, ...); a named anchor is resolved later
+        DDPGConfig(**{k: v for k, v in options.items() if not (k == "anchor" and isinstance(v, str))})
+    except (TypeError, ValueError) as e:
+        given = ", ".join(f"{k}={v!r}" for k, v in options.items())
+        raise ConfigError(f"bad --agent-option for ddpg: {str(e).split(': DDPGConfig(')[0]}; given {given}") from None
 
 
 def _fits(value, kind: str) -> bool:

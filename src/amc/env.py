@@ -64,6 +64,18 @@ def allowed_counts(channels: int, lbound: float, multiple: int) -> np.ndarray:
     return np.asarray(sorted(set(counts)), dtype=np.int64)
 
 
+def check_budget(graph: LayerGraph, config: EnvConfig) -> None:
+    """Refuse a budget the graph's cost model shows unreachable (BudgetError), before anything is scored: the
+    environment's own check, on the exact MACs or parameters. A latency budget is checked once its table is
+    measured (`amc.search.build_env`)."""
+    if config.constrained and config.target != "latency":
+        CompressionEnv(graph, _not_scored, config)
+
+
+def _not_scored(keep) -> float:
+    raise RuntimeError("a budget check scored a candidate")
+
+
 def _highest(meets: Callable[[float], bool], lo: float, hi: float, iterations: int) -> float:
     """The highest level in [lo, hi] that `meets` the budget, by bisection (`meets` is monotone: lower levels
     cost less); `lo` when none does, `hi` when all do."""
@@ -142,14 +154,38 @@ class CompressionEnv(gym.Env):
         return self.cost(self.lower) / self.total_cost
 
     def check_feasible(self) -> None:
+        """BudgetError naming the smallest feasible --ratio (and the --lbound that would meet this one) when
+        even every decision at its lower bound keeps more than the budget."""
         reachable = self.min_ratio()
-        if reachable > self.config.ratio + 1e-12:
-            prunable = 1 - self.cost(np.zeros_like(self.channels)) / self.total_cost
-            raise BudgetError(
-                f"budget {self.config.ratio:g} of {self.config.target} cannot be met: with every prunable layer at "
-                f"the lower bound {self.config.lbound:g} the model keeps {reachable:.3f} (only {prunable:.1%} of its "
-                f"{self.config.target} is in prunable layers); use --ratio >= {math.ceil(reachable * 1000) / 1000:g} "
-                "or a smaller --lbound")
+        if reachable <= self.config.ratio + 1e-12:
+            return
+        prunable = 1 - self.cost(np.zeros_like(self.channels)) / self.total_cost
+        lbound = self.feasible_lbound()
+        fix = f" or --lbound <= {lbound:g}" if lbound is not None else \
+            f" (no --lbound can meet {self.config.ratio:g}: even one channel per prunable layer keeps more)"
+        raise BudgetError(
+            f"budget {self.config.ratio:g} of {self.config.target} cannot be met: with every prunable layer at "
+            f"the lower bound {self.config.lbound:g} the model keeps {reachable:.3f} (only {prunable:.1%} of its "
+            f"{self.config.target} is in prunable layers); use --ratio >= {math.ceil(reachable * 1000) / 1000:g}"
+            f"{fix}")
+
+    def feasible_lbound(self) -> float | None:
+        """The highest lower bound, rounded down to two significant digits, at which the budget is reachable
+        (None when even one channel per decision keeps too much)."""
+        def meets(lbound: float) -> bool:
+            lower = [allowed_counts(int(c), lbound, self.config.channel_round)[0] for c in self.channels]
+            return self.cost(lower) <= self.budget + 1e-9
+
+        smallest = 1e-6  # one channel (or one multiple of --channel-round) per decision
+        if not meets(smallest):
+            return None
+        highest = _highest(meets, smallest, self.config.lbound, 30)
+        rounded = float(f"{highest:.2g}")
+        while rounded > highest or not meets(rounded):  # rounding may land just above the bound
+            rounded = float(f"{rounded - 10 ** (math.floor(math.log10(rounded)) - 1):.2g}")
+            if rounded <= 0:
+                return None
+        return rounded
 
     def _affine(self, t: int, keep: np.ndarray) -> tuple[float, float]:
         """Cost as A + B * keep[t] with every other count fixed (the cost is affine in each count)."""

@@ -2,7 +2,8 @@
 
 `prepare(config)` is the pipeline's front half in one call: load the dataset and the model (checked against
 each other), trace the prunable decisions, and build the scorer. Benchmarks call it to set up exactly what
-`amc search` sets up.
+`amc search` sets up; the search calls its two halves (`load_inputs`, cheap, then `with_scorer`) so that it
+can check everything else between them, before the first expensive step.
 """
 
 from __future__ import annotations
@@ -66,8 +67,20 @@ def load_model(config: SearchConfig, dataset: Dataset) -> tuple[nn.Module, str |
     return model.eval(), None if weights is None else str(weights)
 
 
-def prepare(config: SearchConfig, model: nn.Module | None = None, dataset: Dataset | None = None) -> Setup:
-    """Load data and model (unless given), trace the prunable layers, and build the scorer."""
+@dataclass
+class Inputs:
+    """What a run loads before anything expensive: the dataset, the model (checked against each other) and its
+    traced prunable layers. Everything a user can get wrong in them is refused by the time this exists."""
+
+    dataset: Dataset
+    model: nn.Module
+    info: models.ModelInfo
+    graph: LayerGraph | WeightGraph
+    weights: str | None
+
+
+def load_inputs(config: SearchConfig, model: nn.Module | None = None, dataset: Dataset | None = None) -> Inputs:
+    """Load data and model (unless given), check them against each other, and trace the prunable layers."""
     if dataset is None:
         dataset = load_dataset(config.data, config.data_dir, seed=0, download=config.download)
     if len(dataset.heldout) == 0:
@@ -89,7 +102,18 @@ def prepare(config: SearchConfig, model: nn.Module | None = None, dataset: Datas
         # tiny convolutions gain nothing from intra-op threads and lose a lot when another job shares the
         # cores (digits_cnn: 50 ms per episode on one thread against ~700 ms on two, measured here)
         torch.set_num_threads(1)
-    return Setup(dataset, model, info, graph, build_scorer(model, graph, dataset, config), weights)
+    return Inputs(dataset, model, info, graph, weights)
 
 
-__all__ = ["Setup", "load_model", "prepare", "seed_and_threads"]
+def with_scorer(inputs: Inputs, config: SearchConfig) -> Setup:
+    """The scorer over `inputs` (the first expensive step: it samples the calibration features)."""
+    return Setup(inputs.dataset, inputs.model, inputs.info, inputs.graph,
+                 build_scorer(inputs.model, inputs.graph, inputs.dataset, config), inputs.weights)
+
+
+def prepare(config: SearchConfig, model: nn.Module | None = None, dataset: Dataset | None = None) -> Setup:
+    """Load data and model (unless given), trace the prunable layers, and build the scorer."""
+    return with_scorer(load_inputs(config, model, dataset), config)
+
+
+__all__ = ["Inputs", "Setup", "load_inputs", "load_model", "prepare", "seed_and_threads", "with_scorer"]

@@ -18,17 +18,18 @@ import torch.nn as nn
 
 from amc.agents import make_agent
 from amc.apply import apply_policy, export_policy, resolve_config
-from amc.baselines import score_baselines
-from amc.callbacks import (BestPolicy, CallbackList, EpisodeLog, LatencyCheck, Progress, SaveState, TensorBoard,
-                           eta_seconds, summary_writer)
+from amc.baselines import BASELINES, score_baselines
+from amc.callbacks import (BestPolicy, CallbackList, EpisodeLog, LatencyCheck, Phases, Progress, SaveState,
+                           TensorBoard, eta_seconds, summary_writer)
 from amc.config import SearchConfig
 from amc.data import Dataset
-from amc.env import CompressionEnv
+from amc.env import CompressionEnv, check_budget
 from amc.errors import AmcError, SaveError
 from amc.evaluate import Evaluator
 from amc.finalists import choose_finalist
 from amc.latency.guard import LatencyGuard, calibrate_at_budget, calibrated_latency_model
-from amc.pipeline import Setup, prepare, seed_and_threads
+from amc.finalists import SHORT_FINETUNE
+from amc.pipeline import Inputs, Setup, load_inputs, seed_and_threads, with_scorer
 from amc.policy import Policy, policy_from_record
 from amc.rollout import serial_episodes
 from amc.runs import RUN_MARKER, STATE_FILE, RunDir
@@ -51,14 +52,18 @@ class SearchResult:
 
 def search(model: nn.Module | str | None = None, data: Dataset | str | None = None, *, out: str | Path,
            config: SearchConfig | None = None, resume: bool = False, overwrite: bool = False,
-           progress: Callable[[dict], None] | None = None, **options) -> SearchResult:
+           progress: Callable[[dict], None] | None = None, on_phase: Callable[[dict], None] | None = None,
+           **options) -> SearchResult:
     """Find a per-layer preserve-ratio policy under the budget and export the pruned model into `out`.
 
     `model` is a zoo name or a model built by `amc.models.create` (it carries `amc_info`); `data` is a
     dataset name or a loaded `amc.data.Dataset`. Settings come from `config` and/or keyword `options`
     (any `SearchConfig` field: `target="macs", ratio=0.5, episodes=300, agent="ddpg", seed=0, ...`).
     With `resume=True` the run's own config.json is used. `progress` is called after every episode with
-    that episode's log record. Example::
+    that episode's log record plus the run's progress (`eta`: seconds left in the whole search); `on_phase`
+    when each phase starts (`amc.callbacks.PHASES`: loading, features, latency, original, agent, episodes,
+    finalists, final, done) with `{"phase", "label", "elapsed", "eta"}`. Both are also logged at INFO on the
+    "amc.search" logger (`logging.basicConfig(level=logging.INFO)` shows them). Example::
 
         result = amc.search("resnet56", "cifar10", weights="r56.pt", data_dir="cifar10.npz", ratio=0.5,
                             out="runs/r56")
@@ -67,7 +72,7 @@ def search(model: nn.Module | str | None = None, data: Dataset | str | None = No
     run = RunDir(out)
     try:
         return _search(model, data, run=run, config=config, resume=resume, overwrite=overwrite,
-                       progress=progress, **options)
+                       progress=progress, phases=Phases(on_phase), **options)
     finally:
         run.unlock()  # held from the checks to the export: one writer per run
         torch.set_num_threads(threads)  # the thread count is process-wide; leave it as found
@@ -120,7 +125,46 @@ def build_env(setup: Setup, config: SearchConfig, saved_calibration: dict | None
     return env, LatencyGuard(latency, env, setup.model, setup.scorer.build, config)
 
 
-def _search(model, data, *, run: RunDir, config, resume, overwrite, progress, **options) -> SearchResult:
+def check_before_scoring(config: SearchConfig, inputs: Inputs) -> None:
+    """Everything the loaded model and data reveal without scoring, refused before the first expensive step
+    (sampling features): a budget the cost model cannot reach, a DDPG anchor of the wrong length, a latency
+    backend or an extra that is not installed. (Settings alone are checked by `SearchConfig`, the data against
+    the model and the weights against the architecture as they load.)"""
+    check_budget(inputs.graph, config.env_config)
+    anchor = config.agent_options.get("anchor") if config.agent == "ddpg" else None
+    if isinstance(anchor, list) and len(anchor) != len(inputs.graph.decisions):
+        raise AmcError(f"anchor lists {len(anchor)} ratios but the model has {len(inputs.graph.decisions)} "
+                       "decisions; give one per decision (a search's policy.json lists them) or a single ratio")
+    if config.target == "latency" and config.latency_backend == "onnxruntime":
+        from amc.onnx_export import require_onnx
+        require_onnx()
+    if config.workers > 1:
+        from amc.parallel import require_ray
+        require_ray()
+    if config.tensorboard:
+        summary_writer()
+
+
+def final_seconds(setup: Setup, config: SearchConfig, original_seconds: float) -> float:
+    """About how long what follows the episodes takes, from `original_seconds` (one scoring of the original on
+    the whole held-out split): `_finish` builds and scores the exported network and, under a budget, each fixed
+    baseline policy (`amc.baselines`) on the held-out and test splits, and the original on the test split, each
+    image at the original's pace (a network pruned to 50% MACs scored barely faster on one CPU thread:
+    ResNet-20, 14 s against 11 s estimated at half the pace); the finalist stage trains ~2 x K x steps batches
+    (~3 forward passes each) and scores ~2 x K candidates."""
+    per_image = original_seconds / max(1, len(setup.dataset.heldout))
+    heldout, test = len(setup.dataset.heldout), len(setup.dataset.test)
+    baselines = 0 if config.reward != "acc" else len(BASELINES) if len(setup.graph.decisions) > 1 else 1
+    seconds = per_image * ((1 + baselines) * (heldout + test) + test)
+    if config.finalists > 1:
+        steps = 2 * config.finalists * config.finalist_steps
+        scorings = 2 * config.finalists * setup.scorer.evaluator.size
+        seconds += per_image * (3 * steps * SHORT_FINETUNE.batch_size + scorings)
+    return seconds
+
+
+def _search(model, data, *, run: RunDir, config, resume, overwrite, progress, phases: Phases,
+            **options) -> SearchResult:
     if resume and overwrite:
         raise AmcError("--resume continues a run and --overwrite replaces it; pass one of them")
     if resume:
@@ -135,23 +179,31 @@ def _search(model, data, *, run: RunDir, config, resume, overwrite, progress, **
             run.lock()  # before any work: a run another process is writing is refused at once
     seed_and_threads(config)
 
-    setup = prepare(config, model if isinstance(model, nn.Module) else None,
-                    data if isinstance(data, Dataset) else None)
-    saved_calibration = run.read_latency_calibration() if resume else None
-    env, guard = build_env(setup, config, saved_calibration)
-    baseline_top1 = setup.baseline_top1()
-    agent = make_agent(config.agent, env, config.seed, **config.agent_settings)
+    phases.start("loading")
+    inputs = load_inputs(config, model if isinstance(model, nn.Module) else None,
+                         data if isinstance(data, Dataset) else None)
     if resume:
-        run.check_same_inputs(setup.dataset, setup.weights)
-    if config.tensorboard:
-        summary_writer()  # refuse before any work when the package is missing
+        run.check_same_inputs(inputs.dataset, inputs.weights)
+    check_before_scoring(config, inputs)  # a mistake is reported in seconds, not after minutes of setup
+    phases.start("features")
+    setup = with_scorer(inputs, config)
+    saved_calibration = run.read_latency_calibration() if resume else None
+    if config.target == "latency":
+        phases.start("latency")
+    env, guard = build_env(setup, config, saved_calibration)
+    phases.start("original")
+    started = phases.clock()
+    baseline_top1 = setup.baseline_top1()
+    phases.final_seconds = final_seconds(setup, config, phases.clock() - started)
+    phases.start("agent")
+    agent = make_agent(config.agent, env, config.seed, **config.agent_settings)
 
     if not resume:
         run.create(overwrite)  # only now: a mistake found above leaves nothing behind
     try:
         if guard is not None and saved_calibration is None:
             run.write_latency_calibration(guard.latency.calibration())
-        return _run(run, config, resume, setup, env, agent, guard, baseline_top1, progress)
+        return _run(run, config, resume, setup, env, agent, guard, baseline_top1, progress, phases)
     except SaveError as e:  # disk full or permissions, with the previous state intact
         if run.has_state():
             raise SaveError(f"cannot save {e.path} ({e.reason}); the state after the last finished episode is "
@@ -165,7 +217,7 @@ def _search(model, data, *, run: RunDir, config, resume, overwrite, progress, **
 
 
 def _run(run: RunDir, config: SearchConfig, resume: bool, setup: Setup, env: CompressionEnv, agent,
-         guard: LatencyGuard | None, baseline_top1: float, progress) -> SearchResult:
+         guard: LatencyGuard | None, baseline_top1: float, progress, phases: Phases) -> SearchResult:
     """The episode loop (from where a resumed run stopped), then the export."""
     log, best, start = _restore(run, agent, setup.scorer) if resume else ([], None, 0)
     if not resume:
@@ -182,9 +234,11 @@ def _run(run: RunDir, config: SearchConfig, resume: bool, setup: Setup, env: Com
         EpisodeLog(run, best_policy, log),
         SaveState(run, agent, best_policy),
         TensorBoard(run, start) if config.tensorboard else None,
-        Progress(progress, episodes, start) if progress else None,
+        Progress(progress, phases, episodes, start),
     ])
 
+    phases.episodes = episodes - start
+    phases.start("episodes", episodes=episodes, start=start)
     if config.workers > 1 and episodes - start > 1:
         from amc.parallel import parallel_episodes
         played = parallel_episodes(env, agent, setup.scorer, config, range(start, episodes))
@@ -196,8 +250,10 @@ def _run(run: RunDir, config: SearchConfig, resume: bool, setup: Setup, env: Com
                       agent={k: float(v) for k, v in (learned or {}).items()})
         callbacks.on_episode(record)
 
-    result = _finish(run, config, setup, env, best_policy.record, log, baseline_top1, guard)
+    phases.start("finalists" if config.finalists > 1 else "final")
+    result = _finish(run, config, setup, env, best_policy.record, log, baseline_top1, guard, phases)
     callbacks.on_end(result.summary)
+    phases.start("done")
     return result
 
 
@@ -216,10 +272,12 @@ def _restore(run: RunDir, agent, scorer) -> tuple[list[dict], dict | None, int]:
 
 
 def _finish(run: RunDir, config: SearchConfig, setup: Setup, env: CompressionEnv, best: dict, log: list[dict],
-            baseline_top1: float, guard: LatencyGuard | None) -> SearchResult:
+            baseline_top1: float, guard: LatencyGuard | None, phases: Phases | None = None) -> SearchResult:
     """Export the best policy (chosen by the finalist stage if on, then checked on the real network under a
     latency budget) and write summary.json."""
     best, finalists = choose_finalist(setup, config, log, best)
+    if phases is not None and config.finalists > 1:
+        phases.start("final")
     if guard is not None:  # the budget was a prediction: check it on the real networks, side by side
         best, check = guard.final(best, log, on_refit=env.refresh_costs)
         run.write_latency_calibration(guard.latency.calibration())
@@ -270,5 +328,5 @@ def _warn_if_unranked(log: list[dict], full: int) -> None:
                       "arbitrary: check that the weights are trained and match --data", stacklevel=3)
 
 
-__all__ = ["SearchConfig", "SearchResult", "apply_policy", "build_env", "eta_seconds", "resumed_config", "saved_config",
-           "search"]
+__all__ = ["SearchConfig", "SearchResult", "apply_policy", "build_env", "check_before_scoring", "eta_seconds",
+           "final_seconds", "resumed_config", "saved_config", "search"]

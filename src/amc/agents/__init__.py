@@ -3,6 +3,9 @@ Optuna's TPE (optional extra `tpe`). `make_agent` builds one from the environmen
 
 from __future__ import annotations
 
+import inspect
+from dataclasses import fields
+
 from amc.agents.base import Agent, Transition
 from amc.agents.ddpg import DDPGAgent, DDPGConfig
 from amc.agents.knapsack import OPTIONS, SENSITIVITY_IMAGES, KnapsackAgent, knapsack_ratios
@@ -17,6 +20,19 @@ AGENTS: dict[str, type[Agent]] = {"ddpg": DDPGAgent, "random": RandomAgent, "uni
 RAMP_SPREAD = 0.5  # preserve ratio difference between the first and last decision of a handcrafted ramp
 ANCHORS = {"uniform": 0.0, "shallower": -RAMP_SPREAD, "deeper": RAMP_SPREAD,  # ramp spread of each named prior
            "knapsack": None}  # the knapsack allocation at the budget
+
+
+BUILD_OPTIONS = {"knapsack": {"sensitivity_images": "int", "options": "int"}}  # taken by make_agent itself
+
+
+def option_types(name: str) -> dict[str, str]:
+    """The settings agent `name` takes as --agent-option, each with its declared type ("int", "float", ...):
+    DDPGConfig's fields for DDPG, the constructor's keywords (and make_agent's own) for the others."""
+    if name == "ddpg":
+        return {f.name: str(f.type) for f in fields(DDPGConfig)}
+    parameters = inspect.signature(AGENTS[name].__init__).parameters
+    return {**{n: str(p.annotation) for n, p in parameters.items() if n not in ("self", "obs_dim", "lbound", "seed")},
+            **BUILD_OPTIONS.get(name, {})}
 
 
 def resolve_anchor(env, anchor) -> float | list[float] | None:
@@ -65,4 +81,4 @@ def make_agent(name: str, env, seed: int, **options) -> Agent:
 
 
 __all__ = ["AGENTS", "ANCHORS", "Agent", "DDPGAgent", "DDPGConfig", "KnapsackAgent", "RandomAgent", "TPEAgent",
-           "Transition", "UniformAgent", "make_agent", "resolve_anchor"]
+           "Transition", "UniformAgent", "make_agent", "option_types", "resolve_anchor"]

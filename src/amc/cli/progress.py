@@ -6,7 +6,8 @@ from __future__ import annotations
 import time
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.text import Text
 
 console = Console(stderr=True, soft_wrap=True)  # an error stays one line, however long
 
@@ -26,28 +27,73 @@ class LiveBar:
             self.bar.__exit__(*exc)
 
 
+class EtaColumn(ProgressColumn):
+    """The search's own estimate of the time left (setup and final scoring counted), counting down between
+    updates; `-:--:--` while it cannot be told yet."""
+
+    def render(self, task) -> Text:
+        eta, at = task.fields.get("eta"), task.fields.get("eta_at")
+        if eta is None:
+            return Text("-:--:--", style="progress.remaining")
+        left = max(0, int(eta - (time.monotonic() - at)))
+        return Text(f"{left // 3600}:{left // 60 % 60:02d}:{left % 60:02d}", style="progress.remaining")
+
+
+class ElapsedColumn(ProgressColumn):
+    """Time since the search started, running until it is done (rich's own stops once the bar is full, while
+    the final scoring still runs)."""
+
+    def render(self, task) -> Text:
+        seconds = int(task.elapsed or 0)
+        return Text(f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}", style="progress.elapsed")
+
+
 class EpisodeProgress(LiveBar):
-    """A live bar on a terminal; a plain line every ~5% of the run elsewhere (logs, CI)."""
+    """A search's progress: on a terminal a live bar named after the current phase (loading, sampling features,
+    scoring the original, episode n/N, final scoring, ...); elsewhere (logs, CI) a plain line when each phase
+    starts and every ~5% of the episodes, each with the seconds so far and left. `phase(event)` and
+    `__call__(record)` are `amc.search`'s `on_phase` and `progress`."""
 
     def __init__(self, total: int, resource: str = "macs"):
         self.total, self.resource = total, resource  # the share shown per episode: "macs" or "params"
         self.live = console.is_terminal
         self.every = max(1, total // 20)
-        self.bar = Progress(TextColumn("[bold]episode {task.completed}/{task.total}"), BarColumn(),
-                            TextColumn("reward {task.fields[reward]:.4f}  best {task.fields[best]:.4f}"),
-                            TimeElapsedColumn(), TimeRemainingColumn(), console=console) if self.live else None
-        self.task = self.bar.add_task("search", total=total, reward=0.0, best=0.0) if self.bar else None
+        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[detail]}"),
+                            ElapsedColumn(), EtaColumn(), console=console) if self.live else None
+        self.task = self.bar.add_task("starting", total=None, detail="", eta=None, eta_at=0.0) if self.bar else None
 
+    def phase(self, event: dict) -> None:
+        label = event["label"]
+        if event["phase"] == "episodes":
+            self.total = event["episodes"]
+            self.every = max(1, (event["episodes"] - event["start"]) // 20)
+            label = f"episode {event['start']}/{event['episodes']}"
+        if self.bar:
+            extent = {"completed": event["start"], "total": self.total} if event["phase"] == "episodes" else {}
+            self.bar.update(self.task, description=label, eta=event["eta"], eta_at=time.monotonic(), **extent)
+            if event["phase"] == "done":
+                self.bar.stop_task(self.task)
+        elif event["phase"] == "done":
+            console.print(f"done in {event['elapsed']:.0f}s", highlight=False)
+        else:
+            if event["phase"] == "episodes":
+                label = f"episodes: {event['episodes'] - event['start']} to play"
+            console.print(f"{label}  elapsed {event['elapsed']:.0f}s{_eta(event['eta'])}", highlight=False)
 
     def __call__(self, record: dict) -> None:
-        from amc.callbacks import eta_seconds
         if self.bar:
-            self.bar.update(self.task, completed=record["episode"] + 1, total=record["episodes"],
-                            reward=record["reward"], best=record["best_reward"])
-        elif (record["episode"] + 1) % self.every == 0 or record["remaining"] == 0:
+            self.bar.update(self.task, description=f"episode {record['episode'] + 1}/{record['episodes']}",
+                            completed=record["episode"] + 1, total=record["episodes"], eta=record["eta"],
+                            eta_at=time.monotonic(), detail=f"reward {record['reward']:.4f}  best "
+                                                            f"{record['best_reward']:.4f}")
+        elif record["done"] % self.every == 0 or record["remaining"] == 0:
             console.print(f"episode {record['episode'] + 1}/{record['episodes']}  reward {record['reward']:.4f}  "
                           f"best {record['best_reward']:.4f}  {self.resource} {record[self.resource + '_ratio']:.3f}  "
-                          f"eta {eta_seconds(record):.0f}s", highlight=False)
+                          f"elapsed {record['elapsed']:.0f}s{_eta(record['eta'])}", highlight=False)
+
+
+def _eta(seconds: float | None) -> str:
+    return "" if seconds is None else f"  eta {seconds:.0f}s"
 
 
 class StepProgress(LiveBar):

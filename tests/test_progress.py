@@ -1,0 +1,173 @@
+"""A search names every phase (to a callback, the "amc" logger and the CLI) and estimates the time left with
+the final scoring counted. Times come from a simulated clock wherever a figure is checked."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+
+import amc
+from amc.callbacks import Phases, Progress
+from amc.cli import progress as cli_progress
+from amc.data import load_dataset
+from amc.search import SearchConfig, final_seconds
+
+SETUP = ["loading", "features", "original", "agent"]
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+def _config(**kw):
+    return SearchConfig(**{**dict(episodes=4, warmup=1, calibration_images=300, seed=0), **kw})
+
+
+def test_phase_events_arrive_in_order_through_the_api_and_every_episode_carries_the_time_left(tmp_path, digits):
+    events = []
+    amc.search(config=_config(), data=digits, out=tmp_path / "run", on_phase=lambda e: events.append(("phase", e)),
+               progress=lambda r: events.append(("episode", r)))
+    phases = [e["phase"] for kind, e in events if kind == "phase"]
+    assert phases == [*SETUP, "episodes", "final", "done"]
+    kinds = [kind if kind == "episode" else e["phase"] for kind, e in events]
+    assert kinds == [*SETUP, "episodes", "episode", "episode", "episode", "episode", "final", "done"]
+    for kind, e in events:
+        if kind == "phase":
+            assert e["label"] == amc.callbacks.PHASES[e["phase"]] and e["elapsed"] >= 0
+            # the time left is unknown before an episode has finished, and known from then on
+            assert (e["eta"] is None) == (e["phase"] in [*SETUP, "episodes"])
+        else:
+            assert e["eta"] >= 0 and e["done"] == e["episode"] + 1 and e["remaining"] == 3 - e["episode"]
+    elapsed = [e["elapsed"] for _, e in events]
+    assert elapsed == sorted(elapsed)
+
+
+def test_the_finalist_stage_and_a_latency_table_are_phases_of_their_own(tmp_path, digits, simulated_timer):
+    events = []
+    amc.search(config=_config(finalists=2, finalist_steps=2, target="latency"), data=digits, out=tmp_path / "run",
+               on_phase=events.append)
+    assert [e["phase"] for e in events] == ["loading", "features", "latency", "original", "agent", "episodes",
+                                           "finalists", "final", "done"]
+
+
+def test_phases_are_logged_at_info_on_the_amc_logger(tmp_path, digits, caplog):
+    with caplog.at_level(logging.INFO, logger="amc"):
+        amc.search(config=_config(), data=digits, out=tmp_path / "run")
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("amc")]
+    starts = [line for line in lines if "so far" in line and "episode " not in line]
+    labels = [amc.callbacks.PHASES[p] for p in [*SETUP, "episodes", "final"]]
+    assert [line.split(": ", 1)[1].split(" (")[0] for line in starts] == labels
+    assert any(line.startswith("amc search: episode 4/4, reward") and "s left)" in line for line in lines)
+    assert lines[-1].startswith("amc search: done in")
+
+
+def test_the_api_prints_nothing_by_default(tmp_path):
+    code = ("import amc; amc.search(episodes=2, warmup=1, calibration_images=200, out=%r)" % str(tmp_path / "run"))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "" and r.stderr == ""
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _record(episode: int) -> dict:
+    return {"episode": episode, "reward": 0.9, "best_reward": 0.9, "macs_ratio": 0.5}
+
+
+def test_the_time_left_counts_the_episodes_at_their_pace_and_the_final_scoring(capsys, monkeypatch):
+    monkeypatch.setattr(cli_progress.console, "file", sys.stderr)  # a plain (piped) console, captured
+    clock = Clock()
+    printer = cli_progress.EpisodeProgress(10)
+    assert not printer.live
+    phases = Phases(printer.phase, clock=clock)
+    for phase, seconds in [("loading", 5), ("features", 60), ("original", 10), ("agent", 1)]:
+        phases.start(phase)
+        clock.now += seconds
+    phases.final_seconds = 50.0  # estimated from the original's scoring (final_seconds below)
+    progress = Progress(printer, phases, episodes=10, start_episode=0)
+    phases.episodes = 10
+    phases.start("episodes", episodes=10, start=0)
+    clock.now += 3
+    progress.on_episode(_record(0))
+    assert phases.eta() == pytest.approx(9 * 3 + 50)  # nine more at 3 s, then the final scoring
+    clock.now += 5  # a slower episode moves the pace: 8 s over two
+    progress.on_episode(_record(1))
+    assert phases.eta() == pytest.approx(8 * 4 + 50)
+    for episode in range(2, 10):
+        clock.now += 4
+        progress.on_episode(_record(episode))
+    assert phases.eta() == pytest.approx(50)
+    phases.start("final")
+    clock.now += 20
+    assert phases.eta() == pytest.approx(30)  # counting down through the final scoring
+    clock.now += 40
+    assert phases.eta() == 0.0  # an overrun is not a negative time
+    phases.start("done")
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[:5] == ["loading model and data  elapsed 0s", "sampling features  elapsed 5s",
+                         "scoring the original  elapsed 65s", "preparing the agent  elapsed 75s",
+                         "episodes: 10 to play  elapsed 76s"]
+    assert lines[5] == "episode 1/10  reward 0.9000  best 0.9000  macs 0.500  elapsed 79s  eta 77s"
+    assert lines[6] == "episode 2/10  reward 0.9000  best 0.9000  macs 0.500  elapsed 84s  eta 82s"
+    assert lines[-3] == "episode 10/10  reward 0.9000  best 0.9000  macs 0.500  elapsed 116s  eta 50s"
+    assert lines[-2:] == ["final scoring and export  elapsed 116s  eta 50s", "done in 176s"]
+
+
+def test_the_final_scoring_is_estimated_from_the_originals_pace():
+    dataset = SimpleNamespace(heldout=[0] * 1000, test=[0] * 2000)
+    setup = SimpleNamespace(dataset=dataset, scorer=SimpleNamespace(evaluator=SimpleNamespace(size=500)),
+                            graph=SimpleNamespace(decisions=[0, 1, 2]))
+    # 2 s for 1000 held-out images: the exported network and the uniform and ramp baselines on held-out and
+    # test, the original on test; without a budget no baseline is scored
+    assert final_seconds(setup, _config(ratio=0.5), 2.0) == pytest.approx(0.002 * (3 * 3000 + 2000))
+    assert final_seconds(setup, _config(reward="acc-macs"), 2.0) == pytest.approx(0.002 * (3000 + 2000))
+    with_finalists = final_seconds(setup, _config(ratio=0.5, finalists=4, finalist_steps=10), 2.0)
+    # 2 x 4 x 10 steps of 128 images, ~3 forward passes each, and ~2 x 4 candidates scored on 500 images
+    assert with_finalists - final_seconds(setup, _config(ratio=0.5), 2.0) == pytest.approx(
+        0.002 * (3 * 80 * 128 + 8 * 500))
+
+
+def test_the_terminal_bar_is_named_after_the_current_phase_and_its_clock_runs_through_the_final_scoring(
+        monkeypatch):
+    import io
+
+    from rich.console import Console
+    monkeypatch.setattr(cli_progress, "console", Console(file=io.StringIO(), force_terminal=True, width=120))
+    clock = Clock()
+    with cli_progress.EpisodeProgress(2) as printer:
+        assert printer.live
+        task = printer.bar.tasks[0]
+        phases = Phases(printer.phase, clock=clock)
+        phases.start("original")
+        assert task.description == "scoring the original" and task.total is None  # pulsing, no ETA yet
+        assert "-:--:--" in _rendered(printer)
+        phases.episodes = 2
+        phases.start("episodes", episodes=2, start=0)
+        progress = Progress(printer, phases, episodes=2, start_episode=0)
+        for episode in range(2):
+            clock.now += 3
+            progress.on_episode(_record(episode))
+        assert task.description == "episode 2/2" and task.fields["eta"] == pytest.approx(0.0)
+        phases.start("final")
+        assert task.description == "final scoring and export" and task.stop_time is None  # the clock runs on
+        assert "0:00:00" in _rendered(printer)  # the final scoring's estimate (0 s here) as the time left
+        phases.start("done")
+        assert task.description == "done" and task.stop_time is not None
+
+
+def _rendered(printer) -> str:
+    console = cli_progress.console
+    with console.capture() as capture:
+        console.print(printer.bar.get_renderable())
+    return capture.get()
