@@ -86,7 +86,9 @@ def _record(episode: int) -> dict:
 
 
 def test_the_time_left_counts_the_episodes_at_their_pace_and_the_final_scoring(capsys, monkeypatch):
-    monkeypatch.setattr(cli_progress.console, "file", sys.stderr)  # a plain (piped) console, captured
+    # a plain (piped) console, captured; `_file`, not the `file` property, so that undoing it restores None (the
+    # console then follows sys.stderr again) rather than pinning this test's capture stream, closed after it
+    monkeypatch.setattr(cli_progress.console, "_file", sys.stderr)
     clock = Clock()
     printer = cli_progress.EpisodeProgress(10)
     assert not printer.live
