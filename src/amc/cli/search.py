@@ -186,8 +186,8 @@ def search_command(
         console.print(f"finalist stage: episode {f['winner_episode']} won (the search's best was episode "
                       f"{f['search_best_episode']}), {f['total_steps']} steps in {f['seconds']:.0f} s",
                       highlight=False)
-    console.print(f"best policy: held-out top-1 {s['best_val_top1']:.4f} (original "
-                  f"{s['baseline']['heldout_top1']:.4f}), test top-1 {s['test_top1']:.4f}, "
+    console.print(f"best policy: held-out top-1 {100 * s['best_val_top1']:.2f}% (original "
+                  f"{100 * s['baseline']['heldout_top1']:.2f}%), test top-1 {100 * s['test_top1']:.2f}%, "
                   f"MACs {s['macs'] / 1e6:.2f}M ({s['macs_ratio']:.3f}), params {s['params'] / 1e6:.3f}M "
                   f"({s['params_ratio']:.3f}); wrote {out}/summary.json, policy.json, model.pt", highlight=False)
     if "latency" in s:
