@@ -73,16 +73,16 @@ def _same(got, want) -> bool:
 
 def test_digits_ddpg_search_is_unchanged(tmp_path):
     run = tmp_path / "run"
-    # the DDPG defaults of the time the fixture was made (anchor and warm-up changed in issue 17)
-    amc.search(out=run, episodes=12, warmup=4, calibration_images=300, seed=0,
+    # the defaults of the time the fixture was made (anchor and warm-up changed in issue 17, budget in issue 20)
+    amc.search(out=run, episodes=12, warmup=4, calibration_images=300, seed=0, ratio=0.5, lbound=0.2,
                agent_options={"anchor": "uniform", "warmup_noise": "step"})
     _compare("digits_ddpg", _record(run))
 
 
 def test_latency_search_on_a_simulated_timer_is_unchanged(tmp_path, simulated_timer):
     run = tmp_path / "run"
-    result = amc.search(out=run, target="latency", ratio=0.7, agent="random", episodes=6, calibration_images=200,
-                        seed=1)
+    result = amc.search(out=run, target="latency", ratio=0.7, lbound=0.2, agent="random", episodes=6,
+                        calibration_images=200, seed=1)
     record = _record(run)
     latency = result.summary["latency"]
     record["latency"] = {k: latency[k] for k in ("original_ms", "pruned_ms", "measured_ratio", "predicted_ms",
@@ -108,7 +108,8 @@ def test_resnet20_random_search_with_racing_and_bn_recalibration_is_unchanged(tm
 
 def test_prune_command_is_unchanged(tmp_path):
     search_run, pruned = tmp_path / "search", tmp_path / "pruned"
-    amc.search(out=search_run, agent="random", episodes=3, calibration_images=300, seed=2, ratio=0.4)
+    amc.search(out=search_run, agent="random", episodes=3, calibration_images=300, seed=2, ratio=0.4,
+               lbound=0.2)
     r = subprocess.run([sys.executable, "-m", "amc.cli", "prune", "--policy", str(search_run / "policy.json"),
                         "--out", str(pruned), "--calibration-images", "300", "--seed", "2"],
                        capture_output=True, text=True)

@@ -166,7 +166,8 @@ def logit_normal(mean: float, sigma: float, low: float, high: float, rng: np.ran
         return float(low)
     p = float(np.clip((mean - low) / span, 1e-3, 1 - 1e-3))
     u = np.log(p / (1 - p)) + rng.normal(0.0, sigma / (span * p * (1 - p)))
-    return float(low + span / (1 + np.exp(-u)))
+    # clipped: a draw far in the tail (|u| > 700) would overflow exp; the map is flat there anyway
+    return float(low + span / (1 + np.exp(-np.clip(u, -700.0, 700.0))))
 
 
 @contextmanager

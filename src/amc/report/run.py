@@ -221,8 +221,9 @@ API_ONLY = ("points_per_image", "eval_batch_size", "latency_batch")  # settings 
 def reproduce_command(run: Run) -> tuple[str, list[str]]:
     """The `amc search` line that repeats the run (its settings that differ from today's defaults, into a new
     --out beside it), and the settings only the Python API takes (`name=value`), if any differ."""
-    from amc.config import DEFAULTS
-    defaults = DEFAULTS.to_dict()
+    from amc.config import DEFAULT_MODEL, SearchConfig
+    # today's defaults for this run's model (the budget's defaults depend on it)
+    defaults = SearchConfig(model=run.search.get("model", DEFAULT_MODEL)).to_dict()
     words, api_only = ["amc", "search"], []
     for name, value in run.search.items():
         if name not in defaults or value == defaults[name]:
