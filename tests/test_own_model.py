@@ -209,3 +209,20 @@ def test_a_timm_architecture_is_searched_and_rebuilt_from_its_name(tmp_path, dig
     assert info.input_shape == (1, 8, 8) and info.kwargs == {"in_chans": 1}  # digits are grey: recorded
     assert amc.count_macs(pruned, info.input_shape) == result.summary["macs"]
     assert write_checked_torchscript(pruned, tmp_path / "timm.ts", _images(info, 8)) < 1e-4
+
+
+def test_a_factory_run_is_fine_tuned_with_its_own_teacher_and_reported(tmp_path, digits):
+    """The steps after a search rebuild the original from the run's record, not from amc's zoo: the distillation
+    teacher of `amc finetune --distill` and the report's original architecture."""
+    from amc.finetune import finetune
+    from amc.report import write_report
+    from amc.train import TrainConfig
+
+    weights, run = tmp_path / "mynet.pt", tmp_path / "run"
+    torch.save(mynet.build().state_dict(), weights)
+    amc.search("tests.mynet:build", digits, weights=str(weights), out=run, seed=0, **FAST)
+    record = finetune(run, TrainConfig(epochs=1, batch_size=256), distill=True)
+    assert record["epochs"] == 1 and 0.0 <= record["test_top1"] <= 1.0
+    assert (run / "model_finetuned.pt").is_file()
+    html = write_report(run).read_text()
+    assert "tests.mynet:build" in html

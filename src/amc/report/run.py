@@ -165,8 +165,7 @@ def _decision_macs_after(run: Run) -> list[int] | None:
 def original_architecture(run: Run):
     """The searched model's architecture, randomly initialised (sizes and MACs do not depend on values)."""
     from amc import models
-    info = run.config["model"]
-    return models.create(info["name"], num_classes=info["num_classes"], **(info.get("kwargs") or {})).eval()
+    return models.rebuild(run.config["model"]).eval()  # zoo, torchvision, timm or the user's own factory
 
 
 def original_size(run: Run) -> tuple[int | None, str]:
