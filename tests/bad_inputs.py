@@ -375,7 +375,7 @@ GROUPS: dict[str, list[Case]] = {"Missing or unreadable paths": [
     Case("racing with an accuracy-guaranteed reward", ("--racing", "--reward acc", "drop --racing"),
          ["search", "--racing", "--reward", "acc-macs", "--out", "run"]),
     Case("budget below what the lower bound reaches", ("cannot be met", "keeps 0.", "use --ratio >="),
-         ["search", "--ratio", "0.01", "--out", "run"]),
+         ["search", "--ratio", "0.001", "--out", "run"]),
 ], "Policies (`amc prune`)": [
     Case("corrupt policy JSON", ("policy file broken.json is corrupt", "JSONDecodeError", "amc search"),
          ["prune", "--policy", "broken.json", "--out", "pruned"], _policy("broken.json", text='{"model": "digi')),

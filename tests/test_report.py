@@ -183,7 +183,8 @@ def test_the_reproduce_command_repeats_the_runs_settings(ddpg_run, tmp_path, mon
     (run_dir / "config.json").write_text(json.dumps(config))
     command, api_only = reproduce_command(load_run(run_dir))
     assert command.startswith("amc search ") and "--no-reconstruct" in command and "--no-racing" in command
-    assert api_only == ["points_per_image=5"] and "--model" not in command  # defaults are left out
+    assert api_only == ["points_per_image=5"] and "--selection" not in command  # defaults are left out ...
+    assert "--model digits_cnn" in command and "--seed 0" in command  # ... but the budget, searcher and seed stay
     assert f"<code>{command.replace(chr(39), '&#x27;')}</code>" in write_report(run_dir).read_text()
 
     seen = {}

@@ -130,8 +130,11 @@ def _reproduce(run: Run) -> str:
     command, api_only = reproduce_command(run)
     note = (f"<p class=dim>Also set through the Python API only: <code>{_e(', '.join(api_only))}</code>.</p>"
             if api_only else "")
-    return (f"<p class=dim>Repeats this search (settings that differ from the defaults; run it from the directory "
-            f"the search ran in if its paths are relative):</p><pre><code>{_e(command)}</code></pre>{note}")
+    path = Path(run.path).resolve()
+    exact = f"amc search --config {path / 'config.json'} --out {path}-rerun"
+    return (f"<p class=dim>Repeats this search (its budget, searcher and seed, and the settings that differ from "
+            f"the defaults):</p><pre><code>{_e(command)}</code></pre>{note}<p class=dim>or, every setting read from "
+            f"the run itself:</p><pre><code>{_e(exact)}</code></pre>")
 
 
 def _settings_table(run: Run, warmup: int) -> str:
@@ -153,7 +156,7 @@ def _settings_table(run: Run, warmup: int) -> str:
         ("scoring", f"{_e(c.get('precision', 'fp32'))} on "
                     + (f"the first {_e(c['heldout_limit'])} held-out images" if c.get("heldout_limit")
                        else "the held-out split") + "; reported top-1 in fp32 on full splits"),
-        ("search time", f"{s.get('search_seconds', 0) / 60:.1f} min" if finite(s.get("search_seconds")) else "—"),
+        ("search time", _duration(s["search_seconds"]) if finite(s.get("search_seconds")) else "—"),
         ("versions", ", ".join(f"{_e(k)} {_e(v)}" for k, v in (run.config.get("versions") or {}).items()
                                if k in ("amc", "torch", "torch_pruning", "python"))),
     ]
@@ -243,3 +246,7 @@ def write_report(run_dir: str | Path, *, latency: bool = False) -> Path:
 
 
 __all__ = ["render_html", "write_report"]
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"

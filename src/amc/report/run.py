@@ -214,18 +214,20 @@ def fully_scored(run: Run) -> list[bool]:
     return kinds
 
 
+ALWAYS_SHOWN = ("model", "target", "ratio", "lbound", "agent", "episodes", "seed")
 API_ONLY = ("points_per_image", "eval_batch_size", "latency_batch")  # settings `amc search` has no option for
 
 
 def reproduce_command(run: Run) -> tuple[str, list[str]]:
-    """The `amc search` line that repeats the run (its settings that differ from today's defaults, into a new
-    --out beside it), and the settings only the Python API takes (`name=value`), if any differ."""
+    """The `amc search` line that repeats the run (the budget, searcher and seed, and every setting that differs
+    from today's defaults, into a new --out beside it), and the settings only the Python API takes (`name=value`), if any differ."""
     from amc.config import DEFAULT_MODEL, SearchConfig
     # today's defaults for this run's model (the budget's defaults depend on it)
     defaults = SearchConfig(model=run.search.get("model", DEFAULT_MODEL)).to_dict()
     words, api_only = ["amc", "search"], []
     for name, value in run.search.items():
-        if name not in defaults or value == defaults[name]:
+        # the budget, the searcher and the seed always: a later release's defaults must not change what repeats
+        if name not in defaults or value == defaults[name] and name not in ALWAYS_SHOWN:
             continue
         option = "--" + name.replace("_", "-")
         if name in API_ONLY:
