@@ -398,7 +398,7 @@ GROUPS: dict[str, list[Case]] = {"Missing or unreadable paths": [
          ["search", "--resume", "--out", "run"], lambda tmp: _amc_run(tmp, **{"config.json": '{"search": {}}'})),
     Case("--resume with settings other than the run's", ("run was started with other settings",
                                                          "--model resnet20 (the run has digits_cnn)",
-                                                         "--ratio 0.3 (the run has 0.5)"),
+                                                         "--ratio 0.3 (the run has 0.05)"),
          ["search", "--resume", "--out", "run", "--model", "resnet20", "--ratio", "0.3"], _stopped_run()),
     Case("--resume together with --overwrite", ("--resume continues a run and --overwrite replaces it",),
          ["search", "--resume", "--overwrite", "--out", "run"], _stopped_run()),

@@ -27,7 +27,7 @@ def test_models_lists_zoo():
     (["eval", "--model", "resnet5", "--data", "digits"], "did you mean"),
     (["eval", "--model", "digits_cnn", "--weights", "/nonexistent.pt", "--data", "digits"], "not found"),
     (["search", "--ratio", "1.5", "--episodes", "2"], "--ratio must be in (0, 1]"),
-    (["search", "--ratio", "0.01", "--episodes", "2"], "cannot be met"),
+    (["search", "--ratio", "0.001", "--episodes", "2"], "cannot be met"),
     (["eval", "--model", "digits_cnn", "--data", "cifar10"], "--data-dir"),
     (["eval"], "pass a run directory"),
     (["prune", "--out", "pruned"], "pass the run whose policy to apply"),

@@ -38,7 +38,7 @@ def nothing_expensive(monkeypatch):
 
 
 def _search(tmp_path, data, **settings):
-    base = dict(episodes=4, warmup=1, calibration_images=300, seed=0)
+    base = dict(episodes=4, warmup=1, calibration_images=300, seed=0, lbound=0.2)
     return amc.search(config=SearchConfig(**{**base, **settings}), data=data, out=tmp_path / "run")
 
 

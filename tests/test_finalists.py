@@ -68,7 +68,7 @@ def test_successive_halving_trains_the_better_half_further_and_returns_the_best(
 def test_search_with_finalists_exports_the_winner_and_records_the_stage(tmp_path, digits):
     out = tmp_path / "run"
     result = amc.search(config=SearchConfig(agent="random", episodes=8, finalists=3, finalist_steps=4,
-                                            calibration_images=200), out=out, data=digits)
+                                            calibration_images=200, ratio=0.5, lbound=0.2), out=out, data=digits)
     stage = result.summary["finalists"]
     assert stage["k"] == 3 and len(stage["candidates"]) == 3
     winner = next(c for c in stage["candidates"] if c["episode"] == stage["winner_episode"])

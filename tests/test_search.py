@@ -24,7 +24,7 @@ def digits():
 
 
 def _config(**kw):
-    base = dict(episodes=12, warmup=4, calibration_images=300, seed=0)
+    base = dict(episodes=12, warmup=4, calibration_images=300, seed=0, ratio=0.5, lbound=0.2)  # the generic budget
     return SearchConfig(**{**base, **kw})
 
 
