@@ -106,7 +106,10 @@ def test_the_time_left_counts_the_episodes_at_their_pace_and_the_final_scoring(c
     clock.now += 5  # a slower episode moves the pace: 8 s over two
     progress.on_episode(_record(1))
     assert phases.eta() == pytest.approx(8 * 4 + 50)
-    for episode in range(2, 10):
+    clock.now += 4
+    progress.on_episode(_record(2))  # from the third on, the first (slow: the anchor in full) is not the pace
+    assert phases.eta() == pytest.approx(7 * (5 + 4) / 2 + 50)
+    for episode in range(3, 10):
         clock.now += 4
         progress.on_episode(_record(episode))
     assert phases.eta() == pytest.approx(50)
@@ -132,7 +135,8 @@ def test_the_final_scoring_is_estimated_from_the_originals_pace():
                             graph=SimpleNamespace(decisions=[0, 1, 2]))
     # 2 s for 1000 held-out images: the exported network and the uniform and ramp baselines on held-out and
     # test, the original on test; without a budget no baseline is scored
-    assert final_seconds(setup, _config(ratio=0.5), 2.0) == pytest.approx(0.002 * (3 * 3000 + 2000))
+    # (the pruned ones at 0.3 + 0.7 x 0.5 = 0.65 of the original's pace)
+    assert final_seconds(setup, _config(ratio=0.5), 2.0) == pytest.approx(0.002 * (3 * 3000 * 0.65 + 2000))
     assert final_seconds(setup, _config(reward="acc-macs"), 2.0) == pytest.approx(0.002 * (3000 + 2000))
     with_finalists = final_seconds(setup, _config(ratio=0.5, finalists=4, finalist_steps=10), 2.0)
     # 2 x 4 x 10 steps of 128 images, ~3 forward passes each, and ~2 x 4 candidates scored on 500 images
