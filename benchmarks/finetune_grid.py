@@ -229,6 +229,8 @@ def _build(args, key: str, jobs: list[dict], npz: str) -> None:
     for job in jobs:
         dest = Path(args.work) / "models" / job["id"].replace("/", "__")
         tmp = dest.parent / (dest.name + ".tmp")
+        if dest.exists():  # built by an earlier call in this --work (the build is deterministic): reused
+            continue
         try:
             if "model_file" in job:
                 shutil.copytree(Path(args.bundle) / job["model_file"], tmp, dirs_exist_ok=True)
