@@ -273,7 +273,7 @@ def _train_worker(args, queue, results_path: str, npz: str, exact: bool, curved:
         failed = model_dir.parent / (model_dir.name + ".failed")
         while not model_dir.exists() and not failed.exists():
             time.sleep(0.2)
-        if failed.exists():
+        if not model_dir.exists():  # failed (a stale .failed beside a built model is an earlier call's)
             with open(results_path, "a") as f:
                 f.write(json.dumps({"id": job["id"], "ft_seed": ft_seed, "error": failed.read_text()}) + "\n")
             continue
