@@ -123,6 +123,9 @@ def test_a_missing_extra_is_refused_before_scoring(tmp_path, digits, monkeypatch
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(AmcError, match="--workers needs Ray"):
         _search(tmp_path, digits, workers=2)
+    monkeypatch.setitem(sys.modules, "optuna", None)
+    with pytest.raises(AmcError, match=r"--agent tpe needs optuna"):
+        _search(tmp_path, digits, agent="tpe")
 
 
 def test_the_cli_lists_the_valid_agent_settings_in_one_line(tmp_path):

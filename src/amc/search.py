@@ -143,6 +143,9 @@ def check_before_scoring(config: SearchConfig, inputs: Inputs) -> None:
         require_ray()
     if config.tensorboard:
         summary_writer()
+    if config.agent == "tpe":
+        from amc.agents.tpe import require_optuna
+        require_optuna()
 
 
 def final_seconds(setup: Setup, config: SearchConfig, original_seconds: float) -> float:

@@ -16,7 +16,7 @@ from amc.agents.base import Agent, Transition
 from amc.errors import AmcError
 
 
-def _optuna():
+def require_optuna():
     try:
         import optuna
     except ImportError:
@@ -31,7 +31,7 @@ class TPEAgent(Agent):
     def __init__(self, obs_dim: int, lbound: float, seed: int, startup_trials: int = 10, multivariate: bool = False):
         if not 0 <= lbound <= 1:
             raise ValueError(f"lbound must be in [0, 1], got {lbound}")
-        self.optuna = _optuna()
+        self.optuna = require_optuna()
         self.lbound, self.seed = float(lbound), int(seed)
         self.startup_trials, self.multivariate = int(startup_trials), bool(multivariate)
         self.distribution = self.optuna.distributions.FloatDistribution(self.lbound, 1.0)
