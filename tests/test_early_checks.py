@@ -37,9 +37,10 @@ def nothing_expensive(monkeypatch):
     monkeypatch.setattr(amc.latency.measure, "runner", expensive)
 
 
-def _search(tmp_path, data, **settings):
+def _search(tmp_path, data, random_init=False, **settings):
     base = dict(episodes=4, warmup=1, calibration_images=300, seed=0, lbound=0.2)
-    return amc.search(config=SearchConfig(**{**base, **settings}), data=data, out=tmp_path / "run")
+    return amc.search(config=SearchConfig(**{**base, **settings}), data=data, out=tmp_path / "run",
+                      random_init=random_init)
 
 
 def test_an_unreachable_budget_names_the_smallest_ratio_and_a_lower_bound_that_meet_it(tmp_path, digits,
@@ -90,7 +91,7 @@ def test_a_ddpg_anchor_of_the_wrong_length_is_refused_before_scoring(tmp_path, d
 
 def test_data_of_another_shape_than_the_model_is_refused_before_scoring(tmp_path, digits, nothing_expensive):
     with pytest.raises(AmcError, match=r"model resnet20 expects inputs \(3, 32, 32\) but dataset digits has"):
-        _search(tmp_path, digits, model="resnet20")
+        _search(tmp_path, digits, model="resnet20", random_init=True)
     assert not (tmp_path / "run").exists()
 
 
@@ -135,3 +136,9 @@ def test_the_cli_lists_the_valid_agent_settings_in_one_line(tmp_path):
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "unknown setting sigma" in errors[0] and "noise_sigma_min" in errors[0], r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "run").exists()
+
+
+def test_the_api_refuses_an_untrained_network_by_name_unless_asked(tmp_path, digits, nothing_expensive):
+    with pytest.raises(AmcError, match="no weights for plain20.*--random-init"):
+        _search(tmp_path, digits, model="plain20")  # no weights given, none bundled
+    assert not (tmp_path / "run").exists()

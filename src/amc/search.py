@@ -32,6 +32,7 @@ from amc.finalists import SHORT_FINETUNE
 from amc.pipeline import Inputs, Setup, load_inputs, seed_and_threads, with_scorer
 from amc.policy import Policy, policy_from_record
 from amc.rollout import serial_episodes
+from amc.run_inputs import check_weights
 from amc.runs import RUN_MARKER, STATE_FILE, RunDir
 
 
@@ -53,7 +54,7 @@ class SearchResult:
 def search(model: nn.Module | str | None = None, data: Dataset | str | None = None, *, out: str | Path,
            config: SearchConfig | None = None, resume: bool = False, overwrite: bool = False,
            progress: Callable[[dict], None] | None = None, on_phase: Callable[[dict], None] | None = None,
-           **options) -> SearchResult:
+           random_init: bool = False, **options) -> SearchResult:
     """Find a per-layer preserve-ratio policy under the budget and export the pruned model into `out`.
 
     `model` is a zoo name or a model built by `amc.models.create` (it carries `amc_info`); `data` is a
@@ -63,7 +64,8 @@ def search(model: nn.Module | str | None = None, data: Dataset | str | None = No
     that episode's log record plus the run's progress (`eta`: seconds left in the whole search); `on_phase`
     when each phase starts (`amc.callbacks.PHASES`: loading, features, latency, original, agent, episodes,
     finalists, final, done) with `{"phase", "label", "elapsed", "eta"}`. Both are also logged at INFO on the
-    "amc.search" logger (`logging.basicConfig(level=logging.INFO)` shows them). Example::
+    "amc.search" logger (`logging.basicConfig(level=logging.INFO)` shows them). A model named here with no
+    weights (given or bundled) is refused unless `random_init=True` asks for an untrained one. Example::
 
         result = amc.search("resnet56", "cifar10", weights="r56.pt", data_dir="cifar10.npz", ratio=0.5,
                             out="runs/r56")
@@ -72,7 +74,7 @@ def search(model: nn.Module | str | None = None, data: Dataset | str | None = No
     run = RunDir(out)
     try:
         return _search(model, data, run=run, config=config, resume=resume, overwrite=overwrite,
-                       progress=progress, phases=Phases(on_phase), **options)
+                       progress=progress, phases=Phases(on_phase), random_init=random_init, **options)
     finally:
         run.unlock()  # held from the checks to the export: one writer per run
         torch.set_num_threads(threads)  # the thread count is process-wide; leave it as found
@@ -168,7 +170,7 @@ def final_seconds(setup: Setup, config: SearchConfig, original_seconds: float) -
     return seconds
 
 
-def _search(model, data, *, run: RunDir, config, resume, overwrite, progress, phases: Phases,
+def _search(model, data, *, run: RunDir, config, resume, overwrite, progress, phases: Phases, random_init: bool,
             **options) -> SearchResult:
     if resume and overwrite:
         raise AmcError("--resume continues a run and --overwrite replaces it; pass one of them")
@@ -179,6 +181,8 @@ def _search(model, data, *, run: RunDir, config, resume, overwrite, progress, ph
         run.lock()
     else:
         config = resolve_config(model, data, config, options)
+        if not isinstance(model, nn.Module):  # a network built here by name: trained weights, or asked not to be
+            check_weights(config.model, config.weights, random_init, doing="search")
         run.check_new(overwrite, inputs=(config.weights, config.data_dir))
         if overwrite and run.has(RUN_MARKER):
             run.lock()  # before any work: a run another process is writing is refused at once

@@ -167,7 +167,7 @@ def search_command(
     try:
         with EpisodeProgress(episodes, config.resource) as progress:
             result = search(config=None if resume else config, out=out, resume=resume, overwrite=overwrite,
-                            progress=progress, on_phase=progress.phase, **given)
+                            progress=progress, on_phase=progress.phase, random_init=random_init, **given)
     except KeyboardInterrupt:
         # state.pt is replaced atomically after every episode, so what is there is whole
         run = RunDir(out)
