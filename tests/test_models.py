@@ -58,12 +58,13 @@ def test_list_models_names_the_whole_zoo_and_some_torchvision():
 def test_zoo_model_builds_runs_and_is_traceable(name):
     model = models.create(name).eval()
     info = models.model_info(model)
-    assert info.name == name and info.num_classes == 10 and info.kwargs == {}
+    assert info.name == name and info.num_classes == (1000 if name == "mobilenet_v1_224" else 10)
+    assert info.kwargs == {}
     assert len(info.mean) == len(info.std) == info.input_shape[0]
     x = torch.randn(2, *info.input_shape)
     with torch.no_grad():
         out = model(x)
-    assert out.shape == (2, 10)
+    assert out.shape == (2, info.num_classes)
     clone = copy.deepcopy(model)
     assert models.model_info(clone) == info
     with torch.no_grad():
@@ -84,6 +85,15 @@ def test_model_info_metadata(name, shape, mean):
     info = models.model_info(models.create(name))
     assert info.input_shape == shape
     assert info.mean == mean
+
+
+def test_mobilenet_v1_224_is_the_published_network():
+    """AMC's mobile setting: 569M MACs and 4.2M parameters at 224x224, as in the MobileNet paper's Table 8."""
+    from amc import count_macs, count_params
+    model = models.create("mobilenet_v1_224").eval()
+    assert models.model_info(model).input_shape == (3, 224, 224)
+    assert round(count_macs(model, (3, 224, 224)) / 1e6) == 569 and round(count_params(model) / 1e5) == 42
+    assert models.create("mobilenet_v1").features[0][0].stride == (1, 1)  # the CIFAR one keeps its stem
 
 
 def test_num_classes_override_changes_head_and_info():

@@ -26,7 +26,7 @@ import torch.nn as nn
 from amc.errors import AmcError, CheckpointError, UnknownModelError
 from amc.models import factory, timm_models, torchvision_models
 from amc.models.cifar_resnet import plain20, resnet20, resnet32, resnet44, resnet56
-from amc.models.mobilenet import mobilenet_v1, mobilenet_v2
+from amc.models.mobilenet import mobilenet_v1, mobilenet_v1_224, mobilenet_v2
 from amc.models.small import digits_cnn
 from amc.models.vgg import vgg16
 
@@ -76,6 +76,7 @@ _ZOO: dict[str, _ZooEntry] = {
     "vgg16": _ZooEntry(vgg16, CIFAR_SHAPE, CIFAR_MEAN, CIFAR_STD),
     "mobilenet_v1": _ZooEntry(mobilenet_v1, CIFAR_SHAPE, CIFAR_MEAN, CIFAR_STD),
     "mobilenet_v2": _ZooEntry(mobilenet_v2, CIFAR_SHAPE, CIFAR_MEAN, CIFAR_STD),
+    "mobilenet_v1_224": _ZooEntry(mobilenet_v1_224, TORCHVISION_SHAPE, IMAGENET_MEAN, IMAGENET_STD, 1000),
     "digits_cnn": _ZooEntry(digits_cnn, (1, 8, 8), (0.5,), (0.5,)),
 }
 

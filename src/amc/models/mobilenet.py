@@ -1,4 +1,5 @@
-"""MobileNet-V1 and MobileNet-V2 adapted to 32x32 inputs (stride-1 stem, fewer early downsamplings).
+"""MobileNet-V1 and MobileNet-V2 adapted to 32x32 inputs (stride-1 stem, fewer early downsamplings), and
+MobileNet-V1 as published for 224x224 ImageNet inputs (stride-2 stem: the paper's mobile setting).
 
 Both take a `width_mult` that scales every layer's channels, rounded to multiples of 8 as in the
 original papers, so scaled models keep hardware-friendly widths.
@@ -61,16 +62,17 @@ class DepthwiseSeparable(nn.Sequential):
 
 
 class MobileNetV1(nn.Module):
-    """Stem 3x3 conv 32 (stride 1) -> 13 depthwise-separable blocks -> global avg pool -> `classifier`.
+    """Stem 3x3 conv 32 -> 13 depthwise-separable blocks -> global avg pool -> `classifier`.
 
-    Input (N, 3, 32, 32); output logits (N, num_classes).
+    Input (N, 3, 32, 32) with the stride-1 stem; (N, 3, 224, 224) with `stem_stride=2`, the published network
+    (the blocks' strides are the paper's table either way). Output logits (N, num_classes).
     """
 
-    def __init__(self, num_classes: int = 10, width_mult: float = 1.0):
+    def __init__(self, num_classes: int = 10, width_mult: float = 1.0, stem_stride: int = 1):
         super().__init__()
         _check_width_mult(width_mult)
         in_channels = make_divisible(32 * width_mult)
-        layers: list[nn.Module] = [ConvBNReLU(3, in_channels, 3, 1)]
+        layers: list[nn.Module] = [ConvBNReLU(3, in_channels, 3, stem_stride)]
         for channels, stride in MOBILENET_V1_BLOCKS:
             out_channels = make_divisible(channels * width_mult)
             layers.append(DepthwiseSeparable(in_channels, out_channels, stride))
@@ -151,6 +153,11 @@ def _init_weights(model: nn.Module) -> None:
 
 def mobilenet_v1(num_classes: int = 10, width_mult: float = 1.0) -> MobileNetV1:
     return MobileNetV1(num_classes, width_mult)
+
+
+def mobilenet_v1_224(num_classes: int = 1000, width_mult: float = 1.0) -> MobileNetV1:
+    """MobileNet-V1 for 224x224 inputs, as published (569M MACs at width 1.0): AMC's mobile setting."""
+    return MobileNetV1(num_classes, width_mult, stem_stride=2)
 
 
 def mobilenet_v2(num_classes: int = 10, width_mult: float = 1.0, dropout: float = 0.0) -> MobileNetV2:
