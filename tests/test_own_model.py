@@ -82,7 +82,8 @@ def test_a_factory_model_goes_through_search_prune_load_export_and_bench_on_the_
         assert exported["max_abs_diff"] < 1e-4 and (tmp_path / "net.onnx").is_file()
     torch.save(images, tmp_path / "images.pt")
     # a deployment loads the TorchScript file with plain torch: amc is not imported, tests.mynet is not needed
-    code = ("import sys, torch; m = torch.jit.load(sys.argv[1]); torch.save(m(torch.load(sys.argv[2])), sys.argv[3]);"
+    code = ("import sys, torch; m = torch.jit.load(sys.argv[1]);"
+            " torch.save(m(torch.load(sys.argv[2], weights_only=True)), sys.argv[3]);"
             " assert 'amc' not in sys.modules and 'tests.mynet' not in sys.modules")
     loaded = subprocess.run([sys.executable, "-I", "-c", code, tmp_path / "net.ts", tmp_path / "images.pt",
                              tmp_path / "out.pt"], capture_output=True, text=True, cwd=elsewhere)

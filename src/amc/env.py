@@ -363,12 +363,5 @@ class CompressionEnv(gym.Env):
 
     def uniform_ratio(self, iterations: int = 40) -> float:
         """Largest single preserve ratio whose rounded counts meet the budget (bisection)."""
-        lo, hi = self.config.lbound, 1.0
-        if self.cost(self.uniform_counts(hi)) <= self.budget:
-            return hi
-        if self.cost(self.uniform_counts(lo)) > self.budget:
-            return lo
-        for _ in range(iterations):
-            mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if self.cost(self.uniform_counts(mid)) <= self.budget else (lo, mid)
-        return lo
+        return _highest(lambda ratio: self.cost(self.uniform_counts(ratio)) <= self.budget, self.config.lbound, 1.0,
+                        iterations)
