@@ -58,12 +58,9 @@ def finetune(run_dir: str | Path, config: TrainConfig = TrainConfig(epochs=20, l
             if weights is None or not Path(weights).exists():
                 raise AmcError(f"the original weights {weights} are not found (an older run records them relative "
                                "to where the search ran); pass --teacher-weights FILE")
-            recorded = run.read_config("fine-tuned").get("model")
-            if recorded:  # the architecture the run recorded: zoo, torchvision, timm or the user's own factory
-                teacher = models.rebuild(recorded)
-                models.load_weights(teacher, weights)
-            else:  # a run written before the model record
-                teacher = models.create(search_config["model"], num_classes=dataset.num_classes, weights=weights)
+            # the architecture the run recorded (every run has): zoo, torchvision, timm or the user's own factory
+            teacher = models.rebuild(run.read_config("fine-tuned").get("model") or {})
+            models.load_weights(teacher, weights)
             if config.distill_alpha == 0:
                 config = TrainConfig(**{**asdict(config), "distill_alpha": 0.5})
         # a fine-grained run stays sparse: its pruned weights are held at zero throughout
