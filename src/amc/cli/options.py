@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-DATASETS = "digits|cifar10|imagefolder"
+from amc.data import DATASETS as DATASET_NAMES
+
+DATASETS = "|".join(DATASET_NAMES)  # the metavar: the names the data registry knows
 JSON_HELP = "Print one JSON object (the result) on stdout instead of the line for people."
 THREADS_HELP = "torch CPU threads (default: torch's choice; one for tiny models)."
 FROM_RUN = "Default: the run's."
