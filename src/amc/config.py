@@ -284,4 +284,5 @@ def _parse_settings(path, text: str):
 
 DEFAULTS = SearchConfig()  # what the CLI shows and uses where an option is not given
 
-__all__ = ["AGENT_NAMES", "DEFAULTS", "DEFAULT_DATA", "DEFAULT_MODEL", "SearchConfig", "read_settings_file"]
+__all__ = ["AGENT_NAMES", "DEFAULTS", "DEFAULT_BUDGET", "DEFAULT_DATA", "DEFAULT_MODEL", "MODEL_BUDGETS", "SearchConfig",
+           "read_settings_file"]

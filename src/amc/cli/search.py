@@ -13,7 +13,8 @@ import typer
 from amc.cli.app import app
 from amc.cli.options import DATASETS, JSON_HELP, THREADS_HELP
 from amc.cli.progress import EpisodeProgress, console
-from amc.config import AGENT_NAMES, DEFAULTS, LATENCY_BACKENDS, METHODS, read_settings_file
+from amc.config import (AGENT_NAMES, DEFAULT_BUDGET, DEFAULT_MODEL, DEFAULTS, LATENCY_BACKENDS, METHODS,
+                        MODEL_BUDGETS, read_settings_file)
 from amc.errors import AmcError
 from amc.evaluate import PRECISIONS
 from amc.pruning.channel import SELECTIONS
@@ -45,8 +46,9 @@ def search_command(
                                "this machine, cached, checked on the final model.", metavar="macs|params|latency",
                                rich_help_panel=BUDGET),
     ratio: Optional[float] = typer.Option(None, "--keep-ratio", "--ratio", help="Budget: the share of the original "
-                                          "cost kept, in (0, 1] (0.3 keeps 30%, removes 70%). Default 0.5; 0.05 for "
-                                          "the embedded digits CNN.", rich_help_panel=BUDGET),
+                                          "cost kept, in (0, 1] (0.3 keeps 30%, removes 70%). Default "
+                                          f"{DEFAULT_BUDGET[0]:g}; {MODEL_BUDGETS[DEFAULT_MODEL][0]:g} for the "
+                                          "embedded digits CNN.", rich_help_panel=BUDGET),
     reward: str = typer.Option(DEFAULTS.reward, help="acc: hard budget, reward = held-out accuracy; acc-macs / "
                                "acc-params: accuracy-guaranteed, -error*log(cost), no budget.",
                                metavar="acc|acc-macs|acc-params", rich_help_panel=BUDGET),
@@ -66,7 +68,8 @@ def search_command(
     method: str = typer.Option(DEFAULTS.method, help="channel: remove whole channels (faster); fine-grained: zero "
                                "single weights by magnitude (smaller; with --target params).",
                                metavar="|".join(METHODS), rich_help_panel=PRUNING),
-    lbound: Optional[float] = typer.Option(None, help="Smallest share kept of any layer. Default 0.2; 0.05 for the "
+    lbound: Optional[float] = typer.Option(None, help="Smallest share kept of any layer. Default "
+                                           f"{DEFAULT_BUDGET[1]:g}; {MODEL_BUDGETS[DEFAULT_MODEL][1]:g} for the "
                                            "embedded digits CNN.", rich_help_panel=PRUNING),
     channel_round: int = typer.Option(DEFAULTS.channel_round, help="Round kept channels to multiples of this (8 "
                                       "suits fast kernels).", rich_help_panel=PRUNING),
