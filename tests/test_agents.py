@@ -215,7 +215,8 @@ class ToyEnv:
     """What make_agent reads of an environment: observation space, lower bound, budget and the fixed policies."""
 
     class config:
-        lbound, constrained = 0.2, True
+        lbound = action_low = 0.2  # action_low: no blocks to drop
+        constrained = True
 
     observation_space = type("Space", (), {"shape": (OBS_DIM,)})()
     channels = [16] * LAYERS

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, fields
 
+from amc.blocks import DROP_SHARE
 from amc.env import EnvConfig
 from amc.errors import AmcError, ConfigError
 from amc.evaluate import PRECISIONS
@@ -39,6 +40,8 @@ class SearchConfig:
     lbound: float | None = None          # smallest share kept of any layer; None: as `ratio`
     channel_round: int = 1
     group_coupled: bool = False          # also prune residual-coupled channel groups, one decision each
+    drop_blocks: bool = False            # a residual block's decision may remove the whole block (amc.blocks)
+    drop_share: float = DROP_SHARE       # at most this share of each stage's blocks may be dropped
     reward: str = "acc"
     agent: str = "ddpg"
     episodes: int = 300
@@ -114,7 +117,8 @@ class SearchConfig:
     @property
     def env_config(self) -> EnvConfig:
         """The environment these settings imply (budget target and ratio, lower bound, rounding, reward)."""
-        return EnvConfig(self.target, self.ratio, self.lbound, self.channel_round, self.reward)
+        return EnvConfig(self.target, self.ratio, self.lbound, self.channel_round, self.reward, self.drop_blocks,
+                         self.drop_share)
 
     @property
     def races(self) -> bool:

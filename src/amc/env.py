@@ -18,11 +18,13 @@ from typing import Callable, Iterator, Sequence
 import gymnasium as gym
 import numpy as np
 
+from amc.blocks import DROP_SHARE, stage_cap
 from amc.errors import AmcError, BudgetError
 from amc.graph import LayerGraph
 
 TARGETS = ("macs", "params", "latency")
 REWARDS = ("acc", "acc-macs", "acc-params")
+DROP_BELOW = 0.5  # with drop_blocks, an action under DROP_BELOW * lbound at a block's decision drops the block
 OBS_FEATURES = ("index", "type", "in_channels", "out_channels", "kernel", "stride", "feature_map",
                 "layer_macs", "reduced_macs", "rest_macs", "prev_action")
 
@@ -37,6 +39,8 @@ class EnvConfig:
     channel_round: int = 1        # keep counts rounded to multiples of this (8 suits fast kernels)
     reward: str = "acc"           # "acc" (resource-constrained, R = accuracy = 1 - error),
                                   # "acc-macs" / "acc-params" (accuracy-guaranteed, no hard budget)
+    drop_blocks: bool = False     # a residual block's decision may keep 0 channels: the block is removed
+    drop_share: float = DROP_SHARE  # at most this share of each stage's blocks may go (never all of them)
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
@@ -49,6 +53,15 @@ class EnvConfig:
             raise AmcError(f"--lbound must be in (0, 1], got {self.lbound}")
         if self.channel_round < 1:
             raise AmcError(f"--channel-round must be a positive integer, got {self.channel_round}")
+        if not (0 < self.drop_share < 1):
+            raise AmcError(f"--drop-share must be in (0, 1), got {self.drop_share}; e.g. 0.5 lets half of each "
+                           "stage's blocks go")
+
+    @property
+    def action_low(self) -> float:
+        """The smallest action the agents propose: 0 when blocks may be dropped (actions under DROP_BELOW * lbound
+        drop a block; elsewhere anything under lbound means lbound), else lbound."""
+        return 0.0 if self.drop_blocks else self.lbound
 
     @property
     def constrained(self) -> bool:
@@ -93,7 +106,9 @@ class CompressionEnv(gym.Env):
     `evaluate(keep_counts) -> accuracy in [0, 1]` scores a finished candidate (held-out top-1 of the
     pruned model); it is called once per episode, after the last step.
     Observation: float32 [11] in [0, 1] (see OBS_FEATURES). Action: float32 [1], preserve ratio in [0, 1]
-    (values under `lbound` are raised to it).
+    (values under `lbound` are raised to it). With `drop_blocks`, an action under DROP_BELOW * lbound at the
+    decision of a droppable residual block keeps 0 channels, which removes the block, while its stage has
+    drops left (`drop_share`); otherwise it is raised to lbound like any other.
     """
 
     metadata = {"render_modes": []}
@@ -113,8 +128,12 @@ class CompressionEnv(gym.Env):
         self.action_space = gym.spaces.Box(0.0, 1.0, (1,), dtype=np.float32)
         self.decisions = graph.decisions
         self.channels = np.array([d.channels for d in self.decisions], dtype=np.int64)
-        self.allowed = [allowed_counts(int(c), config.lbound, config.channel_round) for c in self.channels]
-        self.lower = np.array([a[0] for a in self.allowed], dtype=np.int64)
+        self.keep = self.channels.copy()
+        self._init_drops(graph, config)
+        self.allowed = [np.concatenate([[0], a]) if self.stage[i] is not None else a for i, a in
+                        enumerate(allowed_counts(int(c), config.lbound, config.channel_round) for c in self.channels)]
+        self.lower = np.array([a[a > 0][0] for a in self.allowed], dtype=np.int64)  # the smallest count kept
+        self._drop_order = self._order_drops()
         self.total_cost = self.cost(self.channels)
         self.budget = config.ratio * self.total_cost
         self._static = self._static_features()
@@ -151,7 +170,7 @@ class CompressionEnv(gym.Env):
 
     def min_ratio(self) -> float:
         """Smallest cost ratio reachable with every decision at its lower bound."""
-        return self.cost(self.lower) / self.total_cost
+        return self.cost(self.cheapest(-1, self.lower)) / self.total_cost
 
     def check_feasible(self) -> None:
         """BudgetError naming the smallest feasible --ratio (and the --lbound that would meet this one) when
@@ -173,8 +192,8 @@ class CompressionEnv(gym.Env):
         """The highest lower bound, rounded down to two significant digits, at which the budget is reachable
         (None when even one channel per decision keeps too much)."""
         def meets(lbound: float) -> bool:
-            lower = [allowed_counts(int(c), lbound, self.config.channel_round)[0] for c in self.channels]
-            return self.cost(lower) <= self.budget + 1e-9
+            lower = np.array([allowed_counts(int(c), lbound, self.config.channel_round)[0] for c in self.channels])
+            return self.cost(self.cheapest(-1, lower)) <= self.budget + 1e-9
 
         smallest = 1e-6  # one channel (or one multiple of --channel-round) per decision
         if not meets(smallest):
@@ -188,12 +207,65 @@ class CompressionEnv(gym.Env):
         return rounded
 
     def _affine(self, t: int, keep: np.ndarray) -> tuple[float, float]:
-        """Cost as A + B * keep[t] with every other count fixed (the cost is affine in each count)."""
+        """Cost as A + B * keep[t] with every other count fixed (the cost is affine in each count kept; probed at
+        1 and 2, since a count of 0 may drop a block and what only the block held)."""
         probe = keep.astype(np.float64).copy()
-        probe[t] = 0
-        a = self.cost(probe)
         probe[t] = 1
-        return a, self.cost(probe) - a
+        one = self.cost(probe)
+        probe[t] = 2
+        b = self.cost(probe) - one
+        return one - b, b
+
+    # ---- dropped blocks ---------------------------------------------------------------------------
+    def _init_drops(self, graph: LayerGraph, config: EnvConfig) -> None:
+        """Each decision's stage if it may drop its block (else None), and each stage's cap on drops."""
+        blocks = [getattr(d, "block", None) if config.drop_blocks else None for d in graph.decisions]  # none: weights
+        self.drop_caps = {b.stage: stage_cap(graph.stage_blocks[b.stage], config.drop_share) for b in blocks if b}
+        self.stage = [b.stage if b is not None and self.drop_caps[b.stage] > 0 else None for b in blocks]
+
+    def _order_drops(self) -> list[int]:
+        """Droppable decisions, the one whose drop saves most first (at every decision's lower bound): the order
+        in which `cheapest` spends each stage's drops."""
+        base = self.cost(self.lower)
+        savings = {}
+        for i, stage in enumerate(self.stage):
+            if stage is not None:
+                probe = self.lower.copy()
+                probe[i] = 0
+                savings[i] = base - self.cost(probe)
+        return sorted(savings, key=lambda i: (-savings[i], i))
+
+    def _drops_left(self, keep: Sequence[int], upto: int) -> dict[str, int]:
+        left = dict(self.drop_caps)
+        for i in range(upto + 1):
+            if self.stage[i] is not None and keep[i] == 0:
+                left[self.stage[i]] -= 1
+        return left
+
+    def cheapest(self, t: int, lower: np.ndarray | None = None, keep: Sequence[int] | None = None) -> np.ndarray:
+        """`keep` (default the episode's) with every decision after t at its lower bound and, in each stage, as
+        many blocks after t dropped as the stage has drops left: the cheapest way to finish the episode."""
+        out = np.array(self.keep if keep is None else keep, dtype=np.int64)
+        out[t + 1:] = (self.lower if lower is None else lower)[t + 1:]
+        left = self._drops_left(out, t)
+        for i in self._drop_order:
+            if i > t and left[self.stage[i]] > 0:
+                out[i] = 0
+                left[self.stage[i]] -= 1
+        return out
+
+    def _may_drop(self, t: int) -> bool:
+        return self.stage[t] is not None and self._drops_left(self.keep, t - 1)[self.stage[t]] > 0
+
+    def _drop_fits(self, t: int, undershoot: bool = False) -> bool:
+        """Whether dropping block t keeps the budget reachable (and, unless `undershoot`, the cost not under the
+        budget with every later decision whole)."""
+        keep = self.keep.copy()
+        keep[t] = 0
+        whole = keep.copy()
+        whole[t + 1:] = self.channels[t + 1:]
+        return (self.cost(self.cheapest(t, keep=keep)) <= self.budget + 1e-9
+                and (undershoot or self.cost(whole) >= self.budget))
 
     def clip_count(self, t: int, desired: float) -> int:
         """Nearest allowed count to `desired`, clipped so the budget stays reachable and is not undershot.
@@ -202,14 +274,26 @@ class CompressionEnv(gym.Env):
         Lower clip: with every later decision kept whole the cost must not fall under the budget
         (only binds near the end of an episode); the upper clip wins if the two cross.
         """
-        allowed = self.allowed[t]
+        allowed = self.allowed[t] if self._may_drop(t) else self.allowed[t][self.allowed[t] > 0]
         choice = int(allowed[np.argmin(np.abs(allowed - desired))])
         if not self.config.constrained:
             return choice
+        if choice == 0 and self._drop_fits(t):
+            return 0
+        kept = self._clip_kept(t, max(choice, int(self.lower[t])))
+        if allowed[0] == 0 and kept == self.lower[t]:
+            keep = self.keep.copy()
+            keep[t] = kept
+            if self.cost(self.cheapest(t, keep=keep)) > self.budget + 1e-9 and self._drop_fits(t, undershoot=True):
+                return 0  # even the lower bound breaks the budget: the block must go (the upper clip wins)
+        return kept
+
+    def _clip_kept(self, t: int, choice: int) -> int:
+        """`clip_count` among the counts that keep channels."""
+        allowed = self.allowed[t][self.allowed[t] > 0]
         if self.cost_model is not None:
             return self._clip_monotone(t, choice)
-        keep = self.keep.copy()
-        keep[t + 1:] = self.lower[t + 1:]
+        keep = self.cheapest(t)
         a, b = self._affine(t, keep)
         c_max = math.inf if b <= 0 else (self.budget - a) / b
         keep[t + 1:] = self.channels[t + 1:]
@@ -226,7 +310,8 @@ class CompressionEnv(gym.Env):
     def _clip_monotone(self, t: int, choice: int) -> int:
         """`clip_count` for a cost that only grows with each count (not affine): bisection over the allowed
         counts instead of solving a line."""
-        allowed = self.allowed[t]
+        allowed = self.allowed[t][self.allowed[t] > 0]
+        cheapest = self.cheapest(t)[t + 1:]
 
         def cost_at(count: int, rest: np.ndarray) -> float:
             keep = self.keep.copy()
@@ -241,7 +326,7 @@ class CompressionEnv(gym.Env):
                 lo, hi = (lo, mid) if predicate(int(allowed[mid])) else (mid + 1, hi)
             return lo
 
-        over = first(lambda c: cost_at(c, self.lower[t + 1:]) > self.budget)  # counts from here break it
+        over = first(lambda c: cost_at(c, cheapest) > self.budget)  # counts from here break it
         c_max = int(allowed[max(over - 1, 0)])
         reach = first(lambda c: cost_at(c, self.channels[t + 1:]) >= self.budget)
         c_min = int(allowed[min(reach, len(allowed) - 1)])
@@ -280,9 +365,10 @@ class CompressionEnv(gym.Env):
     def step(self, action) -> tuple[np.ndarray, float, bool, bool, dict]:
         if self.t >= len(self.decisions):
             raise RuntimeError("episode is over; call reset()")
-        ratio = float(np.clip(np.asarray(action, dtype=np.float64).reshape(-1)[0], self.config.lbound, 1.0))
+        raw = float(np.asarray(action, dtype=np.float64).reshape(-1)[0])
         t = self.t
-        count = self.clip_count(t, ratio * self.channels[t])
+        drop = self.stage[t] is not None and raw < DROP_BELOW * self.config.lbound
+        count = self.clip_count(t, 0.0 if drop else float(np.clip(raw, self.config.lbound, 1.0)) * self.channels[t])
         self.keep[t] = count
         executed = count / self.channels[t]
         self.prev_action = executed
@@ -349,11 +435,13 @@ class CompressionEnv(gym.Env):
         warm-up with warmup_noise="budget" perturbs whole policies and fits them so)."""
         lbound = self.config.lbound
         span = 1.0 - lbound
-        position = np.clip((np.asarray(ratios, dtype=np.float64) - lbound) / max(span, 1e-12), 1e-4, 1 - 1e-4)
+        ratios = np.asarray(ratios, dtype=np.float64)
+        dropped = np.array([s is not None for s in self.stage]) & (ratios < DROP_BELOW * lbound)  # stay dropped
+        position = np.clip((ratios - lbound) / max(span, 1e-12), 1e-4, 1 - 1e-4)
         logits = np.log(position / (1 - position))
 
         def shifted(s: float) -> np.ndarray:
-            return lbound + span / (1 + np.exp(-(logits + s)))
+            return np.where(dropped, 0.0, lbound + span / (1 + np.exp(-(logits + s))))
 
         def meets(s: float) -> bool:
             return self.cost(self.rounded_counts(shifted(s))) <= self.budget

@@ -10,19 +10,23 @@ import torch
 import torch.nn as nn
 
 from amc import models
+from amc.blocks import drop, dropped_names
 from amc.errors import AmcError, CheckpointError, UnknownModelError
 from amc.atomic import write_bytes_atomic, write_json_atomic
 from amc.runs import META_FILE, MODEL_FILE, RunDir
 
 
 def save_pruned(model: nn.Module, run_dir: str | Path, extra: dict | None = None) -> None:
-    """Write `model.pt` (a plain state dict) and `model.json` (zoo name, kwargs, shapes) into `run_dir`."""
+    """Write `model.pt` (a plain state dict) and `model.json` (zoo name, kwargs, shapes, dropped blocks) into
+    `run_dir`."""
     run_dir = Path(run_dir)
     info = models.model_info(model)
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
     write_bytes_atomic(run_dir / MODEL_FILE, buffer.getvalue())
-    write_json_atomic(run_dir / META_FILE, {"info": asdict(info), **(extra or {})})
+    dropped = dropped_names(model)
+    write_json_atomic(run_dir / META_FILE, {"info": asdict(info), **({"dropped_blocks": dropped} if dropped else {}),
+                                            **(extra or {})})
 
 
 def load_pruned(run_dir: str | Path, model: nn.Module | None = None) -> nn.Module:
@@ -30,8 +34,9 @@ def load_pruned(run_dir: str | Path, model: nn.Module | None = None) -> nn.Modul
 
     The architecture is rebuilt from the run's record: a zoo name, ``tv:``/``timm:`` name or factory reference
     (imported again). For a network amc cannot name (one built in your own code), pass `model`, an instance of
-    its original, unpruned definition: its layers are narrowed in place to the saved widths, the saved weights
-    loaded, and it is returned with the run's `ModelInfo` attached.
+    its original, unpruned definition: its layers are narrowed in place to the saved widths, the blocks the
+    search dropped replaced by identities, the saved weights loaded, and it is returned with the run's
+    `ModelInfo` attached.
     """
     run_dir = Path(run_dir)
     meta_path, weights_path = run_dir / META_FILE, run_dir / MODEL_FILE
@@ -39,6 +44,7 @@ def load_pruned(run_dir: str | Path, model: nn.Module | None = None) -> nn.Modul
         raise AmcError(f"{run_dir} holds no exported model ({META_FILE} and {MODEL_FILE}); "
                        "point at the output directory of a finished `amc search`")
     record = RunDir(run_dir).read_model_meta()
+    dropped = RunDir(run_dir).read_dropped_blocks()
     info = models.info_from_record(record)
     try:
         state = torch.load(weights_path, map_location="cpu", weights_only=True)
@@ -49,6 +55,11 @@ def load_pruned(run_dir: str | Path, model: nn.Module | None = None) -> nn.Modul
     elif not isinstance(model, nn.Module):
         raise AmcError(f"model= takes the network's original definition as a torch.nn.Module, got a "
                        f"{type(model).__name__}")
+    try:
+        drop(model, dropped)
+    except AttributeError:
+        raise CheckpointError(f"{meta_path} drops blocks {dropped} this network does not have; pass "
+                              f"model= an instance of the definition the run searched ({info.name})") from None
     reshape_to(model, state)
     try:
         model.load_state_dict(state)

@@ -13,7 +13,7 @@ The cost model is exact for the physically pruned network: every conv/linear wei
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 import numpy as np
@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 import torch_pruning as tp
 
+from amc.blocks import Block, find_blocks
 from amc.cost import LayerCost, count_params, layer_costs
 from amc.errors import UnsupportedModelError
 
@@ -54,6 +55,7 @@ class Decision:
     channels: int                 # channels before pruning
     layer: LayerCost              # the consumer layer, whose features form the state
     members: tuple[Member, ...]
+    block: Block | None = None    # the residual block whose branch this decision is (0 channels drop it)
 
     @property
     def consumers(self) -> tuple[str, ...]:
@@ -78,6 +80,7 @@ class _LinearTerm:
     in_decision: int | None
     out_decision: int | None
     depthwise: bool
+    block_decision: int | None = None  # the decision whose 0 drops the block this layer is in
 
 
 class LayerGraph:
@@ -131,11 +134,28 @@ class LayerGraph:
                 "model has no prunable layers (no conv/linear whose input channels can be removed without "
                 f"breaking a residual, concatenation or padded shortcut{'; ' + why if why else ''}); "
                 "nothing to search: prune a model with at least one conv feeding another conv or a linear layer")
-        self.decisions = decisions
+        blocks, self.stage_blocks = find_blocks(model, [tuple(m.module for m in d.members) for d in decisions],
+                                                self._block_outputs(modules))
+        self.decisions = [replace(d, block=blocks.get(d.index)) for d in decisions]
         self._terms = self._build_terms(modules)
         self._norms = self._build_norms(modules)
-        full = [d.channels for d in decisions]
+        self._block_fixed = self._build_block_fixed(modules)
+        full = [d.channels for d in self.decisions]
         self._fixed_params = self.total_params - self._modeled_params(full)
+
+    @property
+    def blocks(self) -> list[Block]:
+        """The residual blocks a decision may drop (keep 0), in order."""
+        return [d.block for d in self.decisions if d.block is not None]
+
+    def _block_outputs(self, modules: dict[str, nn.Module]) -> dict[str, tuple]:
+        """(width, resolution) each module's output has, from the last conv/linear inside it."""
+        outputs: dict[str, tuple] = {}
+        for name, cost in self.costs.items():  # forward order: the last one inside a block wins
+            parts = name.split(".")
+            for i in range(1, len(parts)):
+                outputs[".".join(parts[:i])] = (cost.out_channels, cost.out_hw)
+        return outputs
 
     def _channel_mismatch(self, members: list[Member], channels: int) -> str:
         """Why the members do not all share `channels` channels one-for-one ("" if they do)."""
@@ -159,6 +179,7 @@ class LayerGraph:
                     out_dec[m.module] = d.index
                 elif m.role == "depthwise":
                     dw[m.module] = d.index
+        block_of = {d.block.name: d.index for d in self.decisions if d.block is not None}
         terms = []
         for name, c in self.costs.items():
             area = c.out_hw[0] * c.out_hw[1]
@@ -170,18 +191,33 @@ class LayerGraph:
                 has_bias=getattr(modules[name], "bias", None) is not None,
                 in_decision=dw[name] if depthwise else in_dec.get(name),
                 out_decision=dw[name] if depthwise else out_dec.get(name),
-                depthwise=depthwise))
+                depthwise=depthwise, block_decision=_enclosing(name, block_of)))
         return terms
 
-    def _build_norms(self, modules: dict[str, nn.Module]) -> list[tuple[int, int]]:
-        """(decision, params per channel) of every norm layer whose channels a decision removes."""
+    def _build_norms(self, modules: dict[str, nn.Module]) -> list[tuple[int, int, int | None]]:
+        """(decision, params per channel, dropping decision) of every norm layer whose channels a decision
+        removes."""
+        block_of = {d.block.name: d.index for d in self.decisions if d.block is not None}
         norms = []
         for d in self.decisions:
             for m in d.members:
                 if m.role == "norm":
                     per_channel = sum(p.numel() for p in modules[m.module].parameters(recurse=False))
-                    norms.append((d.index, per_channel // max(1, d.channels)))
+                    norms.append((d.index, per_channel // max(1, d.channels), _enclosing(m.module, block_of)))
         return norms
+
+    def _build_block_fixed(self, modules: dict[str, nn.Module]) -> dict[int, int]:
+        """Per dropping decision, the parameters inside its block that no decision's cost term models (the
+        norm after the branch's last layer, say): they go with the block."""
+        modeled = {t.name for t in self._terms} | {m.module for d in self.decisions for m in d.members
+                                                    if m.role == "norm"}
+        fixed = {}
+        for d in self.decisions:
+            if d.block is not None:
+                fixed[d.index] = sum(p.numel() for name, m in modules.items()
+                                     if name.startswith(d.block.name + ".") and name not in modeled
+                                     for p in m.parameters(recurse=False))
+        return fixed
 
     def _counts(self, keep: Sequence[float]) -> np.ndarray:
         keep = np.asarray(keep, dtype=np.float64)
@@ -200,15 +236,22 @@ class LayerGraph:
         return self._terms
 
     def layer_channels(self, keep: Sequence[float]) -> list[tuple[_LinearTerm, float, float]]:
-        """(layer, input channels, output channels) of every conv/linear layer when pruned to `keep`."""
+        """(layer, input channels, output channels) of every conv/linear layer left when pruned to `keep` (the
+        layers of dropped blocks are gone)."""
         keep = self._counts(keep)
-        return [(t, *self._io(t, keep)) for t in self._terms]
+        return [(t, *self._io(t, keep)) for t in self._terms if not _dropped(t.block_decision, keep)]
+
+    def kept_blocks(self, keep: Sequence[float]) -> list[Block]:
+        """The droppable blocks that `keep` keeps."""
+        return [b for b in self.blocks if keep[b.decision] > 0]
 
     def macs(self, keep: Sequence[float]) -> int:
         """MACs of the network pruned to `keep[i]` channels at decision i (one input sample)."""
         keep = self._counts(keep)
         total = 0.0
         for t in self._terms:
+            if _dropped(t.block_decision, keep):
+                continue
             cin, cout = self._io(t, keep)
             pairs = cout if t.depthwise else cin / t.groups * cout
             total += t.macs_per_pair * pairs
@@ -218,11 +261,17 @@ class LayerGraph:
         keep = np.asarray(keep, dtype=np.float64)
         total = 0.0
         for t in self._terms:
+            if _dropped(t.block_decision, keep):
+                continue
             cin, cout = self._io(t, keep)
             pairs = cout if t.depthwise else cin / t.groups * cout
             total += t.weight_per_pair * pairs + (cout if t.has_bias else 0)
-        for decision, per_channel in self._norms:
-            total += per_channel * keep[decision]
+        for decision, per_channel, dropping in self._norms:
+            if not _dropped(dropping, keep):
+                total += per_channel * keep[decision]
+        for decision, fixed in self._block_fixed.items():
+            if _dropped(decision, keep):
+                total -= fixed
         return total
 
     def params(self, keep: Sequence[float]) -> int:
@@ -252,6 +301,15 @@ class LayerGraph:
                  "kernel": d.layer.kernel_size, "stride": d.layer.stride, "macs": m,
                  "coupled_consumers": list(d.consumers) if d.coupled else []}
                 for d, m in zip(self.decisions, self.decision_macs())]
+
+
+def _enclosing(module: str, block_of: dict[str, int]) -> int | None:
+    """The decision that drops the block `module` lies in, if any."""
+    return next((index for block, index in block_of.items() if module.startswith(block + ".")), None)
+
+
+def _dropped(decision: int | None, keep: np.ndarray) -> bool:
+    return decision is not None and keep[decision] == 0
 
 
 def _kernel_width(module: nn.Module) -> int:

@@ -65,7 +65,8 @@ class Policy:
             raise AmcError(f"the policy's prunable layers differ from {model_name}'s ({len(self.consumers)} "
                            f"decisions against {len(consumers)}, first difference at decision {first}); use "
                            "the search's --group-coupled and --method settings, or a policy from this model")
-        bad = [name for k, c, name in zip(self.keep, self.channels, self.consumers) if not 1 <= k <= c]
+        # 0 is a dropped block, possible only where the decision is a block's branch
+        bad = [d.consumer for k, d in zip(self.keep, graph.decisions) if not (0 if d.block else 1) <= k <= d.channels]
         if bad:
             raise AmcError(f"the policy keeps an impossible number of channels at {', '.join(bad[:3])}; it is "
                            "corrupt: use the policy.json written by `amc search`")

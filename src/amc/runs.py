@@ -399,6 +399,11 @@ class RunDir:
         info = check_shape(path, meta, META_SHAPE, fix, required=("info",))["info"]
         return check_shape(path, info, INFO_SHAPE, fix, required=("name", "num_classes"))
 
+    def read_dropped_blocks(self) -> list[str]:
+        """The residual blocks model.json says the export dropped (`amc.blocks`); [] for none."""
+        path, fix = self.path / META_FILE, "re-export the run"
+        return [str(b) for b in check_shape(path, _load_json(path, fix), META_SHAPE, fix).get("dropped_blocks", [])]
+
     # ---- what later commands read and add: the exported policy, report files, timings -----------------
     def has(self, name: str) -> bool:
         """Whether the run holds the file `name` (one of the constants above)."""

@@ -63,7 +63,7 @@ def make_agent(name: str, env, seed: int, **options) -> Agent:
     A bad option is a one-line AmcError."""
     if name not in AGENTS:
         raise AmcError(f"unknown agent {name!r}; choose one of {', '.join(AGENTS)}")
-    obs_dim, lbound = env.observation_space.shape[0], env.config.lbound
+    obs_dim, lbound = env.observation_space.shape[0], env.config.action_low  # 0 where actions may drop blocks
     if name == "uniform":
         options.setdefault("ratio", env.uniform_ratio())
     if name == "knapsack" and "ratios" not in options:

@@ -6,7 +6,9 @@ split), and the cost each option saves (the environment's exact cost: MACs, para
 A multiple-choice knapsack then picks one option per decision that saves enough to meet the budget at the
 smallest summed accuracy loss: dynamic programming over the discretised saving. Savings are measured one
 decision at a time; where two decisions share a layer (a plain chain) the savings interact, so the target
-saving is raised until the whole policy meets the budget by the environment's own cost.
+saving is raised until the whole policy meets the budget by the environment's own cost. Where blocks may be
+dropped, a block's decision has the option 0 (the block removed); a stage that would lose more blocks than it may
+keeps the one whose drop costs most accuracy, and the knapsack is solved again.
 """
 
 from __future__ import annotations
@@ -54,17 +56,30 @@ def allocate(env, table: list[list[tuple[int, float]]], bins: int = BINS, rounds
     if needed <= 0:
         return full.tolist()
     target = needed
-    best = [row[0][0] for row in table]  # every decision at its lower bound: the cheapest policy
-    for _ in range(rounds):
+    best = env.cheapest(-1).tolist()  # every decision at its lower bound, blocks dropped as allowed: the cheapest
+    for _ in range(rounds + len(table)):
         choice = _covering_knapsack(saving, loss, target, bins)
         if choice is None:
             return best
         keep = [table[i][o][0] for i, o in enumerate(choice)]
+        kept = _over_cap(env, keep, loss, choice)
+        if kept is not None:  # this block stays: forbid its drop and solve again
+            loss[kept][0] = np.inf
+            continue
         cost = env.cost(keep)
         if cost <= env.budget + 1e-6:
             return keep
         target += cost - env.budget  # savings interacted: ask for the shortfall on top
     return best
+
+
+def _over_cap(env, keep: list[int], loss: list[list[float]], choice: list[int]) -> int | None:
+    """A dropped block of a stage that loses more blocks than it may: the one whose drop loses most accuracy."""
+    for stage, cap in env.drop_caps.items():
+        dropped = [i for i, s in enumerate(env.stage) if s == stage and keep[i] == 0]
+        if len(dropped) > cap:
+            return max(dropped, key=lambda i: loss[i][choice[i]])
+    return None
 
 
 def _covering_knapsack(saving: list[list[float]], loss: list[list[float]], target: float,

@@ -76,6 +76,11 @@ def search_command(
     group_coupled: bool = typer.Option(DEFAULTS.group_coupled, help="Also prune each residual-coupled channel "
                                        "group as one decision (where torch-pruning follows it; never across "
                                        "padded shortcuts).", rich_help_panel=PRUNING),
+    drop_blocks: bool = typer.Option(DEFAULTS.drop_blocks, help="Let a residual block's decision remove the whole "
+                                     "block (identity shortcuts only): an action under lbound/2 there drops it. "
+                                     "Gets past the per-operator latency floor.", rich_help_panel=PRUNING),
+    drop_share: float = typer.Option(DEFAULTS.drop_share, help="With --drop-blocks: at most this share of each "
+                                     "stage's blocks may go (never all).", rich_help_panel=PRUNING),
     selection: str = typer.Option(DEFAULTS.selection, help="Channel selection (greedy: reconstruction-aware).",
                                   metavar="|".join(SELECTIONS), rich_help_panel=PRUNING),
     reconstruct: bool = typer.Option(DEFAULTS.reconstruct, help="Least-squares reconstruction of pruned layers.",
@@ -132,7 +137,7 @@ def search_command(
         model=model, weights=str(weights) if weights else None, data=data,
         data_dir=str(data_dir) if data_dir else None, download=download, target=target, ratio=ratio,
         reward=reward, agent=agent, episodes=episodes, warmup=warmup, lbound=lbound, channel_round=channel_round,
-        group_coupled=group_coupled, selection=selection, reconstruct=reconstruct, bn_recalibration=bn_recalibration,
+        group_coupled=group_coupled, drop_blocks=drop_blocks, drop_share=drop_share, selection=selection, reconstruct=reconstruct, bn_recalibration=bn_recalibration,
         calibration_images=calibration_images, heldout_limit=heldout_limit, racing=racing, precision=precision,
         seed=seed, tensorboard=tensorboard, threads=threads, agent_options=_key_values(agent_option),
         latency_backend=latency_backend, latency_threads=latency_threads, method=method,

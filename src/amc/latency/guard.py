@@ -71,7 +71,8 @@ def calibrated_latency_model(model: nn.Module, graph: LayerGraph, env_config: En
     search resumes, on the calibration it had last, so that its budget clipping does not move)."""
     allowed, keeps = _uniform_keeps(graph, env_config)
     latency = build_latency_model(model, graph, allowed, backend=config.latency_backend,
-                                  threads=config.latency_threads, batch=config.latency_batch)
+                                  threads=config.latency_threads, batch=config.latency_batch,
+                                  blocks=env_config.drop_blocks)
     if saved_calibration is not None:
         latency.restore_calibration(saved_calibration)
         return latency

@@ -4,8 +4,9 @@ Measuring every candidate of a search is slow and noisy, so each conv/linear lay
 on a grid of the input/output channel counts its decisions can take (a lookup table, cached per machine,
 backend, threads and batch), and a candidate's latency is the sum of its layers' interpolated times. The
 sum misses what lies between layers (norms, activations, additions, framework overhead); two whole-network
-measurements (unpruned and uniformly pruned) calibrate it as `offset + scale * sum`. The search checks the
-exported model by direct measurement.
+measurements (unpruned and uniformly pruned) calibrate it as `offset + scale * sum`. Where blocks may be
+dropped, each droppable block's own operators (its whole time alone, less its layers' table times) join the sum
+while the block is kept, since they go with it. The search checks the exported model by direct measurement.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
+
+import copy
 
 import numpy as np
 import torch.nn as nn
@@ -46,16 +49,19 @@ class LatencyModel:
     """`predict(keep)` in milliseconds for the network of `graph` pruned to `keep` counts."""
 
     def __init__(self, graph: LayerGraph, tables: dict[str, _Table], offset_ms: float = 0.0, scale: float = 1.0,
-                 info: dict | None = None):
+                 info: dict | None = None, block_ms: dict[int, float] | None = None):
         self.graph = graph
         self.tables = tables
+        self.block_ms = block_ms or {}  # per block decision: the block's operators beyond its layers
         self.offset_ms = offset_ms
         self.scale = scale
         self.info = info or {}
         self.points: list[tuple[Sequence[float], float]] = []  # whole-network (keep, ms) the calibration fitted
 
     def layer_sum(self, keep: Sequence[float]) -> float:
-        return sum(self.tables[layer.name](cin, cout) for layer, cin, cout in self.graph.layer_channels(keep))
+        """Summed table times of the layers left (plus the operators of the droppable blocks kept)."""
+        blocks = sum(ms for decision, ms in self.block_ms.items() if keep[decision] > 0)
+        return blocks + sum(self.tables[layer.name](cin, cout) for layer, cin, cout in self.graph.layer_channels(keep))
 
     def predict(self, keep: Sequence[float]) -> float:
         return self.offset_ms + self.scale * self.layer_sum(keep)
@@ -97,11 +103,12 @@ def _standalone(module: nn.Module, cin: int, cout: int, depthwise: bool) -> nn.M
 def build_latency_model(model: nn.Module, graph: LayerGraph, allowed: Sequence[np.ndarray], *,
                         backend: str = "torch", threads: int = 1, batch: int = 1, points: int = 6,
                         repeats: int = 30, progress: Callable[[str], None] | None = None,
-                        use_cache: bool = True) -> LatencyModel:
+                        use_cache: bool = True, blocks: bool = False) -> LatencyModel:
     """Measure (or read from the cache) every layer's latency on a grid of `points` counts per decision.
 
-    `allowed[i]` are the keep counts decision i can take (the environment's, after rounding). Grouped
-    convolutions other than depthwise are measured at their own size only.
+    `allowed[i]` are the keep counts decision i can take (the environment's, after rounding; a 0, a dropped
+    block, costs nothing). Grouped convolutions other than depthwise are measured at their own size only. With
+    `blocks`, each droppable block is also timed whole, for what its layers' times miss.
     """
     modules = dict(model.named_modules())
     key = hashlib.sha256(f"{cpu_name()}|{backend}|{threads}|{batch}".encode()).hexdigest()[:16]
@@ -117,9 +124,9 @@ def build_latency_model(model: nn.Module, graph: LayerGraph, allowed: Sequence[n
     for term in graph.layers:
         module = modules[term.name]
         cost = graph.costs[term.name]
-        cin_grid = _grid(allowed[term.in_decision], points) if term.in_decision is not None \
+        cin_grid = _grid(_kept(allowed[term.in_decision]), points) if term.in_decision is not None \
             else np.array([term.in_channels])
-        cout_grid = _grid(allowed[term.out_decision], points) if term.out_decision is not None \
+        cout_grid = _grid(_kept(allowed[term.out_decision]), points) if term.out_decision is not None \
             else np.array([term.out_channels])
         if term.depthwise:
             cin_grid = cout_grid  # one count drives both sides
@@ -150,12 +157,30 @@ def build_latency_model(model: nn.Module, graph: LayerGraph, allowed: Sequence[n
             continue
         ms = np.maximum.accumulate(np.maximum.accumulate(ms, axis=0), axis=1)  # measurement noise
         tables[term.name] = _Table(cin_grid.astype(float), cout_grid.astype(float), ms)
+    block_ms = {}
+    for block in graph.blocks if blocks else []:
+        producer = graph.costs[graph.decisions[block.decision].producer]
+        shape = (producer.in_channels, *producer.in_hw)
+        signature = f"block|{modules[block.name]}|{shape}"
+        if signature not in cache:
+            cache[signature] = measure_latency(copy.deepcopy(modules[block.name]).eval(), shape, backend=backend,
+                                               batch=batch, threads=threads, warmup=3, repeats=repeats).median_ms
+            measured += 1
+        layers = sum(tables[t.name](cin, cout) for t, cin, cout in graph.layer_channels(graph.full_keep())
+                     if t.block_decision == block.decision)
+        block_ms[block.decision] = max(0.0, cache[signature] - layers)  # noise may put the layers above the whole
     if measured and use_cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(path, cache)
     info = {"backend": backend, "threads": threads, "batch": batch, "cpu": cpu_name(), "cache": str(path),
             "layer_shapes_measured": measured, "layer_shapes_cached": len(cache) - measured}
-    return LatencyModel(graph, tables, info=info)
+    if block_ms:
+        info["block_operator_ms"] = {graph.decisions[d].block.name: ms for d, ms in block_ms.items()}
+    return LatencyModel(graph, tables, info=info, block_ms=block_ms)
+
+
+def _kept(counts: np.ndarray) -> np.ndarray:
+    return counts[counts > 0]
 
 
 class _DepthwiseTable:

@@ -56,6 +56,6 @@ class ChannelPruner:
         weights = None
         if self.reconstruct:
             weights = {consumer: self._solve(consumer, d.index, int(c))
-                       for d, c in zip(self.graph.decisions, keep_counts) if int(c) < d.channels
-                       for consumer in d.consumers}
+                       for d, c in zip(self.graph.decisions, keep_counts) if 0 < int(c) < d.channels
+                       for consumer in d.consumers}  # 0: a dropped block, nothing to reconstruct
         return prune_copy(self.model, self.graph, kept, weights), kept

@@ -8,6 +8,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
+from amc.blocks import drop
 from amc.graph import LayerGraph
 
 
@@ -18,8 +19,9 @@ def prune_copy(model: nn.Module, graph: LayerGraph, keep: Sequence[torch.Tensor]
 
     `consumer_weights[name]` ([O, len(keep) * area]) replaces the kept input-channel weights of a consumer
     (least-squares reconstruction). Weights are written on the full-size copy first and removal comes
-    after, so a layer that is both a consumer and a producer (plain chains) is sliced consistently.
-    The original model is never touched.
+    after, so a layer that is both a consumer and a producer (plain chains) is sliced consistently. A block
+    decision that keeps no channel removes its block (`amc.blocks`), after every other decision has narrowed
+    the layers it shares with the block. The original model is never touched.
     """
     pruned = copy.deepcopy(model)
     modules = dict(pruned.named_modules())
@@ -30,7 +32,10 @@ def prune_copy(model: nn.Module, graph: LayerGraph, keep: Sequence[torch.Tensor]
                 weight = modules[consumer].weight
                 shape = (weight.shape[0], len(kept), *weight.shape[2:])
                 weight[:, kept] = new.reshape(shape).to(weight.dtype)
+    dropped = [d.block.name for d, kept in zip(graph.decisions, keep) if d.block is not None and len(kept) == 0]
     for decision, kept in zip(graph.decisions, keep):
+        if decision.block is not None and decision.block.name in dropped:
+            continue
         mask = torch.ones(decision.channels, dtype=torch.bool)
         mask[kept] = False
         removed = torch.nonzero(mask).flatten().tolist()
@@ -38,4 +43,5 @@ def prune_copy(model: nn.Module, graph: LayerGraph, keep: Sequence[torch.Tensor]
             continue
         for member in decision.members:
             member.handler(modules[member.module], removed)
+    drop(pruned, dropped)
     return pruned
