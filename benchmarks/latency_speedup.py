@@ -3,7 +3,7 @@
     python benchmarks/latency_speedup.py runs/r20-ddpg --threads 1 --rounds 20 --repeats 25
 
 The original network is the run's model and weights (from RUN_DIR/config.json, or --model / --weights).
-Batch-1 latency of both is measured at a fixed thread count with torch and onnxruntime, interleaved round
+Latency at `--batch` (default 1; 32 for throughput) of both is measured at a fixed thread count with torch and onnxruntime, interleaved round
 by round (original, pruned, original, pruned, ...) so that machine noise hits both alike; the speed-up is
 the median over rounds of the per-round ratio. Prints a markdown table.
 """
@@ -40,12 +40,13 @@ def original_model(run_dir: Path, pruned, name: str | None, weights: str | None)
     return models.create(name, num_classes=info.num_classes, weights=weights, **info.kwargs).eval()
 
 
-def measure_pair(original, pruned, input_shape, backend: str, threads: int, rounds: int, repeats: int) -> dict:
+def measure_pair(original, pruned, input_shape, backend: str, threads: int, rounds: int, repeats: int,
+                 batch: int = 1) -> dict:
     """Median milliseconds of each model and the median per-round speed-up, measured interleaved."""
     times = {"original": [], "pruned": []}
     ratios = []
     with ExitStack() as stack:
-        runs = {key: stack.enter_context(runner(net, input_shape, backend=backend, batch=1, threads=threads))
+        runs = {key: stack.enter_context(runner(net, input_shape, backend=backend, batch=batch, threads=threads))
                 for key, net in (("original", original), ("pruned", pruned))}
         for _ in range(rounds):
             medians = {}
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=20, help="Interleaved rounds per backend.")
     parser.add_argument("--repeats", type=int, default=25, help="Timed runs of each model per round.")
     parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
+    parser.add_argument("--batch", type=int, default=1, help="Images per call (32: throughput).")
     args = parser.parse_args(argv)
 
     if args.finetuned:
@@ -81,14 +83,14 @@ def main(argv: list[str] | None = None) -> None:
     shape = models.model_info(pruned).input_shape
     macs_original, macs_pruned = count_macs(original, shape), count_macs(pruned, shape)
     print(f"{models.model_info(original).name}: {macs_original / 1e6:.2f}M -> {macs_pruned / 1e6:.2f}M MACs "
-          f"({args.run_dir}); CPU {cpu_name()}; batch 1, {args.threads} thread(s), {args.rounds} rounds x "
+          f"({args.run_dir}); CPU {cpu_name()}; batch {args.batch}, {args.threads} thread(s), {args.rounds} rounds x "
           f"{args.repeats} runs per model\n", flush=True)
     print("| backend | threads | original ms | pruned ms | speed-up (IQR) | MACs reduction "
           "| speed-up / MACs reduction |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     reduction = macs_original / macs_pruned
     for backend in args.backends:
-        r = measure_pair(original, pruned, shape, backend, args.threads, args.rounds, args.repeats)
+        r = measure_pair(original, pruned, shape, backend, args.threads, args.rounds, args.repeats, args.batch)
         print(f"| {backend} | {args.threads} | {r['original_ms']:.3f} | {r['pruned_ms']:.3f} | "
               f"{r['speedup']:.2f}x ({r['speedup_iqr']:.2f}) | {reduction:.2f}x | {r['speedup'] / reduction:.2f} |",
               flush=True)

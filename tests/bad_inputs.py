@@ -376,6 +376,11 @@ GROUPS: dict[str, list[Case]] = {"Missing or unreadable paths": [
          ["search", "--racing", "--reward", "acc-macs", "--out", "run"]),
     Case("budget below what the lower bound reaches", ("cannot be met", "keeps 0.", "use --ratio >="),
          ["search", "--ratio", "0.001", "--out", "run"]),
+    Case("--drop-blocks on a network without residual blocks", ("--drop-blocks", "no residual block",
+                                                                "without --drop-blocks"),
+         ["search", "--drop-blocks", "--out", "run"]),
+    Case("--drop-share out of range", ("--drop-share must be in (0, 1)", "got 1.5"),
+         ["search", "--drop-blocks", "--drop-share", "1.5", "--out", "run"]),
 ], "Policies (`amc prune`)": [
     Case("corrupt policy JSON", ("policy file broken.json is corrupt", "JSONDecodeError", "amc search"),
          ["prune", "--policy", "broken.json", "--out", "pruned"], _policy("broken.json", text='{"model": "digi')),

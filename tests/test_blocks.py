@@ -190,3 +190,16 @@ def test_a_search_with_drop_blocks_exports_a_shallower_network_that_loads_and_ru
     from amc.onnx_export import check_onnx, export_onnx
     export_onnx(loaded, tmp_path / "m.onnx", CIFAR)
     check_onnx(loaded, tmp_path / "m.onnx", x)
+
+
+@pytest.mark.parametrize("agent", ["ddpg", "tpe"])
+def test_the_learning_agents_search_with_drop_blocks_under_a_budget_only_drops_can_reach(tmp_path, cifar_npz, agent):
+    pytest.importorskip("optuna") if agent == "tpe" else None
+    from amc.data import load_dataset
+    data = load_dataset("cifar10", cifar_npz, heldout_per_class=10)
+    options = {"warmup": 2} if agent == "ddpg" else {"agent_options": {"startup_trials": 2}}
+    result = amc.search("resnet20", data, out=tmp_path / "run", random_init=True, agent=agent, episodes=5, ratio=0.2,
+                        lbound=0.2, drop_blocks=True, calibration_images=100, seed=0, **options)
+    episodes = [json.loads(line) for line in (tmp_path / "run" / "episodes.jsonl").read_text().splitlines()]
+    assert len(episodes) == 5 and all(0 in e["keep"] for e in episodes)
+    assert result.summary["macs_ratio"] <= 0.2

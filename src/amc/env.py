@@ -222,6 +222,10 @@ class CompressionEnv(gym.Env):
         blocks = [getattr(d, "block", None) if config.drop_blocks else None for d in graph.decisions]  # none: weights
         self.drop_caps = {b.stage: stage_cap(graph.stage_blocks[b.stage], config.drop_share) for b in blocks if b}
         self.stage = [b.stage if b is not None and self.drop_caps[b.stage] > 0 else None for b in blocks]
+        if config.drop_blocks and not any(self.stage):
+            raise AmcError("--drop-blocks: this model has no residual block that may be dropped (an identity shortcut "
+                           "around one decision, in a stage of at least two blocks at --drop-share "
+                           f"{config.drop_share:g}); search without --drop-blocks")
 
     def _order_drops(self) -> list[int]:
         """Droppable decisions, the one whose drop saves most first (at every decision's lower bound): the order

@@ -317,10 +317,11 @@ def _finish(run: RunDir, config: SearchConfig, setup: Setup, env: CompressionEnv
             "predicted_ms": latency.predict(policy.keep), "met": check["met"],
             "predicted_ratio": latency.predict(policy.keep) / latency.predict(graph.full_keep())}
         if not check["met"]:
+            more = (f"continue the search with more episodes (`amc search --resume --out {run} --episodes N`, N > "
+                    f"{config.episodes}) or " if config.episodes_to_run > 1 else "")  # one policy: more cannot help
             warnings.warn(f"the exported policy measures {check['measured_ratio']:.3f} of the original latency, over "
                           f"the budget {config.ratio:g}: no searched policy met the budget as measured at the end; "
-                          f"continue the search with more episodes (`amc search --resume --out {run} --episodes N`, "
-                          f"N > {config.episodes}) or lower --ratio", stacklevel=3)
+                          f"{more}lower --ratio", stacklevel=3)
     _warn_if_unranked(log, setup.scorer.evaluator.size)
     run.write_summary(summary)
     return SearchResult(run.path, policy, heldout, summary, log)

@@ -5,8 +5,8 @@ on a grid of the input/output channel counts its decisions can take (a lookup ta
 backend, threads and batch), and a candidate's latency is the sum of its layers' interpolated times. The
 sum misses what lies between layers (norms, activations, additions, framework overhead); two whole-network
 measurements (unpruned and uniformly pruned) calibrate it as `offset + scale * sum`. Where blocks may be
-dropped, each droppable block's own operators (its whole time alone, less its layers' table times) join the sum
-while the block is kept, since they go with it. The search checks the exported model by direct measurement.
+dropped, each droppable block's own operators (its whole time alone less one call's overhead, less its layers'
+table times) join the sum while the block is kept, since they go with it. The search checks the exported model by direct measurement.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ class LatencyModel:
                  info: dict | None = None, block_ms: dict[int, float] | None = None):
         self.graph = graph
         self.tables = tables
-        self.block_ms = block_ms or {}  # per block decision: the block's operators beyond its layers
+        self.block_ms = block_ms or {}  # per block decision: the block's time beyond its layers' (may be < 0)
         self.offset_ms = offset_ms
         self.scale = scale
         self.info = info or {}
@@ -158,6 +158,13 @@ def build_latency_model(model: nn.Module, graph: LayerGraph, allowed: Sequence[n
         ms = np.maximum.accumulate(np.maximum.accumulate(ms, axis=0), axis=1)  # measurement noise
         tables[term.name] = _Table(cin_grid.astype(float), cout_grid.astype(float), ms)
     block_ms = {}
+    if blocks and graph.blocks:  # what timing anything alone costs on top (an onnxruntime session's call: ~4 us)
+        signature = "call overhead|Identity on 1x1x1"
+        if signature not in cache:
+            cache[signature] = measure_latency(nn.Identity(), (1, 1, 1), backend=backend, batch=batch,
+                                               threads=threads, warmup=3, repeats=repeats).median_ms
+            measured += 1
+        call = cache[signature]
     for block in graph.blocks if blocks else []:
         producer = graph.costs[graph.decisions[block.decision].producer]
         shape = (producer.in_channels, *producer.in_hw)
@@ -166,9 +173,13 @@ def build_latency_model(model: nn.Module, graph: LayerGraph, allowed: Sequence[n
             cache[signature] = measure_latency(copy.deepcopy(modules[block.name]).eval(), shape, backend=backend,
                                                batch=batch, threads=threads, warmup=3, repeats=repeats).median_ms
             measured += 1
-        layers = sum(tables[t.name](cin, cout) for t, cin, cout in graph.layer_channels(graph.full_keep())
-                     if t.block_decision == block.decision)
-        block_ms[block.decision] = max(0.0, cache[signature] - layers)  # noise may put the layers above the whole
+        inside = [(t, cin, cout) for t, cin, cout in graph.layer_channels(graph.full_keep())
+                  if t.block_decision == block.decision]
+        # dropping the block saves what it costs inside a network, its time alone less one call; its layers'
+        # table times (one call each) are saved with it, so its own term is the difference (often negative)
+        layers = sum(tables[t.name](cin, cout) for t, cin, cout in inside)
+        smallest = sum(tables[t.name](1, 1) for t, _, _ in inside)  # the table at its least: a block is never free
+        block_ms[block.decision] = max(cache[signature] - call - layers, -smallest)
     if measured and use_cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(path, cache)
