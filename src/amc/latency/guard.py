@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from amc.blocks import stage_cap
 from amc.env import CompressionEnv, EnvConfig, allowed_counts
 from amc.graph import LayerGraph
 from amc.latency import measure
@@ -71,18 +72,32 @@ def calibrated_latency_model(model: nn.Module, graph: LayerGraph, env_config: En
     search resumes, on the calibration it had last, so that its budget clipping does not move)."""
     allowed, keeps = _uniform_keeps(graph, env_config)
     latency = build_latency_model(model, graph, allowed, backend=config.latency_backend,
-                                  threads=config.latency_threads, batch=config.latency_batch,
-                                  blocks=env_config.drop_blocks)
+                                  threads=config.latency_threads, batch=config.latency_batch)
     if saved_calibration is not None:
         latency.restore_calibration(saved_calibration)
         return latency
     shrink = ChannelPruner(model, graph, None, selection="magnitude", reconstruct=False)
-    nets = [model] + [shrink.prune(keep)[0] for keep in keeps[1:]]
-    points = list(zip(keeps, measure_interleaved(nets, graph.input_shape, config)))
+    dropping = _most_blocks_dropped(graph, keeps[1], env_config) if env_config.drop_blocks else None
+    nets = [model] + [shrink.prune(keep)[0] for keep in keeps[1:] + ([dropping] if dropping else [])]
+    measured = measure_interleaved(nets, graph.input_shape, config)
+    points = list(zip(keeps, measured))
     latency.calibrate(points)
     latency.points = points
-    _record_calibration(latency, ["uniform 1.0", "uniform 0.6", "uniform 0.3"], points)
+    if dropping:  # what a dropped block saves, from a whole network without them
+        latency.dropped_point = (dropping, measured[-1])
+        latency.fit_blocks(dropping, measured[-1])
+    labels = ["uniform 1.0", "uniform 0.6", "uniform 0.3"] + (["uniform 0.6, blocks dropped"] if dropping else [])
+    _record_calibration(latency, labels, points + ([(dropping, measured[-1])] if dropping else []))
     return latency
+
+
+def _most_blocks_dropped(graph: LayerGraph, keep: list[int], env_config: EnvConfig) -> list[int] | None:
+    """`keep` with the first blocks of every stage dropped, as many as the stage may lose (None if none may)."""
+    keep, left = list(keep), {s: stage_cap(n, env_config.drop_share) for s, n in graph.stage_blocks.items()}
+    for block in graph.blocks:
+        if left[block.stage] > 0:
+            keep[block.decision], left[block.stage] = 0, left[block.stage] - 1
+    return keep if 0 in keep else None
 
 
 def calibrate_at_budget(latency: LatencyModel, model: nn.Module, graph: LayerGraph, at_budget: list[int],
@@ -95,7 +110,11 @@ def calibrate_at_budget(latency: LatencyModel, model: nn.Module, graph: LayerGra
     points = [(latency.points[0][0], measured[0]), *latency.points[1:], (at_budget, measured[1])]
     latency.points = points
     latency.calibrate([points[0], points[-1]])
-    _record_calibration(latency, ["uniform 1.0", "uniform 0.6", "uniform 0.3", "uniform at the budget"], points)
+    dropped = latency.dropped_point
+    if dropped:
+        latency.fit_blocks(*dropped)
+    _record_calibration(latency, ["uniform 1.0", "uniform 0.6", "uniform 0.3", "uniform at the budget"]
+                        + (["uniform 0.6, blocks dropped"] if dropped else []), points + ([dropped] if dropped else []))
 
 
 class LatencyGuard:

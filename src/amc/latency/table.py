@@ -5,8 +5,9 @@ on a grid of the input/output channel counts its decisions can take (a lookup ta
 backend, threads and batch), and a candidate's latency is the sum of its layers' interpolated times. The
 sum misses what lies between layers (norms, activations, additions, framework overhead); two whole-network
 measurements (unpruned and uniformly pruned) calibrate it as `offset + scale * sum`. Where blocks may be
-dropped, each droppable block's own operators (its whole time alone less one call's overhead, less its layers'
-table times) join the sum while the block is kept, since they go with it. The search checks the exported model by direct measurement.
+dropped, a kept block also adds what lies between its layers (norms, the addition, an activation), one term per
+block fitted to a whole network with blocks dropped (`fit_blocks`): a layer's time alone holds a call's overhead
+that it does not cost inside a network, so no standalone timing can say what a block's removal saves. The search checks the exported model by direct measurement.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
-
-import copy
 
 import numpy as np
 import torch.nn as nn
@@ -52,27 +51,50 @@ class LatencyModel:
                  info: dict | None = None, block_ms: dict[int, float] | None = None):
         self.graph = graph
         self.tables = tables
-        self.block_ms = block_ms or {}  # per block decision: the block's time beyond its layers' (may be < 0)
+        self.block_ms = block_ms or {}  # per block decision: the block's time beyond its layers' (fit_blocks)
         self.offset_ms = offset_ms
         self.scale = scale
         self.info = info or {}
         self.points: list[tuple[Sequence[float], float]] = []  # whole-network (keep, ms) the calibration fitted
+        self.dropped_point: tuple[Sequence[float], float] | None = None  # the one with blocks dropped (fit_blocks)
 
     def layer_sum(self, keep: Sequence[float]) -> float:
-        """Summed table times of the layers left (plus the operators of the droppable blocks kept)."""
-        blocks = sum(ms for decision, ms in self.block_ms.items() if keep[decision] > 0)
-        return blocks + sum(self.tables[layer.name](cin, cout) for layer, cin, cout in self.graph.layer_channels(keep))
+        """Summed table times of the layers left, plus the own term of every droppable block kept."""
+        return self._tables_sum(keep) + sum(ms for decision, ms in self.block_ms.items() if keep[decision] > 0)
+
+    def _tables_sum(self, keep: Sequence[float]) -> float:
+        return sum(self.tables[layer.name](cin, cout) for layer, cin, cout in self.graph.layer_channels(keep))
 
     def predict(self, keep: Sequence[float]) -> float:
         return self.offset_ms + self.scale * self.layer_sum(keep)
 
     def calibration(self) -> dict:
-        """What `calibrate` fitted, as JSON (saved with a search so that a resumed run reuses it)."""
+        """What `calibrate` (and `fit_blocks`) fitted, as JSON (saved with a search so that a resumed run reuses
+        it)."""
         return {"offset_ms": self.offset_ms, "scale": self.scale, "info": self.info}
 
     def restore_calibration(self, saved: dict) -> None:
         self.offset_ms, self.scale = float(saved["offset_ms"]), float(saved["scale"])
         self.info = {**self.info, **saved.get("info", {})}
+        if "block_ms" in self.info:
+            self.block_ms = {b.decision: float(self.info["block_ms"]) for b in self.graph.blocks}
+
+    def fit_blocks(self, keep: Sequence[float], measured_ms: float) -> None:
+        """Set every droppable block's own term (one value, in table units) so that the network `keep`, which
+        drops blocks, is predicted at `measured_ms` while the full network's prediction stays where the
+        calibration put it. Bounded below so that a kept block never costs less than a dropped one."""
+        full = self.graph.full_keep()
+        blocks, dropped = len(self.graph.blocks), len(self.graph.blocks) - len(self.graph.kept_blocks(keep))
+        if not dropped:
+            return
+        predicted_full = self.predict(full)
+        layers_saved = self._tables_sum(full) - self._tables_sum(keep)
+        value = ((predicted_full - measured_ms) / self.scale - layers_saved) / dropped
+        floor = -min(sum(self.tables[t.name](1, 1) for t in self.graph.layers if t.block_decision == b.decision)
+                     for b in self.graph.blocks)
+        self.block_ms = {b.decision: max(value, floor) for b in self.graph.blocks}
+        self.offset_ms = predicted_full - self.scale * self.layer_sum(full)
+        self.info["block_ms"] = max(value, floor)
 
     def calibrate(self, points: list[tuple[Sequence[float], float]]) -> None:
         """Fit offset and scale to whole-network measurements [(keep, measured_ms), ...] (least squares);
@@ -103,12 +125,11 @@ def _standalone(module: nn.Module, cin: int, cout: int, depthwise: bool) -> nn.M
 def build_latency_model(model: nn.Module, graph: LayerGraph, allowed: Sequence[np.ndarray], *,
                         backend: str = "torch", threads: int = 1, batch: int = 1, points: int = 6,
                         repeats: int = 30, progress: Callable[[str], None] | None = None,
-                        use_cache: bool = True, blocks: bool = False) -> LatencyModel:
+                        use_cache: bool = True) -> LatencyModel:
     """Measure (or read from the cache) every layer's latency on a grid of `points` counts per decision.
 
     `allowed[i]` are the keep counts decision i can take (the environment's, after rounding; a 0, a dropped
-    block, costs nothing). Grouped convolutions other than depthwise are measured at their own size only. With
-    `blocks`, each droppable block is also timed whole, for what its layers' times miss.
+    block, costs nothing). Grouped convolutions other than depthwise are measured at their own size only.
     """
     modules = dict(model.named_modules())
     key = hashlib.sha256(f"{cpu_name()}|{backend}|{threads}|{batch}".encode()).hexdigest()[:16]
@@ -157,37 +178,12 @@ def build_latency_model(model: nn.Module, graph: LayerGraph, allowed: Sequence[n
             continue
         ms = np.maximum.accumulate(np.maximum.accumulate(ms, axis=0), axis=1)  # measurement noise
         tables[term.name] = _Table(cin_grid.astype(float), cout_grid.astype(float), ms)
-    block_ms = {}
-    if blocks and graph.blocks:  # what timing anything alone costs on top (an onnxruntime session's call: ~4 us)
-        signature = "call overhead|Identity on 1x1x1"
-        if signature not in cache:
-            cache[signature] = measure_latency(nn.Identity(), (1, 1, 1), backend=backend, batch=batch,
-                                               threads=threads, warmup=3, repeats=repeats).median_ms
-            measured += 1
-        call = cache[signature]
-    for block in graph.blocks if blocks else []:
-        producer = graph.costs[graph.decisions[block.decision].producer]
-        shape = (producer.in_channels, *producer.in_hw)
-        signature = f"block|{modules[block.name]}|{shape}"
-        if signature not in cache:
-            cache[signature] = measure_latency(copy.deepcopy(modules[block.name]).eval(), shape, backend=backend,
-                                               batch=batch, threads=threads, warmup=3, repeats=repeats).median_ms
-            measured += 1
-        inside = [(t, cin, cout) for t, cin, cout in graph.layer_channels(graph.full_keep())
-                  if t.block_decision == block.decision]
-        # dropping the block saves what it costs inside a network, its time alone less one call; its layers'
-        # table times (one call each) are saved with it, so its own term is the difference (often negative)
-        layers = sum(tables[t.name](cin, cout) for t, cin, cout in inside)
-        smallest = sum(tables[t.name](1, 1) for t, _, _ in inside)  # the table at its least: a block is never free
-        block_ms[block.decision] = max(cache[signature] - call - layers, -smallest)
     if measured and use_cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(path, cache)
     info = {"backend": backend, "threads": threads, "batch": batch, "cpu": cpu_name(), "cache": str(path),
             "layer_shapes_measured": measured, "layer_shapes_cached": len(cache) - measured}
-    if block_ms:
-        info["block_operator_ms"] = {graph.decisions[d].block.name: ms for d, ms in block_ms.items()}
-    return LatencyModel(graph, tables, info=info, block_ms=block_ms)
+    return LatencyModel(graph, tables, info=info)
 
 
 def _kept(counts: np.ndarray) -> np.ndarray:
