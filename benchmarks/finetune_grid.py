@@ -160,7 +160,8 @@ def plan(args: argparse.Namespace) -> None:
                                 ignore=shutil.ignore_patterns("finetune.pt", "model_finetuned.pt"))
                 base["model_file"] = f"models/{budget_dir.name}-{method}"
             searcher = method in SEARCHERS
-            add(f"{budget_dir.name}/{method}/s{seed}", order, ft_seeds=[0] if searcher else args.ft_seeds,
+            add(f"{budget_dir.name}/{method}/s{seed}", order,
+                ft_seeds=args.searcher_ft_seeds if searcher else args.ft_seeds,
                 tags=[tag], **base)
             if (searcher and args.finalists > 1 and method in (args.finalist_methods or SEARCHERS)
                     and (run_dir / "episodes.jsonl").exists()):
@@ -369,6 +370,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--finalists", type=int, default=4, help="top-K distinct candidates of every search")
     p.add_argument("--finalist-methods", nargs="*", help="searchers whose top-K are fine-tuned (default: all)")
     p.add_argument("--ft-seeds", type=int, nargs="+", default=[0, 1], help="fine-tune seeds of fixed rows")
+    p.add_argument("--searcher-ft-seeds", type=int, nargs="+", default=[0], help="fine-tune seeds of searchers' rows")
     p.add_argument("--data", default="../shared/data/cifar10-jpeg/cifar10_jpeg.npz")
     p.add_argument("--weights-dir", default="../shared/data/pretrained/cifar10jpeg")
     p.add_argument("--bundle", default=".gpu")

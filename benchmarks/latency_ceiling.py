@@ -39,9 +39,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=list(BACKENDS))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--batch", type=int, default=1, help="Images per call (32: throughput).")
     args = parser.parse_args(argv)
     shape = (3, 32, 32)
-    print(f"CPU: {cpu_name()}, batch 1, {args.threads} thread(s), {args.rounds} interleaved rounds\n")
+    print(f"CPU: {cpu_name()}, batch {args.batch}, {args.threads} thread(s), {args.rounds} interleaved rounds\n")
     print("| model | narrow network | MACs share | backend | original ms | narrow ms | speed-up "
           "| speed-up / MACs reduction |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
             narrow = build().eval()
             share = count_macs(narrow, shape) / count_macs(original, shape)
             for backend in args.backends:
-                settings = SearchConfig(latency_backend=backend, latency_batch=1, latency_threads=args.threads)
+                settings = SearchConfig(latency_backend=backend, latency_batch=args.batch, latency_threads=args.threads)
                 original_ms, narrow_ms = measure_interleaved([original, narrow], shape, settings, rounds=args.rounds)
                 speedup = original_ms / narrow_ms
                 print(f"| {name} | {label} | {share:.3f} | {backend} | {original_ms:.2f} | {narrow_ms:.2f} "

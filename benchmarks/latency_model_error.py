@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--lbound", type=float, default=0.2)
+    parser.add_argument("--channel-round", type=int, default=1, help="Kept channels in multiples of this.")
     parser.add_argument("--policies", type=int, default=12, help="Policies per kind (dropped / channels only).")
     parser.add_argument("--rounds", type=int, default=8, help="Interleaved rounds per measured pair.")
     parser.add_argument("--seed", type=int, default=0)
@@ -51,12 +52,14 @@ def main(argv: list[str] | None = None) -> None:
     shape = models.model_info(model).input_shape
     graph = LayerGraph(model, shape)
     config = SearchConfig(model=args.model, target="latency", ratio=0.6, lbound=args.lbound, drop_blocks=True,
+                          channel_round=args.channel_round,
                           latency_backend=args.backend, latency_threads=args.threads, latency_batch=args.batch)
     latency = calibrated_latency_model(model, graph, config.env_config, config)
     full = graph.full_keep()
     shrink = ChannelPruner(model, graph, None, selection="magnitude", reconstruct=False)
     rng = np.random.default_rng(args.seed)
-    print(f"{args.model} on {args.backend}, batch {args.batch}, {args.threads} thread(s), CPU {cpu_name()}; "
+    print(f"{args.model} on {args.backend}, batch {args.batch}, {args.threads} thread(s), channels in multiples of "
+          f"{args.channel_round}, CPU {cpu_name()}; "
           f"calibration offset {latency.offset_ms:.3f} ms, scale {latency.scale:.3f}\n")
     print("| kind | budget | blocks dropped | MACs share | predicted ratio | measured ratio | error |")
     print("| --- | --- | --- | --- | --- | --- | --- |")

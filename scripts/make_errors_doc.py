@@ -33,7 +33,7 @@ Cases marked *Python API* concern a user's own `nn.Module`, which the CLI (zoo n
 
 {count} cases. Issue 18 (what amc writes: `--overwrite` and `--resume` refusals, settings of the wrong type or
 range, non-finite weights, run files that parse but have the wrong structure, over-long names) raised the
-count from 34 to {count}.
+count from 34 to 68; later issues add their own.
 """
 
 FOOTER = """

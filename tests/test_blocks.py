@@ -193,6 +193,17 @@ def test_a_search_with_drop_blocks_exports_a_shallower_network_that_loads_and_ru
     assert loaded(x).shape == (2, 10)
     # the original definition, narrowed and shortened in place, gives the same network
     torch.testing.assert_close(amc.load_pruned(run, model=models.create("resnet20"))(x), loaded(x))
+    # the command line in a fresh process: `amc bench` and a TorchScript file plain torch loads
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-m", "amc.cli", "bench", str(run), "--repeats", "2", "--bench-warmup", "1",
+                        "--min-seconds", "0", "--json"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["macs"] == result.summary["macs"]
+    r = subprocess.run([sys.executable, "-m", "amc.cli", "export", str(run), "--torchscript", str(tmp_path / "m.pt")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    torch.testing.assert_close(torch.jit.load(str(tmp_path / "m.pt"))(x), loaded(x))
     pytest.importorskip("onnxruntime")
     from amc.onnx_export import check_onnx, export_onnx
     export_onnx(loaded, tmp_path / "m.onnx", CIFAR)

@@ -169,7 +169,8 @@ class CompressionEnv(gym.Env):
         self.budget = self.config.ratio * self.total_cost
 
     def min_ratio(self) -> float:
-        """Smallest cost ratio reachable with every decision at its lower bound."""
+        """Smallest cost ratio reachable: every decision at its lower bound, and with drop_blocks as many blocks
+        dropped as each stage may lose."""
         return self.cost(self.cheapest(-1, self.lower)) / self.total_cost
 
     def check_feasible(self) -> None:
