@@ -193,6 +193,10 @@ def test_a_search_with_drop_blocks_exports_a_shallower_network_that_loads_and_ru
     assert loaded(x).shape == (2, 10)
     # the original definition, narrowed and shortened in place, gives the same network
     torch.testing.assert_close(amc.load_pruned(run, model=models.create("resnet20"))(x), loaded(x))
+    # `amc prune RUN` rebuilds the same shallower network from the run's policy and settings
+    rebuilt = amc.apply_policy(run, data=data, out=tmp_path / "pruned", random_init=True)
+    assert json.loads((tmp_path / "pruned" / "model.json").read_text())["dropped_blocks"] == meta["dropped_blocks"]
+    assert rebuilt["macs"] == result.summary["macs"]
     # the command line in a fresh process: `amc bench` and a TorchScript file plain torch loads
     import subprocess
     import sys

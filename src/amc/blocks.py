@@ -59,8 +59,8 @@ def find_blocks(model: nn.Module, decision_members: list[tuple[str, ...]],
 
     `decision_members[i]` are the module names decision i touches; a block is droppable when it is an identity
     residual block and exactly one decision lies wholly inside it (a bottleneck, with two, is not; a residual
-    stream's decision reaches into every block and goes on without the dropped block's layers). `block_outputs[name]` is a block's output signature (width, resolution), from which
-    stages are told apart.
+    stream's decision reaches into every block and goes on without the dropped block's layers).
+    `block_outputs[name]` is a block's output signature (width, resolution), from which stages are told apart.
     """
     modules = dict(model.named_modules())
     kinds = {name: kind for name, m in modules.items() if name and (kind := residual_kind(m)) is not None}

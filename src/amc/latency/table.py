@@ -7,7 +7,8 @@ sum misses what lies between layers (norms, activations, additions, framework ov
 measurements (unpruned and uniformly pruned) calibrate it as `offset + scale * sum`. Where blocks may be
 dropped, a kept block also adds what lies between its layers (norms, the addition, an activation), one term per
 block fitted to a whole network with blocks dropped (`fit_blocks`): a layer's time alone holds a call's overhead
-that it does not cost inside a network, so no standalone timing can say what a block's removal saves. The search checks the exported model by direct measurement.
+that it does not cost inside a network, so no standalone timing can say what a block's removal saves. The
+search checks the exported model by direct measurement.
 """
 
 from __future__ import annotations
@@ -48,10 +49,10 @@ class LatencyModel:
     """`predict(keep)` in milliseconds for the network of `graph` pruned to `keep` counts."""
 
     def __init__(self, graph: LayerGraph, tables: dict[str, _Table], offset_ms: float = 0.0, scale: float = 1.0,
-                 info: dict | None = None, block_ms: dict[int, float] | None = None):
+                 info: dict | None = None):
         self.graph = graph
         self.tables = tables
-        self.block_ms = block_ms or {}  # per block decision: the block's time beyond its layers' (fit_blocks)
+        self.block_ms: dict[int, float] = {}  # per block decision: its time beyond its layers' (fit_blocks)
         self.offset_ms = offset_ms
         self.scale = scale
         self.info = info or {}
@@ -84,7 +85,7 @@ class LatencyModel:
         drops blocks, is predicted at `measured_ms` while the full network's prediction stays where the
         calibration put it. Bounded below so that a kept block never costs less than a dropped one."""
         full = self.graph.full_keep()
-        blocks, dropped = len(self.graph.blocks), len(self.graph.blocks) - len(self.graph.kept_blocks(keep))
+        dropped = len(self.graph.blocks) - len(self.graph.kept_blocks(keep))
         if not dropped:
             return
         predicted_full = self.predict(full)
