@@ -31,12 +31,18 @@ def original_model(run_dir: Path, pruned, name: str | None, weights: str | None)
     on the values, so a missing file is a warning, not an error)."""
     info = models.model_info(pruned)
     run = RunDir(run_dir)
-    search = run.settings("timed") if (run / CONFIG_FILE).exists() else {}
+    config = run.read_config("timed") if (run / CONFIG_FILE).exists() else {}
+    search = config.get("search", {})
     name = name or search.get("model") or info.name
     weights = weights or search.get("weights") or models.bundled_weights(name)
     if weights is not None and not Path(weights).exists():
         warnings.warn(f"original weights {weights} not found; timing a randomly initialised {name}", stacklevel=1)
         weights = None
+    if "model" in config and name == search.get("model"):  # the run's own record: factories and timm too
+        original = models.rebuild(config["model"])
+        if weights is not None:
+            models.load_weights(original, weights)
+        return original.eval()
     return models.create(name, num_classes=info.num_classes, weights=weights, **info.kwargs).eval()
 
 
