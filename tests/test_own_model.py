@@ -88,7 +88,7 @@ def test_a_factory_model_goes_through_search_prune_load_export_and_bench_on_the_
     loaded = subprocess.run([sys.executable, "-I", "-c", code, tmp_path / "net.ts", tmp_path / "images.pt",
                              tmp_path / "out.pt"], capture_output=True, text=True, cwd=elsewhere)
     assert loaded.returncode == 0, loaded.stderr
-    assert torch.allclose(torch.load(tmp_path / "out.pt"), expected, atol=1e-5)
+    assert torch.allclose(torch.load(tmp_path / "out.pt", weights_only=True), expected, atol=1e-5)
 
     bench = _ok(amc_cli("bench", run, "--repeats", 3, "--bench-warmup", 0, "--min-seconds", 0, "--json", cwd=elsewhere))
     assert bench["model"] == "tests.mynet:build" and bench["macs"] == searched["macs"]

@@ -132,7 +132,8 @@ class CompressionEnv(gym.Env):
         self._init_drops(graph, config)
         self.allowed = [np.concatenate([[0], a]) if self.stage[i] is not None else a for i, a in
                         enumerate(allowed_counts(int(c), config.lbound, config.channel_round) for c in self.channels)]
-        self.lower = np.array([a[a > 0][0] for a in self.allowed], dtype=np.int64)  # the smallest count kept
+        self._kept_allowed = [a[a > 0] for a in self.allowed]  # the counts that keep channels (no drop)
+        self.lower = np.array([a[0] for a in self._kept_allowed], dtype=np.int64)  # the smallest count kept
         self._drop_order = self._order_drops()
         self.total_cost = self.cost(self.channels)
         self.budget = config.ratio * self.total_cost
@@ -279,7 +280,7 @@ class CompressionEnv(gym.Env):
         Lower clip: with every later decision kept whole the cost must not fall under the budget
         (only binds near the end of an episode); the upper clip wins if the two cross.
         """
-        allowed = self.allowed[t] if self._may_drop(t) else self.allowed[t][self.allowed[t] > 0]
+        allowed = self.allowed[t] if self._may_drop(t) else self._kept_allowed[t]
         choice = int(allowed[np.argmin(np.abs(allowed - desired))])
         if not self.config.constrained:
             return choice
@@ -295,7 +296,7 @@ class CompressionEnv(gym.Env):
 
     def _clip_kept(self, t: int, choice: int) -> int:
         """`clip_count` among the counts that keep channels."""
-        allowed = self.allowed[t][self.allowed[t] > 0]
+        allowed = self._kept_allowed[t]
         if self.cost_model is not None:
             return self._clip_monotone(t, choice)
         keep = self.cheapest(t)
@@ -315,7 +316,7 @@ class CompressionEnv(gym.Env):
     def _clip_monotone(self, t: int, choice: int) -> int:
         """`clip_count` for a cost that only grows with each count (not affine): bisection over the allowed
         counts instead of solving a line."""
-        allowed = self.allowed[t][self.allowed[t] > 0]
+        allowed = self._kept_allowed[t]
         cheapest = self.cheapest(t)[t + 1:]
 
         def cost_at(count: int, rest: np.ndarray) -> float:

@@ -137,6 +137,7 @@ class LayerGraph:
         blocks, self.stage_blocks = find_blocks(model, [tuple(m.module for m in d.members) for d in decisions],
                                                 self._block_outputs(modules))
         self.decisions = [replace(d, block=blocks.get(d.index)) for d in decisions]
+        self._block_of = {b.name: b.decision for b in blocks.values()}  # block module -> the decision dropping it
         self._terms = self._build_terms(modules)
         self._norms = self._build_norms(modules)
         self._block_fixed = self._build_block_fixed(modules)
@@ -179,7 +180,6 @@ class LayerGraph:
                     out_dec[m.module] = d.index
                 elif m.role == "depthwise":
                     dw[m.module] = d.index
-        block_of = {d.block.name: d.index for d in self.decisions if d.block is not None}
         terms = []
         for name, c in self.costs.items():
             area = c.out_hw[0] * c.out_hw[1]
@@ -191,19 +191,18 @@ class LayerGraph:
                 has_bias=getattr(modules[name], "bias", None) is not None,
                 in_decision=dw[name] if depthwise else in_dec.get(name),
                 out_decision=dw[name] if depthwise else out_dec.get(name),
-                depthwise=depthwise, block_decision=_enclosing(name, block_of)))
+                depthwise=depthwise, block_decision=_enclosing(name, self._block_of)))
         return terms
 
     def _build_norms(self, modules: dict[str, nn.Module]) -> list[tuple[int, int, int | None]]:
         """(decision, params per channel, dropping decision) of every norm layer whose channels a decision
         removes."""
-        block_of = {d.block.name: d.index for d in self.decisions if d.block is not None}
         norms = []
         for d in self.decisions:
             for m in d.members:
                 if m.role == "norm":
                     per_channel = sum(p.numel() for p in modules[m.module].parameters(recurse=False))
-                    norms.append((d.index, per_channel // max(1, d.channels), _enclosing(m.module, block_of)))
+                    norms.append((d.index, per_channel // max(1, d.channels), _enclosing(m.module, self._block_of)))
         return norms
 
     def _build_block_fixed(self, modules: dict[str, nn.Module]) -> dict[int, int]:
