@@ -90,7 +90,12 @@ FIXED += tuple(f"{method}+bn" for method in FIXED)
 TORCH_PRUNING = ("tp-magnitude", "tp-magnitude+lsq", "tp-magnitude-counts",
                  "tp-taylor", "tp-taylor+lsq", "tp-taylor-counts")
 SEARCHERS = ("random", "tpe", "ddpg", "ddpg+bn", "tpe+bn", "ddpg+bn-shallower", "ddpg+bn-knapsack", "ddpg+bn-logit",
-             "ddpg+bn-budget", "ddpg+bn-shallower-budget")
+             "ddpg+bn-budget", "ddpg+bn-shallower-budget",
+             # the default with the finalist stage (top 4, 100 steps a round), and the default searching twice as
+             # many candidates: the two sides of issue 17's comparison at equal CPU time
+             "ddpg+bn-shallower-budget-fin4", "ddpg+bn-shallower-budget-x2",
+             # learned-phase actions as multiples of the fair share of the remaining budget (actions=share)
+             "ddpg+bn-budget-share", "ddpg+bn-shallower-budget-share")
 METHODS = FIXED + TORCH_PRUNING + SEARCHERS + ("nni-amc",)
 
 # What happened when NNI's AMC pruner was tried against torch 2.14.1 (2026-11-24, in a separate venv).
@@ -147,8 +152,9 @@ class Bench:
     def search_config(self, agent: str, seed: int, **extra) -> SearchConfig:
         a = self.args
         return SearchConfig(model=a.model, weights=a.weights, data=a.data, data_dir=a.data_dir, ratio=a.ratio,
-                            lbound=a.lbound, channel_round=a.channel_round, agent=agent, episodes=a.candidates,
-                            seed=seed, calibration_images=a.calibration_images, heldout_limit=a.heldout_limit,
+                            lbound=a.lbound, channel_round=a.channel_round, agent=agent,
+                            episodes=extra.pop("episodes", a.candidates), seed=seed,
+                            calibration_images=a.calibration_images, heldout_limit=a.heldout_limit,
                             precision=a.precision, threads=a.threads, racing=a.racing, **extra)
 
     def export(self, run_dir: Path, pruned: nn.Module, method: str, extra: dict) -> dict:
@@ -329,6 +335,12 @@ def run_amc_search(bench: Bench, method: str, seed: int, run_dir: Path) -> dict:
             options["noise_space"] = "logit"
         elif token == "budget":  # warm-up policies perturbed whole and fitted to the budget (issue 17)
             options["warmup_noise"] = "budget"
+        elif token == "share":  # actions relative to the fair share of the remaining budget (issue 17)
+            options["actions"] = "share"
+        elif token.startswith("fin"):  # the finalist stage over the top K (amc search --finalists K)
+            extra["finalists"] = int(token[3:])
+        elif token.startswith("x"):  # K times the --candidates
+            extra["episodes"] = int(token[1:]) * bench.args.candidates
         else:
             options["anchor"] = token
     if options:
@@ -354,7 +366,9 @@ def run_amc_search(bench: Bench, method: str, seed: int, run_dir: Path) -> dict:
             "macs_ratio": macs / bench.original_macs, "params": count_params(pruned),
             "params_ratio": count_params(pruned) / bench.original_params, "search_seconds": s["search_seconds"],
             "search_score": s["best_search_score"], "keep": result.policy.keep,
-            "curve": curve(result.episodes)}
+            "curve": curve(result.episodes), "episodes": config.episodes,
+            # search, finalist stage and final scoring together: what equal CPU time is judged by
+            "total_seconds": round(time.time() - t0, 1), "finalists": s.get("finalists")}
 
 
 def run_tpe(bench: Bench, seed: int, run_dir: Path) -> dict:

@@ -217,6 +217,7 @@ class ToyEnv:
     class config:
         lbound = action_low = 0.2  # action_low: no blocks to drop
         constrained = True
+        drop_blocks = False
 
     observation_space = type("Space", (), {"shape": (OBS_DIM,)})()
     channels = [16] * LAYERS
@@ -229,6 +230,9 @@ class ToyEnv:
 
     def fit_to_budget(self, ratios):
         return list(ratios)
+
+    def fair_ratio(self):
+        return 0.45
 
 
 def test_make_agent_builds_agents_from_the_env_and_resolves_their_priors():
@@ -328,3 +332,24 @@ def test_logit_noise_is_centred_on_the_action_next_to_a_bound_where_the_truncate
     assert abs(np.median(near) - 0.31) < 0.01  # half the draws on either side of the action
     assert np.mean(cut) > 0.38  # the truncated normal overspends on average there (issue 17)
     assert 0.1 < np.std(near) < 0.3  # still exploring, not collapsed onto the action
+
+
+def test_share_actions_map_to_multiples_of_the_fair_share_and_are_learned_as_shares():
+    from amc.agents.ddpg import ratio_from_share, share_from_ratio
+    assert ratio_from_share(0.5, 0.3) == pytest.approx(0.3)  # half way: the fair share itself
+    assert ratio_from_share(1.0, 0.3) == pytest.approx(0.6) and ratio_from_share(1.0, 0.7) == 1.0
+    for share in (0.0, 0.2, 0.5, 0.9):
+        assert share_from_ratio(ratio_from_share(share, 0.3), 0.3) == pytest.approx(share)
+    env = ToyEnv()
+    agent = make_agent("ddpg", env, 0, actions="share", warmup_episodes=0, noise_sigma=0.0, noise_sigma_min=0.0)
+    assert agent.fair_ratio == env.fair_ratio and agent.low == 0.0
+    agent.begin_episode(0)
+    proposed = [agent.act(s) for s in LAYER_STATES]
+    assert proposed == pytest.approx([0.45] * LAYERS, abs=0.02)  # the actor starts at the fair share
+    executed = [0.45, 0.9, 0.2, 0.45]  # what the env reports after its clipping
+    transitions = [Transition(s, a, s, i == LAYERS - 1) for i, (s, a) in enumerate(zip(LAYER_STATES, executed))]
+    agent.end_episode(transitions, 0.5)
+    stored = agent.buffer.state_dict()["action"][:LAYERS].ravel()  # learned in the actor's units
+    assert stored == pytest.approx([0.5, 1.0, 0.2 / 0.9, 0.5])
+    with pytest.raises(ValueError, match="share"):
+        DDPGAgent(OBS_DIM, 0.2, 0, actions="share")  # no budget to share

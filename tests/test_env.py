@@ -183,3 +183,35 @@ def test_budget_warmup_plays_whole_fitted_policies_instead_of_starving_the_last_
         last[noise] = np.mean(at_bound)
     # the per-step noise overspends early and the clipping leaves the last decision at the lower bound
     assert last["step"] > 0.8 and last["budget"] < 0.5
+
+
+def test_fair_ratio_spends_the_rest_of_the_budget_evenly_from_the_current_decision():
+    env = _env("resnet20", ratio=0.3)
+    env.reset()
+    assert env.fair_ratio() == pytest.approx(env.uniform_ratio(), abs=1e-3)  # nothing decided yet: uniform
+    env.step(np.array([0.9], dtype=np.float32))  # an overspend at the first decision
+    fair = env.fair_ratio()
+    assert fair < env.uniform_ratio()  # leaves less for each of the others, spread over all of them
+    keep = env.keep.copy()
+    keep[1:] = [a[np.argmin(np.abs(a - fair * c))] for a, c in zip(env.allowed[1:], env.channels[1:])]
+    assert env.cost(keep) <= env.budget
+
+
+def test_share_actions_spread_an_overspend_instead_of_starving_the_last_decision():
+    from amc.agents import make_agent
+    env = _env("resnet20", ratio=0.2, lbound=0.1)
+    last = {}
+    for actions in ("ratio", "share"):  # the learned phase's own per-step noise, at its floor
+        agent = make_agent("ddpg", env, 0, actions=actions, warmup_episodes=0, noise_sigma=0.1)
+        at_bound = []
+        for episode in range(30):
+            agent.begin_episode(episode)
+            obs, _ = env.reset()
+            done = False
+            while not done:
+                obs, _, done, _, info = env.step(np.array([agent.act(obs)], dtype=np.float32))
+            assert env.cost(info["keep_counts"]) <= env.budget
+            at_bound.append(info["ratios"][-1] <= 0.1 + 1 / 64 + 1e-9)
+            agent._fairs.clear()  # no end_episode here: nothing to learn from
+        last[actions] = np.mean(at_bound)
+    assert last["ratio"] > 0.5 and last["share"] < 0.2

@@ -74,6 +74,8 @@ def make_agent(name: str, env, seed: int, **options) -> Agent:
         options["anchor"] = resolve_anchor(env, options.get("anchor", default))
         if env.config.constrained:  # for warmup_noise="budget" (the default): whole policies fitted to it
             options.update(fit_policy=env.fit_to_budget, decisions=len(env.channels))
+            if not env.config.drop_blocks:  # for actions="share": the fair share at the decision being taken
+                options["fair_ratio"] = env.fair_ratio
     try:
         return AGENTS[name](obs_dim, lbound, seed, **options)
     except (TypeError, ValueError) as e:

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import copy
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from collections import deque
+from dataclasses import asdict, dataclass, replace
 from typing import Callable, Iterator
 
 import numpy as np
@@ -61,6 +62,10 @@ class DDPGConfig:
     noise_space: str = "ratio"     # "ratio": the truncated normal above; "logit": a normal in the logit of the
                                    # position in [lbound, 1], sigma scaled to the same local spread, so the noise
                                    # is symmetric there and its median is the action even next to a bound
+    actions: str = "ratio"         # "ratio": the actor answers a preserve ratio (the paper's); "share": a multiple
+                                   # of the decision's fair share of the remaining budget (0.5 takes it, 1 twice
+                                   # it), so an early overspend lowers every later decision a little instead of
+                                   # the last ones to the lower bound (issue 17; needs a budget, no dropped blocks)
 
     def __post_init__(self) -> None:
         if self.hidden < 1 or self.batch_size < 1 or self.buffer_size < 1 or self.updates_per_step < 0:
@@ -75,6 +80,8 @@ class DDPGConfig:
             raise ValueError(f"warmup_noise must be step or budget, got {self.warmup_noise!r}")
         if self.noise_space not in ("ratio", "logit"):
             raise ValueError(f"noise_space must be ratio or logit, got {self.noise_space!r}")
+        if self.actions not in ("ratio", "share"):
+            raise ValueError(f"actions must be ratio or share, got {self.actions!r}")
         anchors = np.atleast_1d(np.asarray(self.anchor if self.anchor is not None else 1.0, dtype=np.float64))
         if anchors.size == 0 or not ((anchors > 0) & (anchors <= 1)).all():
             raise ValueError(f"anchor must be a preserve ratio in (0, 1] or one per decision, got {self.anchor}")
@@ -170,6 +177,18 @@ def logit_normal(mean: float, sigma: float, low: float, high: float, rng: np.ran
     return float(low + span / (1 + np.exp(-np.clip(u, -700.0, 700.0))))
 
 
+def ratio_from_share(share: float, fair: float) -> float:
+    """The preserve ratio that action `share` asks for where the fair share of the remaining budget is `fair`:
+    linear (0.5 takes the fair share, 1 twice it, 0 nothing, which the env raises to the lower bound), so a
+    decision's cost moves in proportion to its action and zero-mean noise overspends nothing on average."""
+    return float(min(2.0 * share * fair, 1.0))
+
+
+def share_from_ratio(ratio: float, fair: float) -> float:
+    """The inverse of `ratio_from_share`, clipped to [0, 1]: the action an executed ratio amounts to."""
+    return float(np.clip(ratio / (2.0 * max(fair, 1e-12)), 0.0, 1.0))
+
+
 @contextmanager
 def _one_thread() -> Iterator[None]:
     """Run torch on one intra-op thread for the duration.
@@ -199,17 +218,32 @@ class DDPGAgent(Agent):
 
     def __init__(self, obs_dim: int, lbound: float, seed: int, config: DDPGConfig | None = None, *,
                  fit_policy: Callable[[list[float]], list[float]] | None = None, decisions: int | None = None,
-                 **overrides):
+                 fair_ratio: Callable[[], float] | None = None, **overrides):
         if not 0 <= lbound <= 1:
             raise ValueError(f"lbound must be in [0, 1], got {lbound}")
         self.lbound = float(lbound)
         # warmup_noise="budget": the env's map from a whole policy to one that meets the budget, and its size
         self.fit_policy, self.decisions = fit_policy, decisions
+        # actions="share": the env's fair share at the decision being taken, and those of each episode in
+        # flight (oldest first: episodes end in the order they began, also when scored in parallel)
+        self.fair_ratio = fair_ratio
+        self._fairs: deque[list[float]] = deque()
         self._warm_policy: list[float] | None = None
         self.rng = np.random.default_rng(seed)
         self.baseline: float | None = None  # moving average of episode rewards; None until the first episode
         self.episode = 0
         self._build(obs_dim, DDPGConfig(**{**asdict(config or DDPGConfig()), **overrides}), seed)
+        if self.config.actions == "share" and fair_ratio is None:
+            raise ValueError("actions=share needs a budget to share (--reward acc) and no --drop-blocks")
+
+    @property
+    def shares(self) -> bool:
+        return self.config.actions == "share"
+
+    @property
+    def low(self) -> float:
+        """The smallest action: 0 for shares, else the lower bound of the preserve ratio."""
+        return 0.0 if self.shares else self.lbound
 
     def _build(self, obs_dim: int, config: DDPGConfig, seed: int) -> None:
         """Networks, target copies, optimizers and an empty buffer for `config`."""
@@ -223,7 +257,8 @@ class DDPGAgent(Agent):
             last = self.actor.net[-2]
             with torch.no_grad():
                 last.weight.mul_(0.01)
-                anchor = min(max(float(self._anchors.mean()), 1e-3), 1 - 1e-3)
+                # with shares the anchor is walked by the warm-up in ratios; the actor starts at the fair share
+                anchor = 0.5 if config.actions == "share" else min(max(float(self._anchors.mean()), 1e-3), 1 - 1e-3)
                 last.bias.fill_(float(np.log(anchor / (1 - anchor))))
         self.actor_target, self.critic_target = copy.deepcopy(self.actor), copy.deepcopy(self.critic)
         self.actor_optim = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
@@ -241,16 +276,28 @@ class DDPGAgent(Agent):
     def begin_episode(self, episode: int) -> None:
         self.episode = episode
         self._warm_policy = None
+        if self.shares:
+            self._fairs.append([])
 
     @torch.no_grad()
     def predict(self, obs: np.ndarray) -> float:
-        """The actor's deterministic preserve ratio for state `obs` [obs_dim], clipped to [lbound, 1]."""
+        """The actor's deterministic action for state `obs` [obs_dim], clipped to [low, 1]: a preserve ratio, or
+        with actions="share" a share of the remaining budget."""
         with _one_thread():
             action = self.actor(torch.as_tensor(obs, dtype=torch.float32).reshape(1, -1)).item()
-        return float(np.clip(action, self.lbound, 1.0))
+        return float(np.clip(action, self.low, 1.0))
 
     def act(self, obs: np.ndarray) -> float:
         """Exploratory preserve ratio in [lbound, 1] for the current layer's state `obs` [obs_dim]."""
+        if not self.shares:
+            return self._act(obs)
+        fair = self.fair_ratio()
+        self._fairs[-1].append(fair)
+        if self.episode < self.config.warmup_episodes:  # the warm-up walks ratios (anchor, budget noise) as usual
+            return self._act(obs)
+        return ratio_from_share(self._noisy(self.predict(obs), self.sigma), fair)
+
+    def _act(self, obs: np.ndarray) -> float:
         c = self.config
         if self.episode < c.warmup_episodes:
             if c.anchor is not None:
@@ -259,7 +306,7 @@ class DDPGAgent(Agent):
                     return float(np.clip(anchor, self.lbound, 1.0))
                 if c.warmup_noise == "budget" and self.fit_policy is not None and self.decisions:
                     return self._warm_policy_at(obs)
-                return self._noisy(anchor, c.anchor_sigma)
+                return self._noisy(anchor, c.anchor_sigma, self.lbound)  # a ratio, also with shares
             return float(self.rng.uniform(self.lbound, 1.0))
         return self._noisy(self.predict(obs), self.sigma)
 
@@ -273,9 +320,10 @@ class DDPGAgent(Agent):
         index = int(round(float(obs[0]) * (len(self._warm_policy) - 1)))
         return float(self._warm_policy[index])
 
-    def _noisy(self, action: float, sigma: float) -> float:
+    def _noisy(self, action: float, sigma: float, low: float | None = None) -> float:
+        """A draw around `action` in [low, 1] (default: the actor's range)."""
         draw = logit_normal if self.config.noise_space == "logit" else truncated_normal
-        return draw(action, sigma, self.lbound, 1.0, self.rng)
+        return draw(action, sigma, self.low if low is None else low, 1.0, self.rng)
 
     def _anchor_at(self, obs: np.ndarray) -> float:
         """The anchor's ratio for the decision `obs` describes: its first feature is the decision index scaled
@@ -286,6 +334,9 @@ class DDPGAgent(Agent):
     def end_episode(self, transitions: list[Transition], reward: float) -> dict[str, float]:
         """Store the episode with its reward, update the baseline and, after warm-up, train."""
         reward = float(reward)  # a numpy scalar would not load back with torch.load(weights_only=True)
+        if self.shares:  # learn in the actor's units: each executed ratio as the share it amounted to
+            transitions = [replace(t, action=share_from_ratio(t.action, fair))
+                           for t, fair in zip(transitions, self._fairs.popleft())]
         for t in transitions:
             self.buffer.add(t, reward)
         c = self.config
