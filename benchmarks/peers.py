@@ -57,6 +57,7 @@ import argparse
 import copy
 import json
 import math
+import shutil
 import statistics
 import time
 from contextlib import ExitStack
@@ -371,6 +372,25 @@ def run_amc_search(bench: Bench, method: str, seed: int, run_dir: Path) -> dict:
             "total_seconds": round(time.time() - t0, 1), "finalists": s.get("finalists")}
 
 
+def plain_from_finalists(bench: Bench, row: dict, out: Path) -> None:
+    """The row of the same search without the finalist stage, from a -finK row: the search is the same (same
+    seed, same candidates; checked on ResNet-20, benchmarks/RESULTS.md), so its best candidate is rebuilt with
+    the search's scorer and exported like every row, and no second search runs."""
+    plain, run_dir = row["method"].rsplit("-fin", 1)[0], Path(row["run_dir"])
+    target = out / plain / f"seed{row['seed']}"
+    if (target / "peer.json").exists() or plain not in SEARCHERS or not row.get("finalists"):
+        return
+    best = row["finalists"]["search_best_episode"]
+    log = [json.loads(line) for line in (run_dir / "episodes.jsonl").read_text().splitlines()]
+    record = next(r for r in log if r["episode"] == best)
+    scorer = bench.scoring(row["seed"], recalibrate="+bn" in plain, racing=False).scorer
+    derived = bench.export(target, scorer.build(record["keep"]), plain, {
+        "search_seconds": row["search_seconds"], "search_score": record["accuracy"], "keep": record["keep"],
+        "derived_from": str(run_dir), "best_episode": best})
+    shutil.copy(run_dir / "config.json", target / "config.json")  # the search's settings (seed, BN batches)
+    write_json_atomic(target / "peer.json", {"method": plain, "seed": row["seed"], "run_dir": str(target), **derived})
+
+
 def run_tpe(bench: Bench, seed: int, run_dir: Path) -> dict:
     """Optuna TPE over one preserve ratio per decision, each trial stepped through the environment."""
     import optuna
@@ -560,6 +580,8 @@ def run(args: argparse.Namespace) -> list[dict]:
             cache = run_dir / "peer.json"
             if cache.exists():
                 rows.append(json.loads(cache.read_text()))
+                if "-fin" in method:  # also after a stop between the two rows
+                    plain_from_finalists(bench, rows[-1], out)
                 continue
             if args.cached_only and method != "nni-amc":  # nni-amc's row is only its reason: no work
                 print(f"{method} seed {seed}: not run yet, left out (--cached-only)", flush=True)
@@ -593,6 +615,8 @@ def run(args: argparse.Namespace) -> list[dict]:
             if "heldout_top1" in row:
                 print(json.dumps({k: row[k] for k in ("method", "seed", "heldout_top1", "test_top1", "macs_ratio",
                                                       "search_seconds")}), flush=True)
+            if "-fin" in method:
+                plain_from_finalists(bench, row, out)
     if args.latency_rounds > 0:
         torch_threads = torch.get_num_threads()
         for row in rows:
