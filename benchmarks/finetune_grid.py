@@ -43,7 +43,7 @@ STUDY_STEPS = [25, 50, 100, 200, 400]
 FIXED = ("uniform+bn", "shallower-more+bn", "deeper-more+bn", "knapsack+bn")
 SEARCHERS = ("ddpg+bn", "tpe+bn", "ddpg+bn-knapsack", "ddpg+bn-logit", "ddpg+bn-shallower", "ddpg+bn-budget",
              "ddpg+bn-shallower-budget")
-SEARCHERS += ("ddpg+bn-shallower-budget-fin4", "ddpg+bn-shallower-budget-x2", "ddpg+bn-budget-share",
+SEARCHERS += ("ddpg+bn-shallower-budget-fin4", "ddpg+bn-shallower-budget-x2", "ddpg+bn-uniform-budget-share",
               "ddpg+bn-shallower-budget-share")
 EPOCHS = {"resnet20": 3, "resnet56": 2, "vgg16": 2}
 
@@ -152,6 +152,8 @@ def plan(args: argparse.Namespace) -> None:
             row = json.loads(cache.read_text())
             if "keep" not in row or row["method"] not in FIXED + SEARCHERS + ("tp-magnitude+lsq",):
                 continue  # torch-pruning's best variant stands for it (peers.py, issue 8)
+            if args.methods and row["method"] not in args.methods:
+                continue
             run_dir, method, seed = cache.parent, row["method"], row["seed"]
             setup = _setup_spec(row, run_dir)
             base = dict(setup=setup, keep=row["keep"], heldout_expected=row["heldout_top1"],
@@ -371,6 +373,7 @@ def main(argv: list[str] | None = None) -> None:
                    "its id (so that the results of that call count)")
     p.add_argument("--finalists", type=int, default=4, help="top-K distinct candidates of every search")
     p.add_argument("--finalist-methods", nargs="*", help="searchers whose top-K are fine-tuned (default: all)")
+    p.add_argument("--methods", nargs="*", help="only these methods' rows (default: every method)")
     p.add_argument("--ft-seeds", type=int, nargs="+", default=[0, 1], help="fine-tune seeds of fixed rows")
     p.add_argument("--searcher-ft-seeds", type=int, nargs="+", default=[0], help="fine-tune seeds of searchers' rows")
     p.add_argument("--data", default="../shared/data/cifar10-jpeg/cifar10_jpeg.npz")

@@ -96,7 +96,7 @@ SEARCHERS = ("random", "tpe", "ddpg", "ddpg+bn", "tpe+bn", "ddpg+bn-shallower", 
              # many candidates: the two sides of issue 17's comparison at equal CPU time
              "ddpg+bn-shallower-budget-fin4", "ddpg+bn-shallower-budget-x2",
              # learned-phase actions as multiples of the fair share of the remaining budget (actions=share)
-             "ddpg+bn-budget-share", "ddpg+bn-shallower-budget-share")
+             "ddpg+bn-uniform-budget-share", "ddpg+bn-shallower-budget-share")
 METHODS = FIXED + TORCH_PRUNING + SEARCHERS + ("nni-amc",)
 
 # What happened when NNI's AMC pruner was tried against torch 2.14.1 (2026-11-24, in a separate venv).
