@@ -160,7 +160,8 @@ def phase_table(root: Path = Path("runs/bench")) -> list[str]:
     """Where each DDPG search's best candidate came from: its anchor (episode 0), the warm-up around it, or
     the learned phase; and the best reward of each phase (fully scored candidates)."""
     lines = ["| budget | method | seed | warm-up episodes | best episode | from | best reward: anchor / warm-up / "
-             "learned |", "| --- | --- | --- | --- | --- | --- | --- |"]
+             "learned | last decision at the lower bound: warm-up / learned |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for log_file in sorted(root.glob("budgets-*/ddpg*/seed*/episodes.jsonl")):
         run = log_file.parent
         config = json.loads((run / "config.json").read_text())["search"]
@@ -178,8 +179,13 @@ def phase_table(root: Path = Path("runs/bench")) -> list[str]:
             rs = [r["reward"] for r in rs if r.get("scored_images", full) >= full]
             return f"{100 * max(rs):.2f}" if rs else "-"
 
+        def at_bound(rs: list[dict]) -> str:  # the budget's clipping starving the last decision (issue 17)
+            lowest = config["lbound"] + 1 / 64 + 1e-9  # within one channel of the bound at 64 channels
+            return f"{100 * statistics.mean(r['ratios'][-1] <= lowest for r in rs):.0f}%" if rs else "-"
+
         lines.append(f"| {run.parent.parent.name} | {run.parent.name} | {run.name[4:]} | {warmup} | {best} | "
-                     f"**{phase}** | {top(log[:1])} / {top(log[1:warmup])} / {top(log[warmup:])} |")
+                     f"**{phase}** | {top(log[:1])} / {top(log[1:warmup])} / {top(log[warmup:])} | "
+                     f"{at_bound(log[1:warmup])} / {at_bound(log[warmup:])} |")
     return lines
 
 
