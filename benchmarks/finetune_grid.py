@@ -42,9 +42,8 @@ import numpy as np
 STUDY_STEPS = [25, 50, 100, 200, 400]
 FIXED = ("uniform+bn", "shallower-more+bn", "deeper-more+bn", "knapsack+bn")
 SEARCHERS = ("ddpg+bn", "tpe+bn", "ddpg+bn-knapsack", "ddpg+bn-logit", "ddpg+bn-shallower", "ddpg+bn-budget",
-             "ddpg+bn-shallower-budget")
-SEARCHERS += ("ddpg+bn-shallower-budget-fin4", "ddpg+bn-shallower-budget-x2", "ddpg+bn-uniform-budget-share",
-              "ddpg+bn-shallower-budget-share")
+             "ddpg+bn-shallower-budget", "ddpg+bn-shallower-budget-fin4", "ddpg+bn-shallower-budget-x2",
+             "ddpg+bn-uniform-budget-share", "ddpg+bn-shallower-budget-share")
 EPOCHS = {"resnet20": 3, "resnet56": 2, "vgg16": 2}
 
 

@@ -580,8 +580,6 @@ def run(args: argparse.Namespace) -> list[dict]:
             cache = run_dir / "peer.json"
             if cache.exists():
                 rows.append(json.loads(cache.read_text()))
-                if "-fin" in method:  # also after a stop between the two rows
-                    plain_from_finalists(bench, rows[-1], out)
                 continue
             if args.cached_only and method != "nni-amc":  # nni-amc's row is only its reason: no work
                 print(f"{method} seed {seed}: not run yet, left out (--cached-only)", flush=True)
@@ -615,8 +613,9 @@ def run(args: argparse.Namespace) -> list[dict]:
             if "heldout_top1" in row:
                 print(json.dumps({k: row[k] for k in ("method", "seed", "heldout_top1", "test_top1", "macs_ratio",
                                                       "search_seconds")}), flush=True)
-            if "-fin" in method:
-                plain_from_finalists(bench, row, out)
+    for row in rows:  # cached ones too: a stop may have come between a -finK row and its plain one
+        if "-fin" in row["method"]:
+            plain_from_finalists(bench, row, out)
     if args.latency_rounds > 0:
         torch_threads = torch.get_num_threads()
         for row in rows:

@@ -165,22 +165,25 @@ def test_fit_to_budget_keeps_the_policys_shape_and_brings_its_cost_to_the_budget
         assert ((fitted >= 0.2) & (fitted <= 1.0)).all()
 
 
+def _last_at_bound(env, agent, episodes) -> float:
+    """Share of `episodes` whose last decision sat at the lower bound (0.1, 64 channels), the budget held in each."""
+    at_bound = []
+    for episode in episodes:
+        agent.begin_episode(episode)
+        obs, _ = env.reset()
+        done = False
+        while not done:
+            obs, _, done, _, info = env.step(np.array([agent.act(obs)], dtype=np.float32))
+        assert env.cost(info["keep_counts"]) <= env.budget
+        at_bound.append(info["ratios"][-1] <= 0.1 + 1 / 64 + 1e-9)
+    return float(np.mean(at_bound))
+
+
 def test_budget_warmup_plays_whole_fitted_policies_instead_of_starving_the_last_decisions():
     from amc.agents import make_agent
     env = _env("resnet20", ratio=0.2, lbound=0.1)
-    last = {}
-    for noise in ("step", "budget"):
-        agent = make_agent("ddpg", env, 0, warmup_noise=noise, warmup_episodes=30)
-        at_bound = []
-        for episode in range(1, 30):
-            agent.begin_episode(episode)
-            obs, _ = env.reset()
-            done = False
-            while not done:
-                obs, _, done, _, info = env.step(np.array([agent.act(obs)], dtype=np.float32))
-            assert env.cost(info["keep_counts"]) <= env.budget
-            at_bound.append(info["ratios"][-1] <= 0.1 + 1 / 64 + 1e-9)
-        last[noise] = np.mean(at_bound)
+    last = {noise: _last_at_bound(env, make_agent("ddpg", env, 0, warmup_noise=noise, warmup_episodes=30),
+                                  range(1, 30)) for noise in ("step", "budget")}
     # the per-step noise overspends early and the clipping leaves the last decision at the lower bound
     assert last["step"] > 0.8 and last["budget"] < 0.5
 
@@ -200,18 +203,7 @@ def test_fair_ratio_spends_the_rest_of_the_budget_evenly_from_the_current_decisi
 def test_share_actions_spread_an_overspend_instead_of_starving_the_last_decision():
     from amc.agents import make_agent
     env = _env("resnet20", ratio=0.2, lbound=0.1)
-    last = {}
-    for actions in ("ratio", "share"):  # the learned phase's own per-step noise, at its floor
-        agent = make_agent("ddpg", env, 0, actions=actions, warmup_episodes=0, noise_sigma=0.1)
-        at_bound = []
-        for episode in range(30):
-            agent.begin_episode(episode)
-            obs, _ = env.reset()
-            done = False
-            while not done:
-                obs, _, done, _, info = env.step(np.array([agent.act(obs)], dtype=np.float32))
-            assert env.cost(info["keep_counts"]) <= env.budget
-            at_bound.append(info["ratios"][-1] <= 0.1 + 1 / 64 + 1e-9)
-            agent._fairs.clear()  # no end_episode here: nothing to learn from
-        last[actions] = np.mean(at_bound)
+    # the learned phase's own per-step noise, at its floor (no end_episode: nothing is learned here)
+    last = {actions: _last_at_bound(env, make_agent("ddpg", env, 0, actions=actions, warmup_episodes=0,
+                                                    noise_sigma=0.1), range(30)) for actions in ("ratio", "share")}
     assert last["ratio"] > 0.5 and last["share"] < 0.2

@@ -455,14 +455,15 @@ class CompressionEnv(gym.Env):
         # if no shift meets it, the lowest is returned and the env's clipping decides
         return shifted(_highest(meets, -30.0, 30.0, iterations)).tolist()
 
-    def fair_ratio(self, iterations: int = 30) -> float:
+    def fair_ratio(self, iterations: int = 16) -> float:
         """The one preserve ratio that, with the decisions before the current one as made, spends the rest of
-        the budget evenly over this decision and every later one (DDPG's reference with actions="share")."""
-        t, kept = self.t, self._kept_allowed[self.t:]
+        the budget evenly over this decision and every later one (DDPG's reference with actions="share").
+        Called at every step of such an episode: 16 halvings resolve ratios far finer than one channel."""
+        t = self.t
 
         def meets(ratio: float) -> bool:
             keep = self.keep.copy()
-            keep[t:] = [a[np.argmin(np.abs(a - ratio * c))] for a, c in zip(kept, self.channels[t:])]
+            keep[t:] = self.rounded_counts([ratio] * len(keep))[t:]
             return self.cost(keep) <= self.budget
 
         return _highest(meets, self.config.lbound, 1.0, iterations)
