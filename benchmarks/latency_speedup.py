@@ -22,6 +22,7 @@ import numpy as np
 import amc
 from amc import count_macs, models
 from amc.errors import AmcError
+from amc.models.factory import trusting
 from amc.latency import BACKENDS, cpu_name, runner, time_calls
 from amc.runs import CONFIG_FILE, RunDir
 
@@ -39,7 +40,8 @@ def original_model(run_dir: Path, pruned, name: str | None, weights: str | None)
         warnings.warn(f"original weights {weights} not found; timing a randomly initialised {name}", stacklevel=1)
         weights = None
     if "model" in config and name == search.get("model"):  # the run's own record: factories and timm too
-        original = models.rebuild(config["model"])
+        with trusting(True):  # a run of the person benchmarking it
+            original = models.rebuild(config["model"], run_dir / CONFIG_FILE)
         if weights is not None:
             models.load_weights(original, weights)
         return original.eval()

@@ -33,7 +33,8 @@ Cases marked *Python API* concern a user's own `nn.Module`, which the CLI (zoo n
 
 {count} cases. Issue 18 (what amc writes: `--overwrite` and `--resume` refusals, settings of the wrong type or
 range, non-finite weights, run files that parse but have the wrong structure, over-long names) raised the
-count from 34 to 68; later issues add their own.
+count from 34 to 68; issue 27 (a run directory is data: factories named in run files, links and FIFOs, kills at
+any point, hangs and misleading advice) added the groups near the end.
 """
 
 FOOTER = """
@@ -41,7 +42,8 @@ FOOTER = """
 
 Not errors, but the same promise of nothing half-written: a search saves its whole state (agent networks
 and optimizers, replay buffer, noise level, baseline, random generators, best policy) to `state.pt` through
-a temporary file and a rename after every episode. Ctrl-C ends it with exit code 130 and the line
+a temporary file and a rename after every episode. Ctrl-C ends it with exit code 130, SIGTERM (`kill`, a job
+scheduler's stop) with 143, both with the line
 
 ```
 interrupted; RUN holds the search up to its last finished episode: continue it with `amc search --resume --out RUN`
@@ -68,11 +70,11 @@ def main() -> None:
             prepare(case, scratch)
             return run_case(case, scratch)
 
-        api = {i: run(i) for i, (_, case) in enumerate(numbered) if case.api}
-        with ThreadPoolExecutor(3) as pool:
-            cli = dict(zip((i for i, (_, c) in enumerate(numbered) if not c.api),
-                           pool.map(run, [i for i, (_, c) in enumerate(numbered) if not c.api])))
-        outcomes = {**api, **cli}
+        fresh = [i for i, (_, case) in enumerate(numbered) if not case.api and case.in_fresh_process]
+        with ThreadPoolExecutor(2) as pool:  # fresh interpreters beside the in-process cases (main thread, in turn)
+            running = pool.map(run, fresh)
+            outcomes = {i: run(i) for i in range(len(numbered)) if i not in fresh}
+            outcomes.update(zip(fresh, running))
 
     lines = [HEADER.format(count=len(numbered))]
     for i, (group, case) in enumerate(numbered):

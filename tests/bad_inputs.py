@@ -4,9 +4,10 @@ tests/test_bad_inputs.py runs each case and checks the contract (exit code 2, on
 the problem and the fix, no traceback, nothing half-written); scripts/make_errors_doc.py runs the same
 cases and writes the real messages into docs/errors.md, which the test compares with what runs now.
 
-A case runs `python -m amc.cli ARGS` in a scratch directory prepared by `setup` (so paths in messages are
-the short relative ones a user typed), or, for what the CLI cannot express (a user's own nn.Module), a
-Python API call.
+A case runs `amc ARGS` in a scratch directory prepared by `setup` (so paths in messages are the short relative
+ones a user typed): through the CLI's `main()` in the test's own process, or as `python -m amc.cli` where the
+case needs a fresh interpreter (its own environment variables); for what the CLI cannot express (a user's own
+nn.Module), a Python API call.
 """
 
 from __future__ import annotations
@@ -59,6 +60,11 @@ class Case:
     api_doc: str = ""                       # how the API case reads in the doc
     env: dict = field(default_factory=dict)
     leaves: str = "nothing"                 # "nothing": scratch directory unchanged; "state": resumable run
+    fresh_process: bool = False             # run as `python -m amc.cli` even without environment variables
+
+    @property
+    def in_fresh_process(self) -> bool:
+        return self.fresh_process or bool(self.env)
 
     @property
     def command(self) -> str:
@@ -73,7 +79,9 @@ class Outcome:
 
 
 def run_case(case: Case, scratch: Path, extra_args: tuple[str, ...] = ()) -> Outcome:
-    """Run `case` in `scratch` (prepared with `prepare` first)."""
+    """Run `case` in `scratch` (prepared with `prepare` first): in this process where nothing outside amc's own
+    code is at stake, in a fresh interpreter where the case sets environment variables (the full-disk hook, HOME)
+    or asks for one (`Case.fresh_process`). In-process cases must run in the main thread, one at a time."""
     if case.api:
         from amc.errors import AmcError
         try:
@@ -81,14 +89,70 @@ def run_case(case: Case, scratch: Path, extra_args: tuple[str, ...] = ()) -> Out
         except AmcError as e:
             return Outcome(2, f"error: {e}", str(e))
         return Outcome(0, "", "")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", **case.env}
-    if case.env.get("AMC_TEST_ENOSPC"):
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(scratch / HOOK_DIR), env.get("PYTHONPATH")]))
-    r = subprocess.run([*CLI, *extra_args, *case.args], cwd=scratch, capture_output=True, text=True, env=env,
-                       timeout=600)
-    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    if not case.in_fresh_process:
+        code, stderr = _in_process([*extra_args, *case.args], scratch)
+    else:
+        env = {**os.environ, "OMP_NUM_THREADS": "1", **case.env}
+        if case.env.get("AMC_TEST_ENOSPC"):
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(scratch / HOOK_DIR), env.get("PYTHONPATH")]))
+        r = subprocess.run([*CLI, *extra_args, *case.args], cwd=scratch, capture_output=True, text=True, env=env,
+                           timeout=600, stdin=subprocess.DEVNULL)
+        code, stderr = r.returncode, r.stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
     message = errors[0].removeprefix("error:").strip() if len(errors) == 1 else ""
-    return Outcome(r.returncode, r.stderr, message)
+    return Outcome(code, stderr, message)
+
+
+class _TimedOut(BaseException):
+    pass
+
+
+def _in_process(args: list[str], cwd: Path, timeout_s: int = 300) -> tuple[int, str]:
+    """`amc ARGS` run by the CLI's own `main()` in this process, from `cwd`: (exit code, stderr). What `main()`
+    changes for the process (working directory, warning format, torch threads, signal handlers) is put back; a
+    command that does not return within `timeout_s` (a hang) ends as exit 124 with a line saying so."""
+    import contextlib
+    import io
+    import signal
+    import traceback
+    import warnings
+    from unittest import mock
+
+    import torch
+
+    from amc.cli import main
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    saved = (os.getcwd(), torch.get_num_threads(), warnings.formatwarning, signal.getsignal(signal.SIGTERM))
+
+    def timed_out(*_):
+        raise _TimedOut
+
+    previous_alarm = signal.signal(signal.SIGALRM, timed_out)
+    signal.alarm(timeout_s)
+    os.chdir(cwd)
+    code = 0
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr), \
+                mock.patch.object(sys, "argv", ["amc", *args]):
+            try:
+                main()
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+            except _TimedOut:
+                code = 124
+                print(f"hung: no answer within {timeout_s} s", file=stderr)
+            except BaseException:  # noqa: BLE001 - what the interpreter would print for an uncaught exception
+                traceback.print_exc(file=stderr)
+                code = 1
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous_alarm)
+        os.chdir(saved[0])
+        torch.set_num_threads(saved[1])
+        warnings.formatwarning = saved[2]
+        signal.signal(signal.SIGTERM, saved[3])
+    return code, stderr.getvalue()
 
 
 def prepare(case: Case, scratch: Path) -> None:
@@ -257,6 +321,68 @@ def _a_file(tmp: Path) -> None:
     (tmp / "notes.txt").write_text("a file, not a folder")
 
 
+def _fifo(name: str) -> Callable[[Path], None]:
+    """A named pipe where a file belongs: opening it to read would wait forever for a writer."""
+    return lambda tmp: os.mkfifo(tmp / name)
+
+
+def _module(name: str, text: str) -> Callable[[Path], None]:
+    """A user's Python module in the scratch directory, for `--model NAME:function`."""
+    return lambda tmp: (tmp / f"{name}.py").write_text(text)
+
+
+# ---- run directories as someone else may hand them over ----------------------------------------------------
+
+def _exported_run(model: str = "digits_cnn", search_run: bool = False, summary: bool = False,
+                  **kwargs) -> Callable[[Path], None]:
+    """A run holding an export of digits_cnn whose model.json names `model` (called with `kwargs`); with
+    `search_run`, config.json is a search's (one episode of one planned, so only the export is missing)."""
+    def setup(tmp: Path) -> None:
+        import torch
+
+        from amc import models
+        config = {"search": {"model": "digits_cnn", "data": "digits", "episodes": 1, "agent": "uniform"}}
+        run = _amc_run(tmp, **{"config.json": json.dumps({**config, **({"baseline": {}} if search_run else {})}),
+                               "episodes.jsonl": '{"reward": 0.5, "accuracy": 0.5, "keep": [16, 32, 32, 64]}\n'})
+        torch.save(models.create("digits_cnn").state_dict(), run / "model.pt")
+        info = {"name": model, "input_shape": [1, 8, 8], "mean": [0.5], "std": [0.5], "num_classes": 10,
+                "kwargs": kwargs}
+        (run / "model.json").write_text(json.dumps({"info": info}))
+    return setup
+
+
+def _lock_replaced(make: str, setup: Callable[[Path], None]) -> Callable[[Path], None]:
+    """`setup`'s run with its .amc-lock replaced by a link to a file outside the run, or by a FIFO."""
+    def replaced(tmp: Path) -> None:
+        setup(tmp)
+        lock = tmp / "run" / LOCK_FILE
+        lock.unlink()
+        if make == "link":
+            (tmp / "precious.txt").write_text("the user's own file")
+            lock.symlink_to(tmp / "precious.txt")
+        else:
+            os.mkfifo(lock)
+    return replaced
+
+
+def _run_with_user_files(*names: str) -> Callable[[Path], None]:
+    def setup(tmp: Path) -> None:
+        run = _amc_run(tmp, **{"config.json": "{}"})
+        for name in names:
+            (run / name).parent.mkdir(exist_ok=True)
+            (run / name).write_text("the user's")
+    return setup
+
+
+def _settings_file(name: str, text: str) -> Callable[[Path], None]:
+    return lambda tmp: (tmp / name).write_text(text)
+
+
+def _interrupted_prune(tmp: Path) -> None:
+    _amc_run(tmp, name="source")
+    _amc_run(tmp, name="pruned", **{"config.json": json.dumps({"search": {}, "policy_source": "source/policy.json",
+                                                               "baseline": {}}), "model.pt": "x"})
+
 # ---- models the CLI cannot name (Python API) --------------------------------------------------------------
 
 def _tagged(net, name: str):
@@ -399,8 +525,7 @@ GROUPS: dict[str, list[Case]] = {"Missing or unreadable paths": [
     Case("--resume of a directory with no run", ("nothing to resume in fresh", "without --resume"),
          ["search", "--resume", "--out", "fresh"]),
     Case("--resume without --out", ("--resume needs --out",), ["search", "--resume"]),
-    Case("--resume of a run with no saved state", ("nothing to resume in run", "no state.pt", "--overwrite"),
-         ["search", "--resume", "--out", "run"], lambda tmp: _amc_run(tmp, **{"config.json": '{"search": {}}'})),
+
     Case("--resume with settings other than the run's", ("run was started with other settings",
                                                          "--model resnet20 (the run has digits_cnn)",
                                                          "--ratio 0.3 (the run has 0.05)"),
@@ -456,6 +581,79 @@ GROUPS: dict[str, list[Case]] = {"Missing or unreadable paths": [
                                                             "'info' is a list, not an object", "re-export"),
          ["eval", "run", "--data", "digits"],
          lambda tmp: _amc_run(tmp, **{"model.json": '{"info": []}', "model.pt": "x"})),
+], "Hangs, tracebacks and misleading advice": [
+    Case("settings file that is a FIFO (`amc search --config`)",
+         ("cannot read config file search.toml", "a FIFO, not a regular file"),
+         ["search", "--config", "search.toml", "--out", "run"], _fifo("search.toml")),
+    Case("checkpoint that is a FIFO", ("cannot read checkpoint ck.pt", "a FIFO, not a regular file"),
+         ["search", "--weights", "ck.pt", "--out", "run"], _fifo("ck.pt")),
+    Case("data file that is a FIFO", ("data.npz is a FIFO", "not a data file or folder"), [*_CIFAR, "data.npz"],
+         _fifo("data.npz")),
+    Case("data path that is a device", ("/dev/zero is a device", "not a data file or folder"),
+         [*_CIFAR, "/dev/zero"]),
+    Case("policy file that is a FIFO (`amc prune`)", ("cannot read policy file policy.json", "a FIFO"),
+         ["prune", "--policy", "policy.json", "--out", "pruned"], _fifo("policy.json")),
+    Case("settings file whose out is not a path", ("out in search.toml must be a path", "got 3"),
+         ["search", "--config", "search.toml"], lambda tmp: (tmp / "search.toml").write_text("out = 3\n")),
+    Case("thread count beyond any machine", ("--threads must be at most 1024", "got 100000"),
+         ["search", "--threads", "100000", "--out", "run"]),
+    Case("`amc bench` batch too large to allocate", ("timing needs an input batch", "more memory than this machine",
+                                                     "smaller --batch"),
+         ["bench", "digits_cnn", "--batch", "1000000000000"]),
+    Case("unknown timm model (its weights are not what is missing)", ("unknown timm model 'timm:no_such_net'",),
+         ["search", "--model", "timm:no_such_net", "--out", "run"]),
+    Case("unknown torchvision model (its weights are not what is missing)",
+         ("unknown torchvision model 'tv:no_such_net'",), ["search", "--model", "tv:no_such_net", "--out", "run"]),
+    Case("cache directory under a HOME that is a file (`--download`)",
+         ("cannot use amc's cache directory notes.txt/.cache/amc/data", "set AMC_CACHE_DIR"),
+         ["search", "--data", "cifar10", "--download", "--model", "resnet20", "--random-init", "--out", "run"],
+         _a_file, env={"HOME": "notes.txt", "AMC_CACHE_DIR": ""}),
+    Case("policy with a keep count that is not a whole number", ("half.json is corrupt", "keep holds 2.5"),
+         ["prune", "--policy", "half.json", "--out", "pruned"], _policy("half.json", keep=[16, 32, 2.5, 64])),
+    Case("model factory that calls sys.exit", ("model factory exits:build called sys.exit(3)", "return the network"),
+         ["search", "--model", "exits:build", "--out", "run"], _module("exits", "import sys\n\n\ndef build():\n"
+                                                                               "    sys.exit(3)\n")),
+], "A run directory is data: no code it names runs, nothing is written through its links": [
+    Case("model.json that names a shell command as its model factory (`amc eval`)",
+         ("run/model.json names the model factory os:system, which is Python code", "--trust-model-code"),
+         ["eval", "run"], _exported_run("os:system", command=f"touch {PAYLOAD_MARKER}")),
+    Case("model.json that names a factory (`amc bench`)", ("run/model.json names the model factory tests.mynet:build",
+                                                           "pass --trust-model-code"),
+         ["bench", "run", "--repeats", "1"], _exported_run("tests.mynet:build")),
+    Case("policy that names a factory as its model (`amc prune --policy`)",
+         ("abort.json names the model factory os:abort", "pass --model os:abort or --trust-model-code"),
+         ["prune", "--policy", "abort.json", "--out", "out"], _policy("abort.json", model="os:abort")),
+    Case("settings file that names a factory (`amc search --config`)",
+         ("evil.toml names the model factory os:system", "--trust-model-code"),
+         ["search", "--config", "evil.toml", "--out", "run"], _settings_file("evil.toml", 'model = "os:system"\n')),
+    Case("run whose config.json names a factory (`amc search --resume`)",
+         ("run/config.json names the model factory os:system", "pass --model os:system or --trust-model-code"),
+         ["search", "--resume", "--out", "run"], _stopped_run({"model": "os:system"})),
+    Case("run lock that is a link to a file outside the run (`amc finetune`)",
+         ("cannot use run file run/.amc-lock: it is a symbolic link", "neither follows links"),
+         ["finetune", "run", "--epochs", "1"], _lock_replaced("link", _exported_run())),
+    Case("run lock that is a link (`amc search --resume`)", ("run/.amc-lock: it is a symbolic link",),
+         ["search", "--resume", "--out", "run"], _lock_replaced("link", _stopped_run())),
+    Case("run lock that is a FIFO (`amc finetune`)", ("run/.amc-lock: it is a FIFO, not a regular file",),
+         ["finetune", "run", "--epochs", "1"], _lock_replaced("fifo", _exported_run())),
+    Case("--overwrite of a run holding a file of the user's in tensorboard/",
+         ("refuses to replace run", "files amc did not write (tensorboard/notes.txt)"),
+         ["search", "--overwrite", "--out", "run"], _run_with_user_files("tensorboard/notes.txt")),
+    Case("--overwrite of a run holding a hidden file of the user's", ("files amc did not write (.x.tmp)",),
+         ["search", "--overwrite", "--out", "run"], _run_with_user_files(".x.tmp")),
+], "A run killed at any point: every command reads where it stands": [
+    Case("`amc finetune` of a search that stopped before its export",
+         ("cannot fine-tune run: it is export interrupted", "amc search --resume --out run"),
+         ["finetune", "run", "--epochs", "1"], _exported_run(search_run=True)),
+    Case("`amc eval` of a run whose export was interrupted",
+         ("run holds an unfinished export", "amc search --resume --out run"),
+         ["eval", "run"], _exported_run(search_run=True)),
+    Case("`amc prune` again into an interrupted prune without --overwrite",
+         ("output directory pruned already exists; pass --overwrite to replace it",),
+         ["prune", "source", "--out", "pruned"], _interrupted_prune),
+    Case("`amc search --resume` of a run `amc prune` wrote",
+         ("pruned was written by `amc prune`", "again with --overwrite"),
+         ["search", "--resume", "--out", "pruned"], _interrupted_prune),
 ], "Disk (a full disk is simulated: the test's sitecustomize makes fsync fail with ENOSPC)": [
     Case("disk full when the run starts", ("cannot save run/config.json", "No space left on device", "removed"),
          ["search", "--episodes", "4", "--warmup", "2", "--out", "run"], env={"AMC_TEST_ENOSPC": "config.json:1"}),

@@ -20,8 +20,9 @@ FULL_DISK_HOOK_WORKS = Path("/proc/self/fd").is_dir()  # the hook names the file
 
 @pytest.fixture(scope="module")
 def outcomes(tmp_path_factory) -> dict:
-    """case name -> (scratch directory, its snapshot before the run, Outcome). Every case is a fresh
-    interpreter spending most of its time importing torch, so they run a few at a time."""
+    """case name -> (scratch directory, its snapshot before the run, Outcome). Most cases run through the CLI's
+    main() in this process (a fresh interpreter spends most of its time importing torch); those that need their
+    own environment run as subprocesses meanwhile."""
     root = tmp_path_factory.mktemp("bad_inputs")
 
     def run(numbered: tuple[int, Case]):
@@ -32,9 +33,10 @@ def outcomes(tmp_path_factory) -> dict:
         return case.name, (scratch, before, run_case(case, scratch))
 
     numbered = [(i, c) for i, c in enumerate(CASES) if FULL_DISK_HOOK_WORKS or not c.env]
-    results = dict(run(n) for n in numbered if n[1].api)  # in this process: one at a time
-    with ThreadPoolExecutor(3) as pool:
-        results.update(pool.map(run, [n for n in numbered if not n[1].api]))
+    with ThreadPoolExecutor(2) as pool:  # fresh interpreters, a few at a time, while this process runs the rest
+        fresh = pool.map(run, [n for n in numbered if not n[1].api and n[1].in_fresh_process])
+        results = dict(run(n) for n in numbered if n[1].api or not n[1].in_fresh_process)  # main thread, in turn
+        results.update(fresh)
     return results
 
 

@@ -1,6 +1,7 @@
 """Drives the `amc` command as a user would."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -77,3 +78,24 @@ def test_default_search_runs_end_to_end(tmp_path):
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["macs"] == result["macs"]
     assert (tmp_path / "pruned" / "model.pt").read_bytes() == (tmp_path / "demo" / "model.pt").read_bytes()
+
+
+def _amc_with_stdout_closed(*args, cwd):
+    """`amc ARGS >&-`: the command starts with descriptor 1 closed."""
+    return subprocess.run([sys.executable, "-m", "amc.cli", *args], cwd=cwd, stderr=subprocess.PIPE, text=True,
+                          preexec_fn=lambda: os.close(1))
+
+
+@pytest.mark.parametrize("args", [["models"], ["show", "run"], ["show", "run", "--json"], ["runs", "."]])
+def test_a_closed_stdout_is_one_line_not_a_traceback(tmp_path, args):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text('{"search": {}}')
+    r = _amc_with_stdout_closed(*args, cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "standard output is closed" in errors[0], r.stderr
+
+
+def test_a_command_that_prints_only_on_stderr_runs_with_stdout_closed(tmp_path):
+    r = _amc_with_stdout_closed("eval", "--model", "digits_cnn", "--data", "digits", cwd=tmp_path)
+    assert r.returncode == 0 and "top-1" in r.stderr, r.stderr

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
-from amc.config import SearchConfig
+from amc.config import SearchConfig, read_settings_file
 from amc.errors import AmcError
 from amc.train import TrainConfig
 
@@ -13,6 +15,8 @@ from amc.train import TrainConfig
     ({"seed": -1}, "--seed must be at least 0, got -1"),
     ({"threads": -1}, "--threads must be at least 1, got -1"),
     ({"threads": 0}, "--threads must be at least 1, got 0"),
+    ({"threads": 100000}, "--threads must be at most 1024, got 100000"),
+    ({"latency_threads": 100000}, "--latency-threads must be at most 1024, got 100000"),
     ({"warmup": -2}, "--warmup must be at least 0"),
     ({"heldout_limit": 0}, "--heldout-limit must be at least 1"),
     ({"bn_recalibration": -1}, "--bn-recalibration must be at least 0"),
@@ -52,3 +56,20 @@ def test_training_settings_out_of_range_are_refused_as_one_line_errors(setting, 
     with pytest.raises(AmcError) as raised:  # also a ValueError, for callers that catch those
         TrainConfig(**setting)
     assert message in str(raised.value) and isinstance(raised.value, ValueError)
+
+
+@pytest.mark.parametrize("text,message", [
+    ("out = 3\n", "search.toml must be a path (a string), got 3"),
+    ("out = [\"runs\"]\n", "got ['runs']"),
+])
+def test_a_settings_file_whose_out_is_not_a_path_is_refused(tmp_path, text, message):
+    (tmp_path / "search.toml").write_text(text)
+    with pytest.raises(AmcError) as raised:
+        read_settings_file(tmp_path / "search.toml")
+    assert message in str(raised.value)
+
+
+def test_a_settings_file_that_is_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path):
+    os.mkfifo(tmp_path / "search.toml")
+    with pytest.raises(AmcError, match="it is a FIFO, not a regular file"):
+        read_settings_file(tmp_path / "search.toml")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 
@@ -336,6 +337,13 @@ def error_cases(tmp: Path) -> dict[str, tuple[dict, tuple[str, ...]]]:
     bad_y = {**good, "train_y": good["train_y"] + 1}
     empty_test = {**good, "test_x": good["test_x"][:0], "test_y": good["test_y"][:0]}
     no_labels = {k: v for k, v in good.items() if not k.endswith("_y")}
+    # FIFOs where data belongs: opening one to read would wait forever for a writer
+    os.mkfifo(tmp / "fifo.npz")
+    fifo_image = write_imagefolder(tmp / "fifo_image", per_class=2)
+    (fifo_image / "train" / "bee" / "0.png").unlink()
+    os.mkfifo(fifo_image / "train" / "bee" / "0.png")
+    (tmp / "fifo_batch" / "cifar-10-batches-py").mkdir(parents=True)
+    os.mkfifo(tmp / "fifo_batch" / "cifar-10-batches-py" / "data_batch_1")
     npz = {name: write_npz(tmp / f"{name}.npz", **arrays) for name, arrays in
            (("good", good), ("float_x", float_x), ("flat_x", flat_x), ("bad_y", bad_y),
             ("empty_test", empty_test), ("no_labels", no_labels))}
@@ -356,6 +364,13 @@ def error_cases(tmp: Path) -> dict[str, tuple[dict, tuple[str, ...]]]:
         "digits with a path": ({"name": "digits", "data_dir": tmp}, ("--data-dir",)),
         "imagefolder without val": ({"name": "imagefolder", "data_dir": no_val, "image_size": 16}, ("val/",)),
         "imagefolder without data": ({"name": "imagefolder"}, ("--data-dir",)),
+        "npz that is a FIFO": ({"name": "cifar10", "data_dir": tmp / "fifo.npz"}, ("a FIFO", "not a data file")),
+        "device as data": ({"name": "cifar10", "data_dir": "/dev/zero"}, ("/dev/zero is a device",)),
+        "device as imagefolder": ({"name": "imagefolder", "data_dir": "/dev/zero"}, ("/dev/zero is a device",)),
+        "image that is a FIFO": ({"name": "imagefolder", "data_dir": fifo_image, "image_size": 16},
+                                 ("cannot read image", "0.png: it is a FIFO")),
+        "CIFAR-10 batch that is a FIFO": ({"name": "cifar10", "data_dir": tmp / "fifo_batch"},
+                                          ("data_batch_1: it is a FIFO", "--download")),
         "image_size for cifar": ({"name": "cifar10", "data_dir": npz["good"], "heldout_per_class": 5,
                                   "image_size": 224}, ("imagefolder",)),
     }

@@ -214,7 +214,7 @@ def test_export_writes_a_checked_loadable_onnx_file(run_dir, digits, tmp_path, c
 def test_export_falls_back_to_random_inputs_when_the_data_is_gone(run_dir, tmp_path, capsys, monkeypatch):
     moved = tmp_path / "moved"
     moved.mkdir()
-    for name in ("model.json", "model.pt", "config.json"):
+    for name in ("model.json", "model.pt", "config.json", "summary.json"):
         (moved / name).write_bytes((run_dir / name).read_bytes())
     config = json.loads((moved / "config.json").read_text())
     config["search"].update(data="cifar10", data_dir=str(tmp_path / "gone.npz"))

@@ -1,6 +1,7 @@
 import importlib
 import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -168,3 +169,45 @@ def test_the_final_check_takes_the_median_of_repeated_measurements_so_one_noisy_
     assert final["measured_ratios"][0] == pytest.approx(1.08 * final["measured_ratios"][1])  # the noisy pair
     assert latency["measured_ratio"] == pytest.approx(final["measured_ratios"][1])  # the median one counts
     assert latency["met"] and not final["refit"]
+
+
+def _table(**kw):
+    net = _chain()
+    graph = LayerGraph(net, (3, 16, 16))
+    allowed = [allowed_counts(d.channels, 0.2, 1) for d in graph.decisions]
+    return graph, build_latency_model(net, graph, allowed, points=3, repeats=2, **kw)
+
+
+@pytest.mark.parametrize("damage,said", [
+    (lambda cache: [1, 2], "is a JSON list, not an object of layer timings"),
+    (lambda cache: "{\"unfinished", "is unreadable (JSONDecodeError)"),
+    (lambda cache: {key: "fast" for key in cache}, "entries are not a time in milliseconds"),
+    (lambda cache: {key: float("nan") for key in cache}, "entries are not a time in milliseconds"),
+    (lambda cache: {**cache, next(iter(cache)): -1.0}, "1 of"),
+])
+def test_a_malformed_latency_cache_is_discarded_rebuilt_and_said_so(simulated_timer, damage, said):
+    graph, first = _table()
+    path = Path(first.info["cache"])
+    cache = json.loads(path.read_text())
+    damaged = damage(cache)
+    path.write_text(damaged if isinstance(damaged, str) else json.dumps(damaged))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _, rebuilt = _table()
+    told = [str(w.message) for w in caught if "latency cache" in str(w.message)]
+    assert len(told) == 1 and said in told[0] and "discarded" in told[0], told
+    assert rebuilt.info["layer_shapes_measured"] > 0
+    assert rebuilt.layer_sum(graph.full_keep()) == pytest.approx(first.layer_sum(graph.full_keep()))
+    assert json.loads(path.read_text()) == cache  # rebuilt whole (the simulated machine times alike)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and the next search reads it silently
+        assert _table()[1].info["layer_shapes_measured"] == 0
+
+
+def test_a_cache_directory_that_cannot_be_written_costs_a_warning_naming_amc_cache_dir(simulated_timer, tmp_path,
+                                                                                        monkeypatch):
+    (tmp_path / "a-file").write_text("not a directory")
+    monkeypatch.setenv("AMC_CACHE_DIR", str(tmp_path / "a-file" / "cache"))
+    with pytest.warns(UserWarning, match="the latency table is not kept .*set AMC_CACHE_DIR"):
+        graph, model = _table()
+    assert model.info["layer_shapes_measured"] > 0 and model.layer_sum(graph.full_keep()) > 0

@@ -58,11 +58,16 @@ def test_a_factory_model_goes_through_search_prune_load_export_and_bench_on_the_
     config, meta = (json.loads((run / name).read_text()) for name in ("config.json", "model.json"))
     assert config["search"]["model"] == config["model"]["name"] == meta["info"]["name"] == "tests.mynet:build"
     assert meta["info"]["import_root"] == str(REPO)
+    # the run names a factory, which is code: what reads the run imports it only when asked to
+    refused = amc_cli("prune", "--policy", run / "policy.json", "--weights", weights, "--out", pruned)
+    assert refused.returncode == 2 and "pass --model tests.mynet:build or --trust-model-code" in refused.stderr
+    assert not pruned.exists()
     _ok(amc_cli("prune", "--policy", run / "policy.json", "--weights", weights, "--calibration-images", 200,
-                "--out", pruned, "--json"))
+                "--out", pruned, "--trust-model-code", "--json"))
 
-    from_factory, from_definition = amc.load_pruned(run), amc.load_pruned(run, model=mynet.build())
-    applied = amc.load_pruned(pruned)
+    from_factory = amc.load_pruned(run, trust_model_code=True)
+    from_definition = amc.load_pruned(run, model=mynet.build())
+    applied = amc.load_pruned(pruned, trust_model_code=True)
     assert isinstance(from_definition, mynet.MyNet) and isinstance(from_factory, mynet.MyNet)
     assert models.model_info(from_definition) == models.model_info(from_factory)
     images = _images(models.model_info(from_factory))
@@ -75,7 +80,7 @@ def test_a_factory_model_goes_through_search_prune_load_export_and_bench_on_the_
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     onnx_wanted = _has_onnx()
-    exported = _ok(amc_cli("export", run, "--torchscript", tmp_path / "net.ts",
+    exported = _ok(amc_cli("export", run, "--torchscript", tmp_path / "net.ts", "--trust-model-code",
                            *(["--onnx", tmp_path / "net.onnx"] if onnx_wanted else []), "--json", cwd=elsewhere))
     assert exported["torchscript_max_abs_diff"] < 1e-4 and "held-out digits" in exported["check_inputs"]
     if onnx_wanted:
@@ -90,7 +95,8 @@ def test_a_factory_model_goes_through_search_prune_load_export_and_bench_on_the_
     assert loaded.returncode == 0, loaded.stderr
     assert torch.allclose(torch.load(tmp_path / "out.pt", weights_only=True), expected, atol=1e-5)
 
-    bench = _ok(amc_cli("bench", run, "--repeats", 3, "--bench-warmup", 0, "--min-seconds", 0, "--json", cwd=elsewhere))
+    bench = _ok(amc_cli("bench", run, "--repeats", 3, "--bench-warmup", 0, "--min-seconds", 0, "--json",
+                        "--trust-model-code", cwd=elsewhere))
     assert bench["model"] == "tests.mynet:build" and bench["macs"] == searched["macs"]
 
 
@@ -129,7 +135,7 @@ def test_a_factory_without_amc_info_takes_the_data_shape_unnormalised(tmp_path, 
     with pytest.warns(UserWarning, match="attaches no amc_info"):
         result = amc.search("tests.mynet:build_plain", digits, out=tmp_path / "run", weights=str(tmp_path / "plain.pt"),
                             **FAST)
-    info = models.model_info(amc.load_pruned(result.run_dir))
+    info = models.model_info(amc.load_pruned(result.run_dir, trust_model_code=True))
     assert (info.input_shape, info.mean, info.std, info.num_classes) == ((1, 8, 8), (0.0,), (1.0,), 10)
     with pytest.raises(AmcError, match="attaches no amc_info.*model.amc_info = "):
         models.create("tests.mynet:build_plain")  # nothing to take the shape from
@@ -222,8 +228,22 @@ def test_a_factory_run_is_fine_tuned_with_its_own_teacher_and_reported(tmp_path,
     weights, run = tmp_path / "mynet.pt", tmp_path / "run"
     torch.save(mynet.build().state_dict(), weights)
     amc.search("tests.mynet:build", digits, weights=str(weights), out=run, seed=0, **FAST)
-    record = finetune(run, TrainConfig(epochs=1, batch_size=256), distill=True)
+    record = finetune(run, TrainConfig(epochs=1, batch_size=256), distill=True, trust_model_code=True)
     assert record["epochs"] == 1 and 0.0 <= record["test_top1"] <= 1.0
     assert (run / "model_finetuned.pt").is_file()
-    html = write_report(run).read_text()
+    html = write_report(run, trust_model_code=True).read_text()
     assert "tests.mynet:build" in html
+
+
+@pytest.mark.parametrize("module,text,message", [
+    ("exits_when_called", "import sys\n\n\ndef build():\n    sys.exit(3)\n",
+     "model factory exits_when_called:build called sys.exit(3) instead of returning the network"),
+    ("exits_on_import", "import sys\nsys.exit('usage: exits_on_import.py DATA')\n",
+     "importing exits_on_import called sys.exit('usage: exits_on_import.py DATA'); guard the module's script code"),
+])
+def test_a_factory_that_calls_sys_exit_is_a_one_line_error_not_a_silent_exit(tmp_path, monkeypatch, module, text,
+                                                                              message):
+    (tmp_path / f"{module}.py").write_text(text)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(AmcError, match=re.escape(message)):
+        models.create(f"{module}:build", input_shape=(1, 8, 8))

@@ -120,7 +120,13 @@ def test_not_a_run_is_refused(tmp_path, ddpg_run):
         write_report(tmp_path / "nothing")
     unfinished = _copy(ddpg_run, tmp_path)
     (unfinished / "summary.json").unlink()
-    with pytest.raises(AmcError, match="unfinished search .*--resume"):
+    with pytest.raises(AmcError, match="cannot report on .*: it is export interrupted: resume with `amc search "
+                                       "--resume --out "):
+        write_report(unfinished)
+    (unfinished / "model.pt").write_bytes(b"another export's")
+    _copy_summary = json.loads((ddpg_run / "summary.json").read_text())
+    (unfinished / "summary.json").write_text(json.dumps(_copy_summary))
+    with pytest.raises(AmcError, match="it is export interrupted"):  # model.pt is not the one summary.json names
         write_report(unfinished)
 
 

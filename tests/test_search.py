@@ -88,7 +88,7 @@ def test_resume_continues_and_matches_uninterrupted_run(tmp_path, digits, agent,
         assert any(r["scored_images"] < len(digits.heldout) for r in full.episodes[6:])
 
 
-def test_resume_refuses_other_data_other_settings_and_a_run_with_no_saved_state(tmp_path, digits):
+def test_resume_refuses_other_data_and_settings_and_restarts_a_run_with_no_saved_state(tmp_path, digits):
     full = amc.search(config=_config(episodes=4, warmup=2), out=tmp_path / "r", data=digits)
     with pytest.raises(AmcError, match="train data differs from the data .* was started on"):
         amc.search(out=tmp_path / "r", resume=True, data=load_dataset("digits", seed=1))
@@ -97,11 +97,7 @@ def test_resume_refuses_other_data_other_settings_and_a_run_with_no_saved_state(
     with pytest.raises(AmcError, match="a resume can only add episodes"):
         amc.search(out=tmp_path / "r", resume=True, data=digits, episodes=2)
     (tmp_path / "r" / "state.pt").unlink()  # stopped before the first episode finished, or removed by hand
-    before = {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir() if p.is_file()}
-    with pytest.raises(AmcError, match="nothing to resume .* \\(no state.pt"):
-        amc.search(out=tmp_path / "r", resume=True, data=digits)
-    assert {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir() if p.is_file()} == before  # nothing lost
-    again = amc.search(config=_config(episodes=4, warmup=2), out=tmp_path / "r", data=digits, overwrite=True)
+    again = amc.search(out=tmp_path / "r", resume=True, data=digits)  # from the start, with the run's settings
     assert [r["keep"] for r in again.episodes] == [r["keep"] for r in full.episodes]
 
 
@@ -222,6 +218,18 @@ def test_ctrl_c_stops_cleanly_and_the_search_resumes_exactly(tmp_path, uninterru
     code, stderr, logged = _stop_after(run, 5, signal.SIGINT)
     assert code == 130 and "Traceback" not in stderr, stderr
     assert f"continue it with `amc search --resume --out {run}`" in stderr
+    saved = torch.load(run / "state.pt", weights_only=True)["episode"]
+    assert logged - 1 <= saved <= logged < 40
+    _resume_and_compare(run, uninterrupted)
+
+
+def test_sigterm_stops_as_ctrl_c_does_and_the_search_resumes_exactly(tmp_path, uninterrupted):
+    run = tmp_path / "run"
+    code, stderr, logged = _stop_after(run, 5, signal.SIGTERM)
+    assert code == 143 and "Traceback" not in stderr, stderr  # 128 + SIGTERM, as a shell reports it
+    assert (f"interrupted; {run} holds the search up to its last finished episode: continue it with "
+            f"`amc search --resume --out {run}`") in stderr
+    assert not list(run.glob("*.tmp")) and not list(run.glob(".*.tmp"))
     saved = torch.load(run / "state.pt", weights_only=True)["episode"]
     assert logged - 1 <= saved <= logged < 40
     _resume_and_compare(run, uninterrupted)

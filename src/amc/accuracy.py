@@ -16,23 +16,26 @@ from amc.evaluate import Evaluator
 from amc.export import load_pruned
 from amc.run_inputs import check_weights, run_dataset
 from amc.runs import CONFIG_FILE, RunDir
+from amc.threads import check_threads
 
 SPLITS = ("val", "test")  # the held-out split searches score on, or test
 
 
 def evaluate_model(model: str | Path, data: Dataset | str | None = None, *, data_dir: str | Path | None = None,
                    weights: str | Path | None = None, split: str = "test", download: bool = False,
-                   threads: int | None = None, random_init: bool = False) -> dict:
+                   threads: int | None = None, random_init: bool = False, trust_model_code: bool = False) -> dict:
     """Top-1/top-5 accuracy (fractions in [0, 1]), MACs and parameters of zoo model `model` (with `weights`, else
     its bundled weights; a network with neither is refused unless `random_init`) or of a search run's pruned
     model (`model` is its run directory) on `data`'s `split` ("val": the held-out split searches score on, or
-    "test"). A run's data is the default: `data` and `data_dir` replace it. Returns the record `amc eval --json`
+    "test"). A run's data is the default: `data` and `data_dir` replace it. A factory the run's model.json names
+    is code: it is imported only with `trust_model_code=True`. Returns the record `amc eval --json`
     prints: {"model", "source", "data", "split", "images", "top1", "top5", "macs", "params", "seconds"}. Example::
 
         amc.accuracy.evaluate_model("runs/r56", split="test")
     """
     if split not in SPLITS:
         raise AmcError(f"--split must be val or test, got {split!r}")
+    check_threads(threads)
     run = Path(model) if Path(model).is_dir() else None
     if run is None:
         if data is None:
@@ -44,7 +47,7 @@ def evaluate_model(model: str | Path, data: Dataset | str | None = None, *, data
             torch.set_num_threads(threads)
         dataset = _dataset(run, data, data_dir, download)
         if run is not None:
-            net = load_pruned(run)
+            net = load_pruned(run, trust_model_code=trust_model_code)
         else:
             weights = weights if weights is not None else models.bundled_weights(str(model))
             net = models.create(str(model), num_classes=dataset.num_classes, weights=weights)

@@ -18,6 +18,7 @@ from amc.errors import SaveError
 from amc.evaluate import Evaluator
 from amc.export import save_pruned
 from amc.graph import LayerGraph
+from amc.models import factory
 from amc.pipeline import prepare, seed_and_threads
 from amc.policy import Policy
 from amc.pruning.fine_grained import WeightGraph, save_sparse
@@ -54,7 +55,7 @@ def export_policy(run: RunDir, graph: LayerGraph | WeightGraph, scorer: Scorer, 
 
 def apply_policy(policy: Policy | str, model: nn.Module | str | None = None, data: Dataset | str | None = None,
                  *, out, config: SearchConfig | None = None, overwrite: bool = False, random_init: bool = False,
-                 **options) -> dict:
+                 trust_model_code: bool = False, **options) -> dict:
     """Prune a model by a saved policy and export it into `out` as a search exports its best policy: model.pt,
     model.json, policy.json, config.json and summary.json. Returns the summary.
 
@@ -64,15 +65,18 @@ def apply_policy(policy: Policy | str, model: nn.Module | str | None = None, dat
     rebuilds the very network the search exported; `model`, `data`, `config` and keyword `options` replace
     them. A policy outside a run takes the search defaults and the policy's model. A policy made for another
     model, or for other prunable layers, is refused, and so is a randomly initialised network (no weights
-    given or bundled) unless `random_init`. Example::
+    given or bundled) unless `random_init`. A model factory that the run or the policy names is code: it runs
+    only if named here as `model` (or `config.model`) or with `trust_model_code=True`. Example::
 
         amc.apply_policy("runs/r56", out="pruned")     # the search's export, rebuilt
     """
     threads = torch.get_num_threads()
     run = RunDir(out)
     try:
-        return _apply_policy(policy, model, data, out=run, config=config, overwrite=overwrite,
-                             random_init=random_init, **options)
+        named = (model, options.get("model"), config.model if config is not None else None)
+        with factory.trusting(trust_model_code, names=named):
+            return _apply_policy(policy, model, data, out=run, config=config, overwrite=overwrite,
+                                 random_init=random_init, **options)
     finally:
         run.unlock()
         torch.set_num_threads(threads)
@@ -83,7 +87,7 @@ def _apply_policy(policy, model, data, *, out: RunDir, config, overwrite, random
     if source_run is not None and Path(policy).is_dir():
         policy = source_run / POLICY_FILE
     source = None if isinstance(policy, Policy) else str(policy)
-    out.check_new(overwrite, inputs=(source,))  # first: the run's settings are read only for a sound --out
+    out.check_new(overwrite, inputs=(source,), resumable=False)  # first: the run's settings are read only for a sound --out
     policy = policy if isinstance(policy, Policy) else Policy.load(policy)
     if config is None and source_run is not None:  # the run's own settings, what was given in their place
         given = {**options, **({"model": model} if isinstance(model, str) else {}),
@@ -92,11 +96,12 @@ def _apply_policy(policy, model, data, *, out: RunDir, config, overwrite, random
                                                                             else ())
         config = run_config(source_run, "pruned by its policy", unchecked=unchecked, **given)
     if model is None and config is None and "model" not in options:
+        factory.check_named_in_file(policy.model, source)  # a factory the policy names is code that came with it
         model = policy.model
     config = resolve_config(model, data, config, options)
     if not isinstance(model, nn.Module):
         check_weights(config.model, config.weights, random_init, doing="prune")
-    out.check_new(overwrite, inputs=(source, config.weights, config.data_dir))
+    out.check_new(overwrite, inputs=(source, config.weights, config.data_dir), resumable=False)
     if overwrite and out.has(RUN_MARKER):
         out.lock()  # before any work: a run another process is writing is refused at once
     seed_and_threads(config)
@@ -105,7 +110,7 @@ def _apply_policy(policy, model, data, *, out: RunDir, config, overwrite, random
     policy.check_matches(setup.graph, config.model)
     baseline_top1 = setup.baseline_top1()
 
-    out.create(overwrite)  # only now: a mistake found above leaves nothing behind
+    out.create(overwrite, resumable=False)  # only now: a mistake found above leaves nothing behind
     try:
         out.write_config(config, dataset=setup.dataset, info=setup.info, graph=setup.graph, weights=setup.weights,
                          baseline_top1=baseline_top1, policy_source=source)

@@ -1,8 +1,9 @@
-"""Writing files so that a crash, a kill or a full disk never leaves half of one.
+"""Writing files so that a crash, a kill or a full disk never leaves half of one, and never through a link.
 
 Every file amc writes goes through here: whole files are replaced at once (a temporary file beside the
 target, fsync, rename), log lines are appended, and a full disk or a missing permission becomes a one-line
-`SaveError` that says what is intact.
+`SaveError` that says what is intact. Nothing is written through a symbolic link or onto a directory, FIFO
+or device (`amc.safe_open` opens what amc reads): a run directory may come from someone else.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import tempfile
 from pathlib import Path
 
 from amc.errors import SaveError
+from amc.safe_open import REGULAR, RUN_FILE, RUN_FILE_FIX, NotAFileError, file_kind, open_descriptor
 
+_rename = os.replace  # every whole-file write ends here: the one step a kill falls before or after (tests patch it)
 # disk full, quota exceeded, no permission, read-only file system: the user's to fix, not a bug
 SAVE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS)
 
@@ -31,6 +34,7 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     disk or a missing permission becomes a one-line `SaveError` saying that the old content is intact.
     """
     path = Path(path)
+    _check_replaceable(path)
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -39,7 +43,7 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        _rename(tmp, path)
     except OSError as e:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
@@ -79,12 +83,23 @@ def append_line(path: str | Path, line: str) -> None:
     """Append one log line; a full disk is a SaveError (a partial last line is dropped on resume)."""
     path = Path(path)
     try:
-        with path.open("a") as f:
+        fd = open_descriptor(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, RUN_FILE, RUN_FILE_FIX,
+                             follow_links=False)
+        with os.fdopen(fd, "a") as f:
             f.write(line + "\n")
     except OSError as e:
         if e.errno not in SAVE_ERRNOS:
             raise
         raise SaveError(f"cannot save {path} ({e.strerror})", str(path), e.strerror) from None
+
+
+def _check_replaceable(path: Path) -> None:
+    """Refuse to replace anything but a regular file (or nothing): a rename would replace a link itself, but a
+    link, directory, FIFO or device where a file belongs is not amc's to remove."""
+    kind = file_kind(path, follow_links=False)
+    if kind not in (None, REGULAR):
+        raise NotAFileError(path, kind, "file", "amc writes only regular files: move it away or choose another path",
+                            "write")
 
 
 __all__ = ["SAVE_ERRNOS", "append_line", "write_bytes_atomic", "write_json_atomic"]

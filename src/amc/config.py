@@ -14,6 +14,8 @@ from amc.env import EnvConfig
 from amc.errors import AmcError, ConfigError
 from amc.evaluate import PRECISIONS
 from amc.pruning.channel import SELECTIONS
+from amc.safe_open import read_regular_bytes
+from amc.threads import check_threads
 
 DEFAULT_MODEL, DEFAULT_DATA = "digits_cnn", "digits"
 AGENT_NAMES = ("ddpg", "random", "uniform", "tpe", "knapsack")
@@ -79,6 +81,8 @@ class SearchConfig:
         if self.lbound is None:
             self.lbound = budget[1]
         check_fields(self, MINIMUMS)  # types, finite numbers and lower bounds, for the CLI and the API alike
+        check_threads(self.threads)
+        check_threads(self.latency_threads, "--latency-threads")
         self.env_config  # validates target, ratio, lbound, channel_round and reward
         if self.episodes < 1:
             raise AmcError(f"--episodes must be at least 1, got {self.episodes}")
@@ -241,7 +245,7 @@ def read_settings_file(path) -> dict:
 
     path = Path(path)
     try:
-        text = path.read_text()
+        text = read_regular_bytes(path, "config file", "pass a TOML, JSON or YAML file to --config").decode()
     except FileNotFoundError:
         raise AmcError(f"config file not found: {path}; check the path given to --config") from None
     except (OSError, UnicodeDecodeError) as e:
@@ -259,6 +263,9 @@ def read_settings_file(path) -> dict:
         if name not in valid:
             raise AmcError(f"unknown setting {key!r} in {path}; valid settings: {', '.join(valid)}")
         settings[FILE_ALIASES.get(name, name)] = value
+    if settings.get("out") is not None and not isinstance(settings["out"], str):
+        raise ConfigError(f"out in {path} must be a path (a string), got {settings['out']!r}; write it in quotes, "
+                          "e.g. out = \"runs/r56\", or pass --out")
     return settings
 
 

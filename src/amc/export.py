@@ -12,8 +12,9 @@ import torch.nn as nn
 from amc import models
 from amc.blocks import drop, dropped_names
 from amc.errors import AmcError, CheckpointError, UnknownModelError
+from amc.models.factory import trusting
 from amc.atomic import write_bytes_atomic, write_json_atomic
-from amc.runs import META_FILE, MODEL_FILE, RunDir
+from amc.runs import CONFIG_FILE, META_FILE, MODEL_FILE, RunDir
 
 
 def save_pruned(model: nn.Module, run_dir: str | Path, extra: dict | None = None) -> None:
@@ -29,29 +30,32 @@ def save_pruned(model: nn.Module, run_dir: str | Path, extra: dict | None = None
                                             **(extra or {})})
 
 
-def load_pruned(run_dir: str | Path, model: nn.Module | None = None) -> nn.Module:
+def load_pruned(run_dir: str | Path, model: nn.Module | None = None, *, trust_model_code: bool = False) -> nn.Module:
     """Rebuild the exported pruned model of a run in eval mode (works in a fresh process).
 
     The architecture is rebuilt from the run's record: a zoo name, ``tv:``/``timm:`` name or factory reference
     (imported again). For a network amc cannot name (one built in your own code), pass `model`, an instance of
     its original, unpruned definition: its layers are narrowed in place to the saved widths, the blocks the
     search dropped replaced by identities, the saved weights loaded, and it is returned with the run's
-    `ModelInfo` attached.
+    `ModelInfo` attached. A factory reference in the record is code that came with the run: it is imported only
+    with `trust_model_code=True` (``--trust-model-code``).
     """
     run_dir = Path(run_dir)
     meta_path, weights_path = run_dir / META_FILE, run_dir / MODEL_FILE
     if not meta_path.exists() or not weights_path.exists():
+        if (run_dir / CONFIG_FILE).exists():  # a run still going, stopped, or killed before its export
+            raise AmcError(f"{run_dir} holds no exported model yet: it is {RunDir(run_dir).status().text}")
         raise AmcError(f"{run_dir} holds no exported model ({META_FILE} and {MODEL_FILE}); "
                        "point at the output directory of a finished `amc search`")
+    if (run_dir / CONFIG_FILE).exists():  # a run's export (not a model saved on its own): whole, or refused
+        RunDir(run_dir).check_export_whole()
     record = RunDir(run_dir).read_model_meta()
     dropped = RunDir(run_dir).read_dropped_blocks()
-    info = models.info_from_record(record)
-    try:
-        state = torch.load(weights_path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any failure to read is the same user-facing problem
-        raise CheckpointError(f"cannot read {weights_path} ({type(e).__name__}); re-export the run") from None
+    info = models.info_from_record(record, meta_path)
+    state = RunDir(run_dir).read_tensors(MODEL_FILE, "re-export the run")
     if model is None:
-        model = _rebuilt(run_dir, record, info.name)
+        with trusting(trust_model_code):
+            model = _rebuilt(meta_path, record, info.name)
     elif not isinstance(model, nn.Module):
         raise AmcError(f"model= takes the network's original definition as a torch.nn.Module, got a "
                        f"{type(model).__name__}")
@@ -71,11 +75,11 @@ def load_pruned(run_dir: str | Path, model: nn.Module | None = None) -> nn.Modul
     return model.eval()
 
 
-def _rebuilt(run_dir: Path, record: dict, name: str) -> nn.Module:
+def _rebuilt(meta_path: Path, record: dict, name: str) -> nn.Module:
     try:
-        return models.rebuild(record)
+        return models.rebuild(record, meta_path)
     except UnknownModelError:
-        raise AmcError(f"the model of {run_dir} ({name!r}) is neither a zoo name nor a factory reference, so amc "
+        raise AmcError(f"the model of {meta_path.parent} ({name!r}) is neither a zoo name nor a factory reference, so amc "
                        f"cannot rebuild it; pass its original definition, amc.load_pruned(run, model=YourNet()), or "
                        "search it as --model package.module:function") from None
 

@@ -20,7 +20,8 @@ from amc.errors import AmcError
 from amc.export import load_pruned
 from amc.pruning.fine_grained import save_sparse
 from amc.run_inputs import run_dataset
-from amc.runs import FINETUNE_CHECKPOINT_FILE, FINETUNED_SPARSE_FILE, RunDir
+from amc.models.factory import trusting
+from amc.runs import CONFIG_FILE, FINETUNE_CHECKPOINT_FILE, FINETUNED_SPARSE_FILE, RunDir
 from amc.train import TrainConfig, train
 
 
@@ -29,14 +30,20 @@ def run_config(run_dir: str | Path) -> dict:
     return RunDir(run_dir).settings("fine-tuned")
 
 
-def finetune(run_dir: str | Path, config: TrainConfig = TrainConfig(epochs=20, lr=0.01), *,
+DEFAULT_CONFIG = TrainConfig(epochs=20, lr=0.01)
+
+
+def finetune(run_dir: str | Path, config: TrainConfig | None = None, *,
              distill: bool = False, teacher_weights: str | Path | None = None, data: Dataset | None = None,
              resume: bool = False, overwrite: bool = False, progress: Callable[[dict], None] | None = None,
-             on_step: Callable[[int, int], None] | None = None, device: str = "cpu") -> dict:
+             on_step: Callable[[int, int], None] | None = None, device: str = "cpu",
+             trust_model_code: bool = False, changes: dict | None = None) -> dict:
     """Fine-tune `run_dir`'s pruned model on `device`; returns the summary's "finetune" record (test_top1, ...).
 
     With `distill=True` the original network (the run's model and weights, or `teacher_weights`) is the
-    teacher, mixed in with `config.distill_alpha` (0.5 if left at 0).
+    teacher, mixed in with `config.distill_alpha` (0.5 if left at 0). `config` defaults to `DEFAULT_CONFIG`;
+    with `resume=True` and no `config`, the interrupted fine-tune goes on with its own settings (distillation
+    included) and the `changes` given (TrainConfig fields, e.g. {"epochs": 30}). A model factory the run names is code: it is imported only with `trust_model_code=True`.
     """
     run = RunDir(run_dir)
     run_dir = run.path
@@ -47,7 +54,15 @@ def finetune(run_dir: str | Path, config: TrainConfig = TrainConfig(epochs=20, l
     if checkpoint.exists() and not (resume or overwrite):
         raise AmcError(f"{run_dir} has already been fine-tuned ({FINETUNE_CHECKPOINT_FILE}); pass --resume to "
                        "continue it or --overwrite to start again")
-    with run.writing():  # one writer per run: a search --overwrite or a second finetune of it is refused
+    run.check_finished("fine-tune")  # a search still going, stopped or half-exported has no model to tune yet
+    if config is None and resume:  # the interrupted fine-tune's own settings
+        config, distill = _saved_config(run)
+        try:
+            config = TrainConfig(**{**asdict(config), **(changes or {})})
+        except (TypeError, ValueError) as e:
+            raise AmcError(f"bad fine-tuning setting: {e}") from None
+    config = config or DEFAULT_CONFIG
+    with run.writing(), trusting(trust_model_code):  # one writer per run: a second writer is refused
         if overwrite and not resume:
             checkpoint.unlink(missing_ok=True)
         student = load_pruned(run_dir)
@@ -59,7 +74,7 @@ def finetune(run_dir: str | Path, config: TrainConfig = TrainConfig(epochs=20, l
                 raise AmcError(f"the original weights {weights} are not found (an older run records them relative "
                                "to where the search ran); pass --teacher-weights FILE")
             # the architecture the run recorded (every run has): zoo, torchvision, timm or the user's own factory
-            teacher = models.rebuild(run.read_config("fine-tuned").get("model") or {})
+            teacher = models.rebuild(run.read_config("fine-tuned").get("model") or {}, run / CONFIG_FILE)
             models.load_weights(teacher, weights)
             if config.distill_alpha == 0:
                 config = TrainConfig(**{**asdict(config), "distill_alpha": 0.5})
@@ -71,7 +86,7 @@ def finetune(run_dir: str | Path, config: TrainConfig = TrainConfig(epochs=20, l
                       on_step=on_step, masks=masks or None, device=device)
         student.cpu()
         run.write_finetuned(student.state_dict())
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        state = run.read_tensors(FINETUNE_CHECKPOINT_FILE, "fine-tune again with --overwrite")
         if sparse_layers:
             save_sparse(student, run / FINETUNED_SPARSE_FILE, sparse_layers)
         record = {"epochs": config.epochs, "lr": config.lr, "optimizer": config.optimizer, "seed": config.seed,
@@ -84,6 +99,17 @@ def finetune(run_dir: str | Path, config: TrainConfig = TrainConfig(epochs=20, l
         return record
 
 
+def _saved_config(run: RunDir) -> tuple[TrainConfig, bool]:
+    """The settings finetune.pt was trained with, and whether it distilled."""
+    saved = run.read_tensors(FINETUNE_CHECKPOINT_FILE, "fine-tune again with --overwrite").get("config")
+    try:
+        config = TrainConfig(**saved)
+    except (TypeError, ValueError):
+        raise AmcError(f"{run / FINETUNE_CHECKPOINT_FILE} records no settings to continue with; pass them again "
+                       "(e.g. --epochs) with --resume, or fine-tune again with --overwrite") from None
+    return config, config.distill_alpha > 0
+
+
 def _pruned_layers(run_dir: Path, model: torch.nn.Module) -> list[str]:
     """Layers a fine-grained search decided on (from its config's decisions)."""
     raw = RunDir(run_dir).read_config("fine-tuned")
@@ -91,11 +117,11 @@ def _pruned_layers(run_dir: Path, model: torch.nn.Module) -> list[str]:
     return [d["consumer"] for d in raw.get("decisions", []) if d["consumer"] in names]
 
 
-def load_finetuned(run_dir: str | Path) -> torch.nn.Module:
+def load_finetuned(run_dir: str | Path, *, trust_model_code: bool = False) -> torch.nn.Module:
     """The run's pruned model with its fine-tuned weights (after `amc finetune`)."""
     run = RunDir(run_dir)
     state = run.read_finetuned()
-    model = load_pruned(run.path)
+    model = load_pruned(run.path, trust_model_code=trust_model_code)
     model.load_state_dict(state)
     return model.eval()
 

@@ -15,6 +15,7 @@ from amc.errors import AmcError
 from amc.atomic import write_json_atomic
 from amc.config import SearchConfig
 from amc.finetune import finetune
+from amc.models.factory import trusting
 from amc.runs import FINETUNED_FILE, RunDir
 from amc.search import search
 from amc.train import TrainConfig
@@ -33,6 +34,12 @@ def iterative_fine_grained(config: SearchConfig, densities: Sequence[float], out
         raise AmcError(f"densities must be decreasing values in (0, 1], got {densities}; e.g. 0.5,0.3,0.2")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    with trusting(names=(config.model,)):  # the stages' runs name the model the caller named
+        return _stages(config, densities, out, train_config, data, progress)
+
+
+def _stages(config: SearchConfig, densities: list[float], out: Path, train_config: TrainConfig, data,
+            progress: Callable[[str], None] | None) -> dict:
     weights, stages = config.weights, []
     for number, density in enumerate(densities, start=1):
         run = RunDir(out / f"stage{number}")

@@ -9,6 +9,7 @@ from pathlib import Path
 from amc.atomic import write_json_atomic
 from amc.errors import AmcError
 from amc.graph import LayerGraph
+from amc.safe_open import read_regular_bytes
 
 
 @dataclass
@@ -36,9 +37,9 @@ class Policy:
         """Read a policy.json; every problem with the file is a one-line AmcError."""
         path = Path(path)
         try:
-            raw = json.loads(path.read_text())
-            policy = cls(str(raw["model"]), [str(c) for c in raw["consumers"]], [int(c) for c in raw["channels"]],
-                         [int(k) for k in raw["keep"]], dict(raw.get("metrics", {})))
+            raw = json.loads(read_regular_bytes(path, "policy file", "pass the policy.json of a search run"))
+            policy = cls(str(raw["model"]), [str(c) for c in raw["consumers"]], _counts(raw, "channels"),
+                         _counts(raw, "keep"), dict(raw.get("metrics", {})))
         except FileNotFoundError:
             raise AmcError(f"policy file not found: {path}; check the path") from None
         except OSError as e:
@@ -70,6 +71,17 @@ class Policy:
         if bad:
             raise AmcError(f"the policy keeps an impossible number of channels at {', '.join(bad[:3])}; it is "
                            "corrupt: use the policy.json written by `amc search`")
+
+
+def _counts(raw: dict, key: str) -> list[int]:
+    """The channel counts under `key`: whole numbers only (int() would silently turn a 2.5 into 2)."""
+    counts = raw[key]
+    if not isinstance(counts, list):
+        raise TypeError(f"{key} is a {type(counts).__name__}, not a list of channel counts")
+    for count in counts:
+        if isinstance(count, bool) or not isinstance(count, int):
+            raise ValueError(f"{key} holds {count!r}, not a whole number of channels")
+    return counts
 
 
 def _first_line(error: Exception) -> str:

@@ -8,23 +8,27 @@ from pathlib import Path
 
 from amc.config import DEFAULTS
 from amc.errors import AmcError
-from amc.runs import CONFIG_FILE, LOCK_FILE, POLICY_FILE, RunDir
+from amc.runs import CONFIG_FILE, FINISHED, LOCK_FILE, POLICY_FILE, RunDir, RunStatus
 
 SHOWN_ALWAYS = ("model", "weights", "data", "data_dir", "target", "ratio", "reward", "agent", "episodes", "seed")
 HIDDEN_FILES = (LOCK_FILE,)  # the lock of the process writing the run: not the run's content
 
 
 def describe_run(path: str | Path) -> dict:
-    """A run at a glance: {"run", "status", "settings" (all), "changed" (the settings shown to people: the main
-    ones and every one that differs from the defaults), "budget", "best", "policy", "baselines", "finetune",
-    "latency", "episodes", "seconds", "files"}. Accuracies are fractions in [0, 1]."""
+    """A run at a glance: {"run", "status", "next" (the arguments of the amc command that takes the run on, or
+    None), "settings" (all), "changed" (the settings shown to people: the main ones and every one that differs
+    from the defaults), "budget", "best", "policy", "baselines", "finetune", "latency", "episodes", "seconds",
+    "files"}. Accuracies are fractions in [0, 1]; "best" comes from the log while the export is unfinished."""
     run = RunDir(path)
     record = run.read_config("shown", "re-run the search")
     settings, summary = record["search"], run.read_summary()
     log = _episodes(run)
     defaults = DEFAULTS.to_dict()
+    status = _status(run)
+    if status.state not in FINISHED:  # what summary.json says is an earlier export's, or half of one
+        summary = {k: v for k, v in summary.items() if k == "finetune"}
     return {
-        "run": str(run.path), "status": _status(run, settings, summary, log),
+        "run": str(run.path), "status": status.text, "next": status.next,
         "settings": settings,
         "changed": {k: v for k, v in settings.items() if k in SHOWN_ALWAYS or k in defaults and v != defaults[k]},
         "budget": record.get("budget") or ({"target": settings.get("target"), "ratio": settings.get("ratio")}
@@ -65,7 +69,7 @@ def list_runs(root: str | Path) -> list[dict]:
         name = str(path.relative_to(root)) if path != Path(root) else "."
         try:
             d = describe_run(path)
-        except AmcError as e:
+        except (AmcError, OSError) as e:  # one run that cannot be read is a row saying why, not a failed listing
             rows.append({"run": name, "status": f"unreadable: {e}"})
             continue
         s, best = d["settings"], d["best"] or {}
@@ -85,16 +89,11 @@ def _episodes(run: RunDir) -> list[dict] | None:
         return None  # a corrupt log: the status says so
 
 
-def _status(run: RunDir, settings: dict, summary: dict, log: list[dict] | None) -> str:
-    if "policy_source" in summary:
-        return "pruned by a saved policy"
-    if summary:
-        return "finished"
-    if log is None:
-        return "episodes.jsonl is corrupt"
-    if run.has_state():
-        return f"stopped after {len(log)} of {settings.get('episodes')} episodes (`amc search --resume --out {run}`)"
-    return "started, no episode finished"
+def _status(run: RunDir) -> RunStatus:
+    try:
+        return run.status()
+    except AmcError as e:  # a file of the run that cannot be read: the status says which
+        return RunStatus("unreadable", f"unreadable: {e}", None)
 
 
 def _best(summary: dict, log: list[dict] | None) -> dict | None:
@@ -133,10 +132,14 @@ def _baselines(record: dict, summary: dict) -> dict:
     return {k: v for k, v in baselines.items() if v}
 
 
-def _bytes(path: Path) -> int:
+def _bytes(path: Path) -> int | None:
+    """Bytes of a run's file (a directory: of the files in it); None for what has no size of its own to show (a
+    link, dangling or not, a FIFO)."""
+    if path.is_symlink():
+        return None
     if path.is_dir():
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    return path.stat().st_size
+        return sum(p.lstat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+    return path.lstat().st_size if path.is_file() else None
 
 
 __all__ = ["describe_run", "find_runs", "list_runs"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from amc import models
+from amc.models import factory
 from amc.config import SearchConfig
 from amc.data import Dataset, load_dataset
 from amc.errors import AmcError
@@ -35,6 +36,8 @@ def run_config(run: str | Path, purpose: str = "used", *, unchecked: tuple[str, 
     data_dir with it."""
     settings = dict(RunDir(run).settings(purpose))
     given = {k: v for k, v in given.items() if v is not None}
+    if "model" not in given:  # the run's own model: a factory it names is code that came with the run
+        factory.check_named_in_file(settings.get("model"), RunDir(run) / CONFIG_FILE)
     if "data" in given and given["data"] != settings.get("data") and "data_dir" not in given:
         given["data_dir"] = None  # another dataset: the run's file is not its file
     settings.update(given)
@@ -66,8 +69,9 @@ def policy_run(policy: str | Path) -> Path | None:
 
 def check_weights(model: str, weights: str | Path | None, random_init: bool, doing: str = "use") -> None:
     """Refuse to `doing` a randomly initialised `model` (no weights given, none bundled) unless `random_init`
-    asks for it. A user's own factory (`pkg.module:factory`) decides its weights itself, and an unknown name is
-    left for building the model to refuse (with the names it may have meant)."""
+    asks for it. An unknown name is refused first, as unknown (with the names it may have meant): no weights
+    would make it known. A user's own factory (`pkg.module:factory`) decides its weights itself."""
+    models.check_name(model)
     built_here = model.startswith(("tv:", "timm:")) or model in models.list_models()
     if weights is None and not random_init and built_here and models.bundled_weights(model) is None:
         raise AmcError(f"no weights for {model}: amc would {doing} a randomly initialised network; pass --weights "

@@ -1,29 +1,28 @@
-"""`RunDir`: the one owner of a run directory's file names and JSON shapes.
+"""`RunDir`: the one owner of a run directory's files and JSON shapes.
 
 A run directory holds config.json (the settings and what reproducing them needs), episodes.jsonl (one line
 per episode), policy.json (the best policy so far), state.pt (agent, loop and RNG state, rewritten
 atomically after every episode), latency_calibration.json (a latency search's calibration), the exported
-model (model.pt, model.json, model_sparse.pt), summary.json, and what later commands add: finetune.pt,
-model_finetuned.pt, report.html and its figures, latency.json. Every other module reads and writes these
-through this class, which checks each file's shape on read (`amc.run_schema`). Two files are amc's own:
-.amc-run, written first into a directory amc creates (only such a run is ever replaced by --overwrite), and
-.amc-lock, which the one process writing the run holds an OS lock on.
+model (model.pt, model.json, model_sparse.pt), summary.json (last: it names the exported files by SHA-256),
+and what later commands add: finetune.pt, model_finetuned.pt, report.html and its figures, latency.json. Every
+other module reads and writes these through this class, which checks each file's shape on read
+(`amc.run_schema`) and never reads through a link or from a FIFO. Two files are amc's own: .amc-run, written
+first into a directory amc creates (only such a run is ever replaced by --overwrite), and .amc-lock, which the
+one process writing the run holds an OS lock on. Creating, locking and the run's status are `RunLifecycle`'s
+(`amc.run_lifecycle`); the names are `amc.run_names`'.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import io
 import json
 import math
 import os
 import platform
-import shutil
-from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,33 +30,16 @@ import torch
 from amc.atomic import append_line, write_bytes_atomic, write_json_atomic
 from amc.config import SearchConfig
 from amc.data import Dataset, fingerprint
-from amc.errors import AmcError
+from amc.errors import AmcError, CheckpointError
 from amc.policy import Policy
+from amc.run_lifecycle import FINISHED, RunLifecycle, RunStatus
+from amc.run_names import (CONFIG_FILE, EPISODES_FILE, EXPORT_FILES, FINETUNE_CHECKPOINT_FILE, FINETUNED_FILE,
+                           FINETUNED_SPARSE_FILE, LATENCY_CALIBRATION_FILE, LAYERS_FIGURE, LOCK_FILE, META_FILE,
+                           MODEL_FILE, POLICY_FILE, REPORT_FILE, RUN_FILES, RUN_MARKER, SEARCH_FIGURE, SPARSE_FILE,
+                           STATE_FILE, SUMMARY_FILE, TENSORBOARD_DIR, TIMINGS_FILE)
 from amc.run_schema import (CALIBRATION_SHAPE, CONFIG_SHAPE, EPISODE_SHAPE, INFO_SHAPE, META_SHAPE, STATE_SHAPE,
                             SUMMARY_SHAPE, check_shape)
-
-CONFIG_FILE = "config.json"
-EPISODES_FILE = "episodes.jsonl"
-POLICY_FILE = "policy.json"
-STATE_FILE = "state.pt"
-SUMMARY_FILE = "summary.json"
-LATENCY_CALIBRATION_FILE = "latency_calibration.json"  # a resumed latency search reuses it: the same clipping
-MODEL_FILE = "model.pt"
-META_FILE = "model.json"
-SPARSE_FILE = "model_sparse.pt"
-FINETUNE_CHECKPOINT_FILE = "finetune.pt"
-FINETUNED_FILE = "model_finetuned.pt"
-FINETUNED_SPARSE_FILE = "model_finetuned_sparse.pt"
-REPORT_FILE = "report.html"
-LAYERS_FIGURE = "report_layers.png"
-SEARCH_FIGURE = "report_search.png"
-TIMINGS_FILE = "latency.json"  # `amc report --latency`: the original and the pruned model timed
-TENSORBOARD_DIR = "tensorboard"
-RUN_MARKER = ".amc-run"  # written first into a directory amc creates: only such a directory is ever replaced
-LOCK_FILE = ".amc-lock"  # flock-ed by the one process writing the run; holds that process's pid
-RUN_FILES = {CONFIG_FILE, EPISODES_FILE, POLICY_FILE, STATE_FILE, SUMMARY_FILE, LATENCY_CALIBRATION_FILE, MODEL_FILE,
-             META_FILE, SPARSE_FILE, FINETUNE_CHECKPOINT_FILE, FINETUNED_FILE, FINETUNED_SPARSE_FILE, REPORT_FILE,
-             LAYERS_FIGURE, SEARCH_FIGURE, TIMINGS_FILE, TENSORBOARD_DIR, RUN_MARKER, LOCK_FILE}
+from amc.safe_open import read_run_file
 
 
 def environment_versions() -> dict:
@@ -77,12 +59,12 @@ def _load_json(path: Path, fix: str) -> Any:
     """A run file's JSON; one line naming the file and `fix` if it does not parse (a missing file raises
     FileNotFoundError for the caller to word)."""
     try:
-        return json.loads(path.read_text())
+        return json.loads(read_run_file(path))
     except (ValueError, UnicodeDecodeError) as e:
         raise AmcError(f"{path} is corrupt ({type(e).__name__}); {fix}") from None
 
 
-class RunDir:
+class RunDir(RunLifecycle):
     """A run directory at `path`: what it holds, read and written in one place."""
 
     def __init__(self, path: str | Path):
@@ -94,120 +76,6 @@ class RunDir:
 
     def __str__(self) -> str:
         return str(self.path)
-
-    # ---- creating, checking, locking ------------------------------------------------------------------
-    def check_new(self, overwrite: bool, inputs: tuple = ()) -> None:
-        """Refuse a bad output directory for a new run before any work is done. With `overwrite`, refuse
-        anything but a run amc created (see `check_replaceable`) and a run holding one of `inputs`."""
-        out = self.path
-        try:
-            exists = out.exists()
-        except OSError as e:  # a name longer than the file system allows, a loop of links, ...
-            raise AmcError(f"cannot use {out} as the output directory ({e.strerror}); choose another --out") from None
-        if exists and not out.is_dir():
-            raise AmcError(f"output path {out} is a file; choose a directory for --out")
-        if exists and any(out.iterdir()):
-            if not overwrite:
-                raise AmcError(f"output directory {out} already exists; pass --resume to continue it, "
-                               "--overwrite to replace it, or choose another --out")
-            self.check_replaceable()
-            inside = [str(p) for p in inputs if p is not None and _within(Path(p), out)]
-            if inside:
-                raise AmcError(f"--overwrite would delete {inside[0]}, an input of this command, with {out}; "
-                               "move it out of the run or choose another --out")
-
-    def check_replaceable(self) -> None:
-        """--overwrite replaces a run amc created and nothing else: never the current directory or one above
-        it, a symbolic link's target, a directory without amc's marker, or a run holding other files."""
-        out = self.path
-        if out.resolve() in (Path.cwd(), *Path.cwd().parents):
-            raise AmcError(f"--overwrite refuses to replace {out}: it is the current directory or one above it; "
-                           "choose a new directory for --out")
-        if out.is_symlink():
-            raise AmcError(f"--overwrite refuses to replace {out}: it is a symbolic link; pass the directory itself "
-                           "or choose another --out")
-        if not (out / RUN_MARKER).is_file():
-            raise AmcError(f"--overwrite refuses to replace {out}: it is not a run amc created (no {RUN_MARKER}); "
-                           "move its files away or choose another --out")
-        foreign = sorted(p.name for p in out.iterdir() if not _run_file(p.name))
-        if foreign:
-            raise AmcError(f"--overwrite refuses to replace {out}: it holds files amc did not write "
-                           f"({', '.join(foreign[:3])}); move them away or choose another --out")
-
-    def check_resumable(self) -> None:
-        """Refuse --resume of a directory with no run, or of a run with no saved state to continue from."""
-        try:
-            started, saved = (self.path / CONFIG_FILE).exists(), self.has_state()
-        except OSError as e:  # a name longer than the file system allows, a loop of links, ...
-            raise AmcError(f"cannot use {self.path} as a run directory ({e.strerror}); check --out") from None
-        if not started:
-            raise AmcError(f"nothing to resume in {self.path} (no config.json); start a new search without --resume")
-        if not saved:
-            raise AmcError(f"nothing to resume in {self.path} (no {STATE_FILE}: no episode finished, or the state "
-                           "was removed); start it again with --overwrite, or choose another --out")
-
-    def create(self, overwrite: bool = False) -> None:
-        """Create the run directory (or empty a run, for --overwrite) once everything is set up, under this
-        process's lock; amc's marker is its first file."""
-        out = self.path
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            self.lock()
-            leftover = [p for p in out.iterdir() if p.name != LOCK_FILE]
-            if leftover:  # checked again under the lock: another process may have written here meanwhile
-                self.check_new(overwrite)
-                for p in leftover:
-                    if p.is_dir() and not p.is_symlink():
-                        shutil.rmtree(p)
-                    else:
-                        p.unlink()
-            write_json_atomic(out / RUN_MARKER, {"amc_run": 1})
-        except OSError as e:
-            self.unlock()
-            raise AmcError(f"cannot write to output directory {out} ({e.strerror}); choose a writable --out") \
-                from None
-
-    def remove(self) -> None:
-        self.unlock()
-        shutil.rmtree(self.path, ignore_errors=True)
-
-    def lock(self) -> None:
-        """Hold the run's lock (an flock on LOCK_FILE, released by the OS if this process dies) until `unlock`;
-        a second amc process writing the same run gets a one-line error naming the holder's pid."""
-        if self._lock_fd is not None:
-            return
-        path = self.path / LOCK_FILE
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-        except OSError as e:
-            raise AmcError(f"cannot write to output directory {self.path} ({e.strerror}); choose a writable "
-                           "--out") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise AmcError(f"{self.path} is in use by another amc process (pid {holder}); wait for it to finish, "
-                           "or choose another --out") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._lock_fd = fd
-
-    @contextmanager
-    def writing(self) -> Iterator["RunDir"]:
-        """The run, locked for this process while the block runs (see `lock`); a lock already held stays held."""
-        held = self._lock_fd is not None
-        self.lock()
-        try:
-            yield self
-        finally:
-            if not held:
-                self.unlock()
-
-    def unlock(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)  # the file stays: a stale one holds no lock
-            self._lock_fd = None
 
     # ---- config.json --------------------------------------------------------------------------------
     def write_config(self, config: SearchConfig, *, dataset: Dataset, info, graph, weights: str | None,
@@ -293,7 +161,7 @@ class RunDir:
     def _episode_lines(self) -> list[str]:
         path = self.path / EPISODES_FILE
         try:
-            return path.read_text().splitlines() if path.exists() else []
+            return read_run_file(path).decode().splitlines() if path.exists() else []
         except UnicodeDecodeError:
             raise AmcError(f"{path} is corrupt (not text); re-run the search") from None
 
@@ -321,7 +189,10 @@ class RunDir:
     def load_state(self) -> dict:
         """The saved state, with the global generators restored: {"episode", "agent", "best"}."""
         try:
-            state = torch.load(self.path / STATE_FILE, map_location="cpu", weights_only=True)
+            state = torch.load(io.BytesIO(read_run_file(self.path / STATE_FILE)), map_location="cpu",
+                               weights_only=True)
+        except AmcError:
+            raise
         except Exception as e:  # noqa: BLE001 - whatever the cause, the file cannot be resumed from
             raise AmcError(f"cannot read {self.path / STATE_FILE} ({type(e).__name__}); the run cannot be resumed: "
                            "start it again with --overwrite") from None
@@ -346,11 +217,22 @@ class RunDir:
         torch.save({k: v.contiguous() for k, v in state_dict.items()}, buffer)
         write_bytes_atomic(self.path / FINETUNED_FILE, buffer.getvalue())
 
+    def read_tensors(self, name: str, fix: str) -> dict:
+        """The tensors saved in the run's file `name` (model.pt, finetune.pt, ...), loaded without unpickling code;
+        a one-line CheckpointError ending in `fix` if they cannot be read."""
+        path = self.path / name
+        try:
+            return torch.load(io.BytesIO(read_run_file(path)), map_location="cpu", weights_only=True)
+        except (AmcError, FileNotFoundError):
+            raise
+        except Exception as e:  # noqa: BLE001 - any failure to read is the same user-facing problem
+            raise CheckpointError(f"cannot read {path} ({type(e).__name__}); {fix}") from None
+
     def read_finetuned(self) -> dict:
         path = self.path / FINETUNED_FILE
         if not path.exists():
             raise AmcError(f"{self.path} has no fine-tuned model; run `amc finetune {self.path}` first")
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(io.BytesIO(read_run_file(path)), map_location="cpu", weights_only=True)
 
     # ---- policy.json, summary.json, latency calibration ---------------------------------------------
     def write_policy(self, policy: Policy) -> None:
@@ -360,7 +242,22 @@ class RunDir:
         return Policy.load(self.path / POLICY_FILE)
 
     def write_summary(self, summary: dict) -> None:
-        write_json_atomic(self.path / SUMMARY_FILE, summary)
+        """summary.json, the last file an export writes: it names the exported files by their SHA-256, so that a
+        command finding other files there (an export killed half-way) knows the export did not finish."""
+        exported = {name: self._digest(name) for name in EXPORT_FILES if (self.path / name).is_file()}
+        write_json_atomic(self.path / SUMMARY_FILE, {**summary, "export": exported})
+
+    def export_matches(self, summary: dict) -> bool:
+        """Whether the exported files are those `summary` was written for (a summary without the record, from
+        an older amc, is taken at its word)."""
+        recorded = summary.get("export")
+        if not isinstance(recorded, dict):
+            return True
+        return all(isinstance(digest, str) and (self.path / name).is_file() and self._digest(name) == digest
+                   for name, digest in recorded.items() if name in EXPORT_FILES)
+
+    def _digest(self, name: str) -> str:
+        return hashlib.sha256(read_run_file(self.path / name)).hexdigest()
 
     def has_summary(self) -> bool:
         return (self.path / SUMMARY_FILE).exists()
@@ -374,8 +271,8 @@ class RunDir:
         return check_shape(path, summary, SUMMARY_SHAPE, "re-run the search")
 
     def update_summary(self, key: str, value: Any) -> None:
-        """Add one section (e.g. "finetune") to summary.json, keeping the rest."""
-        self.write_summary({**self.read_summary(), key: value})
+        """Add one section (e.g. "finetune") to summary.json, keeping the rest (the export's record too)."""
+        write_json_atomic(self.path / SUMMARY_FILE, {**self.read_summary(), key: value})
 
     def read_latency_calibration(self) -> dict | None:
         path = self.path / LATENCY_CALIBRATION_FILE
@@ -424,8 +321,8 @@ class RunDir:
 
     def _lenient_keep(self, name: str, extract) -> list | None:
         try:
-            return extract(json.loads((self.path / name).read_text()))
-        except (OSError, ValueError, KeyError, TypeError):
+            return extract(json.loads(read_run_file(self.path / name)))
+        except (OSError, ValueError, KeyError, TypeError, AmcError):
             return None
 
     def write_report(self, html: str, figures: dict[str, bytes]) -> Path:
@@ -460,17 +357,8 @@ def check_not_a_run_file(path: str | Path) -> None:
                        "another path")
 
 
-def _run_file(name: str) -> bool:
-    """Whether `name` is a file amc writes into a run (or a temporary file of an interrupted atomic write)."""
-    return name in RUN_FILES or name.startswith(".") and name.endswith(".tmp")
-
-
 def _absolute(path: str | Path | None) -> str | None:
     return None if path is None else os.path.abspath(path)  # no symlinks followed: the path the user named
-
-
-def _within(path: Path, directory: Path) -> bool:
-    return path.resolve().is_relative_to(directory.resolve())
 
 
 def _global_rng() -> dict:
@@ -488,4 +376,8 @@ def _set_global_rng(state: dict | None) -> None:
                          state["numpy_has_gauss"], state["numpy_gauss"]))
 
 
-__all__ = ["RunDir", "check_not_a_run_file", "environment_versions", "sha256"]
+__all__ = ["CONFIG_FILE", "EPISODES_FILE", "EXPORT_FILES", "FINETUNE_CHECKPOINT_FILE", "FINETUNED_FILE",
+           "FINETUNED_SPARSE_FILE", "FINISHED", "LATENCY_CALIBRATION_FILE", "LAYERS_FIGURE", "LOCK_FILE", "META_FILE",
+           "MODEL_FILE", "POLICY_FILE", "REPORT_FILE", "RUN_FILES", "RUN_MARKER", "RunDir", "RunStatus",
+           "SEARCH_FIGURE", "SPARSE_FILE", "STATE_FILE", "SUMMARY_FILE", "TENSORBOARD_DIR", "TIMINGS_FILE",
+           "check_not_a_run_file", "environment_versions", "sha256"]

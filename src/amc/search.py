@@ -27,13 +27,14 @@ from amc.env import CompressionEnv, check_budget
 from amc.errors import AmcError, SaveError
 from amc.evaluate import Evaluator
 from amc.finalists import choose_finalist
+from amc.models import factory
 from amc.latency.guard import LatencyGuard, calibrate_at_budget, calibrated_latency_model
 from amc.finalists import SHORT_FINETUNE
 from amc.pipeline import Inputs, Setup, load_inputs, seed_and_threads, with_scorer
 from amc.policy import Policy, policy_from_record
 from amc.rollout import serial_episodes
 from amc.run_inputs import check_weights
-from amc.runs import RUN_MARKER, STATE_FILE, RunDir
+from amc.runs import CONFIG_FILE, RUN_MARKER, STATE_FILE, RunDir
 
 
 @dataclass
@@ -54,7 +55,7 @@ class SearchResult:
 def search(model: nn.Module | str | None = None, data: Dataset | str | None = None, *, out: str | Path,
            config: SearchConfig | None = None, resume: bool = False, overwrite: bool = False,
            progress: Callable[[dict], None] | None = None, on_phase: Callable[[dict], None] | None = None,
-           random_init: bool = False, **options) -> SearchResult:
+           random_init: bool = False, trust_model_code: bool = False, **options) -> SearchResult:
     """Find a per-layer preserve-ratio policy under the budget and export the pruned model into `out`.
 
     `model` is a zoo name or a model built by `amc.models.create` (it carries `amc_info`); `data` is a
@@ -65,7 +66,9 @@ def search(model: nn.Module | str | None = None, data: Dataset | str | None = No
     when each phase starts (`amc.callbacks.PHASES`: loading, features, latency, original, agent, episodes,
     finalists, final, done) with `{"phase", "label", "elapsed", "eta"}`. Both are also logged at INFO on the
     "amc.search" logger (`logging.basicConfig(level=logging.INFO)` shows them). A model named here with no
-    weights (given or bundled) is refused unless `random_init=True` asks for an untrained one. Example::
+    weights (given or bundled) is refused unless `random_init=True` asks for an untrained one. A model factory
+    that a file names (a resumed run's config.json) is code: it runs only if named here as `model` or with
+    `trust_model_code=True`. Example::
 
         result = amc.search("resnet56", "cifar10", weights="r56.pt", data_dir="cifar10.npz", ratio=0.5,
                             out="runs/r56")
@@ -73,8 +76,9 @@ def search(model: nn.Module | str | None = None, data: Dataset | str | None = No
     threads = torch.get_num_threads()
     run = RunDir(out)
     try:
-        return _search(model, data, run=run, config=config, resume=resume, overwrite=overwrite,
-                       progress=progress, phases=Phases(on_phase), random_init=random_init, **options)
+        with factory.trusting(trust_model_code, names=(model,)):
+            return _search(model, data, run=run, config=config, resume=resume, overwrite=overwrite,
+                           progress=progress, phases=Phases(on_phase), random_init=random_init, **options)
     finally:
         run.unlock()  # held from the checks to the export: one writer per run
         torch.set_num_threads(threads)  # the thread count is process-wide; leave it as found
@@ -93,6 +97,8 @@ def resumed_config(run_dir: str | Path, given: dict) -> SearchConfig:
     equal to them or in RESUME_MAY_CHANGE. More episodes keep the DDPG warm-up the run started with; anything
     else that differs is refused with one line naming it, never ignored."""
     saved = RunDir(run_dir).search_config()
+    if "model" not in given:  # a factory the run names is code that came with the run
+        factory.check_named_in_file(saved.model, RunDir(run_dir) / CONFIG_FILE)
     unknown = sorted(set(given) - set(saved.to_dict()))
     if unknown:
         raise AmcError(f"unknown search setting: {', '.join(unknown)}")
@@ -267,7 +273,11 @@ def _run(run: RunDir, config: SearchConfig, resume: bool, setup: Setup, env: Com
 
 
 def _restore(run: RunDir, agent, scorer) -> tuple[list[dict], dict | None, int]:
-    """A resumed run's log, best episode and next episode; the agent and the global generators restored."""
+    """A resumed run's log, best episode and next episode; the agent and the global generators restored. A run
+    killed before its first episode finished starts again from episode 0 (the seed already set the generators)."""
+    if not run.has_state():
+        run.restore_episodes(0)
+        return [], None, 0
     state = run.load_state()
     try:
         agent.load_state_dict(state["agent"])

@@ -22,6 +22,8 @@ from amc.errors import AmcError, CheckpointError, ConfigError
 from amc.evaluate import Evaluator
 from amc.atomic import write_bytes_atomic
 from amc.runs import check_not_a_run_file
+from amc.safe_open import read_regular_bytes
+from amc.threads import check_threads
 
 
 @dataclass
@@ -143,10 +145,13 @@ def train(model: nn.Module, dataset: Dataset, out: str | Path, config: TrainConf
     generator = torch.Generator().manual_seed(config.seed)
     if resume and out.exists():
         try:
-            state = torch.load(out, map_location="cpu", weights_only=True)
+            state = torch.load(io.BytesIO(read_regular_bytes(out, "checkpoint", "pass the --out of `amc train`")),
+                               map_location="cpu", weights_only=True)
             model.load_state_dict(state["state_dict"])
             optimizer.load_state_dict(state["optimizer"])
             generator.set_state(state["generator"])
+        except AmcError:
+            raise
         except Exception as e:  # noqa: BLE001 - one user-facing problem whatever the cause
             raise CheckpointError(f"cannot resume from {out} ({type(e).__name__}: {str(e)[:80]}); "
                                   "start again without --resume") from None
@@ -220,6 +225,7 @@ def train_model(model: str, data: Dataset | str, out: str | Path, config: TrainC
         amc.train.train_model("resnet20", "cifar10", "r20.pt", data_dir="cifar10.npz", epochs=160)
     """
     config = _train_config(config, options)
+    check_threads(threads)
     out = Path(out)
     check_not_a_run_file(out)
     if out.exists() and not resume:

@@ -1,4 +1,4 @@
-"""The Typer application the command modules register on, and the global --debug flag."""
+"""The Typer application the command modules register on, the global --debug flag, and `Terminated`."""
 
 from __future__ import annotations
 
@@ -10,6 +10,19 @@ app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions
 _debug = {"on": False}
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so that a command stops as on Ctrl-C (the same cleanup and message),
+    exiting with the shell's code for SIGTERM."""
+
+    exit_code = 143  # 128 + SIGTERM; Ctrl-C's is 130
+
+
 @app.callback()
 def _global(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors.")) -> None:
     _debug["on"] = debug
+
+
+def on_command_line(ctx: typer.Context, name: str) -> bool:
+    """Whether option `name` was given on the command line (not left at its default)."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name == "COMMANDLINE"

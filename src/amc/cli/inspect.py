@@ -14,8 +14,11 @@ from rich.table import Table
 from amc.cli.app import app
 from amc.cli.options import JSON_HELP
 
-# the result itself, on stdout; piped, at a width that keeps a table's rows whole (rich would assume 80)
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+
+def _stdout() -> Console:
+    """The result itself, on stdout; piped, at a width that keeps a table's rows whole (rich would assume 80).
+    Made when a command prints, not at import: a closed stdout is then reported, not a crash of every command."""
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 
 
 @app.command("show")
@@ -30,6 +33,7 @@ def show_command(
     if as_json:
         print(json.dumps(d))
         return
+    out = _stdout()
     out.print(f"[bold]{escape(d['run'])}[/bold]: {escape(d['status'])}")
     settings = Table("setting", "value", title="settings (the main ones, and those not at their default)",
                      title_justify="left", box=None)
@@ -62,7 +66,7 @@ def show_command(
         out.print(f"episodes logged: {d['episodes']}" + (f", {d['seconds']:.1f} s" if d["seconds"] else ""))
     files = Table("file", "bytes", title="files", title_justify="left", box=None)
     for f in d["files"]:
-        files.add_row(escape(f["name"]), f"{f['bytes']:,}")
+        files.add_row(escape(f["name"]), "-" if f["bytes"] is None else f"{f['bytes']:,}")
     out.print(files)
 
 
@@ -78,6 +82,7 @@ def runs_command(
     if as_json:
         print(json.dumps({"directory": str(directory), "runs": rows}))
         return
+    out = _stdout()
     table = Table("run", "model", "target", "budget", "agent", "episodes", "best held-out", "test", "fine-tuned",
                   "time", "status", title=f"runs under {escape(str(directory))}", title_justify="left")
     for r in rows:

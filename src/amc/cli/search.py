@@ -10,8 +10,8 @@ from typing import Optional
 
 import typer
 
-from amc.cli.app import app
-from amc.cli.options import DATASETS, JSON_HELP, THREADS_HELP
+from amc.cli.app import app, on_command_line
+from amc.cli.options import DATASETS, JSON_HELP, THREADS_HELP, TRUST_HELP
 from amc.cli.progress import EpisodeProgress, console
 from amc.config import (AGENT_NAMES, DEFAULT_BUDGET, DEFAULT_MODEL, DEFAULTS, LATENCY_BACKENDS, METHODS,
                         MODEL_BUDGETS, read_settings_file)
@@ -111,6 +111,7 @@ def search_command(
                                        rich_help_panel=RUN),
     resume: bool = typer.Option(False, help="Continue the search in --out where it stopped.", rich_help_panel=RUN),
     overwrite: bool = typer.Option(False, help="Replace an existing --out.", rich_help_panel=RUN),
+    trust_model_code: bool = typer.Option(False, help=TRUST_HELP, rich_help_panel=RUN),
     seed: int = typer.Option(DEFAULTS.seed, help="Seed for the agent, calibration sampling and torch.",
                              rich_help_panel=RUN),
     tensorboard: bool = typer.Option(DEFAULTS.tensorboard, help="Also log every episode for TensorBoard into "
@@ -143,13 +144,16 @@ def search_command(
         seed=seed, tensorboard=tensorboard, threads=threads, agent_options=_key_values(agent_option),
         latency_backend=latency_backend, latency_threads=latency_threads, method=method,
         workers=workers, ray_address=ray_address, finalists=finalists, finalist_steps=finalist_steps)
-    typed = {k for k in [*settings, "out"] if _typed(ctx, "agent_option" if k == "agent_options" else k)}
+    typed = {k for k in [*settings, "out"] if on_command_line(ctx, "agent_option" if k == "agent_options" else k)}
     if config_file is not None:
         if resume:
             raise AmcError("--config starts a new search; --resume goes on with the run's own settings: drop one")
         for key, value in read_settings_file(config_file).items():
             if key not in typed:  # the command line overrides the file
                 settings[key] = value
+        if "model" not in typed and not trust_model_code:  # a factory the file names is code that came with it
+            from amc.models.factory import check_named_in_file
+            check_named_in_file(settings["model"], config_file)
         out = Path(settings.pop("out")) if "out" not in typed and settings.get("out") else out
         settings.pop("out", None)
     if resume and out is None:
@@ -176,19 +180,20 @@ def search_command(
     try:
         with EpisodeProgress(episodes, config.resource) as progress:
             result = search(config=None if resume else config, out=out, resume=resume, overwrite=overwrite,
-                            progress=progress, on_phase=progress.phase, random_init=random_init, **given)
-    except KeyboardInterrupt:
+                            progress=progress, on_phase=progress.phase, random_init=random_init,
+                            trust_model_code=trust_model_code, **given)
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (`Terminated`, raised by `amc.cli.main`'s handler)
         # state.pt is replaced atomically after every episode, so what is there is whole
         run = RunDir(out)
         if run.has_state():
             console.print(f"interrupted; {out} holds the search up to its last finished episode: continue it "
                           f"with `amc search --resume --out {out}`", highlight=False)
         elif (run / CONFIG_FILE).exists():
-            console.print(f"interrupted before the first episode finished: nothing to resume; start again with "
-                          f"`amc search --overwrite --out {out}`", highlight=False)
+            console.print(f"interrupted before the first episode finished; `amc search --resume --out {out}` starts "
+                          "it again with the run's own settings", highlight=False)
         else:
             console.print("interrupted before the search started; nothing was written", highlight=False)
-        raise typer.Exit(130) from None
+        raise typer.Exit(getattr(e, "exit_code", 130)) from None
     s = result.summary
     if "finalists" in s and s["finalists"]["candidates"]:
         f = s["finalists"]
@@ -214,12 +219,6 @@ def search_command(
                       **({"latency_ratio": s["latency"]["measured_ratio"]} if "latency" in s else {}),
                       **({"searched_minus_best_baseline": s["searched_minus_best_baseline"]["test_top1"]}
                          if "searched_minus_best_baseline" in s else {})}))
-
-
-def _typed(ctx: typer.Context, name: str) -> bool:
-    """Whether option `name` was given on the command line (not left at its default)."""
-    source = ctx.get_parameter_source(name)
-    return source is not None and source.name == "COMMANDLINE"
 
 
 def _key_values(pairs: list[str]) -> dict:

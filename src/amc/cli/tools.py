@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from amc.cli.app import app
-from amc.cli.options import DATASETS, FROM_RUN, JSON_HELP, THREADS_HELP
+from amc.cli.options import DATASETS, FROM_RUN, JSON_HELP, THREADS_HELP, TRUST_HELP
 from amc.cli.progress import console
 from amc.errors import AmcError
 
@@ -28,6 +28,7 @@ def eval_command(
     split: str = typer.Option("test", help="val: the held-out split searches score on.", metavar="val|test"),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
     threads: Optional[int] = typer.Option(None, help=THREADS_HELP),
+    trust_model_code: bool = typer.Option(False, help=TRUST_HELP),
 ) -> None:
     """Top-1/top-5 accuracy, MACs and parameters of a run's pruned model or of a zoo model."""
     from amc.accuracy import evaluate_model
@@ -37,7 +38,8 @@ def eval_command(
                        "not both" if run is not None else "pass a run directory (`amc eval RUN`) or a zoo model "
                        "(`amc eval --model NAME --data DATA`)")
     result = evaluate_model(run if run is not None else model, data, data_dir=data_dir, weights=weights,
-                            split=split, download=download, threads=threads, random_init=random_init)
+                            split=split, download=download, threads=threads, random_init=random_init,
+                            trust_model_code=trust_model_code)
     if as_json:
         print(json.dumps(result))
         return
@@ -57,6 +59,7 @@ def export_command(
     dynamic_batch: bool = typer.Option(True, help="Symbolic batch dimension (else fixed at 1)."),
     check_images: int = typer.Option(64, help="Held-out images on which each file must match PyTorch."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    trust_model_code: bool = typer.Option(False, help=TRUST_HELP),
 ) -> None:
     """Write a run's pruned model as ONNX (checked with onnxruntime) and/or TorchScript (checked with
     torch.jit.load), each against PyTorch's outputs on held-out images."""
@@ -71,7 +74,8 @@ def export_command(
         raise AmcError(f"--check-images must be at least 1, got {check_images}")
     if onnx is not None:
         require_onnx()  # before any work: the one-line install hint
-    net = load_finetuned(run_dir) if finetuned else load_pruned(run_dir)
+    load = load_finetuned if finetuned else load_pruned
+    net = load(run_dir, trust_model_code=trust_model_code)
     info = models.model_info(net)
     inputs, described = _sample_inputs(run_dir, info, check_images)
 
@@ -138,6 +142,7 @@ def bench_command(
     repeats: int = typer.Option(100, help="Timed runs, at least."),
     min_seconds: float = typer.Option(1.0, help="Keep timing until this many seconds of runs."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    trust_model_code: bool = typer.Option(False, help=TRUST_HELP),
 ) -> None:
     """Inference latency of a model on this CPU: median and 90th percentile of individually timed runs."""
     from amc import count_macs, count_params, models
@@ -150,7 +155,7 @@ def bench_command(
     if not Path(model).exists() and not any(c in model for c in "/\\"):  # a zoo name (paths: _model_or_run)
         check_weights(model, weights, random_init, doing="time")
         weights = weights if weights is not None else models.bundled_weights(model)
-    net = _model_or_run(model, weights)
+    net = _model_or_run(model, weights, trust_model_code)
     info = models.model_info(net)
     result = measure_latency(net, info.input_shape, backend=backend, batch=batch, threads=threads, warmup=warmup,
                              repeats=repeats, min_seconds=min_seconds)
@@ -165,7 +170,7 @@ def bench_command(
                   f"per image, params {record['params'] / 1e6:.3f}M; CPU {result.cpu}", highlight=False)
 
 
-def _model_or_run(name: str, weights: Optional[Path]):
+def _model_or_run(name: str, weights: Optional[Path], trust_model_code: bool = False):
     """The pruned model of a run directory, else model `name` (zoo, tv:/timm:, or a factory reference; with
     `weights` if given)."""
     from amc import load_pruned, models
@@ -174,7 +179,7 @@ def _model_or_run(name: str, weights: Optional[Path]):
     if path.is_dir():
         if weights is not None:
             raise AmcError("--weights applies to zoo models; a run directory carries its own weights")
-        return load_pruned(path)
+        return load_pruned(path, trust_model_code=trust_model_code)
     if path.exists():
         raise AmcError(f"{name} is a file; pass the run directory holding it, or a zoo name with --weights {name}")
     if "/" in name or "\\" in name:
@@ -189,11 +194,12 @@ def report_command(
     latency: bool = typer.Option(False, help="First time the original and the pruned model (torch, 1 thread, "
                                  "batch 1, a few seconds) into latency.json."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    trust_model_code: bool = typer.Option(False, help=TRUST_HELP),
 ) -> None:
     """Figures (per-layer policy, search curve) and a self-contained report.html, written into the run."""
     from amc.report import LAYERS_FIGURE, SEARCH_FIGURE, write_report
 
-    path = write_report(run_dir, latency=latency)
+    path = write_report(run_dir, latency=latency, trust_model_code=trust_model_code)
     if not as_json:
         console.print(f"wrote {path} with {LAYERS_FIGURE} and {SEARCH_FIGURE} beside it", highlight=False)
         return
@@ -224,6 +230,7 @@ def prune_command(
     threads: Optional[int] = typer.Option(None, help=THREADS_HELP),
     overwrite: bool = typer.Option(False, help="Replace an existing --out."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    trust_model_code: bool = typer.Option(False, help=TRUST_HELP),
 ) -> None:
     """Apply a saved policy and export the pruned model exactly as `amc search` exports its best policy: `amc
     prune RUN --out DIR` rebuilds the search's export from the run's own settings."""
@@ -239,9 +246,12 @@ def prune_command(
     source = policy if policy is not None else run
     config = None
     if run is not None and policy is not None:  # another policy, this run's settings
+        from amc.models.factory import trusting
         from amc.run_inputs import run_config
-        config = run_config(run, "pruned by a policy", **given)
-    summary = apply_policy(source, out=out, config=config, overwrite=overwrite, random_init=random_init, **given)
+        with trusting(trust_model_code):
+            config = run_config(run, "pruned by a policy", **given)
+    summary = apply_policy(source, out=out, config=config, overwrite=overwrite, random_init=random_init,
+                           trust_model_code=trust_model_code, **given)
     if as_json:
         print(json.dumps({"out": str(out), **{k: summary[k] for k in ("heldout_top1", "test_top1", "macs",
                                                                       "macs_ratio", "params")}}))

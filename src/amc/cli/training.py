@@ -8,8 +8,8 @@ from typing import Optional
 
 import typer
 
-from amc.cli.app import app
-from amc.cli.options import DATASETS, JSON_HELP, THREADS_HELP
+from amc.cli.app import app, on_command_line
+from amc.cli.options import DATASETS, JSON_HELP, THREADS_HELP, TRUST_HELP
 from amc.cli.progress import StepProgress, console
 from amc.config import DEFAULTS
 from amc.errors import AmcError
@@ -54,6 +54,7 @@ def train_command(
 
 @app.command("finetune")
 def finetune_command(
+    ctx: typer.Context,
     run_dir: Path = typer.Argument(..., help="Output directory of `amc search` (or `amc prune`)."),
     epochs: int = typer.Option(20, help="Fine-tuning epochs."),
     data_dir: Optional[Path] = typer.Option(None, help="The run's dataset file or folder, if its recorded path no "
@@ -69,10 +70,12 @@ def finetune_command(
     precision: str = typer.Option("fp32", help="fp32, or bf16 autocast."),
     seed: int = typer.Option(0, help="Seed (data order, augmentation)."),
     threads: Optional[int] = typer.Option(None, help=THREADS_HELP),
-    resume: bool = typer.Option(False, help="Continue an interrupted fine-tune of this run."),
+    resume: bool = typer.Option(False, help="Continue an interrupted fine-tune of this run, with its own settings "
+                                "(those typed with it replace them)."),
     overwrite: bool = typer.Option(False, help="Start a new fine-tune, discarding a previous one."),
     device: str = typer.Option("cpu", help="Where to train: cpu, cuda, cuda:1, mps."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    trust_model_code: bool = typer.Option(False, help=TRUST_HELP),
 ) -> None:
     """Fine-tune a search run's pruned model on the training split; writes model_finetuned.pt and the test
     top-1 into summary.json."""
@@ -80,6 +83,7 @@ def finetune_command(
 
     from amc.finetune import finetune
     from amc.run_inputs import run_dataset
+    from amc.threads import check_threads
     from amc.train import TrainConfig, resolve_device
 
     try:
@@ -90,15 +94,25 @@ def finetune_command(
         raise AmcError(f"bad fine-tuning setting: {e}") from None
     if epochs < 1:
         raise AmcError(f"--epochs must be at least 1, got {epochs}")
+    check_threads(threads)
     target = resolve_device(device)
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
     dataset = run_dataset(run_dir, data_dir, purpose="fine-tuned") if data_dir is not None else None
+    changes = None
+    if resume:  # the interrupted fine-tune's settings, with what was typed in their place
+        changes = {field: value for field, value in (("epochs", epochs), ("lr", lr), ("optimizer", optimizer),
+                                                     ("batch_size", batch_size), ("weight_decay", weight_decay),
+                                                     ("precision", precision), ("seed", seed))
+                   if on_command_line(ctx, field)}
+        if on_command_line(ctx, "distill") or on_command_line(ctx, "distill_alpha"):
+            changes["distill_alpha"] = config.distill_alpha
+        config = None
     with StepProgress() as progress:
-        record = finetune(run_dir, config, distill=distill, teacher_weights=teacher_weights, resume=resume,
+        record = finetune(run_dir, config, changes=changes, distill=distill, teacher_weights=teacher_weights, resume=resume,
                           overwrite=overwrite, progress=progress.epoch, on_step=progress.step, device=target,
-                          data=dataset)
+                          data=dataset, trust_model_code=trust_model_code)
     if as_json:
         print(json.dumps({"run_dir": str(run_dir), **{k: record[k] for k in ("epochs", "heldout_top1",
                                                                              "test_top1")}}))

@@ -8,19 +8,23 @@ from __future__ import annotations
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
 
+from amc.cache import make_cache_dir
 from amc.data.splits import Dataset, Split, carve_heldout, pick_per_class
 from amc.errors import DataError
+from amc.safe_open import REGULAR, NotAFileError, check_regular_file, file_kind, open_regular
 
 DATASETS = ("digits", "cifar10", "imagefolder")
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 CIFAR10_FOLDER = "cifar-10-batches-py"       # the folder name torchvision's reader insists on
 NPZ_KEYS = ("train_x", "train_y", "test_x", "test_y")
-DOWNLOAD_DIR = Path.home() / ".cache" / "amc" / "data"   # where --download puts CIFAR-10 without --data-dir
+CIFAR10_FILES = ("batches.meta", "data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5",
+                 "test_batch")
 
 DIGITS_HELDOUT_PER_CLASS = 30
 DIGITS_TEST_FRACTION = 0.2
@@ -39,7 +43,8 @@ def load_dataset(name: str, data_dir: str | Path | None = None, *, heldout_per_c
     digits 30, cifar10 500, imagefolder min(50, 10% of the smallest class)); train keeps the rest in
     the original order. `data_dir`: cifar10 takes an .npz (train_x/test_x uint8 [N, H, W, 3],
     train_y/test_y) or the folder holding `cifar-10-batches-py`; imagefolder takes a root with
-    `train/` and `val/` class folders. `download` fetches CIFAR-10 (into `data_dir` or ~/.cache/amc/data).
+    `train/` and `val/` class folders. `download` fetches CIFAR-10 (into `data_dir`, else amc's cache:
+    $AMC_CACHE_DIR/data or ~/.cache/amc/data).
     `image_size` is the imagefolder crop side in pixels (default 224).
     """
     key = str(name).lower()
@@ -86,6 +91,14 @@ def _assemble(name: str, train_x: torch.Tensor, train_y: np.ndarray, test_x: tor
                    tuple(train_x.shape[1:]), list(class_names))
 
 
+def _open(path: str | Path, what: str, fix: str) -> BinaryIO:
+    """A data file opened to read; a FIFO or device in its place is a DataError (reading it would never end)."""
+    try:
+        return open_regular(path, what, fix)
+    except NotAFileError as e:
+        raise DataError(str(e)) from None
+
+
 # digits ---------------------------------------------------------------------------------------------------------
 
 def _load_digits(seed: int, per_class: int) -> Dataset:
@@ -113,13 +126,16 @@ def _load_cifar10(path: Path | None, download: bool, seed: int, heldout_per_clas
         if not download:
             raise DataError("cifar10 needs its data: pass --data-dir with the .npz or the CIFAR-10 python folder, "
                             "or --download")
-        path = DOWNLOAD_DIR
-    if path.is_file():
+        path = make_cache_dir("data")
+    kind = file_kind(path)
+    if kind not in (None, REGULAR, "a directory"):
+        raise DataError(f"{path} is {kind}, not a data file or folder; pass the CIFAR-10 .npz or python folder")
+    if kind == REGULAR:
         if path.suffix != ".npz":
             raise DataError(f"{path}: expected a .npz file or a CIFAR-10 python folder, got a {path.suffix or 'no'}"
                             " extension; pass the .npz or the folder holding cifar-10-batches-py")
         arrays = _read_npz(path)
-    elif path.is_dir() or download:
+    elif kind == "a directory" or download:
         arrays = _read_cifar_folder(path, download)
     else:
         raise DataError(f"{path} does not exist; pass the CIFAR-10 .npz or python folder, or --download")
@@ -130,7 +146,7 @@ def _load_cifar10(path: Path | None, download: bool, seed: int, heldout_per_clas
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        with _open(path, "data file", "pass the .npz") as f, np.load(f, allow_pickle=False) as npz:
             missing = [k for k in NPZ_KEYS if k not in npz.files]
             if missing:
                 raise DataError(f"{path} is missing keys {', '.join(missing)}; it needs {', '.join(NPZ_KEYS)}")
@@ -148,6 +164,12 @@ def _read_cifar_folder(path: Path, download: bool) -> dict[str, np.ndarray]:
     if not download and not (root / CIFAR10_FOLDER).is_dir():
         raise DataError(f"{path}: not a CIFAR-10 folder (no {CIFAR10_FOLDER}/ inside); pass the .npz, the folder "
                         f"holding {CIFAR10_FOLDER}, or --download")
+    for name in CIFAR10_FILES:  # torchvision opens them blindly: a FIFO among them would hang it
+        try:
+            check_regular_file(root / CIFAR10_FOLDER / name, "CIFAR-10 file", "re-download it with --download or "
+                               "pass the .npz")
+        except NotAFileError as e:
+            raise DataError(str(e)) from None
     arrays = {}
     for train in (True, False):
         try:
@@ -199,10 +221,11 @@ def _load_imagefolder(path: Path | None, size: int, seed: int, heldout_per_class
 
     if path is None:
         raise DataError("imagefolder needs --data-dir: a folder with train/ and val/ class subfolders")
-    if not path.exists():
+    kind = file_kind(path)
+    if kind is None:
         raise DataError(f"{path} does not exist; pass a folder with train/ and val/ class subfolders")
-    if not path.is_dir():
-        raise DataError(f"{path} is a file; imagefolder needs a folder with train/ and val/ class subfolders")
+    if kind != "a directory":
+        raise DataError(f"{path} is {kind}; imagefolder needs a folder with train/ and val/ class subfolders")
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise DataError(f"image_size must be a positive integer, got {size!r}; pass e.g. 224")
     for sub in ("train", "val"):
@@ -251,7 +274,7 @@ def _decode(files: list[tuple[str, int]], size: int) -> tuple[torch.Tensor, np.n
 
     def load(i: int) -> None:
         try:
-            with Image.open(files[i][0]) as img:
+            with _open(files[i][0], "image", "remove or replace it") as f, Image.open(f) as img:
                 img = TF.resize(img.convert("RGB"), short_side, InterpolationMode.BILINEAR)
                 x[i] = TF.pil_to_tensor(TF.center_crop(img, size))
         except OSError as e:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 import gc
+import math
+import os
 import platform
 import tempfile
 import time
@@ -23,6 +25,7 @@ import torch
 import torch.nn as nn
 
 from amc.errors import AmcError
+from amc.threads import check_threads
 
 BACKENDS = ("torch", "onnxruntime")
 
@@ -100,6 +103,7 @@ def check_settings(backend: str, batch: int, threads: int) -> None:
         raise AmcError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if batch < 1 or threads < 1:
         raise AmcError(f"batch and threads must be at least 1, got batch {batch}, threads {threads}")
+    check_threads(threads)
 
 
 @contextmanager
@@ -108,7 +112,7 @@ def runner(model: nn.Module, input_shape: Sequence[int], *, backend: str = "torc
     """A zero-argument callable running one forward pass of `model` on a fixed random batch, ready for
     timing: the backend set up, the threads fixed. Several runners may be open at once (same threads)."""
     check_settings(backend, batch, threads)
-    x = torch.randn(batch, *input_shape, generator=torch.Generator().manual_seed(0))
+    x = _input_batch(batch, input_shape)
     previous_threads = torch.get_num_threads()
     was_training = model.training
     try:
@@ -128,6 +132,32 @@ def runner(model: nn.Module, input_shape: Sequence[int], *, backend: str = "torc
     finally:
         torch.set_num_threads(previous_threads)
         model.train(was_training)
+
+
+def _input_batch(batch: int, input_shape: Sequence[int]) -> torch.Tensor:
+    """The fixed random batch timed. One larger than the machine's memory is refused before torch tries (where
+    the allocation would not fail, filling it would wake the OOM killer), or when torch cannot allocate it."""
+    shape = tuple(int(s) for s in input_shape)
+    size = batch * math.prod(shape) * 4
+    fix = "use a smaller --batch" if batch > 1 else "the model states an input shape too large for this machine"
+    refused = AmcError(f"timing needs an input batch of {batch} x {shape} floats, {size / 2**30:,.1f} GiB: more "
+                       f"memory than this machine has; {fix}")
+    if size > _physical_memory():
+        raise refused
+    try:
+        return torch.randn(batch, *shape, generator=torch.Generator().manual_seed(0))
+    except RuntimeError as e:
+        if "alloc" in str(e):
+            raise refused from None
+        raise
+
+
+def _physical_memory() -> float:
+    """Bytes of RAM in this machine (infinite where the system does not say)."""
+    try:
+        return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return math.inf
 
 
 def _check_timing(warmup: int, repeats: int, min_seconds: float) -> None:

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
+import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -23,13 +24,17 @@ from typing import Callable, Sequence
 import numpy as np
 import torch.nn as nn
 
+from amc import cache as amc_cache
+from amc.atomic import write_json_atomic
+from amc.errors import AmcError, SaveError
 from amc.graph import LayerGraph
 from amc.latency.measure import cpu_name, measure_latency
-from amc.atomic import write_json_atomic
+from amc.safe_open import NotAFileError, read_regular_bytes
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("AMC_CACHE_DIR", Path.home() / ".cache" / "amc")) / "latency"
+    """Where measured layer timings are kept: AMC_CACHE_DIR/latency, else ~/.cache/amc/latency."""
+    return amc_cache.cache_dir("latency")
 
 
 @dataclass
@@ -135,12 +140,7 @@ def build_latency_model(model: nn.Module, graph: LayerGraph, allowed: Sequence[n
     modules = dict(model.named_modules())
     key = hashlib.sha256(f"{cpu_name()}|{backend}|{threads}|{batch}".encode()).hexdigest()[:16]
     path = cache_dir() / f"{backend}-t{threads}-b{batch}-{key}.json"
-    cache: dict[str, float] = {}
-    if use_cache and path.exists():
-        try:
-            cache = json.loads(path.read_text())
-        except ValueError:
-            cache = {}  # a damaged cache is only lost time: measure again
+    cache, discarded = _read_cache(path) if use_cache else ({}, False)
     measured = 0
     tables: dict[str, _Table] = {}
     for term in graph.layers:
@@ -179,12 +179,54 @@ def build_latency_model(model: nn.Module, graph: LayerGraph, allowed: Sequence[n
             continue
         ms = np.maximum.accumulate(np.maximum.accumulate(ms, axis=0), axis=1)  # measurement noise
         tables[term.name] = _Table(cin_grid.astype(float), cout_grid.astype(float), ms)
-    if measured and use_cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(path, cache)
+    if (measured or discarded) and use_cache:
+        _save_cache(path, cache)
     info = {"backend": backend, "threads": threads, "batch": batch, "cpu": cpu_name(), "cache": str(path),
             "layer_shapes_measured": measured, "layer_shapes_cached": len(cache) - measured}
     return LatencyModel(graph, tables, info=info)
+
+
+def _read_cache(path: Path) -> tuple[dict[str, float], bool]:
+    """The layer timings cached at `path` ({} where there are none) and whether any was discarded. A cache only
+    saves time, so an entry that fails its schema (a signature string -> a finite time in ms, >= 0), or a file
+    that is not such a JSON object, is dropped (one warning says so) and measured again."""
+    try:
+        raw = json.loads(read_regular_bytes(path, "latency cache", "remove it"))
+        found = f"a JSON {type(raw).__name__}"
+    except (FileNotFoundError, NotADirectoryError):
+        return {}, False
+    except (OSError, ValueError, NotAFileError) as e:  # ValueError: not JSON, or not UTF-8
+        raw, found = None, f"unreadable ({type(e).__name__})"
+    if not isinstance(raw, dict):
+        warnings.warn(f"latency cache {path} is {found}, not an object of layer timings; discarded: every layer is "
+                      "measured again", stacklevel=3)
+        return {}, True
+    cache = {key: float(ms) for key, ms in raw.items() if _is_time(ms)}
+    if len(cache) < len(raw):
+        warnings.warn(f"latency cache {path}: {len(raw) - len(cache)} of {len(raw)} entries are not a time in "
+                      "milliseconds (a finite number >= 0); discarded: those layers are measured again", stacklevel=3)
+    return cache, len(cache) < len(raw)
+
+
+def _is_time(ms) -> bool:
+    return isinstance(ms, (int, float)) and not isinstance(ms, bool) and math.isfinite(ms) and ms >= 0
+
+
+def _save_cache(path: Path, cache: dict[str, float]) -> None:
+    """Keep the timings for the next search. A cache that cannot be written costs time, not the search: a warning
+    names the setting that moves it."""
+    try:
+        amc_cache.make_cache_dir("latency")
+        write_json_atomic(path, cache)
+        return
+    except (amc_cache.CacheDirError, SaveError) as e:
+        reason = e.reason
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+    except AmcError as e:  # something other than a file where the cache belongs
+        reason = str(e)
+    warnings.warn(f"the latency table is not kept for the next search: cannot write {path} ({reason}); "
+                  f"{amc_cache.MOVE_IT}", stacklevel=3)
 
 
 def _kept(counts: np.ndarray) -> np.ndarray:

@@ -29,9 +29,10 @@ from amc.models.cifar_resnet import plain20, resnet20, resnet32, resnet44, resne
 from amc.models.mobilenet import mobilenet_v1, mobilenet_v1_224, mobilenet_v2
 from amc.models.small import digits_cnn
 from amc.models.vgg import vgg16
+from amc.safe_open import NotAFileError, open_regular
 
-__all__ = ["ModelInfo", "create", "rebuild", "info_from_record", "list_models", "model_info", "load_weights",
-           "bundled_weights", "non_finite"]
+__all__ = ["ModelInfo", "check_name", "create", "rebuild", "info_from_record", "list_models", "model_info",
+           "load_weights", "bundled_weights", "non_finite"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -86,6 +87,18 @@ def list_models() -> list[str]:
     return list(_ZOO) + [torchvision_models.PREFIX + name for name in torchvision_models.COMMON_MODELS]
 
 
+def check_name(name: str) -> None:
+    """UnknownModelError, with the names it may have meant, for a name no registry knows (the zoo, torchvision's
+    for ``tv:``, timm's for ``timm:``, which needs timm installed); nothing is built. A factory reference passes:
+    importing it is its check."""
+    if name.startswith(torchvision_models.PREFIX):
+        torchvision_models.check_name(name[len(torchvision_models.PREFIX):])
+    elif name.startswith(timm_models.PREFIX):
+        timm_models.check_name(name[len(timm_models.PREFIX):])
+    elif not factory.is_reference(name) and name not in _ZOO:
+        raise UnknownModelError(_unknown_model_message(name))
+
+
 def create(name: str, num_classes: int | None = None, weights: str | Path | None = None, *,
            input_shape: tuple[int, int, int] | None = None, **kwargs) -> nn.Module:
     """Build model `name` (random init, train mode), attach `model.amc_info`, and load `weights` if given.
@@ -126,28 +139,52 @@ def create(name: str, num_classes: int | None = None, weights: str | Path | None
     return model
 
 
-def rebuild(record: Mapping) -> nn.Module:
+def rebuild(record: Mapping, source: object = "the run") -> nn.Module:
     """The architecture a run recorded (model.json's ``info``, config.json's ``model``: a `ModelInfo` as a
-    dict), randomly initialised, with that `ModelInfo` attached; a factory is imported again (also from the
-    directory it was first imported from)."""
-    info = info_from_record(record)
+    dict, read from `source`), randomly initialised, with that `ModelInfo` attached. A factory the record names is
+    code: it is imported only under `factory.trusting` (``--trust-model-code``), then also from the directory it
+    was first imported from."""
+    info = info_from_record(record, source)
     if factory.is_reference(info.name):
-        model, _ = factory.build(info.name, (info.import_root,) if info.import_root else (), **info.kwargs)
+        factory.check_named_in_file(info.name, source, option=None)
+        # the recorded directory is searched only under the full opt-in: naming a factory trusts the module of
+        # that name on this Python path, not a directory the file points to
+        roots = (info.import_root,) if info.import_root and factory.trusted() else ()
+        model, _ = factory.build(info.name, roots, **info.kwargs)
     else:
         model = create(info.name, num_classes=info.num_classes, **info.kwargs)
     model.amc_info = info
     return model
 
 
-def info_from_record(record: Mapping) -> ModelInfo:
-    """A `ModelInfo` from its dict (as written into a run); AmcError naming what is missing."""
+def info_from_record(record: Mapping, source: object = "the run") -> ModelInfo:
+    """A `ModelInfo` from its dict (as written into a run); AmcError naming what is missing or not plain data.
+    Values are checked as data: a name, numbers, and constructor options of numbers, strings, booleans or lists
+    of them."""
     try:
-        return ModelInfo(str(record["name"]), tuple(int(v) for v in record["input_shape"]),
+        info = ModelInfo(str(record["name"]), tuple(int(v) for v in record["input_shape"]),
                          tuple(float(v) for v in record["mean"]), tuple(float(v) for v in record["std"]),
                          int(record["num_classes"]), dict(record.get("kwargs") or {}), record.get("import_root"))
     except (KeyError, TypeError, ValueError) as e:
-        raise AmcError(f"the run's model record is incomplete or corrupt ({type(e).__name__}: {e}); re-export the "
-                       "run") from None
+        raise AmcError(f"the model record of {source} is incomplete or corrupt ({type(e).__name__}: {e}); re-export "
+                       "the run") from None
+    problem = _not_plain_options(info.kwargs)
+    if problem or not (info.import_root is None or isinstance(info.import_root, str)):
+        raise AmcError(f"the model record of {source} is corrupt ({problem or 'import_root is not a path'}); "
+                       "re-export the run")
+    return info
+
+
+def _not_plain_options(kwargs: Mapping) -> str | None:
+    """What makes `kwargs` other than constructor options as data (identifier keys; numbers, strings, booleans,
+    null or flat lists of them), or None."""
+    scalar = (bool, int, float, str, type(None))
+    for key, value in kwargs.items():
+        if not (isinstance(key, str) and key.isidentifier()):
+            return f"option name {key!r} is not an identifier"
+        if not (isinstance(value, scalar) or isinstance(value, list) and all(isinstance(v, scalar) for v in value)):
+            return f"option {key} is {type(value).__name__}, not a number, string or list"
+    return None
 
 
 def _timm(name: str, num_classes: int, input_shape, kwargs: dict) -> tuple[nn.Module, ModelInfo]:
@@ -213,7 +250,10 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}; check the path")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        with open_regular(path, "checkpoint", "pass the file torch.save wrote") as f:
+            checkpoint = torch.load(f, map_location="cpu", weights_only=True)
+    except NotAFileError:
+        raise
     except pickle.UnpicklingError as e:
         refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
         if refused:

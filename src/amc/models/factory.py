@@ -4,6 +4,11 @@ The function is called with no arguments (or the model's recorded options) and r
 What the network expects (input shape, normalization, classes) comes from the ``amc_info`` the factory
 attaches, a `ModelInfo` or a plain dict so the user's module need not import amc, else from the data.
 Nothing here knows about pruning.
+
+A factory is code, so a reference read from a file (a run's config.json or model.json, a policy.json, a
+``--config`` file) is imported only where the person running amc opted in (`trusting`, behind
+``--trust-model-code`` and ``trust_model_code=True``); a reference typed on the command line or passed in Python
+is that person's own choice and needs no opt-in. Zoo, ``tv:`` and ``timm:`` names are data.
 """
 
 from __future__ import annotations
@@ -12,7 +17,9 @@ import importlib
 import os
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 import torch
@@ -23,6 +30,38 @@ from amc.errors import AmcError
 # a dotted module path, a colon, a dotted attribute path: "tests.mynet:build", "mypkg.nets:Factory.small"
 _REFERENCE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 INFO_KEYS = ("input_shape", "mean", "std", "num_classes")
+TRUST_OPTION = "--trust-model-code"
+# what the current call may import of the factories that files name: every one (an explicit opt-in), or those
+# the person running amc named themselves (set by `trusting`, never by a file)
+_TRUSTED: ContextVar[tuple[bool, frozenset]] = ContextVar("amc_trust_model_code", default=(False, frozenset()))
+
+
+@contextmanager
+def trusting(everything: bool = False, names: tuple = ()) -> Iterator[None]:
+    """Within the block, a factory reference read from a file may be imported and called: any one if
+    `everything`, else those in `names` (references the user typed or passed). What an outer block trusts holds."""
+    outer_all, outer_names = _TRUSTED.get()
+    token = _TRUSTED.set((outer_all or bool(everything), outer_names | {n for n in names if isinstance(n, str)}))
+    try:
+        yield
+    finally:
+        _TRUSTED.reset(token)
+
+
+def trusted(name: str | None = None) -> bool:
+    """Whether factory `name` (None: any factory, with its recorded import directory) may be imported here."""
+    everything, names = _TRUSTED.get()
+    return everything or name is not None and name in names
+
+
+def check_named_in_file(name: object, source: object, option: str | None = "--model") -> None:
+    """Refuse a model factory that the file `source` names, unless the caller opted in (`trusting`): importing it
+    would run code that came with the file. Zoo, ``tv:`` and ``timm:`` names pass (they are data). `option` is the
+    command-line option by which the user may name it instead (None: only the full opt-in applies)."""
+    if isinstance(name, str) and is_reference(name) and not trusted(name):
+        ways = f"pass {option} {name} or {TRUST_OPTION}" if option else f"pass {TRUST_OPTION}"
+        raise AmcError(f"{source} names the model factory {name}, which is Python code that amc runs only when you "
+                       f"ask: if you trust it, {ways} (from Python: trust_model_code=True)")
 
 
 def is_reference(name: str) -> bool:
@@ -53,6 +92,9 @@ def build(reference: str, search_dirs: tuple[str, ...] = (), **kwargs) -> tuple[
                        "function that returns the network")
     try:
         model = factory(**kwargs)
+    except SystemExit as e:  # the user's code may end the process; amc says where instead of exiting mutely
+        raise AmcError(f"model factory {reference} called sys.exit({e.code!r}) instead of returning the network; "
+                       "return the network, or raise an exception that says what is wrong") from None
     except Exception as e:  # noqa: BLE001 - the user's code can fail any way; one line says where
         detail = (str(e).strip().splitlines() or [""])[0][:160]
         raise AmcError(f"model factory {reference} raised {type(e).__name__}: {detail}; fix the factory (it is "
@@ -120,6 +162,9 @@ def _import(module_name: str, extra_dirs: tuple[str, ...], reference: str):
                            f"{os.getcwd()}; run from the directory that holds it or add it to PYTHONPATH") from None
         raise AmcError(f"model factory {reference}: importing {module_name} failed (no module named {e.name!r}); "
                        "install what it needs") from None
+    except SystemExit as e:  # a script's code at module level, run by the import
+        raise AmcError(f"model factory {reference}: importing {module_name} called sys.exit({e.code!r}); guard the "
+                       "module's script code with if __name__ == \"__main__\"") from None
     except Exception as e:  # noqa: BLE001 - a syntax error or any failure while the module runs
         detail = (str(e).strip().splitlines() or [""])[0][:160]
         raise AmcError(f"model factory {reference}: importing {module_name} failed ({type(e).__name__}: {detail}); "

@@ -15,6 +15,7 @@ from amc.errors import AmcError, UnknownModelError
 PREFIX = "timm:"
 DEFAULT_SHAPE = (3, 224, 224)
 DEFAULT_MEAN, DEFAULT_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+FILE_OPTIONS = {"checkpoint_path", "pretrained_cfg", "pretrained_cfg_overlay", "cache_dir", "pretrained_strict"}
 
 
 def require_timm():
@@ -26,6 +27,17 @@ def require_timm():
     return timm
 
 
+def check_name(name: str) -> None:
+    """UnknownModelError, with the closest names, unless timm has architecture `name` (without the prefix); the
+    install hint where timm is missing."""
+    timm = require_timm()
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=3)
+        hint = f"did you mean: {', '.join(PREFIX + c for c in close)}?" if close else \
+            "pick an architecture from timm.list_models()"
+        raise UnknownModelError(f"unknown timm model '{PREFIX}{name}'; {hint}")
+
+
 def build(name: str, num_classes: int, in_chans: int | None = None, **kwargs) -> nn.Module:
     """Randomly initialised timm model `name` (without the prefix) for `num_classes` classes and `in_chans`
     input channels (timm's default, 3, if None)."""
@@ -34,10 +46,11 @@ def build(name: str, num_classes: int, in_chans: int | None = None, **kwargs) ->
         raise AmcError(f"{PREFIX}{name}: amc never downloads weights; drop pretrained and pass your checkpoint "
                        "with --weights")
     kwargs.pop("pretrained", None)
-    if not timm.is_model(name):
-        close = difflib.get_close_matches(name, timm.list_models(), n=3)
-        hint = f"did you mean: {', '.join(PREFIX + c for c in close)}?" if close else "see timm.list_models();"
-        raise UnknownModelError(f"unknown timm model '{PREFIX}{name}'; {hint}")
+    reads = sorted(set(kwargs) & FILE_OPTIONS)
+    if reads:  # timm would load a file or a hub config these name: weights come from --weights alone
+        raise AmcError(f"{PREFIX}{name}: option {reads[0]} makes timm read files or configurations amc does not "
+                       "check; drop it and pass your checkpoint with --weights")
+    check_name(name)
     if in_chans is not None:
         kwargs["in_chans"] = in_chans
     try:
@@ -59,4 +72,4 @@ def data_config(model: nn.Module, channels: int) -> tuple[tuple[int, int, int], 
     return (channels, int(size[1]), int(size[2])), mean, std
 
 
-__all__ = ["PREFIX", "build", "data_config", "require_timm"]
+__all__ = ["PREFIX", "build", "check_name", "data_config", "require_timm"]

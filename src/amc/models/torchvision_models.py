@@ -19,15 +19,20 @@ def available() -> list[str]:
     return torchvision.models.list_models(module=torchvision.models)
 
 
-def build(name: str, num_classes: int = 1000, **kwargs) -> nn.Module:
-    """Randomly initialised torchvision model `name` (without the prefix); pretrained weights are never fetched."""
+def check_name(name: str) -> None:
+    """UnknownModelError, with the closest names, unless torchvision has classification model `name` (without the
+    prefix)."""
     names = available()
     if name not in names:
         close = difflib.get_close_matches(name, names, n=3)
-        hint = f"did you mean: {', '.join(PREFIX + c for c in close)}?" if close else \
-            "it is not a torchvision classification model;"
-        raise UnknownModelError(f"unknown torchvision model '{PREFIX}{name}'; {hint} "
-                                "(see torchvision.models.list_models())")
+        hint = f"did you mean: {', '.join(PREFIX + c for c in close)}? (see torchvision.models.list_models())" \
+            if close else "pick a classification model from torchvision.models.list_models()"
+        raise UnknownModelError(f"unknown torchvision model '{PREFIX}{name}'; {hint}")
+
+
+def build(name: str, num_classes: int = 1000, **kwargs) -> nn.Module:
+    """Randomly initialised torchvision model `name` (without the prefix); pretrained weights are never fetched."""
+    check_name(name)
     import torchvision
 
     # weights=None: downloading would fail offline and would silently change the model's meaning

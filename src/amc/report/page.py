@@ -12,6 +12,7 @@ import html
 from pathlib import Path
 
 from amc.baselines import BASELINE_NAMES, verdict
+from amc.models.factory import trusting
 from amc.report.figures import figure_class, layers_figure, search_figure
 from amc.report.run import (LayerRow, Run, finite, layer_rows, load_run, original_size, pct, reproduce_command,
                             target_name, target_ratio, warmup_episodes)
@@ -231,11 +232,17 @@ of this run.</p>
 """
 
 
-def write_report(run_dir: str | Path, *, latency: bool = False) -> Path:
+def write_report(run_dir: str | Path, *, latency: bool = False, trust_model_code: bool = False) -> Path:
     """Write report_layers.png, report_search.png and a self-contained report.html into a finished run
     directory; returns the HTML's path. With `latency=True` the original and the pruned model are timed
-    first into latency.json, on the backend, threads and batch the search was set to (`--latency-backend`)."""
+    first into latency.json, on the backend, threads and batch the search was set to (`--latency-backend`). A
+    model factory the run names is code: it is imported only with `trust_model_code=True`."""
     figure_class()  # the missing extra fails before anything is done
+    with trusting(trust_model_code):
+        return _write_report(run_dir, latency)
+
+
+def _write_report(run_dir: str | Path, latency: bool) -> Path:
     if latency:
         measure_run_latency(run_dir)
     run = load_run(run_dir)

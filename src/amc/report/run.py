@@ -58,9 +58,7 @@ def load_run(run_dir: str | Path) -> Run:
     for name in (CONFIG_FILE, EPISODES_FILE):
         if not files.has(name):
             raise AmcError(f"{path} is not a search run (no {name}); pass the --out directory of `amc search`")
-    if not files.has_summary():
-        raise AmcError(f"{path} holds an unfinished search (no summary.json); finish it with "
-                       f"`amc search --resume --out {path}`, then report")
+    files.check_finished("report on")  # a search still going, stopped or half-exported: its command named
     config, summary = files.read_config("reported"), files.read_summary()
     episodes = files.read_episodes()
     if not episodes:
@@ -165,7 +163,8 @@ def _decision_macs_after(run: Run) -> list[int] | None:
 def original_architecture(run: Run):
     """The searched model's architecture, randomly initialised (sizes and MACs do not depend on values)."""
     from amc import models
-    return models.rebuild(run.config["model"]).eval()  # zoo, torchvision, timm or the user's own factory
+    # zoo, torchvision, timm or the user's own factory (imported only if trusted: `amc.models.factory.trusting`)
+    return models.rebuild(run.config["model"], run.path / "config.json").eval()
 
 
 def original_size(run: Run) -> tuple[int | None, str]:
