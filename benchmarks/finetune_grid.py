@@ -19,10 +19,10 @@ quality 75 plus the exact residual, so the decoded pixels are bit-identical (che
 torch-pruning's own channel choices (tp-*) cannot be rebuilt from counts: those models travel as files.
 
 Every job fine-tunes with the recipe of `peers.py --finetune-epochs` and `amc finetune --distill`: SGD lr 0.01
-cosine, Nesterov, batch 128, distillation from the original (alpha 0.5, T 4), bf16 autocast, augmentation,
-`epochs` and `seed` as planned. Study jobs also get a short fine-tune curve (amc.finalists.ShortFinetune:
-constant lr 0.01, distilled) scored on the held-out split at several step counts, and the held-out top-1
-without BN recalibration.
+cosine, Nesterov, batch 128, distillation from the original (alpha 0.5, T 4), bf16 autocast (`run --precision fp32`
+on a CPU without fast bf16), augmentation, `epochs` and `seed` as planned. Study jobs also get a short fine-tune
+curve (amc.finalists.ShortFinetune: constant lr 0.01, distilled) scored on the held-out split at several step
+counts, and the held-out top-1 without BN recalibration.
 """
 
 from __future__ import annotations
@@ -303,12 +303,12 @@ def _train_worker(args, queue, results_path: str, npz: str, exact: bool, curved:
                 f.write(json.dumps(record) + "\n")
             continue
         epochs = EPOCHS.get(name, 3) if args.epochs is None else args.epochs
-        config = TrainConfig(epochs=epochs, lr=0.01, precision="bf16", seed=ft_seed, distill_alpha=0.5)
+        config = TrainConfig(epochs=epochs, lr=0.01, precision=args.precision, seed=ft_seed, distill_alpha=0.5)
         torch.manual_seed(ft_seed)
         final = train(model, dataset, Path(args.work) / f"ckpt-{os.getpid()}.pt", config, teacher=teacher,
                       device=device)
-        record.update(epochs=epochs, test_top1=final["test_top1"], heldout_top1=final["heldout_top1"],
-                      seconds=round(time.time() - t0, 1))
+        record.update(epochs=epochs, precision=args.precision, test_top1=final["test_top1"],
+                      heldout_top1=final["heldout_top1"], seconds=round(time.time() - t0, 1))
         with open(results_path, "a") as f:
             f.write(json.dumps(record) + "\n")
         print(json.dumps({k: record[k] for k in ("id", "ft_seed", "heldout_rebuilt", "test_top1", "seconds")}),
@@ -387,6 +387,9 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--build-threads", type=int, default=2)
     r.add_argument("--epochs", type=int, help="override the per-model fine-tune epochs (a smoke test)")
     r.add_argument("--limit", type=int, help="only the first N policies (a smoke test)")
+    r.add_argument("--precision", default="bf16", choices=["bf16", "fp32"],
+                   help="fine-tune autocast precision: bf16 is the recipe; fp32 where the CPU has no fast bf16 "
+                        "(an AVX2-only CPU ran a bf16 step about 9x slower than fp32)")
     r.add_argument("--done", nargs="*", help="results.jsonl files of earlier calls: what they hold is skipped")
     r.add_argument("--study-steps", type=int, nargs="+", default=STUDY_STEPS,
                    help="short fine-tune lengths scored on the study's policies")

@@ -46,8 +46,12 @@ def test_mobilenet_v2_depthwise_pruned_with_producer():
     graph = LayerGraph(models.create("mobilenet_v2").eval(), (3, 32, 32))
     roles = {m.role for d in graph.decisions for m in d.members}
     assert "depthwise" in roles
-    # the projection conv of an inverted residual block is a free decision
-    assert any(d.consumer.endswith(".conv3") or "conv" in d.consumer for d in graph.decisions)
+    # an expanding inverted residual's hidden channels are one decision: produced by its expansion 1x1, read
+    # by its depthwise conv (pruned along) and consumed by its projection 1x1
+    expanded = [d for d in graph.decisions if d.consumer.endswith(".conv.2")]
+    assert len(expanded) == 16  # every block but the first, whose expansion is 1
+    assert all(d.producer == d.consumer.replace(".conv.2", ".conv.0.0") for d in expanded)
+    assert all("depthwise" in {m.role for m in d.members} for d in expanded)
 
 
 def test_pruning_leaves_original_untouched():

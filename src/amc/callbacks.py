@@ -237,10 +237,5 @@ class Progress(Callback):
             self.progress(report)
 
 
-def eta_seconds(record: dict) -> float:
-    """Seconds left in the whole search, from a progress record (its "eta")."""
-    return record.get("eta") or 0.0
-
-
 __all__ = ["PHASES", "BestPolicy", "Callback", "CallbackList", "EpisodeLog", "LatencyCheck", "Phases", "Progress",
-           "SaveState", "TensorBoard", "eta_seconds", "summary_writer"]
+           "SaveState", "TensorBoard", "summary_writer"]

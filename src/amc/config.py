@@ -9,18 +9,20 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, fields
 
+from amc.agents import AGENTS
 from amc.blocks import DROP_SHARE
 from amc.env import EnvConfig
 from amc.errors import AmcError, ConfigError
 from amc.evaluate import PRECISIONS
+from amc.latency.measure import BACKENDS
 from amc.pruning.channel import SELECTIONS
 from amc.safe_open import read_regular_bytes
 from amc.threads import check_threads
 
 DEFAULT_MODEL, DEFAULT_DATA = "digits_cnn", "digits"
-AGENT_NAMES = ("ddpg", "random", "uniform", "tpe", "knapsack")
+AGENT_NAMES = tuple(AGENTS)  # the catalogues' own keys: an agent or a backend is registered in one place
 METHODS = ("channel", "fine-grained")
-LATENCY_BACKENDS = ("torch", "onnxruntime")
+LATENCY_BACKENDS = BACKENDS
 # the budget (ratio, lbound) where none is given: half the cost, except for the embedded digits CNN, whose
 # default run must show what a search buys: at 50% every policy scores alike there, at 5% MACs (lbound 0.05) the
 # searched policy beats uniform by 6-7 test points (benchmarks/RESULTS.md, issue 20)

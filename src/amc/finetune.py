@@ -25,11 +25,6 @@ from amc.runs import CONFIG_FILE, FINETUNE_CHECKPOINT_FILE, FINETUNED_SPARSE_FIL
 from amc.train import TrainConfig, train
 
 
-def run_config(run_dir: str | Path) -> dict:
-    """The `search` section of a run's config.json, with a one-line error if it is missing or corrupt."""
-    return RunDir(run_dir).settings("fine-tuned")
-
-
 DEFAULT_CONFIG = TrainConfig(epochs=20, lr=0.01)
 
 
@@ -126,4 +121,4 @@ def load_finetuned(run_dir: str | Path, *, trust_model_code: bool = False) -> to
     return model.eval()
 
 
-__all__ = ["finetune", "load_finetuned", "run_config"]
+__all__ = ["DEFAULT_CONFIG", "finetune", "load_finetuned"]

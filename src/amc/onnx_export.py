@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from amc.errors import AmcError
-from amc.runs import check_not_a_run_file
+from amc.run_names import check_not_a_run_file
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"

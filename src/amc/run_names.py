@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
+
+from amc.errors import AmcError
 
 CONFIG_FILE = "config.json"
 EPISODES_FILE = "episodes.jsonl"
@@ -42,3 +45,12 @@ def is_run_file(name: str) -> bool:
 def is_temporary(name: str) -> bool:
     """Whether `name` is a temporary file of an interrupted write of a run file."""
     return is_run_file(name) and name not in RUN_FILES
+
+
+def check_not_a_run_file(path: str | Path) -> None:
+    """Refuse to write `path` where it is one of the files of an amc run (its directory holds amc's marker): a
+    command's own output never replaces another run's model, state or log."""
+    path = Path(path)
+    if path.name in RUN_FILES and (path.parent / RUN_MARKER).is_file():
+        raise AmcError(f"{path} is a file of the amc run {path.parent}; writing it would damage that run: choose "
+                       "another path")

@@ -33,7 +33,7 @@ from amc.data import Dataset, fingerprint
 from amc.errors import AmcError, CheckpointError
 from amc.policy import Policy
 from amc.run_lifecycle import FINISHED, RunLifecycle, RunStatus
-from amc.run_names import (CONFIG_FILE, EPISODES_FILE, EXPORT_FILES, FINETUNE_CHECKPOINT_FILE, FINETUNED_FILE,
+from amc.run_names import (CONFIG_FILE, check_not_a_run_file, EPISODES_FILE, EXPORT_FILES, FINETUNE_CHECKPOINT_FILE, FINETUNED_FILE,
                            FINETUNED_SPARSE_FILE, LATENCY_CALIBRATION_FILE, LAYERS_FIGURE, LOCK_FILE, META_FILE,
                            MODEL_FILE, POLICY_FILE, REPORT_FILE, RUN_FILES, RUN_MARKER, SEARCH_FIGURE, SPARSE_FILE,
                            STATE_FILE, SUMMARY_FILE, TENSORBOARD_DIR, TIMINGS_FILE)
@@ -346,15 +346,6 @@ class RunDir(RunLifecycle):
     def write_timings(self, record: dict) -> None:
         with self.writing():
             write_json_atomic(self.path / TIMINGS_FILE, record)
-
-
-def check_not_a_run_file(path: str | Path) -> None:
-    """Refuse to write `path` where it is one of the files of an amc run (its directory holds amc's marker): a
-    command's own output never replaces another run's model, state or log."""
-    path = Path(path)
-    if path.name in RUN_FILES and (path.parent / RUN_MARKER).is_file():
-        raise AmcError(f"{path} is a file of the amc run {path.parent}; writing it would damage that run: choose "
-                       "another path")
 
 
 def _absolute(path: str | Path | None) -> str | None:

@@ -20,7 +20,7 @@ from amc.agents import make_agent
 from amc.apply import apply_policy, export_policy, resolve_config
 from amc.baselines import BASELINES, score_baselines
 from amc.callbacks import (BestPolicy, CallbackList, EpisodeLog, LatencyCheck, Phases, Progress, SaveState,
-                           TensorBoard, eta_seconds, summary_writer)
+                           TensorBoard, summary_writer)
 from amc.config import SearchConfig
 from amc.data import Dataset
 from amc.env import CompressionEnv, check_budget
@@ -82,11 +82,6 @@ def search(model: nn.Module | str | None = None, data: Dataset | str | None = No
     finally:
         run.unlock()  # held from the checks to the export: one writer per run
         torch.set_num_threads(threads)  # the thread count is process-wide; leave it as found
-
-
-def saved_config(run_dir: str | Path) -> SearchConfig:
-    """The settings a run was started with (its config.json); resuming it uses these, not new ones."""
-    return RunDir(run_dir).search_config()
 
 
 RESUME_MAY_CHANGE = ("episodes",)  # settings a resume may change: more episodes continue the same search
@@ -348,5 +343,5 @@ def _warn_if_unranked(log: list[dict], full: int) -> None:
                       "arbitrary: check that the weights are trained and match --data", stacklevel=3)
 
 
-__all__ = ["SearchConfig", "SearchResult", "apply_policy", "build_env", "check_before_scoring", "eta_seconds",
-           "final_seconds", "resumed_config", "saved_config", "search"]
+__all__ = ["SearchConfig", "SearchResult", "apply_policy", "build_env", "check_before_scoring", "final_seconds",
+           "resumed_config", "search"]

@@ -21,7 +21,7 @@ from amc.config import check_fields
 from amc.errors import AmcError, CheckpointError, ConfigError
 from amc.evaluate import Evaluator
 from amc.atomic import write_bytes_atomic
-from amc.runs import check_not_a_run_file
+from amc.run_names import check_not_a_run_file
 from amc.safe_open import read_regular_bytes
 from amc.threads import check_threads
 

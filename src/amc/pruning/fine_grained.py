@@ -21,6 +21,7 @@ import torch.nn as nn
 
 from amc.cost import LayerCost, count_params, layer_costs
 from amc.atomic import write_bytes_atomic
+from amc.safe_open import read_regular_bytes
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,8 @@ def save_sparse(model: nn.Module, path: str | Path, layers: Sequence[str]) -> in
 
 def load_sparse(path: str | Path) -> dict[str, torch.Tensor]:
     """The dense state dict stored by `save_sparse`."""
-    raw = torch.load(path, map_location="cpu", weights_only=True)
+    data = read_regular_bytes(path, "sparse model", "pass the model_sparse.pt of a fine-grained run")
+    raw = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     state = dict(raw["dense"])
     sparse = raw["sparse"]
     for key in [k[:-len(".mask")] for k in sparse if k.endswith(".mask")]:
