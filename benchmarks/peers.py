@@ -413,8 +413,8 @@ def run_tpe(bench: Bench, seed: int, run_dir: Path) -> dict:
     # With --racing TPE is told a dropped candidate's prefix accuracy, as the DDPG agent is; the bar is the
     # best fully scored trial of this study only (also after a restart), never another method's.
     full = scoring.scorer.evaluator.size
-    scoring.scorer.best = max((t.value for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
-                                  if t.user_attrs.get("scored_images", full) == full), default=-math.inf)
+    scoring.scorer.note_best(max((t.value for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+                                  if t.user_attrs.get("scored_images", full) == full), default=-math.inf))
 
     t0, last = time.time(), time.time()
     while done() < bench.args.candidates:
@@ -423,7 +423,7 @@ def run_tpe(bench: Bench, seed: int, run_dir: Path) -> dict:
         ratios = [trial.suggest_float(f"d{t:03d}", lbound, 1.0) for t in range(len(env.channels))]
         info = step_policy(env, ratios)
         trial.set_user_attr("keep", info["keep_counts"])
-        trial.set_user_attr("scored_images", scoring.scorer.scored_images)  # 0: a policy scored before
+        trial.set_user_attr("scored_images", info["score"].images)  # 0: a policy scored before
         trial.set_user_attr("seconds", time.perf_counter() - start)
         study.tell(trial, info["accuracy"])
         if time.time() - last > 60 or done() == bench.args.candidates:

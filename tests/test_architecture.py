@@ -83,3 +83,30 @@ def test_no_module_has_grown_past_its_job():
     assert not too_long, f"split these modules, or say why in LARGER: {too_long}"
     search = PACKAGE / "search.py"
     assert len(search.read_text().splitlines()) <= 450
+
+
+def _assigned_attributes(tree: ast.AST) -> list[tuple[str, int]]:
+    """(attribute, line) of every assignment to an attribute of an object other than `self`."""
+    found = []
+    for node in ast.walk(tree):
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] \
+            if isinstance(node, (ast.AugAssign, ast.AnnAssign)) else []
+        for target in targets:
+            for t in (target.elts if isinstance(target, ast.Tuple) else [target]):
+                if isinstance(t, ast.Attribute) and not (isinstance(t.value, ast.Name) and t.value.id == "self"):
+                    found.append((t.attr, node.lineno))
+    return found
+
+
+def test_no_module_writes_the_scorers_racing_bar():
+    """Scores are return values and the racing bar is the scorer's own (`Scorer.note_best`): nothing assigns
+    `<other>.best`, in the package or its benchmarks."""
+    paths = [*_modules().values(), *(SRC.parent / "benchmarks").glob("*.py")]
+    offenders = [f"{path.name}:{line}" for path in paths for attr, line in _assigned_attributes(ast.parse(
+        path.read_text())) if attr == "best"]
+    assert not offenders, f"assigned from outside its owner: {offenders}"
+
+
+def test_the_attribute_check_sees_an_assignment_from_outside():
+    tree = ast.parse("scorer.best = 1\nself.best = 2\na, other.best = 3, 4\nx.best += 1\n")
+    assert [line for attr, line in _assigned_attributes(tree) if attr == "best"] == [1, 3, 4]

@@ -78,7 +78,8 @@ def test_latency_constrained_search_meets_its_predicted_budget_and_measures_the_
     assert result.summary["macs_ratio"] < 1.0
 
 
-def test_a_resumed_latency_search_reuses_its_calibration_instead_of_measuring_again(tmp_path, monkeypatch):
+def test_a_resumed_latency_search_reuses_its_calibration_instead_of_measuring_again(tmp_path, monkeypatch,
+                                                                                  simulated_timer):
     digits = load_dataset("digits")
     config = SearchConfig(target="latency", ratio=0.9, agent="random", episodes=3, calibration_images=200)
     amc.search(config=config, out=tmp_path / "run", data=digits)

@@ -14,15 +14,13 @@ from amc.blocks import DROP_SHARE
 from amc.env import EnvConfig
 from amc.errors import AmcError, ConfigError
 from amc.evaluate import PRECISIONS
-from amc.latency.measure import BACKENDS
+from amc.latency.backends import BACKENDS
 from amc.pruning.channel import SELECTIONS
 from amc.safe_open import read_regular_bytes
 from amc.threads import check_threads
 
 DEFAULT_MODEL, DEFAULT_DATA = "digits_cnn", "digits"
-AGENT_NAMES = tuple(AGENTS)  # the catalogues' own keys: an agent or a backend is registered in one place
 METHODS = ("channel", "fine-grained")
-LATENCY_BACKENDS = BACKENDS
 # the budget (ratio, lbound) where none is given: half the cost, except for the embedded digits CNN, whose
 # default run must show what a search buys: at 50% every policy scores alike there, at 5% MACs (lbound 0.05) the
 # searched policy beats uniform by 6-7 test points (benchmarks/RESULTS.md, issue 20)
@@ -110,15 +108,15 @@ class SearchConfig:
             raise AmcError(f"--workers must be at least 1, got {self.workers}")
         if self.workers > 1 and self.method == "fine-grained":
             raise AmcError("--workers > 1 supports channel pruning only; drop --workers for fine-grained")
-        if self.latency_backend not in LATENCY_BACKENDS:
-            raise AmcError(f"--latency-backend must be torch or onnxruntime, got {self.latency_backend!r}")
+        if self.latency_backend not in BACKENDS:
+            raise AmcError(f"--latency-backend must be one of {', '.join(BACKENDS)}, got {self.latency_backend!r}")
         if self.latency_threads < 1 or self.latency_batch < 1:
             raise AmcError("--latency-threads and the latency batch must be at least 1")
         if self.racing and self.reward != "acc":
             raise AmcError("--racing stops candidates that cannot beat the best accuracy, which is the reward only "
                            "with --reward acc; drop --racing for the accuracy-guaranteed rewards")
-        if self.agent not in AGENT_NAMES:
-            raise AmcError(f"--agent must be one of {', '.join(AGENT_NAMES)}, got {self.agent!r}")
+        if self.agent not in AGENTS:  # the registry itself: an agent added to it is valid here at once
+            raise AmcError(f"--agent must be one of {', '.join(AGENTS)}, got {self.agent!r}")
 
     @property
     def env_config(self) -> EnvConfig:
@@ -297,5 +295,5 @@ def _parse_settings(path, text: str):
 
 DEFAULTS = SearchConfig()  # what the CLI shows and uses where an option is not given
 
-__all__ = ["AGENT_NAMES", "DEFAULTS", "DEFAULT_BUDGET", "DEFAULT_DATA", "DEFAULT_MODEL", "MODEL_BUDGETS", "SearchConfig",
+__all__ = ["DEFAULTS", "DEFAULT_BUDGET", "DEFAULT_DATA", "DEFAULT_MODEL", "MODEL_BUDGETS", "SearchConfig",
            "read_settings_file"]

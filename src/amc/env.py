@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -103,8 +103,9 @@ def _highest(meets: Callable[[float], bool], lo: float, hi: float, iterations: i
 class CompressionEnv(gym.Env):
     """Gymnasium environment over the decisions of `graph`.
 
-    `evaluate(keep_counts) -> accuracy in [0, 1]` scores a finished candidate (held-out top-1 of the
-    pruned model); it is called once per episode, after the last step.
+    `evaluate(keep_counts)` scores a finished candidate (held-out top-1 of the pruned model, in [0, 1]): a number,
+    or a record `float()` reads the accuracy from (`amc.scoring.Score`, which the last step's info passes on as
+    "score"); it is called once per episode, after the last step.
     Observation: float32 [11] in [0, 1] (see OBS_FEATURES). Action: float32 [1], preserve ratio in [0, 1]
     (values under `lbound` are raised to it). With `drop_blocks`, an action under DROP_BELOW * lbound at the
     decision of a droppable residual block keeps 0 channels, which removes the block, while its stage has
@@ -113,7 +114,7 @@ class CompressionEnv(gym.Env):
 
     metadata = {"render_modes": []}
 
-    def __init__(self, graph: LayerGraph, evaluate: Callable[[list[int]], float], config: EnvConfig = EnvConfig(),
+    def __init__(self, graph: LayerGraph, evaluate: Callable[[list[int]], Any], config: EnvConfig = EnvConfig(),
                  cost_model: Callable[[Sequence[float]], float] | None = None):
         """`cost_model(keep)` replaces the graph's exact cost for the budget (e.g. predicted latency in ms);
         it must not decrease when any count grows. The "latency" target requires one."""
@@ -386,8 +387,9 @@ class CompressionEnv(gym.Env):
         cost = self.cost(keep)
         if self.config.constrained and cost > self.budget + 1e-6:
             raise AssertionError(f"budget violated: {cost} > {self.budget} (a bug in clipping)")
-        accuracy = float("nan") if self._deferred else float(self.evaluate(keep))
-        info.update(self.summarize(keep), accuracy=accuracy)
+        score = None if self._deferred else self.evaluate(keep)
+        accuracy = float("nan") if score is None else float(score)
+        info.update(self.summarize(keep), accuracy=accuracy, score=score)  # the scorer's own record, as returned
         reward = self.reward(accuracy, info["macs"], info["params"])
         return self._observation(), reward, True, False, info
 

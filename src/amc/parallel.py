@@ -59,9 +59,8 @@ class _Worker:
     def score(self, keep: list[int], beat: float) -> tuple[float, dict, int]:
         """Accuracy, timing and images scored; with racing, against `beat`, the driver's best fully scored
         accuracy when the candidate was proposed."""
-        self.scorer.best = beat
-        accuracy = self.scorer(keep)
-        return accuracy, dict(self.scorer.timing), self.scorer.scored_images
+        score = self.scorer(keep, beat)
+        return score.accuracy, dict(score.timing), score.images
 
 
 class RayScorer:
@@ -125,7 +124,7 @@ def parallel_episodes(env: CompressionEnv, agent: Agent, scorer: Scorer, config,
                 if episode is None:
                     break
                 with env.deferred_scoring():  # scored remotely
-                    record, transitions = run_episode(env, agent, episode)
+                    record, transitions, _ = run_episode(env, agent, episode)
                 remote.submit(record["keep"], scorer.best)
                 in_flight.append((episode, record, transitions, time.perf_counter()))
             if not in_flight:
@@ -135,7 +134,7 @@ def parallel_episodes(env: CompressionEnv, agent: Agent, scorer: Scorer, config,
             if config.races:
                 record["scored_images"] = images
                 if images == full:
-                    scorer.best = max(scorer.best, accuracy)
+                    scorer.note_best(accuracy)
             record["accuracy"] = accuracy
             record["reward"] = env.reward(accuracy, record["macs"], record["params"])
             yield episode, record, transitions, time.perf_counter() - t0, timing

@@ -10,13 +10,14 @@ import numpy as np
 
 from amc.agents import Agent, Transition
 from amc.env import CompressionEnv
-from amc.scoring import Scorer
+from amc.scoring import Score, Scorer
 
 Episode = tuple[int, dict, list[Transition], float, dict]  # episode, record, transitions, seconds, timing
 
 
-def run_episode(env: CompressionEnv, agent: Agent, episode: int) -> tuple[dict, list[Transition]]:
-    """One episode: reset, act and step to the last decision. Returns its record and transitions."""
+def run_episode(env: CompressionEnv, agent: Agent, episode: int) -> tuple[dict, list[Transition], Score | None]:
+    """One episode: reset, act and step to the last decision. Returns its record, its transitions and what the
+    scorer returned for it (None where scoring is deferred to a worker)."""
     obs, _ = env.reset()
     agent.begin_episode(episode)
     transitions: list[Transition] = []
@@ -30,7 +31,7 @@ def run_episode(env: CompressionEnv, agent: Agent, episode: int) -> tuple[dict, 
     record = {"reward": float(reward), "accuracy": info["accuracy"], "macs": info["macs"],
               "params": info["params"], "macs_ratio": info["macs_ratio"], "params_ratio": info["params_ratio"],
               "keep": info["keep_counts"], "ratios": info["ratios"]}
-    return record, transitions
+    return record, transitions, info["score"]
 
 
 def serial_episodes(env: CompressionEnv, agent: Agent, scorer: Scorer, episodes: range,
@@ -39,11 +40,11 @@ def serial_episodes(env: CompressionEnv, agent: Agent, scorer: Scorer, episodes:
     the next one is played."""
     for episode in episodes:
         t0 = time.perf_counter()
-        record, transitions = run_episode(env, agent, episode)
+        record, transitions, score = run_episode(env, agent, episode)
         seconds = time.perf_counter() - t0
-        timing = {**scorer.timing, "agent_and_env": seconds - sum(scorer.timing.values())}
+        timing = {**score.timing, "agent_and_env": seconds - sum(score.timing.values())}
         if races:
-            record["scored_images"] = scorer.scored_images
+            record["scored_images"] = score.images
         yield episode, record, transitions, seconds, timing
 
 

@@ -8,6 +8,7 @@ every benchmark build theirs with it, so they score alike.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
@@ -22,12 +23,26 @@ from amc.pruning import ChannelPruner, collect_stats
 from amc.pruning.fine_grained import MagnitudePruner, WeightGraph
 
 
-class Scorer:
-    """`scorer(keep) -> held-out accuracy` of the network pruned to `keep`; repeated policies are not scored twice.
+@dataclass(frozen=True)
+class Score:
+    """What scoring one candidate measured: its held-out top-1 (a raced candidate's prefix estimate), the held-out
+    images it was scored on (0: a policy scored before, not scored again), and where the time went (seconds of
+    prune, recalibrate, evaluate). `float(score)` is the accuracy."""
 
-    With `racing`, a candidate is dropped as soon as it cannot plausibly beat `best` (the best fully scored
-    accuracy so far) and its prefix estimate is returned. `timing` tells where the last call's time went,
-    `scored_images` how many held-out images it was scored on (0 for a policy scored before).
+    accuracy: float
+    images: int = 0
+    timing: dict[str, float] = field(default_factory=dict)
+
+    def __float__(self) -> float:
+        return float(self.accuracy)
+
+
+class Scorer:
+    """`scorer(keep) -> Score` of the network pruned to `keep`; repeated policies are not scored twice.
+
+    With `racing`, a candidate is dropped as soon as it cannot plausibly beat the bar (by default `best`, the
+    best fully scored accuracy this scorer has seen or been told of with `note_best`) and its prefix estimate
+    is returned. What a call measured is its return value, never an attribute to read afterwards.
     """
 
     def __init__(self, pruner: ChannelPruner | MagnitudePruner, evaluator: Evaluator,
@@ -37,9 +52,7 @@ class Scorer:
         self.recalibration = list(recalibration)
         self.racing = racing
         self.best = float("-inf")  # best fully scored accuracy: what a raced candidate must plausibly beat
-        self.scored_images = 0     # held-out images the last new candidate was scored on
         self._scores: dict[tuple[int, ...], float] = {}
-        self.timing: dict[str, float] = {}
         self.calibration: torch.Tensor | None = None  # the images the statistics came from (build_scorer)
 
     @property
@@ -54,30 +67,35 @@ class Scorer:
 
     def build(self, keep: Sequence[int]) -> nn.Module:
         """The pruned network of `keep`, BatchNorm recalibrated: what is scored and what is exported."""
+        return self._build(keep)[0]
+
+    def _build(self, keep: Sequence[int]) -> tuple[nn.Module, dict[str, float]]:
         t0 = time.perf_counter()
         pruned, _ = self.pruner.prune(list(keep))
         t1 = time.perf_counter()
         if self.recalibration:
             recalibrate_batchnorm(pruned, self.recalibration)
-        self.timing.update(prune=t1 - t0, recalibrate=time.perf_counter() - t1)
-        return pruned
+        return pruned, {"prune": t1 - t0, "recalibrate": time.perf_counter() - t1}
 
-    def __call__(self, keep: Sequence[int]) -> float:
+    def __call__(self, keep: Sequence[int], beat: float | None = None) -> Score:
+        """Score `keep`; with racing, against `beat` (default: this scorer's `best`)."""
         key = tuple(int(k) for k in keep)
-        self.timing = {"prune": 0.0, "recalibrate": 0.0, "evaluate": 0.0}  # where an episode's time goes
-        self.scored_images = 0  # stays 0 for a policy scored before
-        if key not in self._scores:
-            pruned = self.build(list(key))
-            t0 = time.perf_counter()
-            if self.racing:
-                score, self.scored_images = self.evaluator.race(pruned, self.best)
-                if self.scored_images == self.evaluator.size:
-                    self.best = max(self.best, score)
-            else:
-                score, self.scored_images = self.evaluator.top1(pruned), self.evaluator.size
-            self._scores[key] = score
-            self.timing["evaluate"] = time.perf_counter() - t0
-        return self._scores[key]
+        if key in self._scores:
+            return Score(self._scores[key], 0, {"prune": 0.0, "recalibrate": 0.0, "evaluate": 0.0})
+        pruned, timing = self._build(key)
+        t0 = time.perf_counter()
+        if self.racing:
+            accuracy, images = self.evaluator.race(pruned, self.best if beat is None else beat)
+            if images == self.evaluator.size:
+                self.note_best(accuracy)
+        else:
+            accuracy, images = self.evaluator.top1(pruned), self.evaluator.size
+        self._scores[key] = accuracy
+        return Score(accuracy, images, {**timing, "evaluate": time.perf_counter() - t0})
+
+    def note_best(self, accuracy: float) -> None:
+        """Raise the racing bar to `accuracy`, a fully scored accuracy found elsewhere (a resumed log, a worker)."""
+        self.best = max(self.best, float(accuracy))
 
     def variant(self, *, recalibration: Sequence[torch.Tensor] | None = None, racing: bool | None = None,
                 evaluator: Evaluator | None = None) -> "Scorer":

@@ -28,6 +28,7 @@ from amc.errors import AmcError, SaveError
 from amc.evaluate import Evaluator
 from amc.finalists import choose_finalist
 from amc.models import factory
+from amc.latency.backends import BACKENDS
 from amc.latency.guard import LatencyGuard, calibrate_at_budget, calibrated_latency_model
 from amc.finalists import SHORT_FINETUNE
 from amc.pipeline import Inputs, Setup, load_inputs, seed_and_threads, with_scorer
@@ -138,9 +139,8 @@ def check_before_scoring(config: SearchConfig, inputs: Inputs) -> None:
     if isinstance(anchor, list) and len(anchor) != len(inputs.graph.decisions):
         raise AmcError(f"anchor lists {len(anchor)} ratios but the model has {len(inputs.graph.decisions)} "
                        "decisions; give one per decision (a search's policy.json lists them) or a single ratio")
-    if config.target == "latency" and config.latency_backend == "onnxruntime":
-        from amc.onnx_export import require_onnx
-        require_onnx()
+    if config.target == "latency":
+        BACKENDS[config.latency_backend].require()  # its extra, named in one line
     if config.workers > 1:
         from amc.parallel import require_ray
         require_ray()
@@ -281,7 +281,7 @@ def _restore(run: RunDir, agent, scorer) -> tuple[list[dict], dict | None, int]:
                        f"({type(e).__name__}); the run cannot be resumed: start it again with --overwrite") from None
     log = run.restore_episodes(state["episode"])
     full = scorer.evaluator.size  # racing goes on against the best fully scored candidate
-    scorer.best = max((r["accuracy"] for r in log if r.get("scored_images", full) == full), default=float("-inf"))
+    scorer.note_best(max((r["accuracy"] for r in log if r.get("scored_images", full) == full), default=float("-inf")))
     return log, state["best"], state["episode"]
 
 

@@ -10,13 +10,15 @@ from typing import Optional
 
 import typer
 
+from amc.agents import AGENTS
 from amc.cli.app import app, on_command_line
 from amc.cli.options import DATASETS, JSON_HELP, THREADS_HELP, TRUST_HELP
 from amc.cli.progress import EpisodeProgress, console
-from amc.config import (AGENT_NAMES, DEFAULT_BUDGET, DEFAULT_MODEL, DEFAULTS, LATENCY_BACKENDS, METHODS,
+from amc.config import (DEFAULT_BUDGET, DEFAULT_MODEL, DEFAULTS, METHODS,
                         MODEL_BUDGETS, read_settings_file)
 from amc.errors import AmcError
 from amc.evaluate import PRECISIONS
+from amc.latency.backends import BACKENDS
 from amc.pruning.channel import SELECTIONS
 
 
@@ -53,12 +55,12 @@ def search_command(
                                "acc-params: accuracy-guaranteed, -error*log(cost), no budget.",
                                metavar="acc|acc-macs|acc-params", rich_help_panel=BUDGET),
     latency_backend: str = typer.Option(DEFAULTS.latency_backend, help="With --target latency: the runtime it is "
-                                        "measured on.", metavar="|".join(LATENCY_BACKENDS), rich_help_panel=BUDGET),
+                                        "measured on.", metavar="|".join(BACKENDS), rich_help_panel=BUDGET),
     latency_threads: int = typer.Option(DEFAULTS.latency_threads, help="With --target latency: threads the "
                                         "latency is measured with.", rich_help_panel=BUDGET),
     agent: str = typer.Option(DEFAULTS.agent, help="The searcher: random uses the same clipping with random "
                               "actions; tpe is Optuna's TPE (extra `tpe`); uniform and knapsack run one episode.",
-                              metavar="|".join(AGENT_NAMES), rich_help_panel=AGENT),
+                              metavar="|".join(AGENTS), rich_help_panel=AGENT),
     episodes: int = typer.Option(DEFAULTS.episodes, help="Episodes (scored candidates) to run.",
                                  rich_help_panel=AGENT),
     warmup: Optional[int] = typer.Option(DEFAULTS.warmup, help="DDPG warm-up episodes (default: min(100, "

@@ -13,7 +13,6 @@ import gc
 import math
 import os
 import platform
-import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -25,9 +24,9 @@ import torch
 import torch.nn as nn
 
 from amc.errors import AmcError
+from amc.latency.backends import BACKENDS
 from amc.threads import check_threads
 
-BACKENDS = ("torch", "onnxruntime")
 
 
 @dataclass(frozen=True)
@@ -56,10 +55,7 @@ class LatencyResult:
         if t.size == 0:
             raise ValueError("no timed runs")
         p25, p50, p75, p90 = np.percentile(t, [25, 50, 75, 90])
-        ort_version = None
-        if backend == "onnxruntime":
-            import onnxruntime
-            ort_version = onnxruntime.__version__
+        ort_version = BACKENDS[backend].version() if backend == "onnxruntime" else None
         return cls(median_ms=float(p50), p90_ms=float(p90), mean_ms=float(t.mean()), std_ms=float(t.std()),
                    iqr_ms=float(p75 - p25), min_ms=float(t.min()), repeats=int(t.size), backend=backend,
                    batch=batch, threads=threads, input_shape=tuple(int(s) for s in input_shape), cpu=cpu_name(),
@@ -116,19 +112,8 @@ def runner(model: nn.Module, input_shape: Sequence[int], *, backend: str = "torc
     previous_threads = torch.get_num_threads()
     was_training = model.training
     try:
-        if backend == "torch":
-            torch.set_num_threads(threads)
-            model.eval()
-            with torch.inference_mode():
-                yield functools.partial(model, x)
-        else:
-            from amc.onnx_export import export_onnx, ort_session
-            with tempfile.TemporaryDirectory(prefix="amc-latency-") as folder:
-                # the same graph `amc export` writes (symbolic batch), so the time is that of the file users get
-                path = export_onnx(model, Path(folder) / "model.onnx", tuple(input_shape), dynamic_batch=True)
-                session = ort_session(path, threads)  # reads the whole file: the folder can go
-            feed = {session.get_inputs()[0].name: x.numpy()}
-            yield functools.partial(session.run, None, feed)
+        with BACKENDS[backend].open(model.eval(), x, threads) as run:  # the catalogue: amc.latency.backends
+            yield run
     finally:
         torch.set_num_threads(previous_threads)
         model.train(was_training)
