@@ -52,12 +52,14 @@ interrupted; RUN holds the search up to its last finished episode: continue it w
 and a killed process (SIGKILL, power loss) loses at most the episode in progress. Either way
 `amc search --resume --out RUN` finishes with the same episodes and policy as an uninterrupted run of the
 same seed (tests/test_search.py kills a real search process to check this).
-Resuming refuses data or weights whose fingerprint differs from the one recorded in config.json, a run with
-no `state.pt` (nothing to resume: it is never started afresh), and settings other than the run's, naming
-them; the one change a resume applies is more `--episodes` (recorded in config.json, the DDPG warm-up kept as
-the run started). While a command writes a run it holds an OS lock on the run's `.amc-lock`: a second
-process gets `error: RUN is in use by another amc process (pid N); ...`, and the lock of a killed process is
-released with it, so it never blocks a resume.
+Resuming refuses data or weights whose fingerprint differs from the one recorded in config.json and settings
+other than the run's, naming them; the one change a resume applies is more `--episodes` (recorded in
+config.json, the DDPG warm-up kept as the run started). A run killed before its first episode finished (no
+`state.pt`) resumes from the start with its own settings. While a command writes a run it holds an OS lock on
+the run's `.amc-lock`: a second process gets `error: RUN is in use by another amc process (pid N); ...`, and
+the lock of a killed process is released with it, so it never blocks a resume. Wherever a search, a prune or a
+fine-tune was killed, `amc show RUN` says where the run stands and which command takes it on (README, "What amc
+writes and when"; tests/test_kill_points.py kills each at every rename).
 """
 
 
