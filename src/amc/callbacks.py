@@ -20,8 +20,13 @@ from amc.runs import TENSORBOARD_DIR, RunDir
 
 
 class Callback:
-    def on_episode(self, record: dict) -> None:
-        """Called once per finished episode, in episode order, after the agent learned from it."""
+    """What runs around each episode of a search. A user's own callbacks (`amc.search(callbacks=[...])`) run after
+    amc's, so the episode they see is already logged and saved."""
+
+    def on_episode(self, record: dict) -> bool | None:
+        """Called once per finished episode, in episode order, after the agent learned from it. Return True to
+        stop the search after this episode: the best policy so far is exported as usual, and summary.json says
+        who stopped it (`--resume` would go on to the planned episodes)."""
 
     def on_end(self, summary: dict) -> None:
         """Called once after the export, with the run's summary."""
@@ -31,9 +36,9 @@ class CallbackList(Callback):
     def __init__(self, callbacks: list[Callback | None]):
         self.callbacks = [c for c in callbacks if c is not None]
 
-    def on_episode(self, record: dict) -> None:
-        for callback in self.callbacks:
-            callback.on_episode(record)
+    def on_episode(self, record: dict) -> list[str]:
+        """Every callback sees the episode; returns the names of those that asked to stop."""
+        return [type(c).__name__ for c in self.callbacks if c.on_episode(record)]
 
     def on_end(self, summary: dict) -> None:
         for callback in self.callbacks:

@@ -220,6 +220,11 @@ class RunLifecycle:
             return RunStatus("exported", "exported outside a search", None)
         planned = _episodes_to_run(record["search"])
         done = len(self._episode_lines())
+        early = summary.get("stopped_early") if summary and self.export_matches(summary) else None
+        if isinstance(early, dict) and summary.get("episodes") == done:  # a callback ended it: exported as asked
+            return self._finetune_status(summary) or RunStatus(
+                "finished", f"finished (stopped after {done} of {early.get('planned')} episodes by "
+                f"{', '.join(map(str, early.get('by') or ['a callback']))})", None)
         if isinstance(planned, int) and done < planned:
             what = "started, no episode finished" if done == 0 else f"stopped after {done} of {planned} episodes"
             return RunStatus("stopped", f"{what}: resume with `amc {' '.join(resume)}`", resume)

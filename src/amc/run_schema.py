@@ -21,7 +21,8 @@ SUMMARY_SHAPE = {"model": str, "agent": str, "episodes": int, "best_episode": (i
                  "params": NUMBER, "macs_ratio": NUMBER, "params_ratio": NUMBER, "best_val_top1": NUMBER,
                  "heldout_top1": NUMBER, "test_top1": NUMBER, "best_reward": NUMBER, "budget_ratio": (*NUMBER, NONE),
                  "search_seconds": NUMBER, "baseline": dict, "finetune": dict, "latency": dict, "finalists": dict,
-                 "baselines": dict, "searched_minus_best_baseline": dict, "export": dict}
+                 "baselines": dict, "searched_minus_best_baseline": dict, "export": dict,
+                 "stopped_early": dict}
 META_SHAPE = {"info": dict, "policy": dict, "dropped_blocks": list}
 CALIBRATION_SHAPE = {"offset_ms": NUMBER, "scale": NUMBER, "info": dict}
 EPISODE_SHAPE = {"episode": int, "reward": NUMBER, "accuracy": NUMBER, "keep": list, "scored_images": int}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -19,7 +19,7 @@ import torch.nn as nn
 from amc.agents import make_agent
 from amc.apply import apply_policy, export_policy, resolve_config
 from amc.baselines import BASELINES, score_baselines
-from amc.callbacks import (BestPolicy, CallbackList, EpisodeLog, LatencyCheck, Phases, Progress, SaveState,
+from amc.callbacks import (BestPolicy, Callback, CallbackList, EpisodeLog, LatencyCheck, Phases, Progress, SaveState,
                            TensorBoard, summary_writer)
 from amc.config import SearchConfig
 from amc.data import Dataset
@@ -56,7 +56,8 @@ class SearchResult:
 def search(model: nn.Module | str | None = None, data: Dataset | str | None = None, *, out: str | Path,
            config: SearchConfig | None = None, resume: bool = False, overwrite: bool = False,
            progress: Callable[[dict], None] | None = None, on_phase: Callable[[dict], None] | None = None,
-           random_init: bool = False, trust_model_code: bool = False, **options) -> SearchResult:
+           random_init: bool = False, trust_model_code: bool = False, callbacks: Sequence[Callback] = (),
+           **options) -> SearchResult:
     """Find a per-layer preserve-ratio policy under the budget and export the pruned model into `out`.
 
     `model` is a zoo name or a model built by `amc.models.create` (it carries `amc_info`); `data` is a
@@ -69,7 +70,8 @@ def search(model: nn.Module | str | None = None, data: Dataset | str | None = No
     "amc.search" logger (`logging.basicConfig(level=logging.INFO)` shows them). A model named here with no
     weights (given or bundled) is refused unless `random_init=True` asks for an untrained one. A model factory
     that a file names (a resumed run's config.json) is code: it runs only if named here as `model` or with
-    `trust_model_code=True`. Example::
+    `trust_model_code=True`. `callbacks` (`amc.callbacks.Callback`) see every episode after amc's own and may
+    stop the search early (their `on_episode` returns True); the best policy so far is then exported. Example::
 
         result = amc.search("resnet56", "cifar10", weights="r56.pt", data_dir="cifar10.npz", ratio=0.5,
                             out="runs/r56")
@@ -79,7 +81,8 @@ def search(model: nn.Module | str | None = None, data: Dataset | str | None = No
     try:
         with factory.trusting(trust_model_code, names=(model,)):
             return _search(model, data, run=run, config=config, resume=resume, overwrite=overwrite,
-                           progress=progress, phases=Phases(on_phase), random_init=random_init, **options)
+                           progress=progress, phases=Phases(on_phase), random_init=random_init,
+                           callbacks=list(callbacks), **options)
     finally:
         run.unlock()  # held from the checks to the export: one writer per run
         torch.set_num_threads(threads)  # the thread count is process-wide; leave it as found
@@ -172,7 +175,7 @@ def final_seconds(setup: Setup, config: SearchConfig, original_seconds: float) -
 
 
 def _search(model, data, *, run: RunDir, config, resume, overwrite, progress, phases: Phases, random_init: bool,
-            **options) -> SearchResult:
+            callbacks: list[Callback], **options) -> SearchResult:
     if resume and overwrite:
         raise AmcError("--resume continues a run and --overwrite replaces it; pass one of them")
     if resume:
@@ -213,7 +216,7 @@ def _search(model, data, *, run: RunDir, config, resume, overwrite, progress, ph
     try:
         if guard is not None and saved_calibration is None:
             run.write_latency_calibration(guard.latency.calibration())
-        return _run(run, config, resume, setup, env, agent, guard, baseline_top1, progress, phases)
+        return _run(run, config, resume, setup, env, agent, guard, baseline_top1, progress, phases, callbacks)
     except SaveError as e:  # disk full or permissions, with the previous state intact
         if run.has_state():
             raise SaveError(f"cannot save {e.path} ({e.reason}); the state after the last finished episode is "
@@ -227,8 +230,10 @@ def _search(model, data, *, run: RunDir, config, resume, overwrite, progress, ph
 
 
 def _run(run: RunDir, config: SearchConfig, resume: bool, setup: Setup, env: CompressionEnv, agent,
-         guard: LatencyGuard | None, baseline_top1: float, progress, phases: Phases) -> SearchResult:
-    """The episode loop (from where a resumed run stopped), then the export."""
+         guard: LatencyGuard | None, baseline_top1: float, progress, phases: Phases,
+         own_callbacks: list[Callback] = ()) -> SearchResult:
+    """The episode loop (from where a resumed run stopped, until the planned episodes or a callback's stop), then
+    the export."""
     log, best, start = _restore(run, agent, setup.scorer) if resume else ([], None, 0)
     if not resume:
         run.write_config(config, dataset=setup.dataset, info=setup.info, graph=setup.graph, weights=setup.weights,
@@ -245,6 +250,7 @@ def _run(run: RunDir, config: SearchConfig, resume: bool, setup: Setup, env: Com
         SaveState(run, agent, best_policy),
         TensorBoard(run, start) if config.tensorboard else None,
         Progress(progress, phases, episodes, start),
+        *own_callbacks,
     ])
 
     phases.episodes = episodes - start
@@ -254,14 +260,19 @@ def _run(run: RunDir, config: SearchConfig, resume: bool, setup: Setup, env: Com
         played = parallel_episodes(env, agent, setup.scorer, config, range(start, episodes))
     else:
         played = serial_episodes(env, agent, setup.scorer, range(start, episodes), config.races)
+    stopped = None
     for episode, record, transitions, seconds, timing in played:
         learned = agent.end_episode(transitions, record["reward"])
         record.update(episode=episode, seconds=round(seconds, 4), timing={k: round(v, 4) for k, v in timing.items()},
                       agent={k: float(v) for k, v in (learned or {}).items()})
-        callbacks.on_episode(record)
+        by = callbacks.on_episode(record)
+        if by and episode + 1 < episodes:
+            stopped = {"by": by, "planned": episodes}
+            played.close()  # a worker pool shuts down now, not when the generator is collected
+            break
 
     phases.start("finalists" if config.finalists > 1 else "final")
-    result = _finish(run, config, setup, env, best_policy.record, log, baseline_top1, guard, phases)
+    result = _finish(run, config, setup, env, best_policy.record, log, baseline_top1, guard, phases, stopped)
     callbacks.on_end(result.summary)
     phases.start("done")
     return result
@@ -286,7 +297,8 @@ def _restore(run: RunDir, agent, scorer) -> tuple[list[dict], dict | None, int]:
 
 
 def _finish(run: RunDir, config: SearchConfig, setup: Setup, env: CompressionEnv, best: dict, log: list[dict],
-            baseline_top1: float, guard: LatencyGuard | None, phases: Phases | None = None) -> SearchResult:
+            baseline_top1: float, guard: LatencyGuard | None, phases: Phases | None = None,
+            stopped: dict | None = None) -> SearchResult:
     """Export the best policy (chosen by the finalist stage if on, then checked on the real network under a
     latency budget) and write summary.json."""
     best, finalists = choose_finalist(setup, config, log, best)
@@ -311,6 +323,8 @@ def _finish(run: RunDir, config: SearchConfig, setup: Setup, env: CompressionEnv
     }
     if finalists is not None:
         summary["finalists"] = finalists
+    if stopped is not None:  # a callback ended the search before the planned episodes
+        summary["stopped_early"] = stopped
     # was it worth it: the uniform policy and the paper's ramp at the same budget, scored as the export is
     summary.update(score_baselines(setup, env, {"keep": policy.keep, "heldout_top1": heldout,
                                                 "test_top1": figures["test_top1"]}, log))
