@@ -210,9 +210,10 @@ class RunLifecycle:
             return RunStatus("created", "created, nothing written yet: run the same command again", None)
         record = self.read_config("shown", "re-run the search")
         summary = self.read_summary()
+        whole = bool(summary) and self.export_matches(summary)  # the export summary.json names is the one here
         resume = ["search", "--resume", "--out", out]
         if "policy_source" in record:
-            if summary and self.export_matches(summary):
+            if whole:
                 return self._finetune_status(summary) or RunStatus("pruned", "pruned by a saved policy", None)
             return RunStatus("prune interrupted", "prune interrupted before its summary: run that `amc prune` "
                              "command again with --overwrite", None)
@@ -220,7 +221,7 @@ class RunLifecycle:
             return RunStatus("exported", "exported outside a search", None)
         planned = _episodes_to_run(record["search"])
         done = len(self._episode_lines())
-        early = summary.get("stopped_early") if summary and self.export_matches(summary) else None
+        early = summary.get("stopped_early") if whole else None
         if isinstance(early, dict) and summary.get("episodes") == done:  # a callback ended it: exported as asked
             return self._finetune_status(summary) or RunStatus(
                 "finished", f"finished (stopped after {done} of {early.get('planned')} episodes by "
@@ -228,7 +229,7 @@ class RunLifecycle:
         if isinstance(planned, int) and done < planned:
             what = "started, no episode finished" if done == 0 else f"stopped after {done} of {planned} episodes"
             return RunStatus("stopped", f"{what}: resume with `amc {' '.join(resume)}`", resume)
-        if not summary or not self.export_matches(summary) or summary.get("episodes", done) != done:
+        if not whole or summary.get("episodes", done) != done:
             return RunStatus("export interrupted", f"export interrupted: resume with `amc {' '.join(resume)}`",
                              resume)
         return self._finetune_status(summary) or RunStatus("finished", "finished", None)

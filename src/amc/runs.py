@@ -188,15 +188,8 @@ class RunDir(RunLifecycle):
 
     def load_state(self) -> dict:
         """The saved state, with the global generators restored: {"episode", "agent", "best"}."""
-        try:
-            state = torch.load(io.BytesIO(read_run_file(self.path / STATE_FILE)), map_location="cpu",
-                               weights_only=True)
-        except AmcError:
-            raise
-        except Exception as e:  # noqa: BLE001 - whatever the cause, the file cannot be resumed from
-            raise AmcError(f"cannot read {self.path / STATE_FILE} ({type(e).__name__}); the run cannot be resumed: "
-                           "start it again with --overwrite") from None
         fix = "the run cannot be resumed: start it again with --overwrite"
+        state = self.read_tensors(STATE_FILE, fix)
         check_shape(self.path / STATE_FILE, state, STATE_SHAPE, fix, required=("episode", "agent", "best"))
         if state["episode"] < 0:
             raise AmcError(f"{self.path / STATE_FILE} has the wrong structure (episode {state['episode']}); {fix}")
@@ -232,7 +225,7 @@ class RunDir(RunLifecycle):
         path = self.path / FINETUNED_FILE
         if not path.exists():
             raise AmcError(f"{self.path} has no fine-tuned model; run `amc finetune {self.path}` first")
-        return torch.load(io.BytesIO(read_run_file(path)), map_location="cpu", weights_only=True)
+        return self.read_tensors(FINETUNED_FILE, f"fine-tune again: `amc finetune {self.path} --overwrite`")
 
     # ---- policy.json, summary.json, latency calibration ---------------------------------------------
     def write_policy(self, policy: Policy) -> None:

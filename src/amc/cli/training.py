@@ -86,10 +86,10 @@ def finetune_command(
     from amc.threads import check_threads
     from amc.train import TrainConfig, resolve_device
 
+    settings = dict(epochs=epochs, lr=lr, optimizer=optimizer, batch_size=batch_size, weight_decay=weight_decay,
+                    precision=precision, seed=seed)
     try:
-        config = TrainConfig(epochs=epochs, lr=lr, optimizer=optimizer, batch_size=batch_size,
-                             weight_decay=weight_decay, precision=precision, seed=seed,
-                             distill_alpha=distill_alpha if distill else 0.0)
+        config = TrainConfig(**settings, distill_alpha=distill_alpha if distill else 0.0)
     except ValueError as e:
         raise AmcError(f"bad fine-tuning setting: {e}") from None
     if epochs < 1:
@@ -102,16 +102,13 @@ def finetune_command(
     dataset = run_dataset(run_dir, data_dir, purpose="fine-tuned") if data_dir is not None else None
     changes = None
     if resume:  # the interrupted fine-tune's settings, with what was typed in their place
-        changes = {field: value for field, value in (("epochs", epochs), ("lr", lr), ("optimizer", optimizer),
-                                                     ("batch_size", batch_size), ("weight_decay", weight_decay),
-                                                     ("precision", precision), ("seed", seed))
-                   if on_command_line(ctx, field)}
+        changes = {field: value for field, value in settings.items() if on_command_line(ctx, field)}
         if on_command_line(ctx, "distill") or on_command_line(ctx, "distill_alpha"):
             changes["distill_alpha"] = config.distill_alpha
         config = None
     with StepProgress() as progress:
-        record = finetune(run_dir, config, changes=changes, distill=distill, teacher_weights=teacher_weights, resume=resume,
-                          overwrite=overwrite, progress=progress.epoch, on_step=progress.step, device=target,
+        record = finetune(run_dir, config, changes=changes, distill=distill, teacher_weights=teacher_weights,
+                          resume=resume, overwrite=overwrite, progress=progress.epoch, on_step=progress.step, device=target,
                           data=dataset, trust_model_code=trust_model_code)
     if as_json:
         print(json.dumps({"run_dir": str(run_dir), **{k: record[k] for k in ("epochs", "heldout_top1",
