@@ -211,16 +211,15 @@ def test_random_agent_in_range_seeded_and_resumes(tmp_path):
     assert [clone.act(None) for _ in range(10)] == [a.act(None) for _ in range(10)]
 
 
-class ToyEnv:
-    """What make_agent reads of an environment: observation space, lower bound, budget and the fixed policies."""
+class ToyBudget:
+    """What make_agent reads of a budget: its settings, the decisions' channels and the fixed policies."""
 
     class config:
         lbound = action_low = 0.2  # action_low: no blocks to drop
         constrained = True
         drop_blocks = False
 
-    observation_space = type("Space", (), {"shape": (OBS_DIM,)})()
-    channels = [16] * LAYERS
+    channels = np.array([16] * LAYERS)
 
     def uniform_ratio(self):
         return 0.45
@@ -231,20 +230,20 @@ class ToyEnv:
     def fit_to_budget(self, ratios):
         return list(ratios)
 
-    def fair_ratio(self):
+    def fair_ratio(self, t, keep):
         return 0.45
 
 
-def test_make_agent_builds_agents_from_the_env_and_resolves_their_priors():
+def test_make_agent_builds_agents_for_the_budget_and_resolves_their_priors():
     from amc.errors import AmcError
 
-    env = ToyEnv()
+    env = ToyBudget()
     assert {"ddpg", "random"} <= set(AGENTS)
     ddpg = make_agent("ddpg", env, 0, warmup_episodes=7, batch_size=32)
     # the default prior is the "prune shallower layers more" ramp (issue 17), warm-up policies fitted whole
     assert isinstance(ddpg, DDPGAgent) and ddpg.config == DDPGConfig(warmup_episodes=7, batch_size=32,
                                                                      anchor=env.ramp_ratios(-0.5))
-    assert ddpg.fit_policy == env.fit_to_budget and ddpg.decisions == LAYERS
+    assert ddpg.budget is env  # its warm-up fits whole policies to it
     assert make_agent("ddpg", env, 0, anchor="uniform").config.anchor == 0.45
     assert make_agent("ddpg", env, 0, anchor="none").config.anchor is None
     assert isinstance(make_agent("random", env, 0), RandomAgent)
@@ -288,7 +287,7 @@ def test_tpe_learns_the_toy_walk_resumes_exactly_and_handles_overlapping_episode
     pytest.importorskip("optuna", reason="the optional extra `tpe`")
     from amc.agents.tpe import TPEAgent
 
-    agent = make_agent("tpe", ToyEnv(), 0)
+    agent = make_agent("tpe", ToyBudget(), 0)
     actions, rewards, _ = run(agent, 0, 60)
     assert all(0.2 <= a <= 1.0 for episode in actions for a in episode)
     assert np.mean(rewards[-15:]) > np.mean(rewards[:10]) + 0.05  # better than its random start-up trials
@@ -318,7 +317,7 @@ def test_tpe_without_optuna_names_the_extra_to_install(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "optuna", None)  # as if optuna were not installed
     with pytest.raises(AmcError, match=r"pip install 'amc-compress\[tpe\]'"):
-        make_agent("tpe", ToyEnv(), 0)
+        make_agent("tpe", ToyBudget(), 0)
 
 
 def test_logit_noise_is_centred_on_the_action_next_to_a_bound_where_the_truncated_normal_is_not():
@@ -340,9 +339,9 @@ def test_share_actions_map_to_multiples_of_the_fair_share_and_are_learned_as_sha
     assert ratio_from_share(1.0, 0.3) == pytest.approx(0.6) and ratio_from_share(1.0, 0.7) == 1.0
     for share in (0.0, 0.2, 0.5, 0.9):
         assert share_from_ratio(ratio_from_share(share, 0.3), 0.3) == pytest.approx(share)
-    env = ToyEnv()
+    env = ToyBudget()
     agent = make_agent("ddpg", env, 0, actions="share", warmup_episodes=0, noise_sigma=0.0, noise_sigma_min=0.0)
-    assert agent.fair_ratio == env.fair_ratio and agent.low == 0.0
+    assert agent.budget is env and agent.low == 0.0
     agent.begin_episode(0)
     proposed = [agent.act(s) for s in LAYER_STATES]
     assert proposed == pytest.approx([0.45] * LAYERS, abs=0.02)  # the actor starts at the fair share

@@ -14,10 +14,9 @@ from amc import models
 from amc.agents.knapsack import allocate
 from amc.blocks import DroppedBlock, stage_cap
 from amc.cost import count_macs, count_params
-from amc.env import CompressionEnv, EnvConfig
+from amc.env import Budget, CompressionEnv, EnvConfig
 from amc.errors import AmcError
 from amc.graph import LayerGraph
-from amc.latency.table import build_latency_model
 from amc.policy import Policy
 from amc.pruning import ChannelPruner
 
@@ -83,53 +82,53 @@ def test_a_dropped_block_is_the_identity(resnet20):
 def test_the_environment_drops_blocks_within_the_budget_and_each_stages_share(resnet20):
     graph = LayerGraph(resnet20, CIFAR)
     rng = np.random.default_rng(0)
-    plain = CompressionEnv(graph, lambda keep: 0.5, EnvConfig(ratio=0.3, lbound=0.2))
+    plain = CompressionEnv(Budget(graph, EnvConfig(ratio=0.3, lbound=0.2)), lambda keep: 0.5)
     assert all(k > 0 for k in _random_actions(plain, rng)["keep_counts"])  # no drops unless asked
-    env = CompressionEnv(graph, lambda keep: 0.5, EnvConfig(ratio=0.3, lbound=0.2, drop_blocks=True))
-    assert env.min_ratio() < plain.min_ratio()
+    env = CompressionEnv(Budget(graph, EnvConfig(ratio=0.3, lbound=0.2, drop_blocks=True)), lambda keep: 0.5)
+    assert env.budget.min_ratio() < plain.budget.min_ratio()
     assert env.config.action_low == 0.0 and plain.config.action_low == 0.2
     dropped = 0
     for _ in range(60):
         info = _random_actions(env, rng)
         keep = info["keep_counts"]
-        assert info["macs"] <= env.budget
-        for stage, cap in env.drop_caps.items():
-            assert sum(keep[i] == 0 for i, s in enumerate(env.stage) if s == stage) <= cap
-        assert all(k > 0 for k, s in zip(keep, env.stage) if s is None)
+        assert info["macs"] <= env.budget.limit
+        for stage, cap in env.budget.drop_caps.items():
+            assert sum(keep[i] == 0 for i, s in enumerate(env.budget.stage) if s == stage) <= cap
+        assert all(k > 0 for k, s in zip(keep, env.budget.stage) if s is None)
         dropped += sum(k == 0 for k in keep)
     assert dropped > 0
     # a budget under what channels alone can reach: refused without drops, met with them
-    low = plain.min_ratio() - 0.05
+    low = plain.budget.min_ratio() - 0.05
     with pytest.raises(AmcError, match="cannot be met"):
-        CompressionEnv(graph, lambda keep: 0.5, EnvConfig(ratio=low, lbound=0.2))
-    tight = CompressionEnv(graph, lambda keep: 0.5, EnvConfig(ratio=low, lbound=0.2, drop_blocks=True))
+        CompressionEnv(Budget(graph, EnvConfig(ratio=low, lbound=0.2)), lambda keep: 0.5)
+    tight = CompressionEnv(Budget(graph, EnvConfig(ratio=low, lbound=0.2, drop_blocks=True)), lambda keep: 0.5)
     for _ in range(20):
         info = _random_actions(tight, rng)
-        assert info["macs"] <= tight.budget and 0 in info["keep_counts"]
+        assert info["macs"] <= tight.budget.limit and 0 in info["keep_counts"]
 
 
 def test_an_action_under_half_the_lower_bound_drops_the_block_and_above_it_means_the_lower_bound(resnet20):
     graph = LayerGraph(resnet20, CIFAR)
-    env = CompressionEnv(graph, lambda keep: 0.5, EnvConfig(ratio=0.8, lbound=0.4, drop_blocks=True))
+    env = CompressionEnv(Budget(graph, EnvConfig(ratio=0.8, lbound=0.4, drop_blocks=True)), lambda keep: 0.5)
     env.reset()
     _, _, _, _, info = env.step([0.19])  # layer1.0's decision, 0.19 < 0.4 / 2
     assert info["keep"] == 0
     _, _, _, _, info = env.step([0.21])
-    assert info["keep"] == env.lower[1]
+    assert info["keep"] == env.budget.lower[1]
 
 
 def test_the_knapsack_spends_each_stages_drops_on_the_blocks_that_cost_least_accuracy(resnet20):
     graph = LayerGraph(resnet20, CIFAR)
-    env = CompressionEnv(graph, lambda keep: 0.5, EnvConfig(ratio=0.4, lbound=0.2, drop_blocks=True))
+    budget = Budget(graph, EnvConfig(ratio=0.4, lbound=0.2, drop_blocks=True))
     # a made-up sensitivity table: dropping any block is nearly free, later blocks of a stage the most so
     table = []
-    for i, allowed in enumerate(env.allowed):
+    for i, allowed in enumerate(budget.allowed):
         picks = allowed[np.unique(np.linspace(0, len(allowed) - 1, 5).round().astype(int))]
         table.append([(int(c), 0.9 - (0.001 * (i + 1) if c == 0 else 0.05 * (1 - c / allowed[-1]))) for c in picks])
-    keep = allocate(env, table)
-    assert env.cost(keep) <= env.budget
-    for stage, cap in env.drop_caps.items():
-        members = [i for i, s in enumerate(env.stage) if s == stage]
+    keep = allocate(budget, table)
+    assert budget.cost(keep) <= budget.limit
+    for stage, cap in budget.drop_caps.items():
+        members = [i for i, s in enumerate(budget.stage) if s == stage]
         chosen = [i for i in members if keep[i] == 0]
         assert len(chosen) == cap and chosen == members[:cap]  # the cheapest drops, no more than allowed
 

@@ -19,6 +19,21 @@ def test_help_lists_commands():
         assert command in r.stdout
 
 
+@pytest.mark.parametrize("command,unloaded", [
+    ([], ("torch", "numpy", "torch_pruning", "gymnasium", "amc.env", "amc.graph")),
+    (["search"], ("torch_pruning", "gymnasium", "timm", "torchvision", "amc.env", "amc.graph", "amc.search")),
+])
+def test_help_loads_only_what_it_shows(command, unloaded):
+    """`amc --help` loads no torch; `amc search --help` loads the catalogues its choices list (they import torch),
+    not the search."""
+    code = ("import sys\nfrom amc.cli import main\nsys.argv = ['amc', *sys.argv[1:], '--help']\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\nprint(*sys.modules, file=sys.stderr)")
+    r = subprocess.run([sys.executable, "-c", code, *command], capture_output=True, text=True)
+    assert r.returncode == 0 and "Usage: amc" in r.stdout, r.stderr
+    loaded = set(r.stderr.split())
+    assert not loaded & set(unloaded), sorted(loaded & set(unloaded))
+
+
 def test_models_lists_zoo():
     r = amc("models")
     assert r.returncode == 0 and "resnet56" in r.stdout and "mobilenet_v2" in r.stdout

@@ -56,7 +56,7 @@ def test_readme_workflow_from_another_directory_with_no_option_repeated(searched
 
     shown = one_json(amc("show", rel, "--json", cwd=elsewhere))
     assert shown["status"] == "finished" and shown["settings"]["seed"] == 3
-    assert shown["best"]["heldout_top1"] == result["best_val_top1"] and 0 < shown["best"]["test_top1"] <= 1
+    assert shown["best"]["heldout_top1"] == result["heldout_top1"] and 0 < shown["best"]["test_top1"] <= 1
     assert {"config.json", "model.pt", "policy.json", "summary.json"} <= {f["name"] for f in shown["files"]}
     assert all(f["bytes"] > 0 for f in shown["files"])
 
@@ -102,12 +102,12 @@ def test_amc_runs_lists_each_run_with_its_figures(searched):
     rows = one_json(amc("runs", str(root), "--json"))["runs"]
     row = next(r for r in rows if r["run"] == "project/runs/a")
     assert (row["model"], row["target"], row["ratio"], row["agent"]) == ("digits_cnn", "macs", 0.4, "ddpg")
-    assert row["episodes"] == 3 and row["best_heldout_top1"] == result["best_val_top1"]
+    assert row["episodes"] == 3 and row["best_heldout_top1"] == result["heldout_top1"]
     assert row["test_top1"] == result["test_top1"] and row["status"] == "finished"
     table = amc("runs", str(root))
     assert table.returncode == 0
     line = next(line for line in table.stdout.splitlines() if "project/runs/a" in line)
-    for cell in ("digits_cnn", "macs", "0.4", "ddpg", "3/3", f"{100 * result['best_val_top1']:.2f}%",
+    for cell in ("digits_cnn", "macs", "0.4", "ddpg", "3/3", f"{100 * result['heldout_top1']:.2f}%",
                  f"{100 * result['test_top1']:.2f}%"):
         assert cell in line, line
 
@@ -159,7 +159,7 @@ def test_settings_file_with_the_command_line_overriding_it_and_a_run_repeated(tm
     # a run's config.json repeats the run: the same settings, the same policy
     again = one_json(amc("search", "--config", "from_file/config.json", "--out", "again", "--json", cwd=tmp_path))
     assert json.loads((tmp_path / "again" / "config.json").read_text())["search"] == saved
-    assert again["macs"] == result["macs"] and again["best_val_top1"] == result["best_val_top1"]
+    assert again["macs"] == result["macs"] and again["heldout_top1"] == result["heldout_top1"]
     assert json.loads((tmp_path / "again" / "policy.json").read_text())["keep"] == \
         json.loads((tmp_path / "from_file" / "policy.json").read_text())["keep"]
 

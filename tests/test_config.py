@@ -42,6 +42,30 @@ def test_settings_in_range_are_kept():
     assert config.agent_options == {"batch_size": 32, "noise_sigma": 1}  # an int is a fine float
 
 
+def test_the_search_defaults_are_the_environments():
+    """SearchConfig writes its budget defaults out (importing amc.blocks for DROP_SHARE would load torch)."""
+    from amc.blocks import DROP_SHARE
+    from amc.budget import EnvConfig
+    search, env = SearchConfig(), EnvConfig()
+    assert search.drop_share == DROP_SHARE == env.drop_share
+    for name in ("target", "channel_round", "reward", "drop_blocks"):
+        assert getattr(search, name) == getattr(env, name), name
+
+
+def test_amc_search_takes_its_options_from_the_settings():
+    import typer.main
+
+    from amc.cli import app
+    from amc.config import default, search_options
+    options = {p.name: p for p in typer.main.get_command(app).commands["search"].params}
+    for f in search_options():
+        assert f.name in options, f.name
+        assert options[f.name].default == ([] if f.name == "agent_options" else default(f.name)), f.name
+        assert f.metadata["help"] == options[f.name].help
+    assert options["ratio"].opts == ["--keep-ratio", "--ratio"] and options["agent_options"].opts == ["--agent-option"]
+    assert {"points_per_image", "eval_batch_size", "latency_batch"}.isdisjoint(options)  # the Python API's only
+
+
 @pytest.mark.parametrize("setting,message", [
     ({"lr": float("nan")}, "--lr must be a finite number, got nan"),
     ({"lr": -0.1}, "--lr must be above 0, got -0.1"),

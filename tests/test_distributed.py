@@ -36,7 +36,7 @@ def test_parallel_search_logs_every_episode_once_in_order_learns_and_resumes(tmp
     assert result.summary["macs"] == best["macs"]
     # the summary re-scores the exported best policy in this process: the actors scored the same number
     assert result.summary["best_search_score"] == best["accuracy"]
-    assert result.summary["best_val_top1"] == pytest.approx(best["accuracy"])
+    assert result.summary["heldout_top1"] == pytest.approx(best["accuracy"])
 
     # resume a parallel run with a longer budget of episodes: no gaps, no duplicates
     raw = json.loads((run / "config.json").read_text())

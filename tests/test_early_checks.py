@@ -55,7 +55,7 @@ def test_an_unreachable_budget_names_the_smallest_ratio_and_a_lower_bound_that_m
 
 
 def test_the_suggested_lower_bound_meets_the_budget_and_a_budget_beyond_any_bound_says_so(digits):
-    from amc.env import CompressionEnv, EnvConfig, check_budget
+    from amc.env import Budget, CompressionEnv, EnvConfig, check_budget
     from amc.graph import LayerGraph
 
     model = models.create("digits_cnn")
@@ -65,8 +65,8 @@ def test_the_suggested_lower_bound_meets_the_budget_and_a_budget_beyond_any_boun
         check_budget(graph, EnvConfig(ratio=0.01, lbound=0.1))  # ... and the next step up is not
     with pytest.raises(BudgetError, match="no --lbound can meet 0.0001: even one channel"):
         check_budget(graph, EnvConfig(ratio=0.0001))
-    env = CompressionEnv(graph, lambda keep: 0.5, EnvConfig(ratio=0.5))
-    assert env.min_ratio() < 0.5  # a feasible budget is not refused
+    env = CompressionEnv(Budget(graph, EnvConfig(ratio=0.5)), lambda keep: 0.5)
+    assert env.budget.min_ratio() < 0.5  # a feasible budget is not refused
 
 
 @pytest.mark.parametrize("agent,options,message", [

@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from amc import models
-from amc.env import CompressionEnv, EnvConfig, allowed_counts
+from amc.env import Budget, CompressionEnv, EnvConfig, allowed_counts
 from amc.errors import BudgetError
 from amc.graph import LayerGraph
 
@@ -14,7 +14,7 @@ from amc.graph import LayerGraph
 def _env(name="digits_cnn", **config):
     model = models.create(name).eval()
     graph = LayerGraph(model, models.model_info(model).input_shape)
-    return CompressionEnv(graph, lambda keep: 0.5, EnvConfig(**config))
+    return CompressionEnv(Budget(graph, EnvConfig(**config)), lambda keep: 0.5)
 
 
 def test_gymnasium_env_checker_passes():
@@ -43,23 +43,23 @@ def test_impossible_budget_names_the_minimum():
 
 def test_uniform_ratio_meets_budget_tightly():
     env = _env("resnet20", ratio=0.5)
-    r = env.uniform_ratio()
-    assert env.cost(env.uniform_counts(r)) <= env.budget
-    assert env.cost(env.uniform_counts(min(1.0, r + 0.05))) > env.budget
+    r = env.budget.uniform_ratio()
+    assert env.budget.cost(env.budget.uniform_counts(r)) <= env.budget.limit
+    assert env.budget.cost(env.budget.uniform_counts(min(1.0, r + 0.05))) > env.budget.limit
 
 
 @pytest.mark.parametrize("spread", [-0.5, 0.5])
 def test_handcrafted_ramps_slope_the_right_way_and_meet_the_budget_tightly(spread):
     env = _env("resnet20", ratio=0.5)
-    ratios = np.array(env.ramp_ratios(spread))
+    ratios = np.array(env.budget.ramp_ratios(spread))
     steps = np.diff(ratios)
     # spread < 0 prunes shallower layers more: ratios rise with depth (flat only where clipped)
     assert (steps >= -1e-12).all() if spread < 0 else (steps <= 1e-12).all()
     assert abs(steps).max() > 0.01
-    assert env.cost(env.rounded_counts(ratios)) <= env.budget
-    assert env.cost(env.rounded_counts(np.minimum(ratios + 0.05, 1.0))) > env.budget
-    flat = env.ramp_ratios(0.0)
-    assert np.allclose(flat, flat[0]) and env.rounded_counts(flat) == env.uniform_counts(env.uniform_ratio())
+    assert env.budget.cost(env.budget.rounded_counts(ratios)) <= env.budget.limit
+    assert env.budget.cost(env.budget.rounded_counts(np.minimum(ratios + 0.05, 1.0))) > env.budget.limit
+    flat = env.budget.ramp_ratios(0.0)
+    assert np.allclose(flat, flat[0]) and env.budget.rounded_counts(flat) == env.budget.uniform_counts(env.budget.uniform_ratio())
 
 
 def test_channel_rounding_to_multiples():
@@ -100,7 +100,7 @@ def chains(draw):
 def test_budget_is_never_exceeded(net, budget, actions, multiple):
     graph = LayerGraph(net, (3, 6, 6))
     try:
-        env = CompressionEnv(graph, lambda keep: 1.0, EnvConfig(ratio=budget, channel_round=multiple))
+        env = CompressionEnv(Budget(graph, EnvConfig(ratio=budget, channel_round=multiple)), lambda keep: 1.0)
     except BudgetError:
         assert env_min_ratio(graph, multiple) > budget
         return
@@ -109,7 +109,7 @@ def test_budget_is_never_exceeded(net, budget, actions, multiple):
     while not done:
         _, _, done, _, info = env.step(np.array([actions[i]], dtype=np.float32))
         i += 1
-    assert graph.macs(info["keep_counts"]) <= env.budget + 1e-6
+    assert graph.macs(info["keep_counts"]) <= env.budget.limit + 1e-6
     assert min(info["keep_counts"]) >= 1
 
 
@@ -130,7 +130,7 @@ def test_a_nonlinear_monotone_cost_model_is_never_exceeded_either(net, budget, a
         return graph.macs(keep) ** power + 50.0 * float(np.sum(keep))
 
     try:
-        env = CompressionEnv(graph, lambda keep: 1.0, EnvConfig(target="latency", ratio=budget), cost_model=cost)
+        env = CompressionEnv(Budget(graph, EnvConfig(target="latency", ratio=budget), cost), lambda keep: 1.0)
     except BudgetError:
         lower = [allowed_counts(d.channels, 0.2, 1)[0] for d in graph.decisions]
         assert cost(lower) > budget * cost([d.channels for d in graph.decisions])
@@ -140,26 +140,26 @@ def test_a_nonlinear_monotone_cost_model_is_never_exceeded_either(net, budget, a
     while not done:
         _, _, done, _, info = env.step(np.array([actions[i]], dtype=np.float32))
         i += 1
-    assert cost(info["keep_counts"]) <= env.budget * (1 + 1e-9)
+    assert cost(info["keep_counts"]) <= env.budget.limit * (1 + 1e-9)
     assert info["cost_ratio"] <= budget + 1e-9
 
 
 def test_latency_target_needs_a_cost_model():
     graph = LayerGraph(nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3)).eval(), (3, 8, 8))
     with pytest.raises(Exception, match="latency model"):
-        CompressionEnv(graph, lambda keep: 1.0, EnvConfig(target="latency"))
+        CompressionEnv(Budget(graph, EnvConfig(target="latency")), lambda keep: 1.0)
 
 
 def test_fit_to_budget_keeps_the_policys_shape_and_brings_its_cost_to_the_budget():
     env = _env("resnet20", ratio=0.3)
     rng = np.random.default_rng(0)
     for _ in range(5):
-        drawn = rng.uniform(0.2, 1.0, len(env.channels))
-        fitted = np.array(env.fit_to_budget(drawn.tolist()))
-        cost = env.cost(env.rounded_counts(fitted))
-        assert cost <= env.budget
+        drawn = rng.uniform(0.2, 1.0, len(env.budget.channels))
+        fitted = np.array(env.budget.fit_to_budget(drawn.tolist()))
+        cost = env.budget.cost(env.budget.rounded_counts(fitted))
+        assert cost <= env.budget.limit
         # one more step of the common shift would overspend: the budget is used, not left on the table
-        assert env.cost(env.rounded_counts(np.minimum(fitted + 0.02, 1.0))) > env.budget * 0.98
+        assert env.budget.cost(env.budget.rounded_counts(np.minimum(fitted + 0.02, 1.0))) > env.budget.limit * 0.98
         # a common shift in logit space keeps the order of the decisions' ratios
         assert (np.argsort(drawn, kind="stable") == np.argsort(fitted, kind="stable")).all()
         assert ((fitted >= 0.2) & (fitted <= 1.0)).all()
@@ -174,7 +174,7 @@ def _last_at_bound(env, agent, episodes) -> float:
         done = False
         while not done:
             obs, _, done, _, info = env.step(np.array([agent.act(obs)], dtype=np.float32))
-        assert env.cost(info["keep_counts"]) <= env.budget
+        assert env.budget.cost(info["keep_counts"]) <= env.budget.limit
         at_bound.append(info["ratios"][-1] <= 0.1 + 1 / 64 + 1e-9)
     return float(np.mean(at_bound))
 
@@ -182,7 +182,7 @@ def _last_at_bound(env, agent, episodes) -> float:
 def test_budget_warmup_plays_whole_fitted_policies_instead_of_starving_the_last_decisions():
     from amc.agents import make_agent
     env = _env("resnet20", ratio=0.2, lbound=0.1)
-    last = {noise: _last_at_bound(env, make_agent("ddpg", env, 0, warmup_noise=noise, warmup_episodes=30),
+    last = {noise: _last_at_bound(env, make_agent("ddpg", env.budget, 0, warmup_noise=noise, warmup_episodes=30),
                                   range(1, 30)) for noise in ("step", "budget")}
     # the per-step noise overspends early and the clipping leaves the last decision at the lower bound
     assert last["step"] > 0.8 and last["budget"] < 0.5
@@ -191,19 +191,19 @@ def test_budget_warmup_plays_whole_fitted_policies_instead_of_starving_the_last_
 def test_fair_ratio_spends_the_rest_of_the_budget_evenly_from_the_current_decision():
     env = _env("resnet20", ratio=0.3)
     env.reset()
-    assert env.fair_ratio() == pytest.approx(env.uniform_ratio(), abs=1e-3)  # nothing decided yet: uniform
+    assert env.budget.fair_ratio(0, env.keep) == pytest.approx(env.budget.uniform_ratio(), abs=1e-3)  # uniform
     env.step(np.array([0.9], dtype=np.float32))  # an overspend at the first decision
-    fair = env.fair_ratio()
-    assert fair < env.uniform_ratio()  # leaves less for each of the others, spread over all of them
+    fair = env.budget.fair_ratio(1, env.keep)
+    assert fair < env.budget.uniform_ratio()  # leaves less for each of the others, spread over all of them
     keep = env.keep.copy()
-    keep[1:] = [a[np.argmin(np.abs(a - fair * c))] for a, c in zip(env.allowed[1:], env.channels[1:])]
-    assert env.cost(keep) <= env.budget
+    keep[1:] = [a[np.argmin(np.abs(a - fair * c))] for a, c in zip(env.budget.allowed[1:], env.budget.channels[1:])]
+    assert env.budget.cost(keep) <= env.budget.limit
 
 
 def test_share_actions_spread_an_overspend_instead_of_starving_the_last_decision():
     from amc.agents import make_agent
     env = _env("resnet20", ratio=0.2, lbound=0.1)
     # the learned phase's own per-step noise, at its floor (no end_episode: nothing is learned here)
-    last = {actions: _last_at_bound(env, make_agent("ddpg", env, 0, actions=actions, warmup_episodes=0,
+    last = {actions: _last_at_bound(env, make_agent("ddpg", env.budget, 0, actions=actions, warmup_episodes=0,
                                                     noise_sigma=0.1), range(30)) for actions in ("ratio", "share")}
     assert last["ratio"] > 0.5 and last["share"] < 0.2

@@ -75,10 +75,10 @@ def test_search_with_finalists_exports_the_winner_and_records_the_stage(tmp_path
     assert result.policy.keep == winner["keep"]
     assert json.loads((out / "policy.json").read_text())["keep"] == winner["keep"]
     assert result.summary["best_episode"] == stage["winner_episode"]
-    # best_val_top1 stays the exported model's held-out top-1 without any fine-tuning
+    # heldout_top1 stays the exported model's held-out top-1 without any fine-tuning
     pruned = amc.load_pruned(out)
     info = model_info(pruned)
-    assert result.summary["best_val_top1"] == pytest.approx(Evaluator(digits.heldout, info.mean, info.std).top1(pruned))
+    assert result.summary["heldout_top1"] == pytest.approx(Evaluator(digits.heldout, info.mean, info.std).top1(pruned))
     scores = [c["search_score"] for c in stage["candidates"]]
     assert scores == sorted(scores, reverse=True)
 

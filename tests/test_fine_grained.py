@@ -51,7 +51,7 @@ def test_fine_grained_search_meets_the_params_budget_and_writes_a_smaller_sparse
     state = load_sparse(tmp_path / "run" / "model_sparse.pt")
     for key, value in dense.state_dict().items():
         assert torch.equal(state[key], value), key
-    assert result.best_val_top1 == summary["best_val_top1"]
+    assert result.best_val_top1 == summary["heldout_top1"]
 
 
 def test_accuracy_guaranteed_fine_grained_search_runs_without_a_budget(tmp_path, digits):

@@ -47,7 +47,7 @@ def test_learning_rate_warms_up_linearly_then_follows_the_cosine_to_zero():
 def test_finetune_recovers_accuracy_and_records_it(harsh_run, digits):
     before = json.loads((harsh_run / "summary.json").read_text())
     record = finetune(harsh_run, TrainConfig(epochs=4, lr=0.02, batch_size=64), distill=True, data=digits)
-    assert record["heldout_top1"] > before["best_val_top1"] + 0.02
+    assert record["heldout_top1"] > before["heldout_top1"] + 0.02
     summary = json.loads((harsh_run / "summary.json").read_text())
     assert summary["finetune"]["test_top1"] == record["test_top1"]
     assert summary["macs"] == before["macs"]  # the search's own figures stay as they were

@@ -96,9 +96,8 @@ def test_the_time_left_counts_the_episodes_at_their_pace_and_the_final_scoring(c
     for phase, seconds in [("loading", 5), ("features", 60), ("original", 10), ("agent", 1)]:
         phases.start(phase)
         clock.now += seconds
-    phases.final_seconds = 50.0  # estimated from the original's scoring (final_seconds below)
+    phases.expect_after_episodes(50.0)  # estimated from the original's scoring (final_seconds below)
     progress = Progress(printer, phases, episodes=10, start_episode=0)
-    phases.episodes = 10
     phases.start("episodes", episodes=10, start=0)
     clock.now += 3
     progress.on_episode(_record(0))
@@ -158,7 +157,6 @@ def test_the_terminal_bar_is_named_after_the_current_phase_and_its_clock_runs_th
         phases.start("original")
         assert task.description == "scoring the original" and task.total is None  # pulsing, no ETA yet
         assert "-:--:--" in _rendered(printer)
-        phases.episodes = 2
         phases.start("episodes", episodes=2, start=0)
         progress = Progress(printer, phases, episodes=2, start_episode=0)
         for episode in range(2):

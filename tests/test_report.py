@@ -59,7 +59,7 @@ def test_report_has_valid_figures_and_a_self_contained_page(ddpg_run, tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     for decision in config["decisions"]:
         assert f"<code>{decision['consumer']}</code>" in html
-    assert f"{100 * summary['best_val_top1']:.2f}%" in html
+    assert f"{100 * summary['heldout_top1']:.2f}%" in html
     assert f"{100 * summary['test_top1']:.2f}%" in html
     assert f"{100 * summary['baseline']['heldout_top1']:.2f}%" in html
     assert "not measured" in html  # no latency in this run
@@ -73,7 +73,7 @@ def test_per_layer_macs_after_pruning_add_up_to_the_exported_model(ddpg_run):
     # digits_cnn is a chain: every conv but the first and last lies between two decisions
     assert [r.kept for r in rows] == json.loads((ddpg_run / "policy.json").read_text())["keep"]
     assert all(r.macs_after is not None and r.macs_after <= r.macs_before for r in rows)
-    assert any(r.macs_after < r.macs_before for r in rows) and summary["macs_ratio"] <= 0.5 + 1e-9
+    assert any(r.macs_after < r.macs_before for r in rows) and summary.macs_ratio <= 0.5 + 1e-9
 
 
 def test_warmup_comes_from_the_log_else_from_the_config(ddpg_run, tmp_path):
@@ -216,3 +216,25 @@ def test_latency_is_timed_on_the_backend_the_run_targets_with_the_speedup(ddpg_r
     assert latency["backend"] == "onnxruntime" and latency["threads"] == 2
     assert "onnxruntime, 2 thread(s)" in html
     assert f"{latency['original_ms'] / latency['pruned_ms']:.2f}&times; faster" in html
+
+
+def test_a_summary_from_an_earlier_amc_is_shown_reported_and_kept(ddpg_run, tmp_path):
+    """Earlier versions wrote a search's held-out top-1 as `best_val_top1` (a prune's as `heldout_top1`): such a run
+    loads, shows, lists and reports the same figure, and a fine-tune rewrites its summary in today's names."""
+    from amc.run_index import describe_run, list_runs
+    from amc.runs import RunDir
+
+    run = _copy(ddpg_run, tmp_path)
+    summary = json.loads((run / "summary.json").read_text())
+    heldout = summary.pop("heldout_top1")
+    (run / "summary.json").write_text(json.dumps({"best_val_top1": heldout, **summary}))
+    assert load_run(run).summary.heldout_top1 == heldout
+    shown = describe_run(run)
+    assert shown["status"] == "finished" and shown["best"]["heldout_top1"] == heldout
+    assert next(r for r in list_runs(tmp_path) if r["run"] == run.name)["best_heldout_top1"] == heldout
+    assert f"{100 * heldout:.2f}%" in write_report(run).read_text()
+
+    RunDir(run).record_finetune({"epochs": 1, "heldout_top1": 0.5, "test_top1": 0.5})
+    rewritten = json.loads((run / "summary.json").read_text())
+    assert rewritten["heldout_top1"] == heldout and "best_val_top1" not in rewritten
+    assert rewritten["export"] == summary["export"] and describe_run(run)["status"] == "finished"

@@ -299,3 +299,17 @@ def test_a_run_file_of_damaged_json_is_read_or_refused_in_one_line(name, index, 
     else:
         content = ((json.dumps(record) + "\n") * (lines if name == "episodes.jsonl" else 1)).encode()
     _read_refuses_or_returns(name, content)
+
+
+def test_search_and_prune_summaries_name_the_held_out_score_alike():
+    """One `RunSummary` for a search and a prune: the held-out top-1 is `heldout_top1` in both, an earlier search's
+    `best_val_top1` is read as it, what this amc does not know is kept, and a field that does not apply is left
+    out of the file."""
+    from amc.runs import RunSummary
+
+    search = {"model": "digits_cnn", "agent": "ddpg", "episodes": 3, "heldout_top1": 0.9, "test_top1": 0.8,
+              "macs": 10, "export": {"model.pt": "0" * 64}, "from_a_newer_amc": [1]}
+    assert RunSummary.from_dict(search).to_dict() == search
+    assert RunSummary.from_dict({"model": "digits_cnn", "best_val_top1": 0.9}).heldout_top1 == 0.9
+    pruned = RunSummary(model="digits_cnn", policy_source="run/policy.json", heldout_top1=0.7)
+    assert pruned.to_dict() == {"model": "digits_cnn", "policy_source": "run/policy.json", "heldout_top1": 0.7}

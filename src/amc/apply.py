@@ -21,9 +21,9 @@ from amc.graph import LayerGraph
 from amc.models import factory
 from amc.pipeline import prepare, seed_and_threads
 from amc.policy import Policy
-from amc.pruning.fine_grained import WeightGraph, save_sparse
+from amc.pruning.fine_grained import WeightGraph, pack_sparse
 from amc.run_inputs import check_weights, policy_run, run_config
-from amc.runs import MODEL_FILE, POLICY_FILE, RUN_MARKER, SPARSE_FILE, RunDir
+from amc.runs import MODEL_FILE, POLICY_FILE, RUN_MARKER, RunDir, RunSummary
 from amc.scoring import Scorer
 
 
@@ -42,8 +42,8 @@ def export_policy(run: RunDir, graph: LayerGraph | WeightGraph, scorer: Scorer, 
                "macs": exported_macs, "macs_ratio": exported_macs / graph.total_macs,
                "params": count_params(pruned), "params_ratio": count_params(pruned) / graph.total_params}
     if isinstance(graph, WeightGraph):  # zeros are still stored densely: count and store them sparsely
-        dense_bytes = (run / MODEL_FILE).stat().st_size
-        sparse_bytes = save_sparse(pruned, run / SPARSE_FILE, [d.consumer for d in graph.decisions])
+        dense_bytes = run.size(MODEL_FILE)
+        sparse_bytes = run.write_sparse(pack_sparse(pruned, [d.consumer for d in graph.decisions]))
         modules = dict(pruned.named_modules())
         zeros = sum(int((modules[d.consumer].weight == 0).sum()) for d in graph.decisions)  # incl. earlier stages'
         nonzero = graph.total_params - zeros
@@ -117,14 +117,14 @@ def _apply_policy(policy, model, data, *, out: RunDir, config, overwrite, random
         out.write_policy(policy)
         _, figures = export_policy(out, setup.graph, setup.scorer, policy, setup.dataset, setup.info)
         graph = setup.graph
-        summary = {"model": config.model, "policy_source": source, **figures,
-                   "baseline": {"heldout_top1": baseline_top1, "macs": graph.total_macs, "params": graph.total_params}}
+        summary = RunSummary(model=config.model, policy_source=source, **figures, baseline={
+            "heldout_top1": baseline_top1, "macs": graph.total_macs, "params": graph.total_params})
         out.write_summary(summary)
     except SaveError as e:
         out.remove()  # a pruned model without its summary is half an export
         raise SaveError(f"cannot save {e.path} ({e.reason}); removed the unfinished {out}: free disk space or "
                         "choose another --out, then run again", e.path, e.reason) from None
-    return summary
+    return summary.to_dict()
 
 
 def resolve_config(model, data, config: SearchConfig | None, options: dict) -> SearchConfig:

@@ -2,7 +2,7 @@
 
 After a budgeted search (`--reward acc`) the uniform policy (one preserve ratio for every layer) and, where the
 model has more than one decision, the AMC paper's "prune shallower layers more" ramp (DDPG's default anchor)
-are built at the same budget, played through the environment exactly as an agent's answers are (its rounding
+are built at the same budget, played through the budget exactly as an agent's answers are (its rounding
 and clipping), and scored as the exported policy is scored: the pruned network built by the search's scorer
 (same selection, reconstruction and BN recalibration), then fp32 top-1 on the full held-out and test splits.
 The test split is the fair comparison: the searched policy was chosen on the held-out split among many.
@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from amc.agents import ANCHORS
-from amc.env import CompressionEnv
+from amc.budget import Budget
 from amc.evaluate import Evaluator
 
 BASELINES = ("uniform", "shallower")  # the fixed policies compared, in this order
@@ -23,33 +23,22 @@ BASELINE_NAMES = {"uniform": "uniform", "shallower": "ramp (shallower layers pru
 SPLITS = ("test_top1", "heldout_top1")  # the comparison's split first: the one no policy was chosen on
 
 
-def baseline_policies(env: CompressionEnv) -> dict[str, list[int]]:
-    """Keep counts of each fixed policy at `env`'s budget: {"uniform": [...], "shallower": [...]}. Empty
-    without a budget (the accuracy-guaranteed rewards); the ramp is left out where it is the uniform policy
-    (one decision, or rounding makes them equal)."""
-    if not env.config.constrained:
+def baseline_policies(budget: Budget) -> dict[str, list[int]]:
+    """Keep counts of each fixed policy at `budget`: {"uniform": [...], "shallower": [...]}, played as an agent's
+    answers are (`Budget.play`). Empty without a budget (the accuracy-guaranteed rewards); the ramp is left out
+    where it is the uniform policy (one decision, or rounding makes them equal)."""
+    if not budget.config.constrained:
         return {}
-    decisions = len(env.channels)
-    policies = {"uniform": play(env, [env.uniform_ratio()] * decisions)}
+    decisions = len(budget.channels)
+    policies = {"uniform": budget.play([budget.uniform_ratio()] * decisions)}
     if decisions > 1:
-        ramp = play(env, env.ramp_ratios(ANCHORS["shallower"]))
+        ramp = budget.play(budget.ramp_ratios(ANCHORS["shallower"]))
         if ramp != policies["uniform"]:
             policies["shallower"] = ramp
     return policies
 
 
-def play(env: CompressionEnv, ratios: Sequence[float]) -> list[int]:
-    """The keep counts `env` turns the per-decision `ratios` into, answered as an agent answers them
-    (float32 actions, the env's rounding and budget clipping); nothing is scored."""
-    env.reset()
-    with env.deferred_scoring():
-        for ratio in ratios:
-            _, _, done, _, info = env.step(np.array([ratio], dtype=np.float32))
-    assert done, "one ratio per decision"
-    return list(info["keep_counts"])
-
-
-def score_baselines(setup, env: CompressionEnv, searched: dict, log: Sequence[dict]) -> dict:
+def score_baselines(setup, budget: Budget, searched: dict, log: Sequence[dict]) -> dict:
     """summary.json's "baselines" (each fixed policy's keep counts, shares of the original and top-1 on the
     held-out and test splits) and "searched_minus_best_baseline" (the searched policy's margin over the best of
     them on each split); empty without a budget.
@@ -58,7 +47,7 @@ def score_baselines(setup, env: CompressionEnv, searched: dict, log: Sequence[di
     policy's figures ({"keep", "heldout_top1", "test_top1"}), `log` the search's episode records. A fixed
     policy identical to the exported one takes its figures; one whose held-out score the log already holds in
     full, fp32 on the whole split, takes that score and is scored on the test split only."""
-    policies = baseline_policies(env)
+    policies = baseline_policies(budget)
     if not policies:
         return {}
     info, dataset = setup.info, setup.dataset
@@ -72,7 +61,7 @@ def score_baselines(setup, env: CompressionEnv, searched: dict, log: Sequence[di
     logged = _fully_scored(setup.scorer.evaluator, log)
     baselines: dict = {}
     for name, keep in policies.items():
-        entry = {"keep": keep, **{k: v for k, v in env.summarize(keep).items() if k.endswith("_ratio")}}
+        entry = {"keep": keep, **{k: v for k, v in budget.summarize(keep).items() if k.endswith("_ratio")}}
         if keep == list(searched["keep"]):
             entry.update({split: searched[split] for split in SPLITS}, scored="the exported policy")
         else:
@@ -113,4 +102,4 @@ def verdict(summary: dict) -> str | None:
     return f"test top-1: {', '.join(parts)}, searched: {100 * summary['test_top1']:.2f}% ({bought})"
 
 
-__all__ = ["BASELINES", "BASELINE_NAMES", "baseline_policies", "play", "score_baselines", "verdict"]
+__all__ = ["BASELINES", "BASELINE_NAMES", "baseline_policies", "score_baselines", "verdict"]

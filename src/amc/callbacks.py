@@ -1,8 +1,9 @@
-"""The side jobs of a search, one per class, each with one per-episode hook (stable-baselines3's callbacks).
+"""What watches a search, one class per job, each with one per-episode hook (stable-baselines3's callbacks).
 
-The loop in `amc.search` plays and learns from episodes; after each, `CallbackList.on_episode(record)` runs
-these in order: keep the best policy, check a latency budget on the real network, log the episode, save the
-resumable state, then TensorBoard and progress. `on_end(summary)` closes them. `Phases` tells the phases of
+The loop in `amc.search` plays and learns from episodes and records each one (`amc.search_state`: the best
+policy, the latency checks, the run's files); then `CallbackList.on_episode(record)` shows it to every
+callback: TensorBoard, progress, and the user's own. They only read what the loop recorded, so their order
+does not matter; any of them may stop the search. `on_end(summary)` closes them. `Phases` tells the phases of
 the whole search (setup, episodes, final scoring) and the time left, to a callback and the "amc.search" logger.
 """
 
@@ -12,16 +13,13 @@ import logging
 import time
 from typing import Callable
 
-from amc.env import CompressionEnv
 from amc.errors import AmcError
-from amc.latency.guard import LatencyGuard
-from amc.policy import policy_from_record
 from amc.runs import TENSORBOARD_DIR, RunDir
 
 
 class Callback:
-    """What runs around each episode of a search. A user's own callbacks (`amc.search(callbacks=[...])`) run after
-    amc's, so the episode they see is already logged and saved."""
+    """What runs after each episode of a search (`amc.search(callbacks=[...])` for a user's own): the episode it
+    sees is already logged and saved, its record holds the best reward so far (`best_reward`)."""
 
     def on_episode(self, record: dict) -> bool | None:
         """Called once per finished episode, in episode order, after the agent learned from it. Return True to
@@ -45,66 +43,6 @@ class CallbackList(Callback):
             callback.on_end(summary)
 
 
-class BestPolicy(Callback):
-    """The highest-reward episode so far, saved to policy.json whenever it changes. A best that a refitted
-    latency budget left over the budget (`over_budget`) gives way to any later episode."""
-
-    def __init__(self, run: RunDir, graph, model_name: str, record: dict | None = None):
-        self.run, self.graph, self.model_name, self.record = run, graph, model_name, record
-
-    def on_episode(self, record: dict) -> None:
-        if self.record is None or self.record.get("over_budget") or record["reward"] > self.record["reward"]:
-            self.replace(record)
-
-    def replace(self, record: dict) -> None:
-        self.record = record
-        self.run.write_policy(policy_from_record(record, self.graph, self.model_name))
-
-
-class LatencyCheck(Callback):
-    """Every few episodes, measure the best policy on the real network (`LatencyGuard`); when the guard refits
-    the latency table, refresh the environment's budget and choose the best again among what meets it."""
-
-    def __init__(self, guard: LatencyGuard, env: CompressionEnv, best: BestPolicy, log: list[dict], run: RunDir):
-        self.guard, self.env, self.best, self.log, self.run = guard, env, best, log, run
-
-    def on_episode(self, record: dict) -> None:
-        if not self.guard.due(record["episode"], self.best.record):
-            return
-        entry = self.guard.check(self.best.record)
-        self.run.write_latency_calibration(self.guard.latency.calibration())
-        if not entry["refit"]:
-            return
-        self.env.refresh_costs()  # the budget moved with the refitted latency model
-        chosen = self.guard.best_within([*self.log, record])  # the log holds the episodes before this one
-        if chosen is None:
-            self.best.record["over_budget"] = True  # kept (and saved) only until an episode meets the budget
-        elif chosen is not self.best.record:
-            self.best.replace(chosen)
-
-
-class EpisodeLog(Callback):
-    """One line per episode in episodes.jsonl (with the best reward so far), and the in-memory log."""
-
-    def __init__(self, run: RunDir, best: BestPolicy, log: list[dict]):
-        self.run, self.best, self.log = run, best, log
-
-    def on_episode(self, record: dict) -> None:
-        record["best_reward"] = self.best.record["reward"]
-        self.log.append(record)
-        self.run.append_episode(record)
-
-
-class SaveState(Callback):
-    """state.pt after every episode (atomically): a killed search resumes after its last finished episode."""
-
-    def __init__(self, run: RunDir, agent, best: BestPolicy):
-        self.run, self.agent, self.best = run, agent, best
-
-    def on_episode(self, record: dict) -> None:
-        self.run.save_state(self.agent.state_dict(), record["episode"] + 1, self.best.record)
-
-
 class TensorBoard(Callback):
     """Optional (`--tensorboard`): every episode's figures under RUN_DIR/tensorboard; episodes.jsonl stays
     the record. Refuses before any work when the package is missing."""
@@ -124,7 +62,7 @@ class TensorBoard(Callback):
                 self.writer.add_scalar(f"{group}/{key}", value, step)
 
     def on_end(self, summary: dict) -> None:
-        lines = [f"| {key} | {summary[key]} |" for key in ("best_episode", "best_val_top1", "test_top1", "macs_ratio",
+        lines = [f"| {key} | {summary[key]} |" for key in ("best_episode", "heldout_top1", "test_top1", "macs_ratio",
                                                           "params_ratio", "episodes") if key in summary]
         self.writer.add_text("summary", "| figure | value |\n| --- | --- |\n" + "\n".join(lines))
         self.writer.close()
@@ -161,9 +99,11 @@ class Phases:
 
     The time left is the episodes left at the pace of those played in this process (everything between two
     episodes included; from the third on, the first is left out: it scores the anchor in full and pays one-off
-    costs, and at 60 episodes it alone put the ETA 50% over after 10% of them), plus `final_seconds`: the search's estimate of what follows the episodes (the final
-    scoring and export, the finalist stage), made from the original's scoring measured during setup. It is
-    None until the first episode has finished. `clock` is replaceable for tests.
+    costs, and at 60 episodes it alone put the ETA 50% over after 10% of them), plus `final_seconds`: the
+    search's estimate of what follows the episodes (the final scoring and export, the finalist stage), made from
+    the original's scoring measured during setup (`expect_after_episodes`). It is None until the first episode
+    has finished. The "episodes" phase starts with `episodes=` (the planned end) and `start=` (the first one
+    played here). `clock` is replaceable for tests.
     """
 
     def __init__(self, on_phase: Callable[[dict], None] | None = None, clock: Callable[[], float] = time.perf_counter):
@@ -184,6 +124,8 @@ class Phases:
         if phase in AFTER_EPISODES and self._episodes_ended is None:
             self._episodes_ended = now
         self.current, self.since = phase, now
+        if phase == "episodes":
+            self.episodes = details["episodes"] - details.get("start", 0)
         event = {"phase": phase, "label": PHASES[phase], "elapsed": self.elapsed(), "eta": self.eta(), **details}
         if phase == "done":
             logger.info("amc search: done in %.0f s", event["elapsed"])
@@ -191,6 +133,11 @@ class Phases:
             logger.info("amc search: %s (%.0f s so far%s)", PHASES[phase], event["elapsed"], _left(event["eta"]))
         if self.on_phase:
             self.on_phase(event)
+
+    def expect_after_episodes(self, seconds: float) -> None:
+        """The search's estimate of the seconds the phases after the episodes take (the final scoring, export
+        and finalist stage)."""
+        self.final_seconds = seconds
 
     def episode_done(self) -> None:
         self.played += 1
@@ -242,5 +189,4 @@ class Progress(Callback):
             self.progress(report)
 
 
-__all__ = ["PHASES", "BestPolicy", "Callback", "CallbackList", "EpisodeLog", "LatencyCheck", "Phases", "Progress",
-           "SaveState", "TensorBoard", "summary_writer"]
+__all__ = ["PHASES", "Callback", "CallbackList", "Phases", "Progress", "TensorBoard", "summary_writer"]

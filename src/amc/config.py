@@ -1,21 +1,19 @@
-"""`SearchConfig`: every setting of a search, validated once, and the one source of the CLI's defaults.
+"""`SearchConfig`: every setting of a search, declared once with its `amc search` option, and validated once.
 
-What the settings imply is derived here too (the environment's `EnvConfig`, the DDPG warm-up, whether
-candidates are raced, how many episodes run), so no other module re-derives it.
+Each field is a `setting`: its default, and the help panel, text and choices of its option; `amc.cli.search`
+builds the command's options from these fields, so a new setting is one field here. What the settings imply is
+derived here too (the environment's `EnvConfig`, the DDPG warm-up, whether candidates are raced, how many
+episodes run), so no other module re-derives it. Importing this module loads no torch: the catalogues that
+choices come from are imported when a config is checked or a command's help is shown.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Callable, Sequence
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields
 
-from amc.agents import AGENTS
-from amc.blocks import DROP_SHARE
-from amc.env import EnvConfig
+from amc.checks import KINDS, check_fields, fits
 from amc.errors import AmcError, ConfigError
-from amc.evaluate import PRECISIONS
-from amc.latency.backends import BACKENDS
-from amc.pruning.channel import SELECTIONS
 from amc.safe_open import read_regular_bytes
 from amc.threads import check_threads
 
@@ -27,52 +25,149 @@ METHODS = ("channel", "fine-grained")
 DEFAULT_BUDGET = (0.5, 0.2)
 MODEL_BUDGETS = {DEFAULT_MODEL: (0.05, 0.05)}
 
+# the panels `amc search --help` groups its options in, in the order shown
+MODEL, BUDGET, AGENT, PRUNING, RUN, PERFORMANCE = ("Model and data", "Budget", "Agent", "Pruning and scoring",
+                                                   "Run and output", "Performance")
+THREADS_HELP = "torch CPU threads (default: torch's choice; one for tiny models)."
+
+Names = Callable[[], Sequence[str]]
+
+
+# The catalogues choice-valued settings take their names from, each imported when first asked: every one of them
+# loads torch, which neither building the CLI nor reading a settings file needs.
+def agent_names() -> Sequence[str]:
+    # the registry itself: an agent added to it is valid at once
+    from amc.agents import AGENTS
+    return tuple(AGENTS)
+
+
+def backend_names() -> Sequence[str]:
+    from amc.latency.backends import BACKENDS
+    return tuple(BACKENDS)
+
+
+def dataset_names() -> Sequence[str]:
+    from amc.data import DATASETS
+    return DATASETS
+
+
+def precision_names() -> Sequence[str]:
+    from amc.evaluate import PRECISIONS
+    return PRECISIONS
+
+
+def selection_names() -> Sequence[str]:
+    from amc.pruning.channel import SELECTIONS
+    return SELECTIONS
+
+
+def target_names() -> Sequence[str]:
+    from amc.budget import TARGETS
+    return TARGETS
+
+
+def reward_names() -> Sequence[str]:
+    from amc.budget import REWARDS
+    return REWARDS
+
+
+def setting(default, panel: str, help: str, *, flags: tuple[str, ...] = (), choices: Names | None = None,
+            shown: Names | None = None, path: bool = False) -> Field:
+    """A SearchConfig field that is also an `amc search` option: `default` (a type such as `dict` is a factory,
+    so that every config gets its own), shown under `panel` with `help`. `flags` replace the one named after the
+    field (`--keep-ratio`, `--ratio`); `choices` are the names it must be one of, checked here and listed in the
+    help; `shown` lists names in the help that another module checks; `path`: typed as a path on the command
+    line, stored as a string."""
+    metadata = {"panel": panel, "help": help, "flags": flags, "choices": choices, "shown": shown or choices,
+                "path": path}
+    if isinstance(default, type):
+        return field(default_factory=default, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
 
 @dataclass
 class SearchConfig:
-    """Everything that determines a search; written to config.json and used to resume it."""
+    """Everything that determines a search; written to config.json and used to resume it. The fields declared with
+    `setting` are the options of `amc search`, in the order and groups of its help; the others only the Python API
+    and settings files set."""
 
-    model: str = DEFAULT_MODEL
-    weights: str | None = None
-    data: str = DEFAULT_DATA
-    data_dir: str | None = None
-    download: bool = False
-    target: str = "macs"
-    ratio: float | None = None           # share of the cost kept; None: DEFAULT_BUDGET or the model's own
-    lbound: float | None = None          # smallest share kept of any layer; None: as `ratio`
-    channel_round: int = 1
-    group_coupled: bool = False          # also prune residual-coupled channel groups, one decision each
-    drop_blocks: bool = False            # a residual block's decision may remove the whole block (amc.blocks)
-    drop_share: float = DROP_SHARE       # at most this share of each stage's blocks may be dropped
-    reward: str = "acc"
-    agent: str = "ddpg"
-    episodes: int = 300
-    warmup: int | None = None            # DDPG warm-up episodes; default min(100, episodes // 4)
-    agent_options: dict = field(default_factory=dict)  # extra agent settings, e.g. {"noise_sigma_min": 0.1}
-    seed: int = 0
-    calibration_images: int = 3000
+    model: str = setting(DEFAULT_MODEL, MODEL, "Zoo name (see `amc models`), tv:<torchvision name>, timm:<timm name> "
+                         "(extra `timm`), or your own package.module:function returning the network (imported from "
+                         "the Python path or the current directory).")
+    weights: str | None = setting(None, MODEL, "Checkpoint of the trained model (default: the bundled weights of the "
+                                  "embedded default).", path=True)
+    # not checked here: a Dataset passed to `amc.search` names itself, and loading checks a name
+    data: str = setting(DEFAULT_DATA, MODEL, "Dataset (digits: the embedded default).", shown=dataset_names)
+    data_dir: str | None = setting(None, MODEL, "cifar10: .npz or CIFAR python folder; imagefolder: root.", path=True)
+    download: bool = setting(False, MODEL, "Download CIFAR-10 if it is not in --data-dir (needs network).")
+
+    # target and reward are checked by `EnvConfig`
+    target: str = setting("macs", BUDGET, "Budgeted resource; latency is measured per layer once on this machine, "
+                          "cached, checked on the final model.", shown=target_names)
+    # share of the cost kept; None: DEFAULT_BUDGET or the model's own
+    ratio: float | None = setting(None, BUDGET, "Budget: the share of the original cost kept, in (0, 1] (0.3 keeps "
+                                  f"30%, removes 70%). Default {DEFAULT_BUDGET[0]:g}; "
+                                  f"{MODEL_BUDGETS[DEFAULT_MODEL][0]:g} for the embedded digits CNN.",
+                                  flags=("--keep-ratio", "--ratio"))
+    reward: str = setting("acc", BUDGET, "acc: hard budget, reward = held-out accuracy; acc-macs / acc-params: "
+                          "accuracy-guaranteed, -error*log(cost), no budget.", shown=reward_names)
+    latency_backend: str = setting("torch", BUDGET, "With --target latency: the runtime it is measured on.",
+                                   choices=backend_names)
+    latency_threads: int = setting(1, BUDGET, "With --target latency: threads the latency is measured with.")
+    latency_batch: int = 1               # with --target latency: the batch the latency is measured at
+
+    agent: str = setting("ddpg", AGENT, "The searcher: random uses the same clipping with random actions; tpe is "
+                         "Optuna's TPE (extra `tpe`); uniform and knapsack run one episode.", choices=agent_names)
+    episodes: int = setting(300, AGENT, "Episodes (scored candidates) to run.")
+    warmup: int | None = setting(None, AGENT, "DDPG warm-up episodes (default: min(100, episodes/4)).")
+    # extra agent settings, e.g. {"noise_sigma_min": 0.1}
+    agent_options: dict = setting(  # noqa: RUF009 - a field whose default is a factory
+        dict, AGENT, "Agent setting as KEY=VALUE, repeatable (DDPG: any DDPGConfig field, e.g. noise_sigma_min=0.1).",
+        flags=("--agent-option",))
+
+    method: str = setting("channel", PRUNING, "channel: remove whole channels (faster); fine-grained: zero single "
+                          "weights by magnitude (smaller; with --target params).", choices=lambda: METHODS)
+    # smallest share kept of any layer; None: as `ratio`
+    lbound: float | None = setting(None, PRUNING, f"Smallest share kept of any layer. Default {DEFAULT_BUDGET[1]:g}; "
+                                   f"{MODEL_BUDGETS[DEFAULT_MODEL][1]:g} for the embedded digits CNN.")
+    channel_round: int = setting(1, PRUNING, "Round kept channels to multiples of this (8 suits fast kernels).")
+    group_coupled: bool = setting(False, PRUNING, "Also prune each residual-coupled channel group as one decision "
+                                  "(where torch-pruning follows it; never across padded shortcuts).")
+    drop_blocks: bool = setting(False, PRUNING, "Let a residual block's decision remove the whole block (identity "
+                                "shortcuts only): an action under lbound/2 there drops it. Gets past the "
+                                "per-operator latency floor.")
+    # amc.blocks.DROP_SHARE, written out because importing amc.blocks loads torch (tests/test_config.py compares)
+    drop_share: float = setting(0.5, PRUNING, "With --drop-blocks: at most this share of each stage's blocks may go "
+                                "(never all).")
+    selection: str = setting("magnitude", PRUNING, "Channel selection (greedy: reconstruction-aware).",
+                             choices=selection_names)
+    reconstruct: bool = setting(True, PRUNING, "Least-squares reconstruction of pruned layers.")
+    # on by default: +10 points before fine-tuning, ranking kept (benchmarks/RESULTS.md, issue 5)
+    bn_recalibration: int = setting(2, PRUNING, "Re-estimate BN statistics on this many batches of 100 calibration "
+                                    "images before scoring (0 = off).")
+    calibration_images: int = setting(3000, PRUNING, "Training images used to sample layer features.")
     points_per_image: int = 10
-    selection: str = "magnitude"         # "magnitude" or "greedy" (reconstruction-aware)
-    reconstruct: bool = True             # least-squares reconstruction of each pruned layer
-    bn_recalibration: int = 2            # batches of 100 calibration images to re-estimate BN statistics on
-                                         # before scoring (0 = off); on by default: +10 points before
-                                         # fine-tuning, ranking kept (benchmarks/RESULTS.md, issue 5)
-    heldout_limit: int | None = None     # score on the first N held-out images only
-    racing: bool | None = None           # stop scoring a candidate early once it cannot plausibly be the best;
-                                         # None: wherever it applies (--reward acc), see `races`
+    heldout_limit: int | None = setting(None, PRUNING, "Score candidates on the first N held-out images.")
+    # None: wherever it applies (--reward acc), see `races`
+    racing: bool | None = setting(None, PRUNING, "Stop scoring a candidate once it cannot plausibly beat the best so "
+                                  "far (the best is always scored in full). Default: on with --reward acc.",
+                                  flags=("--racing/--no-racing",))
+    precision: str = setting("fp32", PRUNING, "Scoring precision of candidates (bf16: about 2x faster on CPUs with "
+                             "bf16 units; final figures are always fp32).", choices=precision_names)
     eval_batch_size: int = 100
-    precision: str = "fp32"              # scoring precision of candidates: "fp32" or "bf16" (faster)
-    threads: int | None = None
-    method: str = "channel"              # "channel" (structured) or "fine-grained" (weights, for model size)
-    workers: int = 1                     # > 1: score episodes in parallel on Ray actors
-    ray_address: str | None = None       # an existing Ray cluster (default: start a local one)
-    latency_backend: str = "torch"       # target latency: the runtime it is measured on (torch, onnxruntime)
-    latency_threads: int = 1             # ... with this many threads
-    latency_batch: int = 1               # ... at this batch size
-    tensorboard: bool = False            # also log every episode for TensorBoard (RUN_DIR/tensorboard)
-    finalists: int = 1                   # > 1: the top-K distinct candidates get short fine-tunes (successive
-                                         # halving) and the winner is exported (amc.finalists); 1 = off
-    finalist_steps: int = 100            # SGD steps per finalist per round of that stage
+    finalists: int = setting(1, PRUNING, "Give the top K distinct candidates short distilled fine-tunes and export "
+                             "the winner (successive halving); 1 = off.")
+    finalist_steps: int = setting(100, PRUNING, "SGD steps per finalist per round.")
+
+    seed: int = setting(0, RUN, "Seed for the agent, calibration sampling and torch.")
+    tensorboard: bool = setting(False, RUN, "Also log every episode for TensorBoard into OUT/tensorboard (extra "
+                                "`tensorboard`).")
+
+    threads: int | None = setting(None, PERFORMANCE, THREADS_HELP)
+    workers: int = setting(1, PERFORMANCE, "Score episodes in parallel on this many Ray actors (extra "
+                           "`distributed`); 1 = in this process.")
+    ray_address: str | None = setting(None, PERFORMANCE, "Existing Ray cluster for --workers (default: a local "
+                                      "instance).")
 
     def __post_init__(self) -> None:
         budget = MODEL_BUDGETS.get(self.model, DEFAULT_BUDGET) if isinstance(self.model, str) else DEFAULT_BUDGET
@@ -81,6 +176,8 @@ class SearchConfig:
         if self.lbound is None:
             self.lbound = budget[1]
         check_fields(self, MINIMUMS)  # types, finite numbers and lower bounds, for the CLI and the API alike
+        if self.agent_options:
+            check_agent_options(self.agent, self.agent_options)
         check_threads(self.threads)
         check_threads(self.latency_threads, "--latency-threads")
         self.env_config  # validates target, ratio, lbound, channel_round and reward
@@ -88,12 +185,11 @@ class SearchConfig:
             raise AmcError(f"--episodes must be at least 1, got {self.episodes}")
         if self.calibration_images < 1:
             raise AmcError("--calibration-images must be at least 1")
-        if self.precision not in PRECISIONS:
-            raise AmcError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.selection not in SELECTIONS:
-            raise AmcError(f"--selection must be one of {', '.join(SELECTIONS)}, got {self.selection!r}")
-        if self.method not in METHODS:
-            raise AmcError(f"--method must be channel or fine-grained, got {self.method!r}")
+        for f in search_options():
+            names = f.metadata["choices"] and f.metadata["choices"]()
+            if names and getattr(self, f.name) not in names:
+                raise AmcError(f"--{f.name.replace('_', '-')} must be one of {', '.join(names)}, got "
+                               f"{getattr(self, f.name)!r}")
         if self.method == "fine-grained" and (self.target != "params" and self.reward == "acc"
                                               or self.reward == "acc-macs"):
             raise AmcError("fine-grained pruning shrinks the parameters, not dense MACs or latency; use "
@@ -108,19 +204,17 @@ class SearchConfig:
             raise AmcError(f"--workers must be at least 1, got {self.workers}")
         if self.workers > 1 and self.method == "fine-grained":
             raise AmcError("--workers > 1 supports channel pruning only; drop --workers for fine-grained")
-        if self.latency_backend not in BACKENDS:
-            raise AmcError(f"--latency-backend must be one of {', '.join(BACKENDS)}, got {self.latency_backend!r}")
         if self.latency_threads < 1 or self.latency_batch < 1:
             raise AmcError("--latency-threads and the latency batch must be at least 1")
         if self.racing and self.reward != "acc":
             raise AmcError("--racing stops candidates that cannot beat the best accuracy, which is the reward only "
                            "with --reward acc; drop --racing for the accuracy-guaranteed rewards")
-        if self.agent not in AGENTS:  # the registry itself: an agent added to it is valid here at once
-            raise AmcError(f"--agent must be one of {', '.join(AGENTS)}, got {self.agent!r}")
 
     @property
-    def env_config(self) -> EnvConfig:
-        """The environment these settings imply (budget target and ratio, lower bound, rounding, reward)."""
+    def env_config(self):
+        """The environment these settings imply (budget target and ratio, lower bound, rounding, reward), an
+        `amc.budget.EnvConfig`."""
+        from amc.budget import EnvConfig
         return EnvConfig(self.target, self.ratio, self.lbound, self.channel_round, self.reward, self.drop_blocks,
                          self.drop_share)
 
@@ -132,7 +226,7 @@ class SearchConfig:
 
     @property
     def warmup_episodes(self) -> int:
-        return self.warmup if self.warmup is not None else min(100, self.episodes // 4)
+        return self.warmup if self.warmup is not None else default_warmup(self.episodes)
 
     @property
     def episodes_to_run(self) -> int:
@@ -160,7 +254,10 @@ class SearchConfig:
 
     @classmethod
     def resolve(cls, config: "SearchConfig | None" = None, **options) -> "SearchConfig":
-        """One validated config from `config` (or the defaults) with keyword `options` replacing its fields."""
+        """One validated config from `config` (or the defaults) with keyword `options` replacing its fields;
+        `config` itself, already validated, where nothing replaces any of them."""
+        if config is not None and not options:
+            return config
         try:
             # without a config, the defaults that depend on the model (the budget) follow the model given
             return cls(**{**(asdict(config) if config else {}), **options})
@@ -168,29 +265,25 @@ class SearchConfig:
             raise AmcError(f"unknown search setting: {e}") from None
 
 
+def search_options() -> list[Field]:
+    """SearchConfig's fields that are options of `amc search` (declared with `setting`), in declaration order."""
+    return [f for f in fields(SearchConfig) if "help" in f.metadata]
+
+
+def default(name: str):
+    """The declared default of SearchConfig's field `name`, without building (and so checking) a config."""
+    f = SearchConfig.__dataclass_fields__[name]
+    return f.default_factory() if f.default is MISSING else f.default
+
+
+def default_warmup(episodes: int) -> int:
+    """DDPG's warm-up episodes when --warmup is not given: a quarter of the search, at most 100."""
+    return min(100, episodes // 4)
+
+
 # the least value of each integer setting that the checks in __post_init__ do not already cover
 MINIMUMS = {"seed": 0, "threads": 1, "warmup": 0, "heldout_limit": 1, "bn_recalibration": 0, "points_per_image": 1,
             "eval_batch_size": 1}
-KINDS = {"int": "an integer", "float": "a finite number", "bool": "true or false", "str": "a string",
-         "dict": "a dict"}
-
-
-def check_fields(config, minimums: dict, positive: tuple[str, ...] = ()) -> None:
-    """Refuse a setting of the wrong type (`episodes=2.5`, a list for a dict), a non-finite number, a number
-    below its minimum or not above 0 (`positive`), naming the option; for the search's and training's configs."""
-    for f in fields(config):
-        value, kind = getattr(config, f.name), str(f.type).split(" |")[0]
-        if value is None and "None" in str(f.type):
-            continue
-        option = "--" + f.name.replace("_", "-")
-        if not _fits(value, kind):
-            raise ConfigError(f"{option} must be {KINDS[kind]}, got {value!r}")
-        if f.name in minimums and value < minimums[f.name]:
-            raise ConfigError(f"{option} must be at least {minimums[f.name]}, got {value}")
-        if f.name in positive and value <= 0:
-            raise ConfigError(f"{option} must be above 0, got {value}")
-    if getattr(config, "agent_options", None):
-        check_agent_options(config.agent, config.agent_options)
 
 
 def check_agent_options(agent: str, options: dict) -> None:
@@ -207,7 +300,7 @@ def check_agent_options(agent: str, options: dict) -> None:
         raise ConfigError(f"bad --agent-option for {agent}: unknown setting {', '.join(unknown)}; {takes}")
     for name, value in options.items():
         kind = declared[name]
-        if kind in KINDS and not _fits(value, kind):
+        if kind in KINDS and not fits(value, kind):
             raise ConfigError(f"bad --agent-option for {agent}: {name} must be {KINDS[kind]}, got {value!r}")
     if agent != "ddpg":
         return
@@ -222,17 +315,10 @@ def check_agent_options(agent: str, options: dict) -> None:
         raise ConfigError(f"bad --agent-option for ddpg: {str(e).split(': DDPGConfig(')[0]}; given {given}") from None
 
 
-def _fits(value, kind: str) -> bool:
-    if kind == "int":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind == "float":
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    return not (kind in KINDS and not isinstance(value, {"bool": bool, "str": str, "dict": dict}[kind]))
-
-
-
-# keys a settings file (`amc search --config`) may hold besides SearchConfig's fields, and their field
-FILE_ALIASES = {"keep_ratio": "ratio", "agent_option": "agent_options"}
+# keys a settings file (`amc search --config`) may hold besides SearchConfig's fields, and their field: the
+# options' own flags (keep_ratio for --keep-ratio, agent_option for --agent-option)
+FILE_ALIASES = {key: f.name for f in search_options() for flag in f.metadata["flags"]
+                if (key := flag.split("/")[0].lstrip("-").replace("-", "_")) != f.name}
 FILE_ONLY = ("out",)  # the run directory: a command-line setting, not a search's
 
 
@@ -293,7 +379,14 @@ def _parse_settings(path, text: str):
             from None
 
 
-DEFAULTS = SearchConfig()  # what the CLI shows and uses where an option is not given
+def __getattr__(name: str):
+    """`DEFAULTS`, the defaults as a config, built when first asked: checking one imports torch."""
+    if name == "DEFAULTS":
+        globals()["DEFAULTS"] = SearchConfig()
+        return globals()["DEFAULTS"]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-__all__ = ["DEFAULTS", "DEFAULT_BUDGET", "DEFAULT_DATA", "DEFAULT_MODEL", "MODEL_BUDGETS", "SearchConfig",
-           "read_settings_file"]
+
+__all__ = ["AGENT", "BUDGET", "DEFAULT_BUDGET", "DEFAULT_DATA", "DEFAULT_MODEL", "METHODS", "MODEL", "MODEL_BUDGETS",
+           "PERFORMANCE", "PRUNING", "RUN", "THREADS_HELP", "SearchConfig", "check_agent_options", "default",
+           "default_warmup", "read_settings_file", "search_options", "setting"]

@@ -1,9 +1,9 @@
-"""Saving a pruned model as architecture metadata plus tensors, and rebuilding it without unpickling code."""
+"""Saving a pruned model as architecture metadata plus tensors, and rebuilding it without unpickling code. The
+files are the run's (`amc.runs.RunDir.write_model`, `read_model`); this module turns a network into them and
+back."""
 
 from __future__ import annotations
 
-import io
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -13,21 +13,13 @@ from amc import models
 from amc.blocks import drop, dropped_names
 from amc.errors import AmcError, CheckpointError, UnknownModelError
 from amc.models.factory import trusting
-from amc.atomic import write_bytes_atomic, write_json_atomic
-from amc.runs import CONFIG_FILE, META_FILE, MODEL_FILE, RunDir
+from amc.runs import RunDir
 
 
 def save_pruned(model: nn.Module, run_dir: str | Path, extra: dict | None = None) -> None:
     """Write `model.pt` (a plain state dict) and `model.json` (zoo name, kwargs, shapes, dropped blocks) into
     `run_dir`."""
-    run_dir = Path(run_dir)
-    info = models.model_info(model)
-    buffer = io.BytesIO()
-    torch.save(model.state_dict(), buffer)
-    write_bytes_atomic(run_dir / MODEL_FILE, buffer.getvalue())
-    dropped = dropped_names(model)
-    write_json_atomic(run_dir / META_FILE, {"info": asdict(info), **({"dropped_blocks": dropped} if dropped else {}),
-                                            **(extra or {})})
+    RunDir(run_dir).write_model(model.state_dict(), models.model_info(model), dropped_names(model), extra)
 
 
 def load_pruned(run_dir: str | Path, model: nn.Module | None = None, *, trust_model_code: bool = False) -> nn.Module:
@@ -40,19 +32,9 @@ def load_pruned(run_dir: str | Path, model: nn.Module | None = None, *, trust_mo
     `ModelInfo` attached. A factory reference in the record is code that came with the run: it is imported only
     with `trust_model_code=True` (``--trust-model-code``).
     """
-    run_dir = Path(run_dir)
-    meta_path, weights_path = run_dir / META_FILE, run_dir / MODEL_FILE
-    if not meta_path.exists() or not weights_path.exists():
-        if (run_dir / CONFIG_FILE).exists():  # a run still going, stopped, or killed before its export
-            raise AmcError(f"{run_dir} holds no exported model yet: it is {RunDir(run_dir).status().text}")
-        raise AmcError(f"{run_dir} holds no exported model ({META_FILE} and {MODEL_FILE}); "
-                       "point at the output directory of a finished `amc search`")
-    if (run_dir / CONFIG_FILE).exists():  # a run's export (not a model saved on its own): whole, or refused
-        RunDir(run_dir).check_export_whole()
-    record = RunDir(run_dir).read_model_meta()
-    dropped = RunDir(run_dir).read_dropped_blocks()
+    saved = RunDir(run_dir).read_model()  # refused where a run's export is missing or unfinished
+    meta_path, record, dropped, state = saved.meta_file, saved.record, saved.dropped_blocks, saved.state_dict
     info = models.info_from_record(record, meta_path)
-    state = RunDir(run_dir).read_tensors(MODEL_FILE, "re-export the run")
     if model is None:
         with trusting(trust_model_code):
             model = _rebuilt(meta_path, record, info.name)
@@ -69,8 +51,8 @@ def load_pruned(run_dir: str | Path, model: nn.Module | None = None, *, trust_mo
         model.load_state_dict(state)
     except RuntimeError as e:
         detail = " ".join(str(e).split())[:200]
-        raise CheckpointError(f"{weights_path} does not fit this network ({detail}); pass model= an instance of the "
-                              f"definition the run searched ({info.name})") from None
+        raise CheckpointError(f"{saved.weights_file} does not fit this network ({detail}); pass model= an instance "
+                              f"of the definition the run searched ({info.name})") from None
     model.amc_info = info
     return model.eval()
 

@@ -2,7 +2,7 @@
 
 Reads the run's config.json (model, weights, data) and exported model, trains on the training split
 (held-out excluded), keeps a resumable checkpoint in `finetune.pt`, writes the fine-tuned weights to
-`model_finetuned.pt` and the outcome into summary.json under "finetune".
+`model_finetuned.pt` and the outcome into summary.json under "finetune", every file through `amc.runs.RunDir`.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from amc import models
 from amc.data import Dataset
 from amc.errors import AmcError
 from amc.export import load_pruned
-from amc.pruning.fine_grained import save_sparse
+from amc.pruning.fine_grained import pack_sparse
 from amc.run_inputs import run_dataset
 from amc.models.factory import trusting
-from amc.runs import CONFIG_FILE, FINETUNE_CHECKPOINT_FILE, FINETUNED_SPARSE_FILE, RunDir
+from amc.runs import RunDir
 from amc.train import TrainConfig, train
 
 
@@ -43,11 +43,11 @@ def finetune(run_dir: str | Path, config: TrainConfig | None = None, *,
     run = RunDir(run_dir)
     run_dir = run.path
     search_config = run.settings("fine-tuned")
-    checkpoint = run / FINETUNE_CHECKPOINT_FILE
-    if resume and not checkpoint.exists():
+    checkpoint = run.finetune_checkpoint
+    if resume and not run.has_finetune_checkpoint():
         raise AmcError(f"nothing to resume: {checkpoint} does not exist; start without --resume")
-    if checkpoint.exists() and not (resume or overwrite):
-        raise AmcError(f"{run_dir} has already been fine-tuned ({FINETUNE_CHECKPOINT_FILE}); pass --resume to "
+    if run.has_finetune_checkpoint() and not (resume or overwrite):
+        raise AmcError(f"{run_dir} has already been fine-tuned ({checkpoint.name}); pass --resume to "
                        "continue it or --overwrite to start again")
     run.check_finished("fine-tune")  # a search still going, stopped or half-exported has no model to tune yet
     if config is None and resume:  # the interrupted fine-tune's own settings
@@ -59,7 +59,7 @@ def finetune(run_dir: str | Path, config: TrainConfig | None = None, *,
     config = config or DEFAULT_CONFIG
     with run.writing(), trusting(trust_model_code):  # one writer per run: a second writer is refused
         if overwrite and not resume:
-            checkpoint.unlink(missing_ok=True)
+            run.remove_finetune_checkpoint()
         student = load_pruned(run_dir)
         dataset = data if data is not None else run_dataset(run_dir, purpose="fine-tuned")
         teacher = None
@@ -69,45 +69,45 @@ def finetune(run_dir: str | Path, config: TrainConfig | None = None, *,
                 raise AmcError(f"the original weights {weights} are not found (an older run records them relative "
                                "to where the search ran); pass --teacher-weights FILE")
             # the architecture the run recorded (every run has): zoo, torchvision, timm or the user's own factory
-            teacher = models.rebuild(run.read_config("fine-tuned").get("model") or {}, run / CONFIG_FILE)
+            teacher = models.rebuild(*run.original_record("fine-tuned"))
             models.load_weights(teacher, weights)
             if config.distill_alpha == 0:
                 config = TrainConfig(**{**asdict(config), "distill_alpha": 0.5})
         # a fine-grained run stays sparse: its pruned weights are held at zero throughout
-        sparse_layers = _pruned_layers(run_dir, student) if search_config.get("method") == "fine-grained" else []
+        sparse_layers = _pruned_layers(run, student) if search_config.get("method") == "fine-grained" else []
         masks = {name: dict(student.named_modules())[name].weight.detach() != 0 for name in sparse_layers}
         t0 = time.perf_counter()
         final = train(student, dataset, checkpoint, config, resume=resume, progress=progress, teacher=teacher,
                       on_step=on_step, masks=masks or None, device=device)
         student.cpu()
         run.write_finetuned(student.state_dict())
-        state = run.read_tensors(FINETUNE_CHECKPOINT_FILE, "fine-tune again with --overwrite")
+        state = run.read_finetune_checkpoint()
         if sparse_layers:
-            save_sparse(student, run / FINETUNED_SPARSE_FILE, sparse_layers)
+            run.write_finetuned_sparse(pack_sparse(student, sparse_layers))
         record = {"epochs": config.epochs, "lr": config.lr, "optimizer": config.optimizer, "seed": config.seed,
                   "device": str(device),
                   "precision": config.precision, "distill": distill,
                   "distill_alpha": config.distill_alpha if distill else 0.0,
                   "heldout_top1": final.get("heldout_top1"), "test_top1": final["test_top1"],
                   "history": state["history"], "seconds_this_session": round(time.perf_counter() - t0, 1)}
-        run.update_summary("finetune", record)
+        run.record_finetune(record)
         return record
 
 
 def _saved_config(run: RunDir) -> tuple[TrainConfig, bool]:
     """The settings finetune.pt was trained with, and whether it distilled."""
-    saved = run.read_tensors(FINETUNE_CHECKPOINT_FILE, "fine-tune again with --overwrite").get("config")
+    saved = run.read_finetune_checkpoint().get("config")
     try:
         config = TrainConfig(**saved)
     except (TypeError, ValueError):
-        raise AmcError(f"{run / FINETUNE_CHECKPOINT_FILE} records no settings to continue with; pass them again "
+        raise AmcError(f"{run.finetune_checkpoint} records no settings to continue with; pass them again "
                        "(e.g. --epochs) with --resume, or fine-tune again with --overwrite") from None
     return config, config.distill_alpha > 0
 
 
-def _pruned_layers(run_dir: Path, model: torch.nn.Module) -> list[str]:
+def _pruned_layers(run: RunDir, model: torch.nn.Module) -> list[str]:
     """Layers a fine-grained search decided on (from its config's decisions)."""
-    raw = RunDir(run_dir).read_config("fine-tuned")
+    raw = run.read_config("fine-tuned")
     names = {name for name, _ in model.named_modules()}
     return [d["consumer"] for d in raw.get("decisions", []) if d["consumer"] in names]
 

@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from amc.errors import AmcError
-from amc.atomic import write_json_atomic
 from amc.config import SearchConfig
 from amc.finetune import finetune
 from amc.models.factory import trusting
-from amc.runs import FINETUNED_FILE, RunDir
+from amc.runs import RunDir
 from amc.search import search
 from amc.train import TrainConfig
 
@@ -51,20 +50,20 @@ def _stages(config: SearchConfig, densities: list[float], out: Path, train_confi
             search(config=stage_config, out=run.path, data=data, resume=run.has_state(),
                    overwrite=not run.has_state() and run.path.exists())
         summary = run.read_summary()
-        if "finetune" not in summary or summary["finetune"]["epochs"] < train_config.epochs:
+        if summary.finetune is None or summary.finetune["epochs"] < train_config.epochs:
             if progress:
                 progress(f"stage {number}/{len(densities)}: fine-tune {train_config.epochs} epoch(s), weights masked")
             finetune(run.path, train_config, data=data, resume=run.has_finetune_checkpoint())
             summary = run.read_summary()
         stages.append({"stage": number, "density": density, "run_dir": str(run),
-                       "params": summary["params"], "params_ratio": summary["params_ratio"],
-                       "heldout_top1_before_finetune": summary["best_val_top1"],
-                       "heldout_top1": summary["finetune"]["heldout_top1"],
-                       "test_top1": summary["finetune"]["test_top1"],
-                       "sparse_bytes": summary.get("sparse_bytes")})
-        weights = str(run / FINETUNED_FILE)  # the next stage starts from this stage's fine-tuned model
+                       "params": summary.params, "params_ratio": summary.params_ratio,
+                       "heldout_top1_before_finetune": summary.heldout_top1,
+                       "heldout_top1": summary.finetune["heldout_top1"],
+                       "test_top1": summary.finetune["test_top1"],
+                       "sparse_bytes": summary.sparse_bytes})
+        weights = str(run.finetuned_weights)  # the next stage starts from this stage's fine-tuned model
     result = {"densities": densities, "search": asdict(config), "finetune": asdict(train_config), "stages": stages}
-    write_json_atomic(out / "summary.json", result)
+    RunDir(out).write_schedule_summary(result)
     return result
 
 

@@ -36,25 +36,21 @@ def require_ray():
 
 
 class _Worker:
-    """One Ray actor: rebuilds the scorer from plain data once, then scores keep-count vectors."""
+    """One Ray actor: builds the driver's scorer from the payload once (`scorer_from`, as `build_scorer` does), then
+    scores keep-count vectors."""
 
     def __init__(self, payload: dict):
-        from amc.evaluate import Evaluator
         from amc.graph import LayerGraph
-        from amc.pruning import ChannelPruner
+        from amc.scoring import scorer_from
 
-        torch.set_num_threads(payload["threads"])
-        info = payload["info"]
+        torch.set_num_threads(1)  # one thread per actor: the actors are the parallelism
+        config, info = payload["config"], payload["info"]
         with trusting(True):  # the driver's own model (a factory it was allowed to import), not a file's
             model = models.rebuild(info, "the search's model")
         model.load_state_dict(payload["state_dict"])
         model.eval()
-        graph = LayerGraph(model, tuple(info["input_shape"]), group_coupled=payload["group_coupled"])
-        pruner = ChannelPruner(model, graph, payload["stats"], selection=payload["selection"],
-                               reconstruct=payload["reconstruct"])
-        evaluator = Evaluator(payload["heldout"], info["mean"], info["std"], batch_size=payload["batch_size"],
-                              limit=payload["limit"], precision=payload["precision"])
-        self.scorer = Scorer(pruner, evaluator, payload["recalibration"], racing=payload["racing"])
+        graph = LayerGraph(model, tuple(info["input_shape"]), group_coupled=config.group_coupled)
+        self.scorer = scorer_from(model, graph, payload["heldout"], payload["images"], payload["stats"], config)
 
     def score(self, keep: list[int], beat: float) -> tuple[float, dict, int]:
         """Accuracy, timing and images scored; with racing, against `beat`, the driver's best fully scored
@@ -95,16 +91,12 @@ class RayScorer:
 
 
 def worker_payload(scorer: Scorer, config) -> dict:
-    """What every actor needs to rebuild `scorer`: the model by name and tensors, the calibration statistics
-    (sampled once by the driver), the held-out split and the scoring settings."""
+    """What every actor needs to build `scorer` again: the model by name and tensors, the search's settings, the
+    held-out split, the calibration images and their statistics (sampled once by the driver)."""
     model = scorer.model
-    info = models.model_info(model)
-    return {"info": asdict(info),
+    return {"info": asdict(models.model_info(model)), "config": config,
             "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
-            "stats": scorer.stats, "heldout": scorer.evaluator.split, "recalibration": scorer.recalibration,
-            "threads": 1, "racing": config.races, "group_coupled": config.group_coupled,
-            "selection": config.selection, "reconstruct": config.reconstruct, "batch_size": config.eval_batch_size,
-            "limit": config.heldout_limit, "precision": config.precision}
+            "heldout": scorer.evaluator.split, "images": scorer.calibration, "stats": scorer.stats}
 
 
 def parallel_episodes(env: CompressionEnv, agent: Agent, scorer: Scorer, config, episodes: range) -> Iterator[Episode]:

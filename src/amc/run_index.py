@@ -8,7 +8,7 @@ from pathlib import Path
 
 from amc.config import DEFAULTS
 from amc.errors import AmcError
-from amc.runs import CONFIG_FILE, FINISHED, LOCK_FILE, POLICY_FILE, RunDir, RunStatus
+from amc.runs import CONFIG_FILE, FINISHED, LOCK_FILE, POLICY_FILE, RunDir, RunStatus, RunSummary
 
 SHOWN_ALWAYS = ("model", "weights", "data", "data_dir", "target", "ratio", "reward", "agent", "episodes", "seed")
 HIDDEN_FILES = (LOCK_FILE,)  # the lock of the process writing the run: not the run's content
@@ -21,26 +21,28 @@ def describe_run(path: str | Path) -> dict:
     "files"}. Accuracies are fractions in [0, 1]; "best" comes from the log while the export is unfinished."""
     run = RunDir(path)
     record = run.read_config("shown", "re-run the search")
-    settings, summary = record["search"], run.read_summary()
+    settings, saved = record["search"], run.read_summary()
     log = _episodes(run)
     defaults = DEFAULTS.to_dict()
     status = _status(run)
-    if status.state not in FINISHED:  # what summary.json says is an earlier export's, or half of one
-        summary = {k: v for k, v in summary.items() if k == "finetune"}
+    exported = saved is not None and status.state in FINISHED
+    # unfinished: what summary.json says is an earlier export's, or half of one; only a fine-tune's record stands
+    summary = saved if exported else RunSummary(finetune=saved.finetune if saved is not None else None)
     return {
         "run": str(run.path), "status": status.text, "next": status.next,
         "settings": settings,
         "changed": {k: v for k, v in settings.items() if k in SHOWN_ALWAYS or k in defaults and v != defaults[k]},
         "budget": record.get("budget") or ({"target": settings.get("target"), "ratio": settings.get("ratio")}
                                            if settings.get("reward", "acc") == "acc" else None),
-        "best": _best(summary, log),
+        "best": _best(summary if exported else None, log),
         "policy": _policy(run),
         "baselines": _baselines(record, summary),
-        "finetune": {k: v for k, v in summary["finetune"].items() if k != "history"} if "finetune" in summary
+        "finetune": {k: v for k, v in summary.finetune.items() if k != "history"} if summary.finetune is not None
         else None,
-        "latency": summary.get("latency"),
-        "episodes": None if log is None or "policy_source" in summary else len(log),
-        "seconds": summary.get("search_seconds", None if not log else round(sum(r.get("seconds", 0) for r in log), 2)),
+        "latency": summary.latency,
+        "episodes": None if log is None or "policy_source" in record else len(log),
+        "seconds": summary.search_seconds if summary.search_seconds is not None
+        else None if not log else round(sum(r.get("seconds", 0) for r in log), 2),
         "files": [{"name": p.name, "bytes": _bytes(p)} for p in sorted(run.path.iterdir())
                   if p.name not in HIDDEN_FILES],
     }
@@ -96,13 +98,13 @@ def _status(run: RunDir) -> RunStatus:
         return RunStatus("unreadable", f"unreadable: {e}", None)
 
 
-def _best(summary: dict, log: list[dict] | None) -> dict | None:
+def _best(summary: RunSummary | None, log: list[dict] | None) -> dict | None:
     """The exported policy's figures (summary.json), or the best logged episode's of a run still going."""
-    if summary:
-        keys = ("test_top1", "test_top5", "macs", "macs_ratio", "params", "params_ratio")
-        return {"episode": summary.get("best_episode"),
-                "heldout_top1": summary.get("best_val_top1", summary.get("heldout_top1")),
-                **{k: summary[k] for k in keys if k in summary}}
+    if summary is not None:
+        figures = {"test_top1": summary.test_top1, "test_top5": summary.test_top5, "macs": summary.macs,
+                   "macs_ratio": summary.macs_ratio, "params": summary.params, "params_ratio": summary.params_ratio}
+        return {"episode": summary.best_episode, "heldout_top1": summary.heldout_top1,
+                **{k: v for k, v in figures.items() if v is not None}}
     if not log:
         return None
     best = max(log, key=lambda r: r["reward"])
@@ -123,10 +125,10 @@ def _policy(run: RunDir) -> dict | None:
                        for c, n, k, r in zip(policy.consumers, policy.channels, policy.keep, ratios)]}
 
 
-def _baselines(record: dict, summary: dict) -> dict:
+def _baselines(record: dict, summary: RunSummary) -> dict:
     """The original model's figures, and any policy the run compared its search with (summary "baselines")."""
-    baselines = {"original": summary.get("baseline") or record.get("baseline")}
-    extra = summary.get("baselines")
+    baselines = {"original": summary.baseline or record.get("baseline")}
+    extra = summary.baselines
     if isinstance(extra, dict):
         baselines.update(extra)
     return {k: v for k, v in baselines.items() if v}

@@ -21,8 +21,9 @@ from typing import Iterator
 from amc.atomic import write_json_atomic
 from amc.config import SearchConfig
 from amc.errors import AmcError
-from amc.run_names import (CONFIG_FILE, FINETUNE_CHECKPOINT_FILE, LOCK_FILE, RUN_MARKER, TENSORBOARD_DIR,
-                           TENSORBOARD_EVENTS, is_run_file, is_temporary)
+from amc.run_names import (CONFIG_FILE, LOCK_FILE, RUN_MARKER, TENSORBOARD_DIR, TENSORBOARD_EVENTS, is_run_file,
+                           is_temporary)
+from amc.run_records import RunSummary
 from amc.safe_open import RUN_FILE, RUN_FILE_FIX, NotAFileError, kind_of, open_descriptor
 
 # the states of `RunDir.status` whose exported model is whole (a fine-tune in progress does not touch it)
@@ -210,7 +211,7 @@ class RunLifecycle:
             return RunStatus("created", "created, nothing written yet: run the same command again", None)
         record = self.read_config("shown", "re-run the search")
         summary = self.read_summary()
-        whole = bool(summary) and self.export_matches(summary)  # the export summary.json names is the one here
+        whole = summary is not None and self.export_matches(summary)  # the export summary.json names is here
         resume = ["search", "--resume", "--out", out]
         if "policy_source" in record:
             if whole:
@@ -221,30 +222,30 @@ class RunLifecycle:
             return RunStatus("exported", "exported outside a search", None)
         planned = _episodes_to_run(record["search"])
         done = len(self._episode_lines())
-        early = summary.get("stopped_early") if whole else None
-        if isinstance(early, dict) and summary.get("episodes") == done:  # a callback ended it: exported as asked
+        early = summary.stopped_early if whole else None
+        if isinstance(early, dict) and summary.episodes == done:  # a callback ended it: exported as asked
             return self._finetune_status(summary) or RunStatus(
                 "finished", f"finished (stopped after {done} of {early.get('planned')} episodes by "
                 f"{', '.join(map(str, early.get('by') or ['a callback']))})", None)
         if isinstance(planned, int) and done < planned:
             what = "started, no episode finished" if done == 0 else f"stopped after {done} of {planned} episodes"
             return RunStatus("stopped", f"{what}: resume with `amc {' '.join(resume)}`", resume)
-        if not whole or summary.get("episodes", done) != done:
+        if not whole or summary.episodes not in (None, done):
             return RunStatus("export interrupted", f"export interrupted: resume with `amc {' '.join(resume)}`",
                              resume)
         return self._finetune_status(summary) or RunStatus("finished", "finished", None)
 
-    def _finetune_status(self, summary: dict) -> "RunStatus | None":
+    def _finetune_status(self, summary: RunSummary) -> "RunStatus | None":
         """A fine-tune whose checkpoint is not the one summary.json records (stopped before its last epoch or
         before the summary was updated), else None."""
         if not self.has_finetune_checkpoint():
             return None
         try:
-            saved = self.read_tensors(FINETUNE_CHECKPOINT_FILE, "fine-tune again with --overwrite")
+            saved = self.read_finetune_checkpoint()
             epoch, planned, history = int(saved["epoch"]), int(saved["config"]["epochs"]), saved["history"]
         except (AmcError, KeyError, TypeError, ValueError):
             return None  # `amc finetune` says what is wrong with it
-        recorded = summary.get("finetune", {}).get("history")
+        recorded = (summary.finetune or {}).get("history")
         if epoch >= planned and recorded == history:
             return None
         command = ["finetune", str(self.path), "--resume"]
@@ -255,9 +256,9 @@ class RunLifecycle:
         """Refuse the exported files of a search or prune whose export did not finish (no summary.json naming
         them, or other files than it names), with the command that finishes it."""
         summary = self.read_summary()
-        if summary and self.export_matches(summary):
+        if summary is not None and self.export_matches(summary):
             return
-        if summary or "baseline" in self.read_config("loaded", "re-run the search"):
+        if summary is not None or "baseline" in self.read_config("loaded", "re-run the search"):
             raise AmcError(f"{self.path} holds an unfinished export: it is {self.status().text}")
 
     def check_finished(self, doing: str) -> None:

@@ -17,11 +17,14 @@ INFO_SHAPE = {"name": str, "num_classes": int, "kwargs": (dict, NONE)}
 CONFIG_SHAPE = {"search": dict, "versions": dict, "model": dict, "data_fingerprint": (dict, NONE),
                 "weights_sha256": (str, NONE), "decisions": list, "skipped_layers": dict, "baseline": dict,
                 "budget": dict}
+# `amc.run_records.RunSummary`'s fields, and "best_val_top1", a search's held-out top-1 as earlier versions named it
 SUMMARY_SHAPE = {"model": str, "agent": str, "episodes": int, "best_episode": (int, NONE), "macs": NUMBER,
                  "params": NUMBER, "macs_ratio": NUMBER, "params_ratio": NUMBER, "best_val_top1": NUMBER,
-                 "heldout_top1": NUMBER, "test_top1": NUMBER, "best_reward": NUMBER, "budget_ratio": (*NUMBER, NONE),
-                 "search_seconds": NUMBER, "baseline": dict, "finetune": dict, "latency": dict, "finalists": dict,
-                 "baselines": dict, "searched_minus_best_baseline": dict, "export": dict,
+                 "heldout_top1": NUMBER, "test_top1": NUMBER, "test_top5": (*NUMBER, NONE), "best_reward": NUMBER,
+                 "best_search_score": NUMBER, "budget_ratio": (*NUMBER, NONE), "search_seconds": NUMBER,
+                 "policy_source": (str, NONE), "target": str, "method": str, "sparse_macs": NUMBER,
+                 "dense_bytes": int, "sparse_bytes": int, "baseline": dict, "finetune": dict, "latency": dict,
+                 "finalists": dict, "baselines": dict, "searched_minus_best_baseline": dict, "export": dict,
                  "stopped_early": dict}
 META_SHAPE = {"info": dict, "policy": dict, "dropped_blocks": list}
 CALIBRATION_SHAPE = {"offset_ms": NUMBER, "scale": NUMBER, "info": dict}

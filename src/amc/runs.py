@@ -3,10 +3,11 @@
 A run directory holds config.json (the settings and what reproducing them needs), episodes.jsonl (one line
 per episode), policy.json (the best policy so far), state.pt (agent, loop and RNG state, rewritten
 atomically after every episode), latency_calibration.json (a latency search's calibration), the exported
-model (model.pt, model.json, model_sparse.pt), summary.json (last: it names the exported files by SHA-256),
-and what later commands add: finetune.pt, model_finetuned.pt, report.html and its figures, latency.json. Every
-other module reads and writes these through this class, which checks each file's shape on read
-(`amc.run_schema`) and never reads through a link or from a FIFO. Two files are amc's own: .amc-run, written
+model (model.pt, model.json, model_sparse.pt), summary.json (last: it names the exported files by SHA-256; its
+content is a `RunSummary`, `amc.run_records`), and what later commands add: finetune.pt, model_finetuned.pt,
+model_finetuned_sparse.pt, report.html and its figures, latency.json. Every other module reads and writes these
+through this class, never by a path of its own; it checks each file's shape on read (`amc.run_schema`) and never
+reads through a link or from a FIFO. Two files are amc's own: .amc-run, written
 first into a directory amc creates (only such a run is ever replaced by --overwrite), and .amc-lock, which the
 one process writing the run holds an OS lock on. Creating, locking and the run's status are `RunLifecycle`'s
 (`amc.run_lifecycle`); the names are `amc.run_names`'.
@@ -20,7 +21,7 @@ import json
 import math
 import os
 import platform
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from amc.run_names import (CONFIG_FILE, check_not_a_run_file, EPISODES_FILE, EXP
                            STATE_FILE, SUMMARY_FILE, TENSORBOARD_DIR, TIMINGS_FILE)
 from amc.run_schema import (CALIBRATION_SHAPE, CONFIG_SHAPE, EPISODE_SHAPE, INFO_SHAPE, META_SHAPE, STATE_SHAPE,
                             SUMMARY_SHAPE, check_shape)
+from amc.run_records import ExportedModel, RunSummary
 from amc.safe_open import read_run_file
 
 
@@ -91,9 +93,10 @@ class RunDir(RunLifecycle):
             "baseline": {"heldout_top1": baseline_top1, "macs": graph.total_macs, "params": graph.total_params},
             **extra})
 
-    def write_peer_config(self, settings: dict) -> None:
-        """A config.json for a model exported outside a search (a benchmark's peer): enough for finetune."""
-        write_json_atomic(self.path / CONFIG_FILE, {"search": settings})
+    def write_peer_config(self, settings: dict, info) -> None:
+        """A config.json for a model exported outside a search (a benchmark's peer): its settings and the
+        original's model record (`info`, an `amc.models.ModelInfo`), enough for `amc finetune --distill`."""
+        write_json_atomic(self.path / CONFIG_FILE, {"search": settings, "model": asdict(info)})
 
     def read_config(self, purpose: str = "used", fix: str = "re-run the search") -> dict:
         """config.json as written; a one-line error if it is missing, corrupt, or of the wrong shape."""
@@ -181,10 +184,8 @@ class RunDir(RunLifecycle):
         return (self.path / STATE_FILE).exists()
 
     def save_state(self, agent_state: dict, episode: int, best: dict | None) -> None:
-        buffer = io.BytesIO()
-        torch.save({"episode": episode, "agent": agent_state, "best": json.dumps(best) if best else "",
-                    "rng": _global_rng()}, buffer)
-        write_bytes_atomic(self.path / STATE_FILE, buffer.getvalue())
+        self._write_tensors(STATE_FILE, {"episode": episode, "agent": agent_state,
+                                         "best": json.dumps(best) if best else "", "rng": _global_rng()})
 
     def load_state(self) -> dict:
         """The saved state, with the global generators restored: {"episode", "agent", "best"}."""
@@ -201,14 +202,87 @@ class RunDir(RunLifecycle):
                            f"policy or random state); {fix}") from None
         return {"episode": state["episode"], "agent": state["agent"], "best": best}
 
-    # ---- fine-tuning ----------------------------------------------------------------------------------
+    # ---- the exported model: model.pt, model.json, model_sparse.pt -----------------------------------
+    def write_model(self, state_dict: dict, info, dropped_blocks: list[str], extra: dict | None = None) -> None:
+        """model.pt (the network's state dict), then model.json: its `ModelInfo`, the residual blocks it dropped
+        (`amc.blocks`) and `extra` (a search's or prune's policy)."""
+        self._write_tensors(MODEL_FILE, state_dict)
+        write_json_atomic(self.path / META_FILE, {"info": asdict(info),
+                                                  **({"dropped_blocks": dropped_blocks} if dropped_blocks else {}),
+                                                  **(extra or {})})
+
+    def write_sparse(self, packed: dict) -> int:
+        """model_sparse.pt, a fine-grained export in its compressed form (`amc.pruning.fine_grained.pack_sparse`);
+        returns its bytes, the size the model-size target is about."""
+        return self._write_tensors(SPARSE_FILE, packed)
+
+    def read_model(self) -> ExportedModel:
+        """The exported model. Refused in one line where there is none, or where a search's or a prune's export
+        did not finish (naming the command that finishes it); a model saved outside a run is read as it is."""
+        started = self.has(CONFIG_FILE)
+        if not (self.has(META_FILE) and self.has(MODEL_FILE)):
+            if started:  # a run still going, stopped, or killed before its export
+                raise AmcError(f"{self.path} holds no exported model yet: it is {self.status().text}")
+            raise AmcError(f"{self.path} holds no exported model ({META_FILE} and {MODEL_FILE}); "
+                           "point at the output directory of a finished `amc search`")
+        if started:  # a run's export (not a model saved on its own): whole, or refused
+            self.check_export_whole()
+        meta, fix = self._model_meta(), "re-export the run"
+        return ExportedModel(self._model_info(meta), [str(b) for b in meta.get("dropped_blocks", [])],
+                             self.read_tensors(MODEL_FILE, fix), self.path / META_FILE, self.path / MODEL_FILE)
+
+    def read_model_meta(self) -> dict:
+        """model.json's architecture record ({"name", "num_classes", "kwargs"}); one line if it is corrupt."""
+        return self._model_info(self._model_meta())
+
+    def _model_meta(self) -> dict:
+        path, fix = self.path / META_FILE, "re-export the run"
+        return check_shape(path, _load_json(path, fix), META_SHAPE, fix, required=("info",))
+
+    def _model_info(self, meta: dict) -> dict:
+        return check_shape(self.path / META_FILE, meta["info"], INFO_SHAPE, "re-export the run",
+                           required=("name", "num_classes"))
+
+    def original_record(self, purpose: str = "used") -> tuple[dict, Path]:
+        """config.json's record of the network the run started from (a `ModelInfo` as a dict; {} if it has none),
+        and the file it came from, which `amc.models.rebuild` names in its messages."""
+        return self.read_config(purpose).get("model") or {}, self.path / CONFIG_FILE
+
+    # ---- fine-tuning: finetune.pt, model_finetuned.pt, model_finetuned_sparse.pt -----------------------
+    @property
+    def finetune_checkpoint(self) -> Path:
+        """finetune.pt: where `amc.train.train` keeps a fine-tune's resumable state (replaced atomically every
+        epoch)."""
+        return self.path / FINETUNE_CHECKPOINT_FILE
+
     def has_finetune_checkpoint(self) -> bool:
-        return (self.path / FINETUNE_CHECKPOINT_FILE).exists()
+        return self.finetune_checkpoint.exists()
+
+    def read_finetune_checkpoint(self) -> dict:
+        """finetune.pt's content ({"state_dict", "epoch", "history", "config", ...})."""
+        return self.read_tensors(FINETUNE_CHECKPOINT_FILE, "fine-tune again with --overwrite")
+
+    def remove_finetune_checkpoint(self) -> None:
+        self.finetune_checkpoint.unlink(missing_ok=True)
 
     def write_finetuned(self, state_dict: dict) -> None:
+        self._write_tensors(FINETUNED_FILE, {k: v.contiguous() for k, v in state_dict.items()})
+
+    def write_finetuned_sparse(self, packed: dict) -> int:
+        """model_finetuned_sparse.pt: a fine-grained run's fine-tuned model, compressed as `write_sparse`'s."""
+        return self._write_tensors(FINETUNED_SPARSE_FILE, packed)
+
+    @property
+    def finetuned_weights(self) -> Path:
+        """model_finetuned.pt, as a checkpoint for `--weights` (an iterative schedule's next stage starts from it)."""
+        return self.path / FINETUNED_FILE
+
+    def _write_tensors(self, name: str, tensors: dict) -> int:
+        """Save `tensors` (torch.save) as the run's file `name`, replaced atomically; returns the bytes written."""
         buffer = io.BytesIO()
-        torch.save({k: v.contiguous() for k, v in state_dict.items()}, buffer)
-        write_bytes_atomic(self.path / FINETUNED_FILE, buffer.getvalue())
+        torch.save(tensors, buffer)
+        write_bytes_atomic(self.path / name, buffer.getvalue())
+        return len(buffer.getvalue())
 
     def read_tensors(self, name: str, fix: str) -> dict:
         """The tensors saved in the run's file `name` (model.pt, finetune.pt, ...), loaded without unpickling code;
@@ -234,16 +308,16 @@ class RunDir(RunLifecycle):
     def read_policy(self) -> Policy:
         return Policy.load(self.path / POLICY_FILE)
 
-    def write_summary(self, summary: dict) -> None:
+    def write_summary(self, summary: RunSummary) -> None:
         """summary.json, the last file an export writes: it names the exported files by their SHA-256, so that a
         command finding other files there (an export killed half-way) knows the export did not finish."""
         exported = {name: self._digest(name) for name in EXPORT_FILES if (self.path / name).is_file()}
-        write_json_atomic(self.path / SUMMARY_FILE, {**summary, "export": exported})
+        write_json_atomic(self.path / SUMMARY_FILE, replace(summary, export=exported).to_dict())
 
-    def export_matches(self, summary: dict) -> bool:
+    def export_matches(self, summary: RunSummary) -> bool:
         """Whether the exported files are those `summary` was written for (a summary without the record, from
         an older amc, is taken at its word)."""
-        recorded = summary.get("export")
+        recorded = summary.export
         if not isinstance(recorded, dict):
             return True
         return all(isinstance(digest, str) and (self.path / name).is_file() and self._digest(name) == digest
@@ -255,17 +329,26 @@ class RunDir(RunLifecycle):
     def has_summary(self) -> bool:
         return (self.path / SUMMARY_FILE).exists()
 
-    def read_summary(self) -> dict:
+    def read_summary(self) -> RunSummary | None:
+        """summary.json (None where there is none), written by this amc or an earlier one: a search's
+        `best_val_top1` of before is read as `heldout_top1`, like a prune's."""
         path = self.path / SUMMARY_FILE
         try:
-            summary = _load_json(path, "re-run the search")
+            raw = _load_json(path, "re-run the search")
         except FileNotFoundError:
-            return {}
-        return check_shape(path, summary, SUMMARY_SHAPE, "re-run the search")
+            return None
+        return RunSummary.from_dict(check_shape(path, raw, SUMMARY_SHAPE, "re-run the search"))
 
-    def update_summary(self, key: str, value: Any) -> None:
-        """Add one section (e.g. "finetune") to summary.json, keeping the rest (the export's record too)."""
-        write_json_atomic(self.path / SUMMARY_FILE, {**self.read_summary(), key: value})
+    def record_finetune(self, record: dict) -> None:
+        """Put `amc finetune`'s record into summary.json, keeping the rest (the export's record too); an earlier
+        amc's summary is rewritten in today's names."""
+        summary = self.read_summary() or RunSummary()
+        write_json_atomic(self.path / SUMMARY_FILE, replace(summary, finetune=record).to_dict())
+
+    def write_schedule_summary(self, record: dict) -> None:
+        """summary.json of an iterative schedule's directory (`amc.iterative`), whose stages are runs of their own
+        in its subdirectories."""
+        write_json_atomic(self.path / SUMMARY_FILE, record)
 
     def read_latency_calibration(self) -> dict | None:
         path = self.path / LATENCY_CALIBRATION_FILE
@@ -281,18 +364,6 @@ class RunDir(RunLifecycle):
 
     def write_latency_calibration(self, calibration: dict) -> None:
         write_json_atomic(self.path / LATENCY_CALIBRATION_FILE, calibration)
-
-    def read_model_meta(self) -> dict:
-        """model.json's architecture record ({"name", "num_classes", "kwargs"}); one line if it is corrupt."""
-        path, fix = self.path / META_FILE, "re-export the run"
-        meta = _load_json(path, fix)
-        info = check_shape(path, meta, META_SHAPE, fix, required=("info",))["info"]
-        return check_shape(path, info, INFO_SHAPE, fix, required=("name", "num_classes"))
-
-    def read_dropped_blocks(self) -> list[str]:
-        """The residual blocks model.json says the export dropped (`amc.blocks`); [] for none."""
-        path, fix = self.path / META_FILE, "re-export the run"
-        return [str(b) for b in check_shape(path, _load_json(path, fix), META_SHAPE, fix).get("dropped_blocks", [])]
 
     # ---- what later commands read and add: the exported policy, report files, timings -----------------
     def has(self, name: str) -> bool:
@@ -360,8 +431,9 @@ def _set_global_rng(state: dict | None) -> None:
                          state["numpy_has_gauss"], state["numpy_gauss"]))
 
 
-__all__ = ["CONFIG_FILE", "EPISODES_FILE", "EXPORT_FILES", "FINETUNE_CHECKPOINT_FILE", "FINETUNED_FILE",
-           "FINETUNED_SPARSE_FILE", "FINISHED", "LATENCY_CALIBRATION_FILE", "LAYERS_FIGURE", "LOCK_FILE", "META_FILE",
-           "MODEL_FILE", "POLICY_FILE", "REPORT_FILE", "RUN_FILES", "RUN_MARKER", "RunDir", "RunStatus",
+__all__ = ["CONFIG_FILE", "EPISODES_FILE", "EXPORT_FILES", "ExportedModel", "FINETUNE_CHECKPOINT_FILE",
+           "FINETUNED_FILE", "FINETUNED_SPARSE_FILE", "FINISHED", "LATENCY_CALIBRATION_FILE", "LAYERS_FIGURE",
+           "LOCK_FILE", "META_FILE", "MODEL_FILE", "POLICY_FILE", "REPORT_FILE", "RUN_FILES", "RUN_MARKER", "RunDir",
+           "RunStatus", "RunSummary",
            "SEARCH_FIGURE", "SPARSE_FILE", "STATE_FILE", "SUMMARY_FILE", "TENSORBOARD_DIR", "TIMINGS_FILE",
            "check_not_a_run_file", "environment_versions", "sha256"]

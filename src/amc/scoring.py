@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from amc.config import SearchConfig
-from amc.data import Dataset, batches
+from amc.data import Dataset, Split, batches
 from amc.evaluate import Evaluator, recalibrate_batchnorm
 from amc.graph import LayerGraph
 from amc.models import model_info
@@ -46,14 +46,15 @@ class Scorer:
     """
 
     def __init__(self, pruner: ChannelPruner | MagnitudePruner, evaluator: Evaluator,
-                 recalibration: Sequence[torch.Tensor] = (), racing: bool = False):
+                 recalibration: Sequence[torch.Tensor] = (), racing: bool = False,
+                 calibration: torch.Tensor | None = None):
         self.pruner = pruner
         self.evaluator = evaluator
         self.recalibration = list(recalibration)
         self.racing = racing
         self.best = float("-inf")  # best fully scored accuracy: what a raced candidate must plausibly beat
         self._scores: dict[tuple[int, ...], float] = {}
-        self.calibration: torch.Tensor | None = None  # the images the statistics came from (build_scorer)
+        self.calibration = calibration  # the images the statistics came from (build_scorer)
 
     @property
     def model(self) -> nn.Module:
@@ -101,11 +102,9 @@ class Scorer:
                 evaluator: Evaluator | None = None) -> "Scorer":
         """The same pruner with other recalibration, racing or evaluator (e.g. `evaluator.limited(1000)`), and a
         cache of its own."""
-        scorer = Scorer(self.pruner, evaluator or self.evaluator,
-                        self.recalibration if recalibration is None else recalibration,
-                        self.racing if racing is None else racing)
-        scorer.calibration = self.calibration
-        return scorer
+        return Scorer(self.pruner, evaluator or self.evaluator,
+                      self.recalibration if recalibration is None else recalibration,
+                      self.racing if racing is None else racing, self.calibration)
 
 
 def recalibration_batches(images: torch.Tensor, batches: int) -> list[torch.Tensor]:
@@ -125,21 +124,27 @@ def build_scorer(model: nn.Module, graph: LayerGraph | WeightGraph, dataset: Dat
     """The scorer a search with `config` uses: calibration statistics sampled from `config.calibration_images`
     training images (or `images`), the pruner (`config.selection`, `config.reconstruct`; magnitude masks for
     fine-grained), held-out scoring at `config.precision`, BN recalibration and racing as configured."""
-    info = model_info(model)
     if images is None:
         images = calibration_images(dataset, model, config.calibration_images, config.seed)
+    stats = None
+    if not isinstance(graph, WeightGraph) and (config.reconstruct or config.selection == "greedy"):
+        stats = collect_stats(model, graph, images, points_per_image=config.points_per_image, seed=config.seed)
+    return scorer_from(model, graph, dataset.heldout, images, stats, config)
+
+
+def scorer_from(model: nn.Module, graph: LayerGraph | WeightGraph, heldout: Split, images: torch.Tensor,
+                stats: dict | None, config: SearchConfig) -> Scorer:
+    """`build_scorer`'s scorer from what it sampled (the calibration `images` and their `stats`): how a Ray
+    worker builds the very scorer the driver has, without sampling again."""
+    info = model_info(model)
     if isinstance(graph, WeightGraph):
         pruner = MagnitudePruner(model, graph)
     else:
-        needs_stats = config.reconstruct or config.selection == "greedy"
-        stats = collect_stats(model, graph, images, points_per_image=config.points_per_image,
-                              seed=config.seed) if needs_stats else None
         pruner = ChannelPruner(model, graph, stats, selection=config.selection, reconstruct=config.reconstruct)
-    evaluator = Evaluator(dataset.heldout, info.mean, info.std, batch_size=config.eval_batch_size,
+    evaluator = Evaluator(heldout, info.mean, info.std, batch_size=config.eval_batch_size,
                           limit=config.heldout_limit, precision=config.precision)
-    scorer = Scorer(pruner, evaluator, recalibration_batches(images, config.bn_recalibration), racing=config.races)
-    scorer.calibration = images
-    return scorer
+    return Scorer(pruner, evaluator, recalibration_batches(images, config.bn_recalibration), racing=config.races,
+                  calibration=images)
 
 
-__all__ = ["Scorer", "build_scorer", "calibration_images", "recalibration_batches"]
+__all__ = ["Score", "Scorer", "build_scorer", "calibration_images", "recalibration_batches", "scorer_from"]

@@ -16,14 +16,14 @@ from typing import Callable, Sequence
 import torch
 import torch.nn as nn
 
-from amc.agents import make_agent
+from amc.agents import check_anchor_length, make_agent
 from amc.apply import apply_policy, export_policy, resolve_config
 from amc.baselines import BASELINES, score_baselines
-from amc.callbacks import (BestPolicy, Callback, CallbackList, EpisodeLog, LatencyCheck, Phases, Progress, SaveState,
-                           TensorBoard, summary_writer)
+from amc.budget import Budget, check_budget
+from amc.callbacks import Callback, CallbackList, Phases, Progress, TensorBoard, summary_writer
 from amc.config import SearchConfig
 from amc.data import Dataset
-from amc.env import CompressionEnv, check_budget
+from amc.env import CompressionEnv
 from amc.errors import AmcError, SaveError
 from amc.evaluate import Evaluator
 from amc.finalists import choose_finalist
@@ -35,7 +35,8 @@ from amc.pipeline import Inputs, Setup, load_inputs, seed_and_threads, with_scor
 from amc.policy import Policy, policy_from_record
 from amc.rollout import serial_episodes
 from amc.run_inputs import check_weights
-from amc.runs import CONFIG_FILE, RUN_MARKER, STATE_FILE, RunDir
+from amc.runs import CONFIG_FILE, RUN_MARKER, STATE_FILE, RunDir, RunSummary
+from amc.search_state import SearchState
 
 
 @dataclass
@@ -115,21 +116,28 @@ def resumed_config(run_dir: str | Path, given: dict) -> SearchConfig:
     return SearchConfig.resolve(saved, episodes=changed["episodes"], warmup=saved.warmup_episodes)
 
 
-def build_env(setup: Setup, config: SearchConfig, saved_calibration: dict | None = None
-              ) -> tuple[CompressionEnv, LatencyGuard | None]:
-    """The environment that enforces the budget, and for a latency budget the guard that checks it on the real
-    network. Latency costs come from a per-layer table calibrated on whole networks (or on `saved_calibration`
-    when a search resumes), then refitted through the uniform policy that meets the budget."""
+def build_budget(setup: Setup, config: SearchConfig, saved_calibration: dict | None = None
+                 ) -> tuple[Budget, LatencyGuard | None]:
+    """The budget, and for a latency budget the guard that checks it on the real network. Latency costs come from
+    a per-layer table calibrated on whole networks (or on `saved_calibration` when a search resumes), then
+    refitted through the uniform policy that meets the budget; the budget is built over the refitted table."""
     env_config = config.env_config
     if config.target != "latency":
-        return CompressionEnv(setup.graph, setup.scorer, env_config), None
+        return Budget(setup.graph, env_config), None
     latency = calibrated_latency_model(setup.model, setup.graph, env_config, config, saved_calibration)
-    env = CompressionEnv(setup.graph, setup.scorer, env_config, cost_model=latency.predict)
+    budget = Budget(setup.graph, env_config, latency.predict)
     if saved_calibration is None and env_config.constrained:
-        calibrate_at_budget(latency, setup.model, setup.graph, env.uniform_counts(env.uniform_ratio()), config)
-        env.refresh_costs()
-        env.check_feasible()
-    return env, LatencyGuard(latency, env, setup.model, setup.scorer.build, config)
+        at_budget = budget.uniform_counts(budget.uniform_ratio())
+        latency = calibrate_at_budget(latency, setup.model, setup.graph, at_budget, config)
+        budget = Budget(setup.graph, env_config, latency.predict)
+    return budget, LatencyGuard(latency, budget, setup.model, setup.scorer.build, config)
+
+
+def build_env(setup: Setup, config: SearchConfig, saved_calibration: dict | None = None
+              ) -> tuple[CompressionEnv, LatencyGuard | None]:
+    """The environment the agents walk, over `build_budget`'s budget and the setup's scorer, and the guard."""
+    budget, guard = build_budget(setup, config, saved_calibration)
+    return CompressionEnv(budget, setup.scorer), guard
 
 
 def check_before_scoring(config: SearchConfig, inputs: Inputs) -> None:
@@ -138,10 +146,8 @@ def check_before_scoring(config: SearchConfig, inputs: Inputs) -> None:
     backend or an extra that is not installed. (Settings alone are checked by `SearchConfig`, the data against
     the model and the weights against the architecture as they load.)"""
     check_budget(inputs.graph, config.env_config)
-    anchor = config.agent_options.get("anchor") if config.agent == "ddpg" else None
-    if isinstance(anchor, list) and len(anchor) != len(inputs.graph.decisions):
-        raise AmcError(f"anchor lists {len(anchor)} ratios but the model has {len(inputs.graph.decisions)} "
-                       "decisions; give one per decision (a search's policy.json lists them) or a single ratio")
+    if config.agent == "ddpg":
+        check_anchor_length(config.agent_options.get("anchor"), len(inputs.graph.decisions))
     if config.target == "latency":
         BACKENDS[config.latency_backend].require()  # its extra, named in one line
     if config.workers > 1:
@@ -207,9 +213,9 @@ def _search(model, data, *, run: RunDir, config, resume, overwrite, progress, ph
     phases.start("original")
     started = phases.clock()
     baseline_top1 = setup.baseline_top1()
-    phases.final_seconds = final_seconds(setup, config, phases.clock() - started)
+    phases.expect_after_episodes(final_seconds(setup, config, phases.clock() - started))
     phases.start("agent")
-    agent = make_agent(config.agent, env, config.seed, **config.agent_settings)
+    agent = make_agent(config.agent, env.budget, config.seed, scorer=setup.scorer, **config.agent_settings)
 
     if not resume:
         run.create(overwrite)  # only now: a mistake found above leaves nothing behind
@@ -238,22 +244,14 @@ def _run(run: RunDir, config: SearchConfig, resume: bool, setup: Setup, env: Com
     if not resume:
         run.write_config(config, dataset=setup.dataset, info=setup.info, graph=setup.graph, weights=setup.weights,
                          baseline_top1=baseline_top1,
-                         budget={"target": config.target, "ratio": config.ratio, "value": env.budget})
+                         budget={"target": config.target, "ratio": config.ratio, "value": env.budget.limit})
     else:
         run.update_settings(config)  # more episodes: a later resume goes on to the new end
     episodes = config.episodes_to_run
-    best_policy = BestPolicy(run, setup.graph, config.model, best)
-    callbacks = CallbackList([
-        best_policy,
-        LatencyCheck(guard, env, best_policy, log, run) if guard else None,
-        EpisodeLog(run, best_policy, log),
-        SaveState(run, agent, best_policy),
-        TensorBoard(run, start) if config.tensorboard else None,
-        Progress(progress, phases, episodes, start),
-        *own_callbacks,
-    ])
+    state = SearchState(run, setup.graph, config.model, agent, log, best, guard, env)
+    callbacks = CallbackList([TensorBoard(run, start) if config.tensorboard else None,
+                              Progress(progress, phases, episodes, start), *own_callbacks])
 
-    phases.episodes = episodes - start
     phases.start("episodes", episodes=episodes, start=start)
     if config.workers > 1 and episodes - start > 1:
         from amc.parallel import parallel_episodes
@@ -265,6 +263,7 @@ def _run(run: RunDir, config: SearchConfig, resume: bool, setup: Setup, env: Com
         learned = agent.end_episode(transitions, record["reward"])
         record.update(episode=episode, seconds=round(seconds, 4), timing={k: round(v, 4) for k, v in timing.items()},
                       agent={k: float(v) for k, v in (learned or {}).items()})
+        state.add(record)  # the best policy, the latency checks, the run's files
         by = callbacks.on_episode(record)
         if by and episode + 1 < episodes:
             stopped = {"by": by, "planned": episodes}
@@ -272,7 +271,7 @@ def _run(run: RunDir, config: SearchConfig, resume: bool, setup: Setup, env: Com
             break
 
     phases.start("finalists" if config.finalists > 1 else "final")
-    result = _finish(run, config, setup, env, best_policy.record, log, baseline_top1, guard, phases, stopped)
+    result = _finish(run, config, setup, env.budget, state.best, log, baseline_top1, guard, phases, stopped)
     callbacks.on_end(result.summary)
     phases.start("done")
     return result
@@ -296,7 +295,7 @@ def _restore(run: RunDir, agent, scorer) -> tuple[list[dict], dict | None, int]:
     return log, state["best"], state["episode"]
 
 
-def _finish(run: RunDir, config: SearchConfig, setup: Setup, env: CompressionEnv, best: dict, log: list[dict],
+def _finish(run: RunDir, config: SearchConfig, setup: Setup, budget: Budget, best: dict, log: list[dict],
             baseline_top1: float, guard: LatencyGuard | None, phases: Phases | None = None,
             stopped: dict | None = None) -> SearchResult:
     """Export the best policy (chosen by the finalist stage if on, then checked on the real network under a
@@ -305,7 +304,8 @@ def _finish(run: RunDir, config: SearchConfig, setup: Setup, env: CompressionEnv
     if phases is not None and config.finalists > 1:
         phases.start("final")
     if guard is not None:  # the budget was a prediction: check it on the real networks, side by side
-        best, check = guard.final(best, log, on_refit=env.refresh_costs)
+        best, check = guard.final(best, log)
+        budget = guard.budget  # as last refitted
         run.write_latency_calibration(guard.latency.calibration())
     graph, dataset, info = setup.graph, setup.dataset, setup.info
     policy = policy_from_record(best, graph, config.model)
@@ -313,7 +313,7 @@ def _finish(run: RunDir, config: SearchConfig, setup: Setup, env: CompressionEnv
     heldout = figures.pop("heldout_top1")
     summary = {
         "model": config.model, "agent": config.agent, "seed": config.seed, "episodes": len(log),
-        "best_episode": best.get("episode"), "best_val_top1": heldout, "best_search_score": best["accuracy"],
+        "best_episode": best.get("episode"), "heldout_top1": heldout, "best_search_score": best["accuracy"],
         "best_reward": best["reward"], "racing": config.races, **figures,
         "baseline": {"heldout_top1": baseline_top1, "macs": graph.total_macs, "params": graph.total_params,
                      # the original on the test split, for before/after reports (one more forward pass)
@@ -326,7 +326,7 @@ def _finish(run: RunDir, config: SearchConfig, setup: Setup, env: CompressionEnv
     if stopped is not None:  # a callback ended the search before the planned episodes
         summary["stopped_early"] = stopped
     # was it worth it: the uniform policy and the paper's ramp at the same budget, scored as the export is
-    summary.update(score_baselines(setup, env, {"keep": policy.keep, "heldout_top1": heldout,
+    summary.update(score_baselines(setup, budget, {"keep": policy.keep, "heldout_top1": heldout,
                                                 "test_top1": figures["test_top1"]}, log))
     if guard is not None:
         latency = guard.latency
@@ -342,8 +342,9 @@ def _finish(run: RunDir, config: SearchConfig, setup: Setup, env: CompressionEnv
                           f"the budget {config.ratio:g}: no searched policy met the budget as measured at the end; "
                           f"{more}lower --ratio", stacklevel=3)
     _warn_if_unranked(log, setup.scorer.evaluator.size)
+    summary = RunSummary(**summary)  # the fields a prune writes too, under the same names
     run.write_summary(summary)
-    return SearchResult(run.path, policy, heldout, summary, log)
+    return SearchResult(run.path, policy, heldout, summary.to_dict(), log)
 
 
 def _warn_if_unranked(log: list[dict], full: int) -> None:
@@ -357,5 +358,5 @@ def _warn_if_unranked(log: list[dict], full: int) -> None:
                       "arbitrary: check that the weights are trained and match --data", stacklevel=3)
 
 
-__all__ = ["SearchConfig", "SearchResult", "apply_policy", "build_env", "check_before_scoring", "final_seconds",
-           "resumed_config", "search"]
+__all__ = ["SearchConfig", "SearchResult", "apply_policy", "build_budget", "build_env", "check_before_scoring",
+           "final_seconds", "resumed_config", "search"]

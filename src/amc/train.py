@@ -17,10 +17,10 @@ import torch.nn.functional as F
 
 from amc import models
 from amc.data import Dataset, batches, load_dataset
-from amc.config import check_fields
 from amc.errors import AmcError, CheckpointError, ConfigError
 from amc.evaluate import Evaluator
 from amc.atomic import write_bytes_atomic
+from amc.checks import check_fields
 from amc.run_names import check_not_a_run_file
 from amc.safe_open import read_regular_bytes
 from amc.threads import check_threads

@@ -1,18 +1,22 @@
 """Searchers behind one interface (`Agent`): DDPG as in the AMC paper, the random and uniform baselines, and
-Optuna's TPE (optional extra `tpe`). `make_agent` builds one from the environment it will act in."""
+Optuna's TPE (optional extra `tpe`), the knapsack. `make_agent` builds one for the budget it will answer under."""
 
 from __future__ import annotations
 
 import inspect
 from dataclasses import fields
+from typing import TYPE_CHECKING
 
-from amc.agents.base import Agent, Transition
+from amc.agents.base import OBS_FEATURES, Agent, Transition
 from amc.agents.ddpg import DDPGAgent, DDPGConfig
 from amc.agents.knapsack import OPTIONS, SENSITIVITY_IMAGES, KnapsackAgent, knapsack_ratios
 from amc.agents.random_agent import RandomAgent
 from amc.agents.tpe import TPEAgent
 from amc.agents.uniform import UniformAgent
 from amc.errors import AmcError
+
+if TYPE_CHECKING:
+    from amc.budget import Budget
 
 AGENTS: dict[str, type[Agent]] = {"ddpg": DDPGAgent, "random": RandomAgent, "uniform": UniformAgent,
                                   "tpe": TPEAgent, "knapsack": KnapsackAgent}
@@ -35,10 +39,10 @@ def option_types(name: str) -> dict[str, str]:
             **BUILD_OPTIONS.get(name, {})}
 
 
-def resolve_anchor(env, anchor) -> float | list[float] | None:
-    """DDPG's prior policy from `anchor=...`: a named fixed policy that meets `env`'s budget ("uniform", the
-    paper's ramps "shallower" / "deeper"), a ratio, one ratio per decision, or none (the paper's
-    uniform-random warm-up)."""
+def resolve_anchor(budget: Budget, anchor, scorer=None) -> float | list[float] | None:
+    """DDPG's prior policy from `anchor=...`: a named fixed policy that meets `budget` ("uniform", the paper's
+    ramps "shallower" / "deeper", "knapsack", which scores with `scorer`, an `amc.scoring.Scorer`), a ratio,
+    one ratio per decision, or none (the paper's uniform-random warm-up)."""
     if anchor in ("none", None):
         return None
     if isinstance(anchor, str):
@@ -46,36 +50,52 @@ def resolve_anchor(env, anchor) -> float | list[float] | None:
             raise AmcError(f"unknown anchor {anchor!r}; use one of {', '.join([*ANCHORS, 'none'])}, a ratio, "
                            "or a list with one ratio per decision")
         if anchor == "knapsack":
-            return knapsack_ratios(env)
-        return env.uniform_ratio() if anchor == "uniform" else env.ramp_ratios(ANCHORS[anchor])
-    if isinstance(anchor, list) and len(anchor) != len(env.channels):
-        raise AmcError(f"anchor lists {len(anchor)} ratios but the model has {len(env.channels)} decisions; "
-                       "give one per decision (a search's policy.json lists them) or a single ratio")
+            return knapsack_ratios(budget, _needs(scorer, "anchor=knapsack"))
+        return budget.uniform_ratio() if anchor == "uniform" else budget.ramp_ratios(ANCHORS[anchor])
+    check_anchor_length(anchor, len(budget.channels))
     return anchor
 
 
-def make_agent(name: str, env, seed: int, **options) -> Agent:
-    """Build agent `name` for `env` (an `amc.env.CompressionEnv`); `options` go to its constructor (e.g.
-    DDPGConfig fields). What depends on the budget is resolved from the env: the uniform agent's ratio, and
-    DDPG's anchor (default: the paper's "prune shallower layers more" ramp that meets the budget, the best or
-    tied-best fixed allocation after fine-tuning at 20-50% MACs on ResNet-20 and 30% on ResNet-56, issue 17
-    in benchmarks/RESULTS.md; without a budget, the paper's uniform-random warm-up).
+def check_anchor_length(anchor, decisions: int) -> None:
+    """One line when a per-decision anchor does not list one ratio per decision."""
+    if isinstance(anchor, list) and len(anchor) != decisions:
+        raise AmcError(f"anchor lists {len(anchor)} ratios but the model has {decisions} decisions; "
+                       "give one per decision (a search's policy.json lists them) or a single ratio")
+
+
+def _needs(scorer, what: str):
+    if scorer is None:
+        raise AmcError(f"{what} scores candidates: pass make_agent a scorer")
+    return scorer
+
+
+def default_anchor(constrained: bool) -> str:
+    """DDPG's anchor when none is given: under a budget the paper's "prune shallower layers more" ramp (the best
+    or tied-best fixed allocation after fine-tuning at 20-50% MACs on ResNet-20 and 30% on ResNet-56, issue 17 in
+    benchmarks/RESULTS.md), else none (the paper's uniform-random warm-up)."""
+    return "shallower" if constrained else "none"
+
+
+def make_agent(name: str, budget: Budget, seed: int, *, scorer=None, **options) -> Agent:
+    """Build agent `name` for `budget` (an `amc.budget.Budget`); `options` go to its constructor (e.g.
+    DDPGConfig fields). What depends on the budget is resolved from it: the uniform agent's ratio, the knapsack's
+    allocation (scored by `scorer`), and DDPG's anchor (`default_anchor`). DDPG is handed the budget itself (its
+    budget warm-up and fair shares read it).
     A bad option is a one-line AmcError."""
     if name not in AGENTS:
         raise AmcError(f"unknown agent {name!r}; choose one of {', '.join(AGENTS)}")
-    obs_dim, lbound = env.observation_space.shape[0], env.config.action_low  # 0 where actions may drop blocks
+    config = budget.config
+    obs_dim, lbound = len(OBS_FEATURES), config.action_low  # 0 where actions may drop blocks
     if name == "uniform":
-        options.setdefault("ratio", env.uniform_ratio())
+        options.setdefault("ratio", budget.uniform_ratio())
     if name == "knapsack" and "ratios" not in options:
-        options["ratios"] = knapsack_ratios(env, int(options.pop("sensitivity_images", SENSITIVITY_IMAGES)),
+        options["ratios"] = knapsack_ratios(budget, _needs(scorer, "the knapsack"),
+                                            int(options.pop("sensitivity_images", SENSITIVITY_IMAGES)),
                                             int(options.pop("options", OPTIONS)))
     if name == "ddpg":
-        default = "shallower" if env.config.constrained else "none"
-        options["anchor"] = resolve_anchor(env, options.get("anchor", default))
-        if env.config.constrained:  # for warmup_noise="budget" (the default): whole policies fitted to it
-            options.update(fit_policy=env.fit_to_budget, decisions=len(env.channels))
-            if not env.config.drop_blocks:  # for actions="share": the fair share at the decision being taken
-                options["fair_ratio"] = env.fair_ratio
+        options["anchor"] = resolve_anchor(budget, options.get("anchor", default_anchor(config.constrained)), scorer)
+        if config.constrained:  # whole warm-up policies fitted to it, and (without drops) fair shares
+            options["budget"] = budget
     try:
         return AGENTS[name](obs_dim, lbound, seed, **options)
     except (TypeError, ValueError) as e:
@@ -83,4 +103,4 @@ def make_agent(name: str, env, seed: int, **options) -> Agent:
 
 
 __all__ = ["AGENTS", "ANCHORS", "Agent", "DDPGAgent", "DDPGConfig", "KnapsackAgent", "RandomAgent", "TPEAgent",
-           "Transition", "UniformAgent", "make_agent", "option_types", "resolve_anchor"]
+           "Transition", "UniformAgent", "check_anchor_length", "default_anchor", "make_agent", "option_types", "resolve_anchor"]

@@ -7,6 +7,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# what an observation holds, in order, each scaled to [0, 1]: the paper's 11-feature layer embedding
+OBS_FEATURES = ("index", "type", "in_channels", "out_channels", "kernel", "stride", "feature_map",
+                "layer_macs", "reduced_macs", "rest_macs", "prev_action")
+
 
 @dataclass
 class Transition:
@@ -22,6 +26,7 @@ class Agent(ABC):
     """Proposes a preserve ratio per layer and learns from finished episodes."""
 
     name: str = "agent"
+    episodes_title: str = ""  # how its episodes come about, for a report's title ("every episode random")
 
     @abstractmethod
     def begin_episode(self, episode: int) -> None:

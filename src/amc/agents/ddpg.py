@@ -23,14 +23,19 @@ import copy
 from contextlib import contextmanager
 from collections import deque
 from dataclasses import asdict, dataclass, replace
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from amc.agents.base import Agent, Transition
+from amc.agents.base import OBS_FEATURES, Agent, Transition
+
+if TYPE_CHECKING:
+    from amc.budget import Budget
+
+PREV_ACTION = OBS_FEATURES.index("prev_action")  # the executed ratio of the decision before
 
 
 @dataclass
@@ -217,23 +222,24 @@ class DDPGAgent(Agent):
     name = "ddpg"
 
     def __init__(self, obs_dim: int, lbound: float, seed: int, config: DDPGConfig | None = None, *,
-                 fit_policy: Callable[[list[float]], list[float]] | None = None, decisions: int | None = None,
-                 fair_ratio: Callable[[], float] | None = None, **overrides):
+                 budget: Budget | None = None, **overrides):
         if not 0 <= lbound <= 1:
             raise ValueError(f"lbound must be in [0, 1], got {lbound}")
         self.lbound = float(lbound)
-        # warmup_noise="budget": the env's map from a whole policy to one that meets the budget, and its size
-        self.fit_policy, self.decisions = fit_policy, decisions
-        # actions="share": the env's fair share at the decision being taken, and those of each episode in
-        # flight (oldest first: episodes end in the order they began, also when scored in parallel)
-        self.fair_ratio = fair_ratio
+        # the budget the warm-up fits whole policies to (warmup_noise="budget") and, with actions="share", whose
+        # fair share of what is left it reads at each decision; None without one
+        self.budget = budget
+        # actions="share": the episode's counts so far, as its observations report them (each one's prev_action
+        # is the executed ratio of the decision before), and the fair shares of each episode in flight (oldest
+        # first: episodes end in the order they began, also when scored in parallel)
+        self._keep: np.ndarray | None = None
         self._fairs: deque[list[float]] = deque()
         self._warm_policy: list[float] | None = None
         self.rng = np.random.default_rng(seed)
         self.baseline: float | None = None  # moving average of episode rewards; None until the first episode
         self.episode = 0
         self._build(obs_dim, DDPGConfig(**{**asdict(config or DDPGConfig()), **overrides}), seed)
-        if self.config.actions == "share" and fair_ratio is None:
+        if self.config.actions == "share" and (budget is None or budget.config.drop_blocks):
             raise ValueError("actions=share needs a budget to share (--reward acc) and no --drop-blocks")
 
     @property
@@ -278,6 +284,7 @@ class DDPGAgent(Agent):
         self._warm_policy = None
         if self.shares:
             self._fairs.append([])
+            self._keep = None
 
     @torch.no_grad()
     def predict(self, obs: np.ndarray) -> float:
@@ -291,11 +298,23 @@ class DDPGAgent(Agent):
         """Exploratory preserve ratio in [lbound, 1] for the current layer's state `obs` [obs_dim]."""
         if not self.shares:
             return self._act(obs)
-        fair = self.fair_ratio()
+        fair = self._fair_ratio(obs)
         self._fairs[-1].append(fair)
         if self.episode < self.config.warmup_episodes:  # the warm-up walks ratios (anchor, budget noise) as usual
             return self._act(obs)
         return ratio_from_share(self._noisy(self.predict(obs), self.sigma), fair)
+
+    def _fair_ratio(self, obs: np.ndarray) -> float:
+        """The budget's fair share at the decision `obs` describes, given the counts executed before it: the
+        previous decision's count is read back from this observation's prev_action (its executed ratio)."""
+        channels = self.budget.channels
+        if self._keep is None:  # the episode's first decision: nothing decided yet
+            self._keep = channels.copy()
+            self._t = 0
+        else:
+            self._keep[self._t] = int(round(float(obs[PREV_ACTION]) * int(channels[self._t])))
+            self._t += 1
+        return self.budget.fair_ratio(self._t, self._keep)
 
     def _act(self, obs: np.ndarray) -> float:
         c = self.config
@@ -304,7 +323,7 @@ class DDPGAgent(Agent):
                 anchor = self._anchor_at(obs)
                 if self.episode == 0:  # the prior itself: a search never ends below it
                     return float(np.clip(anchor, self.lbound, 1.0))
-                if c.warmup_noise == "budget" and self.fit_policy is not None and self.decisions:
+                if c.warmup_noise == "budget" and self.budget is not None:
                     return self._warm_policy_at(obs)
                 return self._noisy(anchor, c.anchor_sigma, self.lbound)  # a ratio, also with shares
             return float(self.rng.uniform(self.lbound, 1.0))
@@ -314,9 +333,10 @@ class DDPGAgent(Agent):
         """This warm-up episode's ratio for the decision `obs` describes, from a whole perturbed anchor policy
         drawn at its first decision and shifted (by the env) to meet the budget."""
         if self._warm_policy is None:
-            anchors = np.broadcast_to(self._anchors, (self.decisions,)) if self._anchors.size == 1 else self._anchors
+            decisions = len(self.budget.channels)
+            anchors = np.broadcast_to(self._anchors, (decisions,)) if self._anchors.size == 1 else self._anchors
             drawn = [logit_normal(float(a), self.config.anchor_sigma, self.lbound, 1.0, self.rng) for a in anchors]
-            self._warm_policy = list(self.fit_policy(drawn))
+            self._warm_policy = list(self.budget.fit_to_budget(drawn))
         index = int(round(float(obs[0]) * (len(self._warm_policy) - 1)))
         return float(self._warm_policy[index])
 
@@ -327,7 +347,7 @@ class DDPGAgent(Agent):
 
     def _anchor_at(self, obs: np.ndarray) -> float:
         """The anchor's ratio for the decision `obs` describes: its first feature is the decision index scaled
-        by the last index (amc.env.OBS_FEATURES), so a per-decision anchor is read back at that position."""
+        by the last index (amc.agents.base.OBS_FEATURES), so a per-decision anchor is read back at that position."""
         return float(self._anchors[int(round(float(obs[0]) * (len(self._anchors) - 1)))])
 
     # ---- learning ---------------------------------------------------------------------------------

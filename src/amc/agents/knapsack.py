@@ -2,33 +2,39 @@
 
 Per decision, the accuracy lost when only that decision is pruned to each of a few allowed ratios (least
 squares and BN recalibration as in the search, scored on a small class-balanced prefix of the held-out
-split), and the cost each option saves (the environment's exact cost: MACs, params or the latency table).
+split), and the cost each option saves (the budget's exact cost: MACs, params or the latency table).
 A multiple-choice knapsack then picks one option per decision that saves enough to meet the budget at the
 smallest summed accuracy loss: dynamic programming over the discretised saving. Savings are measured one
 decision at a time; where two decisions share a layer (a plain chain) the savings interact, so the target
-saving is raised until the whole policy meets the budget by the environment's own cost. Where blocks may be
+saving is raised until the whole policy meets the budget by the budget's own cost. Where blocks may be
 dropped, a block's decision has the option 0 (the block removed); a stage that would lose more blocks than it may
 keeps the one whose drop costs most accuracy, and the knapsack is solved again.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from amc.agents.base import Agent, Transition
+
+if TYPE_CHECKING:
+    from amc.budget import Budget
 
 SENSITIVITY_IMAGES = 1000  # held-out images each single-decision candidate is scored on
 OPTIONS = 8                # allowed ratios tried per decision, from the lower bound to 1
 BINS = 2000                # resolution of the saving in the dynamic programme
 
 
-def sensitivity(env, images: int = SENSITIVITY_IMAGES, options: int = OPTIONS) -> list[list[tuple[int, float]]]:
-    """For every decision, [(keep count, accuracy)] with only that decision pruned (the others whole)."""
-    scorer = env.evaluate
+def sensitivity(budget: Budget, scorer, images: int = SENSITIVITY_IMAGES,
+                options: int = OPTIONS) -> list[list[tuple[int, float]]]:
+    """For every decision, [(keep count, accuracy)] with only that decision pruned (the others whole), scored
+    as `scorer` (an `amc.scoring.Scorer`) scores (its pruner, BN recalibration) on the first `images` held-out images, without racing."""
     probe = scorer.variant(racing=False, evaluator=scorer.evaluator.limited(images))
-    full = [int(c) for c in env.channels]
+    full = [int(c) for c in budget.channels]
     table = []
-    for i, allowed in enumerate(env.allowed):
+    for i, allowed in enumerate(budget.allowed):
         picks = np.unique(np.round(np.linspace(0, len(allowed) - 1, min(options, len(allowed)))).astype(int))
         row = []
         for count in allowed[picks]:
@@ -39,44 +45,44 @@ def sensitivity(env, images: int = SENSITIVITY_IMAGES, options: int = OPTIONS) -
     return table
 
 
-def allocate(env, table: list[list[tuple[int, float]]], bins: int = BINS, rounds: int = 30) -> list[int]:
-    """Keep counts, one option per decision, that meet `env`'s budget with the least summed accuracy loss."""
-    full = np.array([int(c) for c in env.channels])
-    total = env.cost(full)
+def allocate(budget: Budget, table: list[list[tuple[int, float]]], bins: int = BINS, rounds: int = 30) -> list[int]:
+    """Keep counts, one option per decision, that meet `budget` with the least summed accuracy loss."""
+    full = np.array([int(c) for c in budget.channels])
+    total = budget.cost(full)
     saving = []
     for i, row in enumerate(table):
         keep = full.copy()
         values = []
         for count, _ in row:
             keep[i] = count
-            values.append(total - env.cost(keep))
+            values.append(total - budget.cost(keep))
         saving.append(values)
     loss = [[max(0.0, row[-1][1] - acc) for _, acc in row] for row in table]  # against the whole decision
-    needed = total - env.budget
+    needed = total - budget.limit
     if needed <= 0:
         return full.tolist()
     target = needed
-    best = env.cheapest(-1).tolist()  # every decision at its lower bound, blocks dropped as allowed: the cheapest
+    best = budget.cheapest(-1, full).tolist()  # every decision at its lower bound, blocks dropped as allowed: the cheapest
     for _ in range(rounds + len(table)):
         choice = _covering_knapsack(saving, loss, target, bins)
         if choice is None:
             return best
         keep = [table[i][o][0] for i, o in enumerate(choice)]
-        kept = _over_cap(env, keep, loss, choice)
+        kept = _over_cap(budget, keep, loss, choice)
         if kept is not None:  # this block stays: forbid its drop and solve again
             loss[kept][0] = np.inf
             continue
-        cost = env.cost(keep)
-        if cost <= env.budget + 1e-6:
+        cost = budget.cost(keep)
+        if cost <= budget.limit + 1e-6:
             return keep
-        target += cost - env.budget  # savings interacted: ask for the shortfall on top
+        target += cost - budget.limit  # savings interacted: ask for the shortfall on top
     return best
 
 
-def _over_cap(env, keep: list[int], loss: list[list[float]], choice: list[int]) -> int | None:
+def _over_cap(budget: Budget, keep: list[int], loss: list[list[float]], choice: list[int]) -> int | None:
     """A dropped block of a stage that loses more blocks than it may: the one whose drop loses most accuracy."""
-    for stage, cap in env.drop_caps.items():
-        dropped = [i for i, s in enumerate(env.stage) if s == stage and keep[i] == 0]
+    for stage, cap in budget.drop_caps.items():
+        dropped = [i for i, s in enumerate(budget.stage) if s == stage and keep[i] == 0]
         if len(dropped) > cap:
             return max(dropped, key=lambda i: loss[i][choice[i]])
     return None
@@ -117,6 +123,7 @@ class KnapsackAgent(Agent):
     """Answers the knapsack's ratio for each decision in turn (one deterministic episode is the search)."""
 
     name = "knapsack"
+    episodes_title = "one deterministic episode"
 
     def __init__(self, obs_dim: int, lbound: float, seed: int, ratios: list[float] | None = None):
         self.ratios = [float(np.clip(r, lbound, 1.0)) for r in (ratios or [])]
@@ -140,10 +147,12 @@ class KnapsackAgent(Agent):
         self.ratios = [float(r) for r in state["ratios"]]
 
 
-def knapsack_ratios(env, images: int = SENSITIVITY_IMAGES, options: int = OPTIONS) -> list[float]:
-    """Per-decision preserve ratios of the knapsack allocation for `env`'s budget."""
-    keep = allocate(env, sensitivity(env, images, options))
-    return [k / int(c) for k, c in zip(keep, env.channels)]
+def knapsack_ratios(budget: Budget, scorer, images: int = SENSITIVITY_IMAGES,
+                    options: int = OPTIONS) -> list[float]:
+    """Per-decision preserve ratios of the knapsack allocation for `budget`, its sensitivities scored by
+    `scorer`."""
+    keep = allocate(budget, sensitivity(budget, scorer, images, options))
+    return [k / int(c) for k, c in zip(keep, budget.channels)]
 
 
 __all__ = ["KnapsackAgent", "allocate", "knapsack_ratios", "sensitivity"]

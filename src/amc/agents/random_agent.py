@@ -11,6 +11,7 @@ class RandomAgent(Agent):
     """Draws every preserve ratio uniformly from [lbound, 1] with its own seeded Generator; learns nothing."""
 
     name = "random"
+    episodes_title = "every episode random"
 
     def __init__(self, obs_dim: int, lbound: float, seed: int):
         if not 0 <= lbound <= 1:

@@ -11,6 +11,7 @@ class UniformAgent(Agent):
     """Answers `ratio` at every step; the search computes it with `CompressionEnv.uniform_ratio()`."""
 
     name = "uniform"
+    episodes_title = "one deterministic episode"
 
     def __init__(self, obs_dim: int, lbound: float, seed: int, ratio: float = 1.0):
         self.ratio = float(np.clip(ratio, lbound, 1.0))

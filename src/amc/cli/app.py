@@ -3,10 +3,31 @@
 from __future__ import annotations
 
 import typer
+from typer.core import TyperCommand
 
-app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False,
-                  help="AMC: AutoML for Model Compression. Search per-layer channel pruning policies with DDPG "
-                       "under a hard MACs/params budget, export the pruned model, train and evaluate models.")
+
+class ChoicesCommand(TyperCommand):
+    """A command whose options may take a function as metavar, returning the names they choose from
+    (`--agent ddpg|random|...`); it is called when the command's help is shown, because the catalogues that hold
+    the names load torch, which `amc --help` does not need."""
+
+    def format_help(self, ctx, formatter) -> None:
+        for param in self.params:
+            if callable(param.metavar):
+                param.metavar = "|".join(param.metavar())
+        super().format_help(ctx, formatter)
+
+
+class _App(typer.Typer):
+    """Every command is a `ChoicesCommand`."""
+
+    def command(self, *args, cls: type[TyperCommand] = ChoicesCommand, **kwargs):
+        return super().command(*args, cls=cls, **kwargs)
+
+
+app = _App(add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False,
+           help="AMC: AutoML for Model Compression. Search per-layer channel pruning policies with DDPG "
+                "under a hard MACs/params budget, export the pruned model, train and evaluate models.")
 _debug = {"on": False}
 
 

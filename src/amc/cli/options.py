@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from amc.data import DATASETS as DATASET_NAMES
+from amc.config import THREADS_HELP, dataset_names
 
-DATASETS = "|".join(DATASET_NAMES)  # the metavar: the names the data registry knows
+DATASETS = dataset_names  # the metavar: the names the data registry knows, read when a help is shown
 JSON_HELP = "Print one JSON object (the result) on stdout instead of the line for people."
-THREADS_HELP = "torch CPU threads (default: torch's choice; one for tiny models)."
 FROM_RUN = "Default: the run's."
 TRUST_HELP = ("Import and run a model factory (package.module:function) that the run's files name: it is Python code "
               "that came with the run. Without it, such a run is refused (a factory you name with --model needs no "
               "flag).")
+
+__all__ = ["DATASETS", "FROM_RUN", "JSON_HELP", "THREADS_HELP", "TRUST_HELP"]

@@ -11,7 +11,7 @@ import typer
 from amc.cli.app import app, on_command_line
 from amc.cli.options import DATASETS, JSON_HELP, THREADS_HELP, TRUST_HELP
 from amc.cli.progress import StepProgress, console
-from amc.config import DEFAULTS
+from amc.config import default
 from amc.errors import AmcError
 
 
@@ -121,18 +121,18 @@ def finetune_command(
 @app.command("iterate")
 def iterate_command(
     densities: str = typer.Option(..., help="Decreasing overall densities, one stage each, e.g. 0.5,0.3,0.2."),
-    model: str = typer.Option(DEFAULTS.model, help="Zoo name or tv:<torchvision name>."),
+    model: str = typer.Option(default("model"), help="Zoo name or tv:<torchvision name>."),
     weights: Optional[Path] = typer.Option(None, help="Checkpoint of the trained model."),
-    data: str = typer.Option(DEFAULTS.data, help="Dataset.", metavar=DATASETS),
+    data: str = typer.Option(default("data"), help="Dataset.", metavar=DATASETS),
     data_dir: Optional[Path] = typer.Option(None, help="Dataset file or folder."),
-    agent: str = typer.Option(DEFAULTS.agent, help="ddpg, random, uniform or tpe."),
+    agent: str = typer.Option(default("agent"), help="ddpg, random, uniform or tpe."),
     episodes: int = typer.Option(100, help="Search episodes per stage."),
     lbound: float = typer.Option(0.05, help="Smallest density of any layer."),
     epochs: int = typer.Option(2, help="Masked fine-tuning epochs after each stage."),
     lr: float = typer.Option(0.01, help="Fine-tuning learning rate."),
-    precision: str = typer.Option(DEFAULTS.precision, help="Scoring and training precision: fp32 or bf16."),
-    seed: int = typer.Option(DEFAULTS.seed, help="Seed."),
-    threads: Optional[int] = typer.Option(DEFAULTS.threads, help=THREADS_HELP),
+    precision: str = typer.Option(default("precision"), help="Scoring and training precision: fp32 or bf16."),
+    seed: int = typer.Option(default("seed"), help="Seed."),
+    threads: Optional[int] = typer.Option(default("threads"), help=THREADS_HELP),
     out: Path = typer.Option(..., help="Directory for the stages (stage1, stage2, ...) and summary.json."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:

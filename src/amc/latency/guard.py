@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 
 from amc.blocks import stage_cap
-from amc.env import CompressionEnv, EnvConfig, allowed_counts
+from amc.budget import Budget, EnvConfig, allowed_counts, nearest_counts
 from amc.graph import LayerGraph
 from amc.latency import measure
 from amc.latency.table import LatencyModel, build_latency_model
@@ -56,8 +56,8 @@ CALIBRATION_RATIOS = (1.0, 0.6, 0.3)  # full, and two uniform prunings spanning 
 
 def _uniform_keeps(graph: LayerGraph, env_config: EnvConfig) -> tuple[list, list[list[int]]]:
     allowed = [allowed_counts(d.channels, env_config.lbound, env_config.channel_round) for d in graph.decisions]
-    keeps = [[int(a[np.argmin(np.abs(a - ratio * d.channels))]) for a, d in zip(allowed, graph.decisions)]
-             for ratio in CALIBRATION_RATIOS]
+    channels = [d.channels for d in graph.decisions]
+    keeps = [nearest_counts(allowed, channels, [ratio] * len(channels)) for ratio in CALIBRATION_RATIOS]
     return allowed, keeps
 
 
@@ -82,9 +82,7 @@ def calibrated_latency_model(model: nn.Module, graph: LayerGraph, env_config: En
     measured = measure_interleaved(nets, graph.input_shape, config)
     points = list(zip(keeps, measured))
     latency.calibrate(points)
-    latency.points = points
     if dropping:  # what a dropped block saves, from a whole network without them
-        latency.dropped_point = (dropping, measured[-1])
         latency.fit_blocks(dropping, measured[-1])
     labels = ["uniform 1.0", "uniform 0.6", "uniform 0.3"] + (["uniform 0.6, blocks dropped"] if dropping else [])
     _record_calibration(latency, labels, points + ([(dropping, measured[-1])] if dropping else []))
@@ -101,32 +99,34 @@ def _most_blocks_dropped(graph: LayerGraph, keep: list[int], env_config: EnvConf
 
 
 def calibrate_at_budget(latency: LatencyModel, model: nn.Module, graph: LayerGraph, at_budget: list[int],
-                        config) -> None:
-    """Refit the calibration through the full network and `at_budget` (the uniform policy that meets the
-    budget): the sum of layer times bends away from a line at the extremes, and the search's candidates lie
-    near it. The caller refreshes its environment's costs afterwards."""
+                        config) -> LatencyModel:
+    """`latency` refitted through the full network and `at_budget` (the uniform policy that meets the budget):
+    the sum of layer times bends away from a line at the extremes, and the search's candidates lie near it. A
+    new model: a budget built over the old one keeps its costs (the caller builds the budget again)."""
     shrink = ChannelPruner(model, graph, None, selection="magnitude", reconstruct=False)
     measured = measure_interleaved([model, shrink.prune(at_budget)[0]], graph.input_shape, config)
     points = [(latency.points[0][0], measured[0]), *latency.points[1:], (at_budget, measured[1])]
-    latency.points = points
-    latency.calibrate([points[0], points[-1]])
+    latency = copy.copy(latency)
+    latency.calibrate(points, fit=[points[0], points[-1]])
     dropped = latency.dropped_point
     if dropped:
         latency.fit_blocks(*dropped)
     _record_calibration(latency, ["uniform 1.0", "uniform 0.6", "uniform 0.3", "uniform at the budget"]
                         + (["uniform 0.6, blocks dropped"] if dropped else []), points + ([dropped] if dropped else []))
+    return latency
 
 
 class LatencyGuard:
     """Measures the best policy against the original and refits the latency calibration when they disagree.
 
-    `build(keep)` makes the pruned network of a policy; `env` is read for the budget and the costs as they
-    are. A check that refits says so (`entry["refit"]`): the caller then refreshes the environment's costs
-    (`env.refresh_costs()`) and saves the calibration. Every check is kept in `latency.info["checks"]`.
+    `build(keep)` makes the pruned network of a policy; `budget` is the budget over `latency`. A check that
+    refits says so (`entry["refit"]`); the guard then holds the refitted model and the budget over it
+    (`latency`, `budget`, both new objects), for the caller to search on and save. Every check is kept in
+    `latency.info["checks"]`.
     """
 
-    def __init__(self, latency: LatencyModel, env: CompressionEnv, original: nn.Module, build, config):
-        self.latency, self.env, self.original, self.build, self.config = latency, env, original, build, config
+    def __init__(self, latency: LatencyModel, budget: Budget, original: nn.Module, build, config):
+        self.latency, self.budget, self.original, self.build, self.config = latency, budget, original, build, config
         self.checks: list[dict] = latency.info.setdefault("checks", [])
         self._checked = {c["episode"] for c in self.checks}
 
@@ -138,9 +138,9 @@ class LatencyGuard:
         """Measure `record`'s policy against the original (`repeats` times, the median ratio counts); refit the
         calibration through both when the measured ratio and the predicted one disagree by more than SLACK.
         Returns the check's entry."""
-        keep, full = list(record["keep"]), self.env.channels.tolist()
+        keep, full = list(record["keep"]), self.budget.channels.tolist()
         nets = [self.original, self.build(keep)]
-        pairs = [measure_interleaved(nets, self.env.graph.input_shape, self.config, rounds=rounds)
+        pairs = [measure_interleaved(nets, self.budget.graph.input_shape, self.config, rounds=rounds)
                  for _ in range(repeats)]
         ratios = [pruned / original for original, pruned in pairs]
         middle = int(np.argsort(ratios)[len(ratios) // 2])  # the pair with the median ratio (odd repeats)
@@ -170,29 +170,25 @@ class LatencyGuard:
         u = float(np.median([(r * full_sum - s) / (1 - r) for r, s, _ in points]))
         if u + full_sum <= 0:
             return False  # no positive scale fits: keep the calibration rather than invert the costs
-        self.latency.scale = float(np.median([ms for _, _, ms in points])) / (u + full_sum)
-        self.latency.offset_ms = u * self.latency.scale
+        scale = float(np.median([ms for _, _, ms in points])) / (u + full_sum)
+        self.latency = self.latency.with_line(scale, u * scale)
+        self.budget = self.budget.refitted(self.latency.predict)
         return True
 
     def best_within(self, records: list[dict]) -> dict | None:
         """The highest-reward record (first of equals) whose policy meets the budget as now calibrated."""
-        within = [r for r in records if self.env.cost(r["keep"]) <= self.env.budget * (1 + 1e-9)]
+        within = [r for r in records if self.budget.meets(r["keep"])]
         return max(within, key=lambda r: r["reward"]) if within else None  # max keeps the first of equals
 
-    def final(self, best: dict, log: list[dict], on_refit) -> tuple[dict, dict]:
-        """Check the best policy before export; refit and choose again while the budget does not hold.
-        `on_refit()` is called after each refit (the caller refreshes its environment there). Returns the
-        policy to export and its last check."""
+    def final(self, best: dict, log: list[dict]) -> tuple[dict, dict]:
+        """Check the best policy before export; refit and choose again while the budget does not hold. Returns
+        the policy to export and its last check (`budget` is then the budget as last refitted)."""
         entry = self.check(best, repeats=FINAL_REPEATS)
         for _ in range(FINAL_ATTEMPTS - 1):
-            if entry["refit"]:
-                on_refit()
             chosen = self.best_within(log) if entry["refit"] else None
             if chosen is None or chosen.get("episode") == best.get("episode"):
                 break
             best = chosen
             entry = self.check(best, repeats=FINAL_REPEATS)
-        if entry["refit"]:
-            on_refit()
         entry["met"] = entry["measured_ratio"] <= self.config.ratio * (1 + SLACK)
         return best, entry

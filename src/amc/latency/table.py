@@ -13,6 +13,8 @@ search checks the exported model by direct measurement.
 
 from __future__ import annotations
 
+import copy
+
 import hashlib
 import json
 import math
@@ -85,10 +87,19 @@ class LatencyModel:
         if "block_ms" in self.info:
             self.block_ms = {b.decision: float(self.info["block_ms"]) for b in self.graph.blocks}
 
+    def with_line(self, scale: float, offset_ms: float) -> "LatencyModel":
+        """This table under another calibration line (a refit): a new model, this one left as it was, so that a
+        budget built over it keeps its costs (`amc.budget.Budget.refitted` takes the new one)."""
+        refitted = copy.copy(self)
+        refitted.scale, refitted.offset_ms = scale, offset_ms
+        return refitted
+
     def fit_blocks(self, keep: Sequence[float], measured_ms: float) -> None:
         """Set every droppable block's own term (one value, in table units) so that the network `keep`, which
         drops blocks, is predicted at `measured_ms` while the full network's prediction stays where the
-        calibration put it. Bounded below so that a kept block never costs less than a dropped one."""
+        calibration put it. Bounded below so that a kept block never costs less than a dropped one. The point
+        is kept (`dropped_point`) for a later calibration to fit again."""
+        self.dropped_point = (keep, measured_ms)
         full = self.graph.full_keep()
         dropped = len(self.graph.blocks) - len(self.graph.kept_blocks(keep))
         if not dropped:
@@ -102,9 +113,13 @@ class LatencyModel:
         self.offset_ms = predicted_full - self.scale * self.layer_sum(full)
         self.info["block_ms"] = max(value, floor)
 
-    def calibrate(self, points: list[tuple[Sequence[float], float]]) -> None:
-        """Fit offset and scale to whole-network measurements [(keep, measured_ms), ...] (least squares);
-        the scale stays positive so the prediction keeps growing with every count."""
+    def calibrate(self, points: list[tuple[Sequence[float], float]],
+                  fit: list[tuple[Sequence[float], float]] | None = None) -> None:
+        """Fit offset and scale to whole-network measurements [(keep, measured_ms), ...] (least squares; to
+        `fit` where only some of them should count) and keep them all (`points`); the scale stays positive so
+        the prediction keeps growing with every count."""
+        self.points = list(points)
+        points = self.points if fit is None else fit
         sums = np.array([self.layer_sum(k) for k, _ in points])
         measured = np.array([m for _, m in points])
         if len(points) == 1 or np.ptp(sums) < 1e-9:

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 import torch.nn as nn
 
-from amc.graph import LayerGraph
 from amc.pruning.features import LayerStats
 from amc.pruning.lsq import greedy_ranking, least_squares, magnitude_ranking
 from amc.pruning.surgery import prune_copy
+
+if TYPE_CHECKING:  # annotations only: `amc search --help` reads SELECTIONS without loading torch_pruning
+    from amc.graph import LayerGraph
 
 SELECTIONS = ("magnitude", "greedy")
 

@@ -8,12 +8,14 @@ those are accumulated in float64 while streaming the calibration images and noth
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from amc.graph import LayerGraph
+if TYPE_CHECKING:  # annotations only: `amc search --help` reads SELECTIONS without loading torch_pruning
+    from amc.graph import LayerGraph
 
 
 @dataclass

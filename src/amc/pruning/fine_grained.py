@@ -3,8 +3,9 @@
 `WeightGraph` offers the same interface the environment uses from `LayerGraph` (decisions, an exact cost
 model), but a decision is one conv/linear layer and its count is the number of weights kept. The cost is
 affine in every count, so the environment's hard-budget clipping applies unchanged. `MagnitudePruner`
-zeroes the smallest-magnitude weights of each layer on a copy; `save_sparse` writes the compressed form
-(a packed bitmask plus the surviving values) whose size on disk is what the model-size target is about.
+zeroes the smallest-magnitude weights of each layer on a copy; `pack_sparse` gives the compressed form (a packed
+bitmask plus the surviving values) whose size on disk, once the run saves it (`RunDir.write_sparse`), is what the
+model-size target is about.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import torch
 import torch.nn as nn
 
 from amc.cost import LayerCost, count_params, layer_costs
-from amc.atomic import write_bytes_atomic
 from amc.safe_open import read_regular_bytes
 
 
@@ -115,11 +115,12 @@ class MagnitudePruner:
         return pruned, masks
 
 
-def save_sparse(model: nn.Module, path: str | Path, layers: Sequence[str]) -> int:
-    """Write `model` with the weights of `layers` as packed bitmask + nonzero values; returns bytes written.
+def pack_sparse(model: nn.Module, layers: Sequence[str]) -> dict:
+    """`model`'s state with the weights of `layers` as a packed bitmask + nonzero values: {"dense": the other
+    tensors, "sparse": per layer its mask, values and shape}.
 
-    Everything is a plain tensor, so the file loads with `torch.load(weights_only=True)`; `load_sparse`
-    rebuilds the dense state dict.
+    Everything is a plain tensor, so the saved file loads with `torch.load(weights_only=True)`; `unpack_sparse`
+    (or `load_sparse`, from a file) rebuilds the dense state dict.
     """
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     sparse: dict[str, torch.Tensor] = {}
@@ -130,18 +131,19 @@ def save_sparse(model: nn.Module, path: str | Path, layers: Sequence[str]) -> in
         sparse[f"{name}.weight.mask"] = torch.from_numpy(bits)
         sparse[f"{name}.weight.values"] = weight[mask]
         sparse[f"{name}.weight.shape"] = torch.tensor(weight.shape)
-    buffer = io.BytesIO()
-    torch.save({"dense": state, "sparse": sparse}, buffer)
-    write_bytes_atomic(Path(path), buffer.getvalue())
-    return len(buffer.getvalue())
+    return {"dense": state, "sparse": sparse}
 
 
 def load_sparse(path: str | Path) -> dict[str, torch.Tensor]:
-    """The dense state dict stored by `save_sparse`."""
+    """The dense state dict of a saved `pack_sparse` form (a fine-grained run's model_sparse.pt)."""
     data = read_regular_bytes(path, "sparse model", "pass the model_sparse.pt of a fine-grained run")
-    raw = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    state = dict(raw["dense"])
-    sparse = raw["sparse"]
+    return unpack_sparse(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True))
+
+
+def unpack_sparse(packed: dict) -> dict[str, torch.Tensor]:
+    """The dense state dict of `pack_sparse`'s form."""
+    state = dict(packed["dense"])
+    sparse = packed["sparse"]
     for key in [k[:-len(".mask")] for k in sparse if k.endswith(".mask")]:
         shape = tuple(int(s) for s in sparse[f"{key}.shape"])
         numel = int(np.prod(shape))
@@ -152,4 +154,4 @@ def load_sparse(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-__all__ = ["WeightGraph", "WeightDecision", "MagnitudePruner", "save_sparse", "load_sparse"]
+__all__ = ["WeightGraph", "WeightDecision", "MagnitudePruner", "load_sparse", "pack_sparse", "unpack_sparse"]

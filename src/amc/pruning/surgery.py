@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import copy
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 import torch.nn as nn
 
 from amc.blocks import drop
-from amc.graph import LayerGraph
+
+if TYPE_CHECKING:  # annotations only: `amc search --help` reads SELECTIONS without loading torch_pruning
+    from amc.graph import LayerGraph
 
 
 @torch.no_grad()

@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 
+from amc.agents import AGENTS, default_anchor
 from amc.baselines import BASELINE_NAMES
 from amc.errors import AmcError
 from amc.report.run import LayerRow, Run, finite, fully_scored, pct, target_name, target_ratio
@@ -56,8 +57,9 @@ def layers_figure(run: Run, rows: list[LayerRow]) -> bytes:
     top.grid(axis="y", alpha=0.3)
     _legend_outside(top)
     s = run.summary
-    top.set_title(f"{run.search.get('model', '?')}: best policy of {s.get('agent', '?')} "
-                  f"(episode {s.get('best_episode', '?')}), {target_name(run)} {100 * target_ratio(run):.1f}% "
+    episode = "?" if s.best_episode is None else s.best_episode
+    top.set_title(f"{run.search.get('model', '?')}: best policy of {s.agent or '?'} "
+                  f"(episode {episode}), {target_name(run)} {100 * target_ratio(run):.1f}% "
                   "of the original", fontsize=10)
 
     scale, unit = _macs_unit([r.macs_before for r in rows])
@@ -112,14 +114,14 @@ def search_figure(run: Run, warmup: int) -> bytes:
         best = np.maximum.accumulate(rewards[~raced])  # drawn on to the last episode
         top.step([*episodes[~raced], episodes[-1]], [*best, best[-1]], where="post", color="black",
                  linewidth=1.5, label="best fully scored so far")
-    baselines = run.summary.get("baselines") or {}
+    baselines = run.summary.baselines or {}
     for name, style in (("uniform", ":"), ("shallower", "--")):
         if reward_is_accuracy and finite((baselines.get(name) or {}).get("heldout_top1")):
             value = baselines[name]["heldout_top1"]
             top.axhline(value, color="tab:green", linestyle=style, linewidth=1.2,
                         label=f"{BASELINE_NAMES[name]} at the same budget: {pct(value)}")
     if len(rewards):
-        exported = np.flatnonzero(episodes == run.summary.get("best_episode"))
+        exported = np.flatnonzero(episodes == run.summary.best_episode)
         b = int(exported[0]) if len(exported) else int(np.argmax(np.where(raced, -np.inf, rewards)))
         top.scatter([episodes[b]], [rewards[b]], marker="*", s=160, color="tab:red", zorder=5,
                     label=f"{'best' if len(rewards) > 1 else 'the policy'}: "
@@ -129,15 +131,13 @@ def search_figure(run: Run, warmup: int) -> bytes:
         top.yaxis.set_major_formatter(_percent_formatter())
     else:
         top.set_ylabel(f"reward ({run.search.get('reward')}: -error x log cost)")
-    baseline = run.summary.get("baseline", {}).get("heldout_top1")
+    baseline = (run.summary.baseline or {}).get("heldout_top1")
     agent = run.search.get("agent", "?")
     title = f"{run.search.get('model', '?')} search, agent {agent}"
-    if agent == "uniform":
-        title += ": one deterministic episode"
-    elif agent == "random":
-        title += ": every episode random"
+    if getattr(AGENTS.get(agent), "episodes_title", ""):  # an agent of this library says how it walks
+        title += f": {AGENTS[agent].episodes_title}"
     elif warmup:
-        default = "shallower" if run.search.get("reward", "acc") == "acc" else "none"
+        default = default_anchor(constrained=run.search.get("reward", "acc") == "acc")
         anchor = (run.search.get("agent_options") or {}).get("anchor", default)
         named = BASELINE_NAMES.get(anchor, anchor) if isinstance(anchor, str) else "given"
         title += f": warm-up around the {named} policy" if anchor not in (None, "none") else ": uniform-random warm-up"
@@ -152,7 +152,7 @@ def search_figure(run: Run, warmup: int) -> bytes:
         if values:
             e, v = zip(*values)
             bottom.scatter(e, v, s=size * 0.6, color=color, alpha=0.6, zorder=3, label=f"{label} of the policy")
-    budget = run.summary.get("budget_ratio")
+    budget = run.summary.budget_ratio
     if budget is not None:
         bottom.axhline(budget, color="tab:red", linestyle="--", linewidth=1, zorder=2,
                        label=f"budget: {run.search.get('target', 'macs')} <= {budget:g}")

@@ -17,7 +17,7 @@ from amc.report.figures import figure_class, layers_figure, search_figure
 from amc.report.run import (LayerRow, Run, finite, layer_rows, load_run, original_size, pct, reproduce_command,
                             target_name, target_ratio, warmup_episodes)
 from amc.report.timing import measure_run_latency, read_latency
-from amc.runs import FINETUNED_FILE, LAYERS_FIGURE, MODEL_FILE, SEARCH_FIGURE, SPARSE_FILE
+from amc.runs import CONFIG_FILE, FINETUNED_FILE, LAYERS_FIGURE, MODEL_FILE, SEARCH_FIGURE, SPARSE_FILE, RunDir
 
 
 def _count(value, unit: str = "") -> str:
@@ -52,8 +52,8 @@ def _e(value) -> str:
 
 
 def _results_table(run: Run) -> str:
-    s, base = run.summary, run.summary.get("baseline", {})
-    finetune = s.get("finetune") if isinstance(s.get("finetune"), dict) else None
+    s, base = run.summary, run.summary.baseline or {}
+    finetune = s.finetune
     latency = read_latency(run)
     original_bytes, original_source = original_size(run)
     pruned_bytes = run.files.size(MODEL_FILE)
@@ -61,10 +61,10 @@ def _results_table(run: Run) -> str:
     if finetune:
         headers.append(f"pruned + fine-tuned ({_e(finetune.get('epochs', '?'))} epochs)")
     rows = [
-        ["held-out top-1", pct(base.get("heldout_top1")), pct(s.get("best_val_top1"))],
-        ["test top-1", pct(base.get("test_top1")), pct(s.get("test_top1"))],
-        ["MACs", _count(base.get("macs")), _count(s.get("macs")) + _ratio(s.get("macs"), base.get("macs"))],
-        ["params", _count(base.get("params")), _count(s.get("params")) + _ratio(s.get("params"), base.get("params"))],
+        ["held-out top-1", pct(base.get("heldout_top1")), pct(s.heldout_top1)],
+        ["test top-1", pct(base.get("test_top1")), pct(s.test_top1)],
+        ["MACs", _count(base.get("macs")), _count(s.macs) + _ratio(s.macs, base.get("macs"))],
+        ["params", _count(base.get("params")), _count(s.params) + _ratio(s.params, base.get("params"))],
     ]
     if latency:
         how = f"{_e(latency['backend'])}, {_e(latency['threads'])} thread(s), batch {_e(latency['batch'])}"
@@ -75,10 +75,10 @@ def _results_table(run: Run) -> str:
         rows.append(["latency", "not measured", "not measured <span class=dim>(amc report --latency)</span>"])
     rows.append([f"size on disk <span class=dim>(original: {_e(original_source)})</span>", _bytes(original_bytes),
                  _bytes(pruned_bytes) + f" <span class=dim>{MODEL_FILE}</span>" + _ratio(pruned_bytes, original_bytes)])
-    if s.get("sparse_bytes"):
+    if s.sparse_bytes:
         rows.append(["sparse form <span class=dim>(bitmask + nonzero values)</span>", "",
-                     _bytes(s["sparse_bytes"]) + f" <span class=dim>{SPARSE_FILE}</span>"
-                     + _ratio(s["sparse_bytes"], original_bytes)])
+                     _bytes(s.sparse_bytes) + f" <span class=dim>{SPARSE_FILE}</span>"
+                     + _ratio(s.sparse_bytes, original_bytes)])
     if finetune:
         finetuned_bytes = run.files.size(FINETUNED_FILE)
         extra = [pct(finetune.get("heldout_top1")), pct(finetune.get("test_top1")), "same as pruned",
@@ -106,9 +106,9 @@ def _speedup(latency: dict) -> str:
 def _comparison(run: Run) -> str:
     """The searched policy beside the fixed policies at the same budget, scored alike (summary.json)."""
     s = run.summary
-    baselines = s.get("baselines") or {}
+    baselines = s.baselines or {}
     if not baselines:
-        why = ("the search had no budget (an accuracy-guaranteed reward)" if s.get("budget_ratio") is None
+        why = ("the search had no budget (an accuracy-guaranteed reward)" if s.budget_ratio is None
                else "the run was made before amc scored baselines")
         return f"<p class=dim>Not recorded: {why}.</p>"
     unit = target_name(run)
@@ -116,12 +116,13 @@ def _comparison(run: Run) -> str:
     rows = [[f"{_e(BASELINE_NAMES[n])}", f"{100 * b.get(key, float('nan')):.1f}%", pct(b.get("heldout_top1")),
              pct(b.get("test_top1")), f"<span class=dim>{_e(b.get('scored', ''))}</span>"]
             for n, b in baselines.items() if n in BASELINE_NAMES]
-    rows.append([f"<b>searched</b> ({_e(s.get('agent'))}, episode {_e(s.get('best_episode'))})",
-                 f"{100 * target_ratio(run):.1f}%", pct(s.get("best_val_top1")), f"<b>{pct(s.get('test_top1'))}</b>",
+    rows.append([f"<b>searched</b> ({_e(s.agent)}, episode {_e(s.best_episode)})",
+                 f"{100 * target_ratio(run):.1f}%", pct(s.heldout_top1), f"<b>{pct(s.test_top1)}</b>",
                  "<span class=dim>the exported policy</span>"])
     table = _table(["policy", f"{unit} of the original", "held-out top-1", "test top-1", "scored"], rows,
                    "results")
-    return (f"<p class=headline>{_e(verdict(s))}</p>{table}<p class=dim>Every policy meets the same budget and is "
+    worth = _e(verdict(s.to_dict()))
+    return (f"<p class=headline>{worth}</p>{table}<p class=dim>Every policy meets the same budget and is "
             "scored the same way: pruned by the search's method, BatchNorm recalibrated, no fine-tuning, fp32 on the "
             "full splits. The held-out split chose the searched policy among many, so its held-out score is "
             "optimistic; the test split is the fair comparison.</p>")
@@ -132,7 +133,7 @@ def _reproduce(run: Run) -> str:
     note = (f"<p class=dim>Also set through the Python API only: <code>{_e(', '.join(api_only))}</code>.</p>"
             if api_only else "")
     path = Path(run.path).resolve()
-    exact = f"amc search --config {path / 'config.json'} --out {path}-rerun"
+    exact = f"amc search --config {RunDir(path) / CONFIG_FILE} --out {path}-rerun"
     return (f"<p class=dim>Repeats this search (its budget, searcher and seed, and the settings that differ from "
             f"the defaults):</p><pre><code>{_e(command)}</code></pre>{note}<p class=dim>or, every setting read from "
             f"the run itself:</p><pre><code>{_e(exact)}</code></pre>")
@@ -152,12 +153,12 @@ def _settings_table(run: Run, warmup: int) -> str:
                     f"channel round {_e(c.get('channel_round'))}")),
         ("agent", f"{_e(c.get('agent'))} <span class=dim>(options: {options})</span>"),
         ("episodes", f"{len(run.episodes)}" + (f", warm-up {warmup}" if c.get("agent") == "ddpg" else "")
-         + f"; best at episode {_e(s.get('best_episode'))}"),
+         + f"; best at episode {_e(s.best_episode)}"),
         ("seed", _e(c.get("seed"))),
         ("scoring", f"{_e(c.get('precision', 'fp32'))} on "
                     + (f"the first {_e(c['heldout_limit'])} held-out images" if c.get("heldout_limit")
                        else "the held-out split") + "; reported top-1 in fp32 on full splits"),
-        ("search time", _duration(s["search_seconds"]) if finite(s.get("search_seconds")) else "—"),
+        ("search time", _duration(s.search_seconds) if finite(s.search_seconds) else "—"),
         ("versions", ", ".join(f"{_e(k)} {_e(v)}" for k, v in (run.config.get("versions") or {}).items()
                                if k in ("amc", "torch", "torch_pruning", "python"))),
     ]
@@ -194,14 +195,14 @@ img{max-width:100%;border:1px solid #eee}code{font-size:0.92em}.headline{font-si
 
 def render_html(run: Run, rows: list[LayerRow], warmup: int, figures: dict[str, bytes]) -> str:
     s, c = run.summary, run.search
-    base = s.get("baseline", {})
+    base, worth = s.baseline or {}, verdict(s.to_dict())
     headline = (f"{_e(c.get('agent'))} found a policy at {100 * target_ratio(run):.2f}% of the original "
-                f"{target_name(run)}" + (f" (budget {100 * s['budget_ratio']:g}%)" if s.get("budget_ratio") else "")
-                + f": held-out top-1 {pct(s.get('best_val_top1'))} against the original's "
-                f"{pct(base.get('heldout_top1'))}, test top-1 {pct(s.get('test_top1'))}, before fine-tuning"
-                + (f"; {pct(s['finetune'].get('test_top1'))} test top-1 after {_e(s['finetune'].get('epochs'))} "
-                   "epochs of fine-tuning" if isinstance(s.get("finetune"), dict) else "") + "."
-                + (f" {_e(verdict(s))}." if verdict(s) else ""))
+                f"{target_name(run)}" + (f" (budget {100 * s.budget_ratio:g}%)" if s.budget_ratio else "")
+                + f": held-out top-1 {pct(s.heldout_top1)} against the original's "
+                f"{pct(base.get('heldout_top1'))}, test top-1 {pct(s.test_top1)}, before fine-tuning"
+                + (f"; {pct(s.finetune.get('test_top1'))} test top-1 after {_e(s.finetune.get('epochs'))} "
+                   "epochs of fine-tuning" if s.finetune is not None else "") + "."
+                + (f" {_e(worth)}." if worth else ""))
     images = {name: f"<img alt='{name}' src='data:image/png;base64,{base64.b64encode(png).decode('ascii')}'>"
               for name, png in figures.items()}
     return f"""<!DOCTYPE html>

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from amc.config import default_warmup
 from amc.errors import AmcError
-from amc.runs import CONFIG_FILE, EPISODES_FILE, RunDir
+from amc.runs import CONFIG_FILE, EPISODES_FILE, RunDir, RunSummary
 
 
 @dataclass
@@ -26,7 +27,7 @@ class Run:
 
     path: Path
     config: dict           # config.json as written by the search
-    summary: dict          # summary.json
+    summary: RunSummary    # summary.json
     episodes: list[dict]   # episodes.jsonl, one record per episode
     keep: list[int]        # the best policy's kept channels (weights, fine-grained) per decision
 
@@ -59,7 +60,7 @@ def load_run(run_dir: str | Path) -> Run:
         if not files.has(name):
             raise AmcError(f"{path} is not a search run (no {name}); pass the --out directory of `amc search`")
     files.check_finished("report on")  # a search still going, stopped or half-exported: its command named
-    config, summary = files.read_config("reported"), files.read_summary()
+    config, summary = files.read_config("reported"), files.read_summary() or RunSummary()
     episodes = files.read_episodes()
     if not episodes:
         raise AmcError(f"{files / EPISODES_FILE} logs no episodes; re-run the search")
@@ -101,7 +102,7 @@ def warmup_episodes(run: Run) -> int:
     elif search.get("warmup") is not None:
         configured = search["warmup"]
     else:
-        configured = min(100, int(search.get("episodes", len(run.episodes))) // 4)
+        configured = default_warmup(int(search.get("episodes", len(run.episodes))))
     return min(int(configured), len(run.episodes))
 
 
@@ -164,7 +165,7 @@ def original_architecture(run: Run):
     """The searched model's architecture, randomly initialised (sizes and MACs do not depend on values)."""
     from amc import models
     # zoo, torchvision, timm or the user's own factory (imported only if trusted: `amc.models.factory.trusting`)
-    return models.rebuild(run.config["model"], run.path / "config.json").eval()
+    return models.rebuild(*run.files.original_record("reported")).eval()
 
 
 def original_size(run: Run) -> tuple[int | None, str]:
@@ -214,22 +215,22 @@ def fully_scored(run: Run) -> list[bool]:
 
 
 ALWAYS_SHOWN = ("model", "target", "ratio", "lbound", "agent", "episodes", "seed")
-API_ONLY = ("points_per_image", "eval_batch_size", "latency_batch")  # settings `amc search` has no option for
 
 
 def reproduce_command(run: Run) -> tuple[str, list[str]]:
     """The `amc search` line that repeats the run (the budget, searcher and seed, and every setting that differs
     from today's defaults, into a new --out beside it), and the settings only the Python API takes (`name=value`), if any differ."""
-    from amc.config import DEFAULT_MODEL, SearchConfig
+    from amc.config import DEFAULT_MODEL, SearchConfig, search_options
     # today's defaults for this run's model (the budget's defaults depend on it)
     defaults = SearchConfig(model=run.search.get("model", DEFAULT_MODEL)).to_dict()
     words, api_only = ["amc", "search"], []
+    options = {f.name for f in search_options()}  # the others only the Python API and settings files take
     for name, value in run.search.items():
         # the budget, the searcher and the seed always: a later release's defaults must not change what repeats
         if name not in defaults or value == defaults[name] and name not in ALWAYS_SHOWN:
             continue
         option = "--" + name.replace("_", "-")
-        if name in API_ONLY:
+        if name not in options:
             api_only.append(f"{name}={value!r}")
         elif name == "agent_options":
             words += [w for k, v in value.items()
@@ -248,7 +249,8 @@ def target_name(run: Run) -> str:
 
 def target_ratio(run: Run) -> float:
     s = run.summary
-    return s.get("params_ratio", 0.0) if run.search.get("target") == "params" else s.get("macs_ratio", 0.0)
+    ratio = s.params_ratio if run.search.get("target") == "params" else s.macs_ratio
+    return 0.0 if ratio is None else ratio
 
 
 def finite(value) -> bool:

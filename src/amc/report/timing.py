@@ -15,7 +15,7 @@ from amc.runs import SUMMARY_FILE, TIMINGS_FILE, RunDir
 def read_latency(run: Run) -> dict | None:
     """Latency of the original and the pruned model (ms), from summary.json (a latency-target search) or
     latency.json (`amc report --latency`); None if neither was measured."""
-    source = run.summary.get("latency")
+    source = run.summary.latency
     origin = SUMMARY_FILE
     if not source:
         try:
