@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.stats import kendalltau
 
 from amc.config import SearchConfig
 from amc.data import batches
 from amc.pipeline import prepare
 from amc.scoring import build_scorer, recalibration_batches
 from amc.search import build_env
-from scoring_precision import kendall_tau  # run as a script: benchmarks/ is on sys.path
 
 CONDITIONS = ("ls", "ls+bn", "plain", "plain+bn")
 
@@ -88,7 +88,7 @@ def main() -> None:
                "plain": plain, "plain+bn": plain.variant(recalibration=recalibration)}
     env, _ = build_env(setup, config)
     rng = np.random.default_rng(0)
-    policies = [env.uniform_counts(env.uniform_ratio())]
+    policies = [env.budget.uniform_counts(env.budget.uniform_ratio())]
     with env.deferred_scoring():  # policies only: they are scored below
         while len(policies) < args.policies:  # random actions through the clipping, as a search's candidates
             env.reset()
@@ -102,7 +102,7 @@ def main() -> None:
         t0 = time.perf_counter()
         row = {"policy": index, "keep": keep}
         for condition in CONDITIONS:
-            row[condition] = scorers[condition](keep)
+            row[condition] = scorers[condition](keep).accuracy
         tuned = short_finetune(ls.build(keep), dataset, info, args.finetune_steps, args.lr, seed=index)
         row["finetuned"] = ls.evaluator.top1(tuned)
         row["seconds"] = round(time.perf_counter() - t0, 1)
@@ -112,13 +112,13 @@ def main() -> None:
         print(json.dumps({k: v for k, v in row.items() if k != "keep"}), flush=True)
 
     finetuned = [r["finetuned"] for r in done]
-    lines = [f"{args.model} at {args.ratio:g} MACs, {len(done)} policies (policy 0 = uniform), held-out top-1; "
+    lines = [(f"{args.model} at {args.ratio:g} MACs, {len(done)} policies (policy 0 = uniform), held-out top-1; "
              f"fine-tune: {args.finetune_steps} SGD steps of 128 from the reconstructed model, lr {args.lr}; "
-             f"BN recalibration: {args.recalibration_batches} x 100 training images",
+             f"BN recalibration: {args.recalibration_batches} x 100 training images"),
              "", "| no-fine-tune score | mean top-1 | Kendall tau with fine-tuned top-1 |", "| --- | --- | --- |"]
     for condition in CONDITIONS:
         scores = [r[condition] for r in done]
-        lines.append(f"| {condition} | {100 * np.mean(scores):.2f} | {kendall_tau(scores, finetuned):.3f} |")
+        lines.append(f"| {condition} | {100 * np.mean(scores):.2f} | {kendalltau(scores, finetuned)[0]:.3f} |")
     lines.append(f"| (fine-tuned) | {100 * np.mean(finetuned):.2f} | 1 |")
     text = "\n".join(lines)
     print(text)

@@ -14,10 +14,9 @@ parameters kept, and held-out + beta x parameter share for a few beta. Fine-tune
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 import numpy as np
+from grid_files import fine_tunes, read_jobs, read_records
 from scipy.stats import kendalltau
 
 from amc import models
@@ -28,14 +27,11 @@ BETAS = (0.1, 0.3, 0.5, 1.0, 2.0)
 
 def points(jobs: dict, result_files: list[str], budget: str, graph: LayerGraph) -> list[tuple[float, float, float]]:
     """(parameter share, held-out before FT, test after FT) of every policy of `budget` fine-tuned with seed 0."""
-    out = {}
-    for path in result_files:
-        for line in Path(path).read_text().splitlines():
-            r = json.loads(line)
-            if r.get("ft_seed") == 0 and "test_top1" in r and r["id"].startswith(budget + "/") and r["id"] in jobs:
-                params = graph.params(jobs[r["id"]]["keep"]) / graph.total_params
-                out[r["id"]] = (params, r["heldout_rebuilt"], r["test_top1"])
-    return list(out.values())
+    out = []
+    for (job_id, ft_seed), r in fine_tunes(read_records(result_files)).items():
+        if ft_seed == 0 and job_id.startswith(budget + "/") and job_id in jobs:
+            out.append((graph.params(jobs[job_id]["keep"]) / graph.total_params, r["heldout_rebuilt"], r["test_top1"]))
+    return out
 
 
 def main() -> None:
@@ -49,7 +45,7 @@ def main() -> None:
     args = parser.parse_args()
     model = models.create(args.model).eval()
     graph = LayerGraph(model, models.model_info(model).input_shape)
-    jobs = {j["id"]: j for j in json.loads(Path(args.jobs).read_text())}
+    jobs = {j["id"]: j for j in read_jobs(args.jobs)}
     print("| budget | policies | held-out | parameter share | " + " | ".join(f"held-out + {b} x params" for b in BETAS)
           + " |")
     print("|" + " --- |" * (4 + len(BETAS)))

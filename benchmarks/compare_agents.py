@@ -15,11 +15,12 @@ import statistics
 import time
 from pathlib import Path
 
-import amc
+from bench_args import add_model_and_data  # run as a script: benchmarks/ is on sys.path
+from common import mean_std, search_resumably
+
 from amc.config import SearchConfig
 from amc.data import load_dataset
 from amc.runs import RunDir
-from bench_args import add_model_and_data  # run as a script: benchmarks/ is on sys.path
 
 
 def run_all(args: argparse.Namespace) -> list[dict]:
@@ -29,7 +30,7 @@ def run_all(args: argparse.Namespace) -> list[dict]:
         for seed in ([0] if agent == "uniform" else args.seeds):
             out = Path(args.out) / f"{agent}-seed{seed}"
             if RunDir(out).has_summary():
-                summary = RunDir(out).read_summary()
+                summary = RunDir(out).read_summary().to_dict()
             else:
                 config = SearchConfig(model=args.model, weights=args.weights, data=args.data, data_dir=args.data_dir,
                                       ratio=args.ratio, agent=agent, episodes=args.episodes, seed=seed,
@@ -38,21 +39,12 @@ def run_all(args: argparse.Namespace) -> list[dict]:
                                       racing=args.racing,
                                       precision=args.precision, threads=args.threads,
                                       agent_options=json.loads(args.agent_options) if agent == "ddpg" else {})
-                t0 = time.time()
-                last = {"t": t0}
-
-                def progress(r: dict) -> None:
-                    if time.time() - last["t"] > 60 or r["remaining"] == 0:
-                        last["t"] = time.time()
-                        print(f"  {agent} seed {seed}: episode {r['episode'] + 1}/{r['episodes']} "
-                              f"best {r['best_reward']:.4f} ({time.time() - t0:.0f}s)", flush=True)
-
-                resume = RunDir(out).has_state()
-                summary = amc.search(data=dataset, config=config, out=out, resume=resume, progress=progress).summary
+                t0, resume = time.time(), RunDir(out).has_state()
+                summary = search_resumably(config, dataset, out, f"{agent} seed {seed}").summary
                 if not resume:  # setup, all episodes and the export, in this process
                     print(f"  {agent} seed {seed}: wall time {time.time() - t0:.0f}s", flush=True)
             rows.append({"agent": agent, "seed": seed, **summary})
-            print(json.dumps({k: rows[-1][k] for k in ("agent", "seed", "best_val_top1", "test_top1", "macs_ratio",
+            print(json.dumps({k: rows[-1][k] for k in ("agent", "seed", "heldout_top1", "test_top1", "macs_ratio",
                                                        "search_seconds")}), flush=True)
     return rows
 
@@ -63,13 +55,12 @@ def table(rows: list[dict]) -> str:
     for agent in dict.fromkeys(r["agent"] for r in rows):
         rs = [r for r in rows if r["agent"] == agent]
 
-        def fmt(key: str, scale: float = 100.0) -> str:
-            values = [scale * r[key] for r in rs]
-            if len(values) == 1:
-                return f"{values[0]:.2f}"
-            return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f} (min {min(values):.2f}, max {max(values):.2f})"
+        def fmt(key: str, rs: list[dict] = rs) -> str:
+            values = [r[key] for r in rs]
+            spread = f" (min {100 * min(values):.2f}, max {100 * max(values):.2f})" if len(values) > 1 else ""
+            return mean_std(values) + spread
 
-        lines.append(f"| {agent} | {len(rs)} | {fmt('best_val_top1')} | {fmt('test_top1')} | "
+        lines.append(f"| {agent} | {len(rs)} | {fmt('heldout_top1')} | {fmt('test_top1')} | "
                      f"{statistics.mean(r['macs_ratio'] for r in rs):.4f} | "
                      f"{statistics.mean(r['search_seconds'] for r in rs) / 60:.1f} min |")
     return "\n".join(lines)

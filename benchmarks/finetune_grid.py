@@ -14,13 +14,14 @@ is days of fine-tuning; on one GPU it is minutes. Three steps:
 
 Policies travel as keep counts, not as weights: the other machine rebuilds each one with amc's own scorer
 (same calibration images by seed, least squares, BN recalibration) from the same data, and checks the
-rebuilt model's held-out top-1 against the one recorded here. The data travels as JPEG streams re-encoded at
-quality 75 plus the exact residual, so the decoded pixels are bit-identical (checked by SHA-256 there).
+rebuilt model's held-out top-1 against the one recorded here. The data travels packed, its pixels bit-identical
+(`grid_files`, which owns the bundle's and the results' formats).
 torch-pruning's own channel choices (tp-*) cannot be rebuilt from counts: those models travel as files.
 
-Every job fine-tunes with the recipe of `peers.py --finetune-epochs` and `amc finetune --distill`: SGD lr 0.01
-cosine, Nesterov, batch 128, distillation from the original (alpha 0.5, T 4), bf16 autocast (`run --precision fp32`
-on a CPU without fast bf16), augmentation, `epochs` and `seed` as planned. Study jobs also get a short fine-tune
+Every job fine-tunes with the recipe of `peers.py --finetune-epochs` and `amc finetune --distill`
+(`amc.finetune.DEFAULT_CONFIG`: SGD lr 0.01 cosine, Nesterov, batch 128, augmentation; distillation from the
+original, alpha 0.5, T 4), in bf16 autocast (`run --precision fp32` on a CPU without fast bf16), `epochs` and
+`seed` as planned. Study jobs also get a short fine-tune
 curve (amc.finalists.ShortFinetune: constant lr 0.01, distilled) scored on the held-out split at several step
 counts, and the held-out top-1 without BN recalibration.
 """
@@ -28,99 +29,81 @@ counts, and the held-out top-1 without BN recalibration.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import io
 import json
-import lzma
 import os
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
+from common import SHARED_DATA, SHARED_WEIGHTS
+from grid_files import (
+    DATA_FILE,
+    RESULTS_FILE,
+    append_record,
+    fine_tunes,
+    job_key,
+    pack_dataset,
+    read_jobs,
+    read_records,
+    setup_config,
+    setup_key,
+    setup_spec,
+    unpack_dataset,
+    write_jobs,
+)
+from peer_methods import (
+    METHODS,
+    TORCH_PRUNING_BEST,
+    FixedPolicy,
+    Search,
+    TorchPruning,
+    names,
+)
+from peer_rows import rows_under
+
+from amc.run_names import EPISODES_FILE
 
 STUDY_STEPS = [25, 50, 100, 200, 400]
-FIXED = ("uniform+bn", "shallower-more+bn", "deeper-more+bn", "knapsack+bn")
-SEARCHERS = ("ddpg+bn", "tpe+bn", "ddpg+bn-knapsack", "ddpg+bn-logit", "ddpg+bn-shallower", "ddpg+bn-budget",
-             "ddpg+bn-shallower-budget", "ddpg+bn-shallower-budget-fin4", "ddpg+bn-shallower-budget-x2",
-             "ddpg+bn-uniform-budget-share", "ddpg+bn-shallower-budget-share")
+FIXED, SEARCHERS = names(FixedPolicy, recalibrate=True), names(Search, recalibrate=True)  # the rows fine-tuned
 EPOCHS = {"resnet20": 3, "resnet56": 2, "vgg16": 2}
+PRECISION = "bf16"  # the grid's recipe: amc finetune's, in bf16 autocast (--precision fp32 where bf16 is slow)
 
 
-# ---- data: JPEG streams (common header once) + exact residual --------------------------------------------
-def pack_images(x: np.ndarray) -> dict:
-    from PIL import Image
-    streams, residual = [], np.empty(x.shape, np.int8)
-    for i, im in enumerate(x):
-        b = io.BytesIO()
-        Image.fromarray(im).save(b, "JPEG", quality=75, subsampling=2)
-        streams.append(b.getvalue())
-        decoded = np.asarray(Image.open(io.BytesIO(streams[-1])).convert("RGB"))
-        diff = im.astype(np.int16) - decoded
-        assert np.abs(diff).max() < 128
-        residual[i] = diff
-    header = os.path.commonprefix(streams[:2000])
-    header = header[:header.rfind(b"\xff\xda")]  # up to the start-of-scan marker, which every stream has
-    assert all(s.startswith(header) for s in streams)
-    return {"header": header, "lengths": np.array([len(s) - len(header) for s in streams], np.int32),
-            "bodies": b"".join(s[len(header):] for s in streams), "residual": lzma.compress(residual.tobytes()),
-            "shape": x.shape, "sha256": hashlib.sha256(x.tobytes()).hexdigest()}
+def recipe(epochs: int, precision: str, seed: int):
+    """`amc finetune --distill`'s recipe (`amc.finetune.DEFAULT_CONFIG`, distilled with the weight the short
+    fine-tune shares with it) for `epochs`, at `precision`, with data order `seed`."""
+    from amc.finalists import SHORT_FINETUNE
+    from amc.finetune import DEFAULT_CONFIG
 
-
-def unpack_images(p: dict) -> tuple[np.ndarray, bool]:
-    from PIL import Image
-    residual = np.frombuffer(lzma.decompress(p["residual"]), np.int8).reshape(p["shape"])
-    out = np.empty(p["shape"], np.uint8)
-    offset = 0
-    for i, n in enumerate(p["lengths"]):
-        stream = p["header"] + p["bodies"][offset:offset + n]
-        offset += n
-        out[i] = (np.asarray(Image.open(io.BytesIO(stream)).convert("RGB")).astype(np.int16) + residual[i])
-    return out, hashlib.sha256(out.tobytes()).hexdigest() == p["sha256"]
-
-
-def pack_dataset(npz: Path, dest: Path) -> None:
-    import pickle
-    d = np.load(npz)
-    packed = {k: pack_images(d[k]) for k in ("train_x", "test_x")}
-    packed.update(train_y=d["train_y"], test_y=d["test_y"])
-    dest.write_bytes(pickle.dumps(packed))
-
-
-def unpack_dataset(src: Path, npz: Path) -> bool:
-    import pickle
-    packed = pickle.loads(src.read_bytes())
-    arrays, exact = {}, True
-    for k in ("train_x", "test_x"):
-        arrays[k], ok = unpack_images(packed[k])
-        exact &= ok
-    np.savez(npz, train_x=arrays["train_x"], train_y=packed["train_y"], test_x=arrays["test_x"],
-             test_y=packed["test_y"])
-    return exact
+    return replace(DEFAULT_CONFIG, epochs=epochs, precision=precision, seed=seed,
+                   distill_alpha=SHORT_FINETUNE.distill_alpha)
 
 
 # ---- plan (here) ------------------------------------------------------------------------------------------
-def _setup_spec(row: dict, run_dir: Path) -> dict:
-    """What the other machine needs to rebuild this row's scorer: the search's own settings, or peers.py's."""
-    config = json.loads((run_dir / "config.json").read_text())
-    search = config.get("search", config)
-    model = search["model"]
-    if "agent" in search:  # an amc search run
-        return {"model": model, "seed": search["seed"], "bn": search["bn_recalibration"],
-                "calibration_images": search["calibration_images"], "points_per_image": search["points_per_image"]}
-    return {"model": model, "seed": 0, "bn": 2 if row["method"].endswith("+bn") else 0,
-            "calibration_images": 3000, "points_per_image": 10}
+def _setup_spec(method: str, run_dir: Path) -> dict:
+    """What the other machine needs to rebuild a row's scorer, from the settings its config.json records (a
+    search's own, or what peers.py records of its scorer). A peer row written before peers.py recorded its BN
+    batches was recalibrated as its method says, on amc's default batches."""
+    from amc.config import SearchConfig
+    from amc.runs import RunDir
+
+    settings = RunDir(run_dir).settings("planned")
+    config = SearchConfig.from_dict(settings)
+    if "agent" not in settings and "bn_recalibration" not in settings:
+        config = replace(config, bn_recalibration=config.bn_recalibration if METHODS[method].recalibrate else 0)
+    return setup_spec(config)
 
 
-def _distinct(records: list[dict]) -> list[dict]:
-    """Distinct policies by reward; a raced-out candidate by its score on the prefix it was scored on (as the
-    finalist stage ranks them: at harsh budgets racing stops all but the anchor early)."""
-    seen, out = set(), []
-    for r in sorted(records, key=lambda r: -r["reward"]):
-        if tuple(r["keep"]) not in seen:
-            seen.add(tuple(r["keep"]))
-            out.append(r)
-    return out
+def _distinct(run_dir: Path, k: int | None = None) -> list[dict]:
+    """The best `k` (default: all) distinct policies of a search's log by reward; a raced-out candidate by its
+    score on the prefix it was scored on (as the finalist stage ranks them: at harsh budgets racing stops all
+    but the anchor early)."""
+    from amc.finalists import distinct_best
+    from amc.runs import RunDir
+
+    log = RunDir(run_dir).read_episodes()
+    return distinct_best(log, k or len(log))
 
 
 def plan(args: argparse.Namespace) -> None:
@@ -128,11 +111,11 @@ def plan(args: argparse.Namespace) -> None:
     (bundle / "models").mkdir(parents=True, exist_ok=True)
     jobs: dict[str, dict] = {}
 
-    earlier = json.loads(Path(args.keep_jobs).read_text()) if args.keep_jobs else []
+    earlier = read_jobs(args.keep_jobs) if args.keep_jobs else []
     earlier_ids = {job["key"]: job["id"] for job in earlier}
 
     def add(job_id: str, priority: float, **job) -> dict:
-        key = json.dumps([job["setup"], job["keep"], job.get("model_file")])
+        key = job_key(job["setup"], job["keep"], job.get("model_file"))
         job_id = earlier_ids.get(key, job_id)  # the id an earlier call's results know this policy by
         for existing in jobs.values():  # one policy, one job: merge what each use asks of it
             if existing["key"] == key:
@@ -147,18 +130,17 @@ def plan(args: argparse.Namespace) -> None:
         return jobs[job_id]
 
     for order, budget_dir in enumerate(map(Path, args.budgets)):
-        for cache in sorted(budget_dir.glob("*/seed*/peer.json")):
-            row = json.loads(cache.read_text())
-            if "keep" not in row or row["method"] not in FIXED + SEARCHERS + ("tp-magnitude+lsq",):
-                continue  # torch-pruning's best variant stands for it (peers.py, issue 8)
+        for run_dir, row in rows_under(budget_dir):
+            if "keep" not in row or row["method"] not in FIXED + SEARCHERS + (TORCH_PRUNING_BEST,):
+                continue
             if args.methods and row["method"] not in args.methods:
                 continue
-            run_dir, method, seed = cache.parent, row["method"], row["seed"]
-            setup = _setup_spec(row, run_dir)
-            base = dict(setup=setup, keep=row["keep"], heldout_expected=row["heldout_top1"],
-                        macs_ratio=row["macs_ratio"], study=False)
+            method, seed = row["method"], row["seed"]
+            setup = _setup_spec(method, run_dir)
+            base = {"setup": setup, "keep": row["keep"], "heldout_expected": row["heldout_top1"],
+                        "macs_ratio": row["macs_ratio"], "study": False}
             tag = {"budget": budget_dir.name, "method": method, "seed": seed, "role": "row"}
-            if method.startswith("tp-"):
+            if isinstance(METHODS[method], TorchPruning):  # its own channel choice: the model travels as files
                 shutil.copytree(run_dir, bundle / "models" / f"{budget_dir.name}-{method}", dirs_exist_ok=True,
                                 ignore=shutil.ignore_patterns("finetune.pt", "model_finetuned.pt"))
                 base["model_file"] = f"models/{budget_dir.name}-{method}"
@@ -167,9 +149,8 @@ def plan(args: argparse.Namespace) -> None:
                 ft_seeds=args.searcher_ft_seeds if searcher else args.ft_seeds,
                 tags=[tag], **base)
             if (searcher and args.finalists > 1 and method in (args.finalist_methods or SEARCHERS)
-                    and (run_dir / "episodes.jsonl").exists()):
-                log = [json.loads(line) for line in (run_dir / "episodes.jsonl").read_text().splitlines()]
-                for rank, r in enumerate(_distinct(log)[:args.finalists]):
+                    and (run_dir / EPISODES_FILE).exists()):
+                for rank, r in enumerate(_distinct(run_dir, args.finalists)):
                     add(f"{budget_dir.name}/{method}/s{seed}/f{rank}", 10 + order,
                         setup=setup, keep=r["keep"], heldout_expected=None, macs_ratio=r["macs_ratio"],
                         study=True, ft_seeds=[0], tags=[{**tag, "role": "finalist", "rank": rank,
@@ -180,11 +161,9 @@ def plan(args: argparse.Namespace) -> None:
                 add(job["id"], 5, **{k: v for k, v in job.items() if k not in ("id", "key", "priority")})
     for study_dir in map(Path, args.study or []):
         pool = []
-        for config_file in sorted(study_dir.glob("*/seed*/episodes.jsonl")):
-            run_dir = config_file.parent
-            setup = _setup_spec({"method": run_dir.parent.name}, run_dir)
-            for r in _distinct([json.loads(x) for x in config_file.read_text().splitlines()]):
-                pool.append((r, setup, run_dir))
+        for run_dir in sorted(log.parent for log in study_dir.glob(f"*/seed*/{EPISODES_FILE}")):
+            setup = _setup_spec(run_dir.parent.name, run_dir)
+            pool += [(r, setup, run_dir) for r in _distinct(run_dir)]
         pool.sort(key=lambda t: -t[0]["reward"])
         # spread over the whole range of search scores: evenly spaced ranks
         picks = [pool[round(i * (len(pool) - 1) / max(1, args.study_policies - 1))] for i in range(args.study_policies)]
@@ -202,8 +181,8 @@ def plan(args: argparse.Namespace) -> None:
     for name in {j["setup"]["model"] for j in jobs.values()}:
         shutil.copy(Path(args.weights_dir) / f"{name}.pt", bundle / f"{name}.pt")
     ordered = sorted(jobs.values(), key=lambda j: j["priority"])
-    (bundle / "jobs.json").write_text(json.dumps(ordered, indent=1))
-    data = bundle / "data.pkl"
+    write_jobs(bundle, ordered)
+    data = bundle / DATA_FILE
     if not data.exists():
         pack_dataset(Path(args.data), data)
     size = sum(f.stat().st_size for f in bundle.rglob("*") if f.is_file())
@@ -212,23 +191,16 @@ def plan(args: argparse.Namespace) -> None:
 
 
 # ---- run (there) ------------------------------------------------------------------------------------------
-def _setup_key(spec: dict) -> str:
-    return "-".join(f"{k}{spec[k]}" for k in sorted(spec))
-
-
 def _build(args, key: str, jobs: list[dict], npz: str) -> None:
     """One process per scorer setting: rebuild its policies, save them for the trainers."""
     import torch
-    from amc.config import SearchConfig
+
     from amc.export import save_pruned
     from amc.pipeline import prepare
     torch.set_num_threads(args.build_threads)
     spec = jobs[0]["setup"]
-    config = SearchConfig(model=spec["model"], weights=str(Path(args.bundle) / f"{spec['model']}.pt"),
-                          data="cifar10", data_dir=npz, seed=spec["seed"], bn_recalibration=spec["bn"],
-                          calibration_images=spec["calibration_images"], points_per_image=spec["points_per_image"],
-                          threads=args.build_threads)
-    setup = prepare(config)
+    setup = prepare(setup_config(spec, weights=str(Path(args.bundle) / f"{spec['model']}.pt"), data_dir=npz,
+                                 threads=args.build_threads))
     plain = setup.scorer.variant(recalibration=[])
     for job in jobs:
         dest = Path(args.work) / "models" / job["id"].replace("/", "__")
@@ -254,12 +226,13 @@ def _build(args, key: str, jobs: list[dict], npz: str) -> None:
 
 def _train_worker(args, queue, results_path: str, npz: str, exact: bool, curved: set) -> None:
     import torch
+
     from amc import models
     from amc.data import load_dataset
     from amc.evaluate import Evaluator
     from amc.export import load_pruned
     from amc.finalists import SHORT_FINETUNE, ShortFinetune
-    from amc.train import TrainConfig, train
+    from amc.train import train
     torch.set_num_threads(1)
     device = torch.device(args.device)
     dataset = load_dataset("cifar10", npz, seed=0)
@@ -278,8 +251,7 @@ def _train_worker(args, queue, results_path: str, npz: str, exact: bool, curved:
         while not model_dir.exists() and not failed.exists():
             time.sleep(0.2)
         if not model_dir.exists():  # failed (a stale .failed beside a built model is an earlier call's)
-            with open(results_path, "a") as f:
-                f.write(json.dumps({"id": job["id"], "ft_seed": ft_seed, "error": failed.read_text()}) + "\n")
+            append_record(results_path, {"id": job["id"], "ft_seed": ft_seed, "error": failed.read_text()})
             continue
         t0 = time.time()
         model = load_pruned(model_dir)
@@ -299,18 +271,15 @@ def _train_worker(args, queue, results_path: str, npz: str, exact: bool, curved:
                 curve[str(steps)] = heldout.top1(short.model)
             record["short"] = curve
         if ft_seed is None:  # the fine-tunes are done: only the study's curve was missing
-            with open(results_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+            append_record(results_path, record)
             continue
         epochs = EPOCHS.get(name, 3) if args.epochs is None else args.epochs
-        config = TrainConfig(epochs=epochs, lr=0.01, precision=args.precision, seed=ft_seed, distill_alpha=0.5)
         torch.manual_seed(ft_seed)
-        final = train(model, dataset, Path(args.work) / f"ckpt-{os.getpid()}.pt", config, teacher=teacher,
-                      device=device)
+        final = train(model, dataset, Path(args.work) / f"ckpt-{os.getpid()}.pt",
+                      recipe(epochs, args.precision, ft_seed), teacher=teacher, device=device)
         record.update(epochs=epochs, precision=args.precision, test_top1=final["test_top1"],
                       heldout_top1=final["heldout_top1"], seconds=round(time.time() - t0, 1))
-        with open(results_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_record(results_path, record)
         print(json.dumps({k: record[k] for k in ("id", "ft_seed", "heldout_rebuilt", "test_top1", "seconds")}),
               flush=True)
 
@@ -323,20 +292,19 @@ def run(args: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     npz = work / "cifar10_jpeg.npz"
-    exact = unpack_dataset(Path(args.bundle) / "data.pkl", npz)
+    exact = unpack_dataset(Path(args.bundle) / DATA_FILE, npz)
     print(f"data unpacked in {time.time() - t0:.0f}s, bit-identical: {exact}", flush=True)
-    jobs = json.loads((Path(args.bundle) / "jobs.json").read_text())
+    jobs = read_jobs(args.bundle)
     if args.limit:
         jobs = jobs[:args.limit]
-    results = out / "results.jsonl"
-    earlier = [json.loads(line) for f in [results, *map(Path, args.done or [])] if f.exists()
-               for line in f.read_text().splitlines()]
-    done = {(r["id"], r["ft_seed"]) for r in earlier if "test_top1" in r}
+    results = out / RESULTS_FILE
+    earlier = read_records([results, *(args.done or [])])
+    done = set(fine_tunes(earlier))
     curved = {r["id"] for r in earlier if "short" in r}
     ctx = mp.get_context("spawn")
     groups: dict[str, list[dict]] = {}
     for job in jobs:
-        groups.setdefault(_setup_key(job["setup"]), []).append(job)
+        groups.setdefault(setup_key(job["setup"]), []).append(job)
     builders = [ctx.Process(target=_build, args=(args, key, group, str(npz))) for key, group in groups.items()]
     for p in builders:
         p.start()
@@ -361,6 +329,8 @@ def run(args: argparse.Namespace) -> None:
 
 # ---- collect (here) ----------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> None:
+    from amc.evaluate import PRECISIONS
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("plan")
@@ -375,8 +345,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--methods", nargs="*", help="only these methods' rows (default: every method)")
     p.add_argument("--ft-seeds", type=int, nargs="+", default=[0, 1], help="fine-tune seeds of fixed rows")
     p.add_argument("--searcher-ft-seeds", type=int, nargs="+", default=[0], help="fine-tune seeds of searchers' rows")
-    p.add_argument("--data", default="../shared/data/cifar10-jpeg/cifar10_jpeg.npz")
-    p.add_argument("--weights-dir", default="../shared/data/pretrained/cifar10jpeg")
+    p.add_argument("--data", default=SHARED_DATA)
+    p.add_argument("--weights-dir", default=SHARED_WEIGHTS)
     p.add_argument("--bundle", default=".gpu")
     r = sub.add_parser("run")
     r.add_argument("--bundle", default=".gpu")
@@ -387,7 +357,7 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--build-threads", type=int, default=2)
     r.add_argument("--epochs", type=int, help="override the per-model fine-tune epochs (a smoke test)")
     r.add_argument("--limit", type=int, help="only the first N policies (a smoke test)")
-    r.add_argument("--precision", default="bf16", choices=["bf16", "fp32"],
+    r.add_argument("--precision", default=PRECISION, choices=PRECISIONS,
                    help="fine-tune autocast precision: bf16 is the recipe; fp32 where the CPU has no fast bf16 "
                         "(an AVX2-only CPU ran a bf16 step about 9x slower than fp32)")
     r.add_argument("--done", nargs="*", help="results.jsonl files of earlier calls: what they hold is skipped")
@@ -404,7 +374,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "run":
         run(args)
     else:
-        from finetune_grid_report import collect  # noqa: PLC0415 - the tables live beside this file
+        from finetune_grid_report import collect  # the tables live beside this file
         collect(args)
 
 

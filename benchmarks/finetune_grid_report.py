@@ -4,17 +4,19 @@ finalist stage replayed on every search's top candidates, and where DDPG's best 
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from pathlib import Path
 
+from common import mean_std, pyplot, save_figure
+from grid_files import fine_tunes, read_jobs, read_records
+from peer_methods import TORCH_PRUNING_BEST, FixedPolicy, Search, names
+from peer_rows import rows_under
 from scipy.stats import kendalltau
 
-FIXED = ("uniform+bn", "shallower-more+bn", "deeper-more+bn", "knapsack+bn")
-CHEAP = FIXED + ("tp-magnitude+lsq",)
-SEARCHERS = ("ddpg+bn", "tpe+bn", "ddpg+bn-knapsack", "ddpg+bn-logit", "ddpg+bn-shallower", "ddpg+bn-budget",
-             "ddpg+bn-shallower-budget")
+FIXED = names(FixedPolicy, recalibrate=True)
+CHEAP = FIXED + (TORCH_PRUNING_BEST,)
+SEARCHERS = names(Search, recalibrate=True)
 
 
 def _budget(name: str) -> tuple[str, float]:
@@ -23,24 +25,10 @@ def _budget(name: str) -> tuple[str, float]:
     return f"resnet{net[1:]}", float(ratio[1:])
 
 
-def _fmt(values: list[float]) -> str:
-    if not values:
-        return "-"
-    mean = 100 * statistics.mean(values)
-    return f"{mean:.2f} ± {100 * statistics.stdev(values):.2f}" if len(values) > 1 else f"{mean:.2f}"
-
-
 def load(bundle: Path, result_files: list[str]) -> tuple[list[dict], dict]:
-    jobs = json.loads((bundle / "jobs.json").read_text())
-    results: dict[tuple[str, int], dict] = {}
-    curves: dict[str, dict] = {}
-    for path in result_files:
-        for line in Path(path).read_text().splitlines():
-            r = json.loads(line)
-            if "short" in r:  # a study curve: from a fine-tune's record or a curve-only one
-                curves[r["id"]] = r
-            if "test_top1" in r:
-                results[(r["id"], r["ft_seed"])] = r
+    jobs, records = read_jobs(bundle), read_records(result_files)
+    results = fine_tunes(records)
+    curves = {r["id"]: r for r in records if "short" in r}  # a study curve: from a fine-tune's record or its own
     for (job_id, _), r in results.items():  # each fine-tune record sees its policy's curve
         if job_id in curves:
             r.update({k: curves[job_id][k] for k in ("short", "heldout_nobn") if k in curves[job_id]})
@@ -104,17 +92,17 @@ def methods_table(rows: list[dict], finalist_rows: dict[str, list[float]], peers
                  if t is not None]
         seconds = [peers.get((r["budget"], method, r["seed"]), {}).get("search_seconds") for r in rs]
         seconds = [s for s in seconds if s is not None]
-        lines.append(f"| {method} | {len(rs)} | {_fmt([r['heldout'] for r in rs])} | **{_fmt(tests)}** | "
+        lines.append(f"| {method} | {len(rs)} | {mean_std([r['heldout'] for r in rs])} | **{mean_std(tests)}** | "
                      f"{len(tests)} | {statistics.mean(r['macs_ratio'] for r in rs):.3f} | "
                      f"{statistics.mean(seconds):.0f} s |" if seconds else " - |")
     for name, tests in finalist_rows.items():
-        lines.append(f"| {name} | {len(tests)} | - | **{_fmt(tests)}** | {len(tests)} | - | - |")
+        lines.append(f"| {name} | {len(tests)} | - | **{mean_std(tests)}** | {len(tests)} | - | - |")
     return lines
 
 
 def spread_table(by_budget: dict[str, list[dict]]) -> list[str]:
-    lines = ["| budget | best fixed (FT seed 0 / 1) | worst fixed | best - worst, seed 0 / 1 | FT seed noise "
-             "(mean abs. seed 0 - seed 1) |", "| --- | --- | --- | --- | --- |"]
+    lines = [("| budget | best fixed (FT seed 0 / 1) | worst fixed | best - worst, seed 0 / 1 | FT seed noise "
+             "(mean abs. seed 0 - seed 1) |"), "| --- | --- | --- | --- | --- |"]
     for budget, rows in sorted(by_budget.items()):
         fixed = [r for r in rows if r["method"] in FIXED and 0 in r["tests"] and 1 in r["tests"]]
         if len(fixed) < 2:
@@ -142,8 +130,8 @@ def study_table(jobs: list[dict], results: dict, budget: str) -> list[str]:
                        "search": tag.get("search_score"), **{f"s{k}": v for k, v in r["short"].items()}})
     if len(points) < 5:
         return [f"(only {len(points)} policies with a study curve at {budget})"]
-    lines = [f"{len(points)} policies at {budget}; Kendall tau of each score with test top-1 after the full "
-             "fine-tune (seed 0):", "", "| score | Kendall tau | p |", "| --- | --- | --- |"]
+    lines = [(f"{len(points)} policies at {budget}; Kendall tau of each score with test top-1 after the full "
+             "fine-tune (seed 0):"), "", "| score | Kendall tau | p |", "| --- | --- | --- |"]
     names = [("nobn", "held-out, no FT, no BN recalibration"), ("bn", "held-out, no FT, BN recalibrated (fp32)"),
              ("search", "the search's own score (bf16)")]
     names += [(k, f"held-out after {k[1:]} short-FT steps") for k in points[0] if k.startswith("s") and
@@ -159,31 +147,37 @@ def study_table(jobs: list[dict], results: dict, budget: str) -> list[str]:
 def phase_table(root: Path = Path("runs/bench")) -> list[str]:
     """Where each DDPG search's best candidate came from: its anchor (episode 0), the warm-up around it, or
     the learned phase; and the best reward of each phase (fully scored candidates)."""
-    lines = ["| budget | method | seed | warm-up episodes | best episode | from | best reward: anchor / warm-up / "
-             "learned | last decision at the lower bound: warm-up / learned |",
+    lines = [("| budget | method | seed | warm-up episodes | best episode | from | best reward: anchor / warm-up / "
+             "learned | last decision at the lower bound: warm-up / learned |"),
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for log_file in sorted(root.glob("budgets-*/ddpg*/seed*/episodes.jsonl")):
-        run = log_file.parent
-        config = json.loads((run / "config.json").read_text())["search"]
-        if not (run / "summary.json").exists():
+    from amc.config import SearchConfig
+    from amc.run_names import EPISODES_FILE
+    from amc.runs import RunDir
+
+    for log_file in sorted(root.glob(f"budgets-*/ddpg*/seed*/{EPISODES_FILE}")):
+        run = RunDir(log_file.parent)
+        if not run.has_summary():
             continue
-        warmup = config["warmup"] if config["warmup"] is not None else min(100, config["episodes"] // 4)
-        log = [json.loads(x) for x in log_file.read_text().splitlines()]
+        config = SearchConfig.from_dict(run.settings("tabulated"))
+        warmup = config.warmup_episodes
+        log, summary = run.read_episodes(), run.read_summary()
         full = max(r.get("scored_images", 0) for r in log)
-        best = json.loads((run / "summary.json").read_text()).get("finalists", {}).get("search_best_episode")
+        best = (summary.finalists or {}).get("search_best_episode")
         if best is None:
-            best = json.loads((run / "summary.json").read_text())["best_episode"]
+            best = summary.best_episode
         phase = "anchor" if best == 0 else "warm-up" if best < warmup else "learned"
 
-        def top(rs: list[dict]) -> str:
+        def top(rs: list[dict], full: int = full) -> str:
             rs = [r["reward"] for r in rs if r.get("scored_images", full) >= full]
             return f"{100 * max(rs):.2f}" if rs else "-"
 
-        def at_bound(rs: list[dict]) -> str:  # the budget's clipping starving the last decision (issue 17)
-            lowest = config["lbound"] + 1 / 64 + 1e-9  # within one channel of the bound at 64 channels
+        # the budget's clipping starving the last decision
+        def at_bound(rs: list[dict], lbound: float = config.lbound) -> str:
+            lowest = lbound + 1 / 64 + 1e-9  # within one channel of the bound at 64 channels
             return f"{100 * statistics.mean(r['ratios'][-1] <= lowest for r in rs):.0f}%" if rs else "-"
 
-        lines.append(f"| {run.parent.parent.name} | {run.parent.name} | {run.name[4:]} | {warmup} | {best} | "
+        path = run.path
+        lines.append(f"| {path.parent.parent.name} | {path.parent.name} | {path.name[4:]} | {warmup} | {best} | "
                      f"**{phase}** | {top(log[:1])} / {top(log[1:warmup])} / {top(log[warmup:])} | "
                      f"{at_bound(log[1:warmup])} / {at_bound(log[warmup:])} |")
     return lines
@@ -216,18 +210,15 @@ def collect(args) -> None:
     jobs, results = load(bundle, args.results)
     by_budget = rows_by_budget(jobs, results)
     finalist_runs = finalists_by_run(jobs, results)
-    peers = {}
-    for budget in by_budget:
-        for f in Path("runs/bench", budget).glob("*/seed*/peer.json"):
-            row = json.loads(f.read_text())
-            peers[(budget, row["method"], row["seed"])] = row
+    peers = {(budget, row["method"], row["seed"]): row for budget in by_budget
+             for _, row in rows_under(Path("runs/bench", budget))}
     for budget, rows in by_budget.items():  # a row merged into a finalist's job: its figure from peer.json
         for r in rows:
             if r["heldout"] is None:
                 r["heldout"] = peers[(budget, r["method"], r["seed"])]["heldout_top1"]
-    text = [f"{len(results)} fine-tunes from {len(jobs)} policies; devices: "
+    text = [(f"{len(results)} fine-tunes from {len(jobs)} policies; devices: "
             f"{sorted({r.get('gpu') or r['device'] for r in results.values()})}; data bit-identical: "
-            f"{sorted({r['data_exact'] for r in results.values()})}"]
+            f"{sorted({r['data_exact'] for r in results.values()})}")]
     drift = [abs(r["heldout_rebuilt"] - j["heldout_expected"]) for j in jobs for s in j["ft_seeds"]
              if (r := results.get((j["id"], s))) and j["heldout_expected"] is not None]
     if drift:
@@ -256,9 +247,7 @@ def collect(args) -> None:
 
 
 def plot(by_budget: dict[str, list[dict]], path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, net in zip(axes, ("resnet20", "resnet56")):
         lines: dict[str, list[tuple[float, float, float]]] = {}
@@ -284,5 +273,4 @@ def plot(by_budget: dict[str, list[dict]], path: Path) -> None:
         ax.grid(alpha=0.3)
         if lines:
             ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)

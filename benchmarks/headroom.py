@@ -3,7 +3,7 @@
 At 20% of ResNet-20's MACs (CIFAR-10 JPEG, lbound 0.1) the cheap allocators (uniform, the "prune shallower layers
 more" ramp that DDPG is anchored at, the knapsack) tie after fine-tuning, and no search beat them (issue 17 in
 benchmarks/RESULTS.md). Here >= 100 distinct per-layer policies that meet the budget exactly (played through
-the environment's rounding and clipping, as an agent's answers are) are drawn around the ramp, around the
+the budget's rounding and clipping, as an agent's answers are) are drawn around the ramp, around the
 knapsack and broadly, scored without fine-tuning, fine-tuned by `finetune_grid.py` with its standard recipe,
 and the distribution of test top-1 is set against the allocators'. Three steps:
 
@@ -20,11 +20,11 @@ and the distribution of test top-1 is set against the allocators'. Three steps:
     python benchmarks/headroom.py report --policies benchmarks/results/issue30_headroom_r20_policies.json \\
         --results /tmp/headroom/out/results.jsonl
 
-Families (each policy is stepped through the environment, so the budget's clipping has the last word):
+Families (each policy is played through the budget as an agent's answers are, so its clipping has the last word):
 - the cheap allocators: `uniform`, `shallower` (the ramp, DDPG's default anchor), `deeper` (the reverse ramp) and
   `knapsack` (amc's allocator), fine-tuned with three seeds each;
 - `near-shallower`, `near-knapsack`: the anchor's ratios each multiplied by exp(N(0, sigma)), sigma cycling over
-  SIGMAS, then shifted onto the budget by `CompressionEnv.fit_to_budget` (the policy's shape kept);
+  SIGMAS, then shifted onto the budget by `Budget.fit_to_budget` (the policy's shape kept);
 - `ddpg-shallower`, `ddpg-knapsack`: DDPG's own budget warm-up episodes anchored there (`make_agent("ddpg", ...)`,
   its default `anchor_sigma`, logit noise, `fit_to_budget`), as a search explores. They are not near the anchor:
   a decision the anchor holds at the lower bound (the ramp's first four) gets a logit spread of hundreds
@@ -33,28 +33,36 @@ Families (each policy is stepped through the environment, so the budget's clippi
 - `broad`: per stage a random level and a random tilt over depth (plus a little per-decision noise) in the logit
   of the ratio's position in [lbound, 1], then `fit_to_budget`: random shares per stage, different depth profiles.
 Sampled policies are fine-tuned with one seed; `bundle --confirm-top K` adds seeds 1 and 2 to the best K so far.
+The report is `headroom_report.py`'s.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
-import statistics
+import shutil
 import time
 from pathlib import Path
 
 import numpy as np
+from common import SHARED_DATA, SHARED_WEIGHTS, fixed_ratios
+from grid_files import (
+    DATA_FILE,
+    fine_tunes,
+    job_key,
+    pack_dataset,
+    read_records,
+    setup_spec,
+    write_jobs,
+)
 
 NAME = "headroom-r20-r0.2"  # job ids are NAME/family[/index]
-CHEAP = ("uniform", "shallower", "deeper", "knapsack")
+CHEAP = ("uniform", "shallower", "deeper", "knapsack")  # amc's anchors (`amc.agents.ANCHORS`)
 SAMPLED = {"near-shallower": 20, "ddpg-shallower": 10, "near-knapsack": 20, "ddpg-knapsack": 10, "broad": 40}
 GROUPS = {"near-shallower": "around the ramp", "ddpg-shallower": "around the ramp",
           "near-knapsack": "around the knapsack", "ddpg-knapsack": "around the knapsack", "broad": "broad"}
 SIGMAS = (0.15, 0.3, 0.45)  # log-ratio noise of the near-* families, cycled
 CHEAP_FT_SEEDS, SAMPLED_FT_SEEDS = [0, 1, 2], [0]
-DATA = "../shared/data/cifar10-jpeg/cifar10_jpeg.npz"
-WEIGHTS_DIR = "../shared/data/pretrained/cifar10jpeg"
 
 
 # ---- sample (here) ----------------------------------------------------------------------------------------
@@ -64,17 +72,14 @@ def _stage(layer_name: str) -> str:
 
 
 class Sampler:
-    """The environment at the budget and the draws of every family; `distinct` refuses a policy seen before."""
+    """The draws of every family at one budget (the environment `env` walks it); `distinct` refuses a policy
+    seen before."""
 
-    def __init__(self, env, seed: int, spread: float):
-        self.env, self.seed, self.spread = env, seed, abs(spread)
-        self.lbound = env.config.lbound
+    def __init__(self, env, seed: int):
+        self.env, self.budget, self.seed = env, env.budget, seed
+        self.lbound = self.budget.config.lbound
         self.stages = [_stage(d.consumer) for d in env.decisions]
         self.seen: set[tuple[int, ...]] = set()
-
-    def play(self, ratios) -> list[int]:
-        from amc.baselines import play
-        return play(self.env, ratios)
 
     def distinct(self, keep: list[int]) -> bool:
         if tuple(keep) in self.seen:
@@ -82,15 +87,8 @@ class Sampler:
         self.seen.add(tuple(keep))
         return True
 
-    def cheap(self, name: str, knapsack_ratios) -> list[int]:
-        env = self.env
-        if name == "knapsack":
-            ratios = knapsack_ratios
-        elif name == "uniform":
-            ratios = [env.uniform_ratio()] * len(env.channels)
-        else:
-            ratios = env.ramp_ratios(-self.spread if name == "shallower" else self.spread)
-        keep = self.play(ratios)
+    def cheap(self, ratios: list[float]) -> list[int]:
+        keep = self.budget.play(ratios)
         self.distinct(keep)
         return keep
 
@@ -102,7 +100,7 @@ class Sampler:
             sigma = SIGMAS[tries % len(SIGMAS)]
             tries += 1
             drawn = np.clip(np.asarray(anchor) * np.exp(rng.normal(0.0, sigma, len(anchor))), self.lbound, 1.0)
-            keep = self.play(self.env.fit_to_budget(drawn.tolist()))
+            keep = self.budget.play(self.budget.fit_to_budget(drawn.tolist()))
             if self.distinct(keep):
                 out.append((keep, {"sigma": sigma, "draw": tries - 1}))
         return out
@@ -110,19 +108,15 @@ class Sampler:
     def ddpg(self, anchor, count: int) -> list[tuple[list[int], dict]]:
         """DDPG's budget warm-up episodes around `anchor`, as `amc search` plays them (episode 0 is the anchor)."""
         from amc.agents import make_agent
-        env = self.env
-        agent = make_agent("ddpg", env, self.seed, anchor=anchor, warmup_episodes=10**6)
+        from amc.rollout import run_episode
+        agent = make_agent("ddpg", self.budget, self.seed, anchor=anchor, warmup_episodes=10**6)
         out, episode = [], 0
         while len(out) < count and episode < 100 * count:
             episode += 1
-            agent.begin_episode(episode)
-            obs, _ = env.reset()
-            with env.deferred_scoring():
-                done = False
-                while not done:
-                    obs, _, done, _, info = env.step(np.array([agent.act(obs)], dtype=np.float32))
-            if self.distinct(info["keep_counts"]):
-                out.append((list(info["keep_counts"]), {"episode": episode, "anchor_sigma": agent.config.anchor_sigma}))
+            with self.env.deferred_scoring():
+                record, _, _ = run_episode(self.env, agent, episode)
+            if self.distinct(record["keep"]):
+                out.append((list(record["keep"]), {"episode": episode, "anchor_sigma": agent.config.anchor_sigma}))
         return out
 
     def broad(self, count: int) -> list[tuple[list[int], dict]]:
@@ -142,7 +136,7 @@ class Sampler:
                 logits[index] = level + tilt * depth
             logits += rng.normal(0.0, 0.25, len(logits))
             ratios = self.lbound + (1 - self.lbound) / (1 + np.exp(-logits))
-            keep = self.play(self.env.fit_to_budget(ratios.tolist()))
+            keep = self.budget.play(self.budget.fit_to_budget(ratios.tolist()))
             if self.distinct(keep):
                 out.append((keep, {"levels": np.round(levels, 3).tolist(), "tilts": np.round(tilts, 3).tolist(),
                                    "draw": tries - 1}))
@@ -172,30 +166,29 @@ def _stage_shares(setup, keep: list[int], pruned) -> tuple[dict, dict]:
 
 def sample(args: argparse.Namespace) -> None:
     import torch
-    from amc.agents.knapsack import knapsack_ratios
+
+    from amc.agents import RAMP_SPREAD
     from amc.config import SearchConfig
     from amc.pipeline import prepare
     from amc.search import build_env
     torch.set_num_threads(1)
     t_start = time.perf_counter()
-    # the scorer finetune_grid.py rebuilds (the setup of peers.py's +bn rows): seed 0, 3000 calibration images,
-    # 10 points each, BN recalibrated on 2 batches of 100
-    spec = {"model": args.model, "seed": args.seed, "bn": 2, "calibration_images": 3000, "points_per_image": 10}
+    args.ramp_spread = RAMP_SPREAD if args.ramp_spread is None else args.ramp_spread
+    # the scorer finetune_grid.py rebuilds, that of peers.py's +bn rows: amc search's calibration images and BN
+    # recalibration (its defaults), calibrated by --seed
     config = SearchConfig(model=args.model, weights=str(Path(args.weights_dir) / f"{args.model}.pt"), data="cifar10",
-                          data_dir=args.data, ratio=args.ratio, lbound=args.lbound, seed=spec["seed"],
-                          bn_recalibration=spec["bn"], calibration_images=spec["calibration_images"],
-                          points_per_image=spec["points_per_image"], threads=1)
+                          data_dir=args.data, ratio=args.ratio, lbound=args.lbound, seed=args.seed, threads=1)
+    spec = setup_spec(config)
     setup = prepare(config)
     env, _ = build_env(setup, config)  # scores with BN recalibration (the knapsack's sensitivity uses it)
-    sampler = Sampler(env, args.seed, args.ramp_spread)
+    sampler = Sampler(env, args.seed)
     t_setup = time.perf_counter()
-    knapsack = knapsack_ratios(env)
-    t_knapsack = time.perf_counter()
+    anchors = {name: fixed_ratios(env.budget, name, args.ramp_spread, setup.scorer) for name in CHEAP}
+    t_knapsack = time.perf_counter()  # the knapsack's sensitivities: the rest is instant
 
     drawn: list[tuple[str, str, list[int], dict]] = []  # (id, family, keep, draw)
     for name in CHEAP:
-        drawn.append((f"{NAME}/{name}", name, sampler.cheap(name, knapsack), {}))
-    anchors = {"shallower": env.ramp_ratios(-abs(args.ramp_spread)), "knapsack": knapsack}
+        drawn.append((f"{NAME}/{name}", name, sampler.cheap(anchors[name]), {}))
     for family, count in SAMPLED.items():
         count = round(count * args.scale)
         kind, _, anchor = family.partition("-")
@@ -210,8 +203,8 @@ def sample(args: argparse.Namespace) -> None:
     evaluator = setup.scorer.evaluator  # fp32, the whole held-out split
     policies = []
     for n, (job_id, family, keep, draw) in enumerate(drawn):
-        summary = env.summarize(keep)
-        if summary["macs"] > env.budget + 1e-6:
+        summary = env.budget.summarize(keep)
+        if summary["macs"] > env.budget.limit + 1e-6:
             raise AssertionError(f"{job_id} breaks the budget: {summary['macs_ratio']:.4f}")
         pruned = setup.scorer.build(keep)
         stage_params, stage_macs = _stage_shares(setup, keep, pruned)
@@ -241,19 +234,13 @@ def sample(args: argparse.Namespace) -> None:
     print(f"{len(policies)} policies -> {out}; seconds: {meta['seconds']}")
 
 
+def read_policies(path: str | Path) -> tuple[dict, list[dict]]:
+    """The (meta, policies) of a file `sample` wrote."""
+    data = json.loads(Path(path).read_text())
+    return data["meta"], data["policies"]
+
+
 # ---- bundle (here) ----------------------------------------------------------------------------------------
-def _load_results(files: list[str]) -> dict[tuple[str, int], dict]:
-    """Fine-tune records of finetune_grid.py by (id, fine-tune seed); a later file's record of a pair wins."""
-    results = {}
-    for path in files:
-        if Path(path).exists():
-            for line in Path(path).read_text().splitlines():
-                r = json.loads(line)
-                if "test_top1" in r:
-                    results[(r["id"], r["ft_seed"])] = r
-    return results
-
-
 def _mixed_order(policies: list[dict]) -> list[dict]:
     """Sampled policies interleaved by family in proportion to its size, so that any prefix mixes the families."""
     position = {}
@@ -265,13 +252,10 @@ def _mixed_order(policies: list[dict]) -> list[dict]:
 
 
 def bundle(args: argparse.Namespace) -> None:
-    import shutil
-    from finetune_grid import pack_dataset  # noqa: PLC0415 - the bundle format lives beside this file
-    data = json.loads(Path(args.policies).read_text())
-    meta, policies = data["meta"], data["policies"]
+    meta, policies = read_policies(args.policies)
     confirm: set[str] = set()
     if args.confirm_top:
-        results = _load_results(args.results or [])
+        results = fine_tunes(read_records(args.results or []))
         scored = [p for p in policies if p["family"] in SAMPLED and (p["id"], 0) in results]
         scored.sort(key=lambda p: -results[(p["id"], 0)]["test_top1"])
         confirm = {p["id"] for p in scored[:args.confirm_top]}
@@ -283,212 +267,21 @@ def bundle(args: argparse.Namespace) -> None:
                             (10, [p for p in _mixed_order(policies) if p["id"] not in confirm])):
         for p in group:
             seeds = CHEAP_FT_SEEDS if p["family"] in CHEAP or p["id"] in confirm else SAMPLED_FT_SEEDS
-            jobs.append({"id": p["id"], "key": json.dumps([meta["setup"], p["keep"], None]), "priority": priority,
+            jobs.append({"id": p["id"], "key": job_key(meta["setup"], p["keep"]), "priority": priority,
                          "setup": meta["setup"], "keep": p["keep"], "heldout_expected": p["heldout_bn"],
                          "macs_ratio": p["macs_ratio"], "study": args.curves, "ft_seeds": seeds,
                          "tags": [{"budget": NAME, "method": p["family"], "role": "headroom"}]})
     out = Path(args.bundle)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "jobs.json").write_text(json.dumps(jobs, indent=1))
+    write_jobs(out, jobs)
     weights = out / f"{meta['model']}.pt"
     if not weights.exists():
         shutil.copy(Path(meta["weights_dir"]) / f"{meta['model']}.pt", weights)
-    if not (out / "data.pkl").exists():
+    if not (out / DATA_FILE).exists():
         t0 = time.time()
-        pack_dataset(Path(meta["data"]), out / "data.pkl")
+        pack_dataset(Path(meta["data"]), out / DATA_FILE)
         print(f"data packed in {time.time() - t0:.0f}s")
     print(f"{len(jobs)} policies, {sum(len(j['ft_seeds']) for j in jobs)} fine-tunes "
           f"({len(confirm)} confirmed with 3 seeds) -> {out}")
-
-
-# ---- report (here; numpy, scipy and matplotlib only) ----------------------------------------------------------
-def _mean_std(values: list[float]) -> str:
-    if not values:
-        return "-"
-    mean = 100 * statistics.mean(values)
-    return f"{mean:.2f} ± {100 * statistics.stdev(values):.2f}" if len(values) > 1 else f"{mean:.2f}"
-
-
-def _expected_max(n: int) -> float:
-    """Expected maximum of n standard normal draws (Blom's approximation)."""
-    return statistics.NormalDist().inv_cdf((n - 0.375) / (n + 0.25)) if n > 1 else 0.0
-
-
-def report(args: argparse.Namespace) -> None:
-    from scipy.stats import kendalltau
-    data = json.loads(Path(args.policies).read_text())
-    policies = data["policies"]
-    results = _load_results(args.results)
-    errors = sum(1 for path in args.results if Path(path).exists()
-                 for line in Path(path).read_text().splitlines() if '"error"' in line)
-    for p in policies:
-        p["tests"] = {s: results[(p["id"], s)]["test_top1"] for s in (0, 1, 2) if (p["id"], s) in results}
-        p["rebuilt"] = results[(p["id"], 0)].get("heldout_rebuilt") if (p["id"], 0) in results else None
-    counts = {k: sum(r.get("precision", "bf16") == k for r in results.values()) for k in ("bf16", "fp32")}
-    seconds = [r["seconds"] for r in results.values() if "seconds" in r]
-    done = [p for p in policies if 0 in p["tests"]]
-    sampled = [p for p in done if p["family"] in SAMPLED]
-    cheap = {p["family"]: p for p in policies if p["family"] in CHEAP}
-    lines = [f"# Headroom at {100 * data['meta']['ratio']:g}% MACs, {data['meta']['model']} "
-             f"(lbound {data['meta']['lbound']:g})", "",
-             f"Fine-tuned with seed 0: **{len(done)} of {len(policies)} policies** ({len(sampled)} sampled of "
-             f"{sum(p['family'] in SAMPLED for p in policies)}); {len(results)} fine-tunes, {errors} failed; "
-             f"precision {', '.join(f'{k}: {n}' for k, n in counts.items() if n) or '-'}"
-             + (f"; {statistics.median(seconds) / 60:.1f} min per fine-tune (median)" if seconds else "") + ".", ""]
-    if len([n for n in counts.values() if n]) > 1:
-        lines += ["**Mixed precisions**: compare fine-tunes of one precision only.", ""]
-
-    # the allocators, with their seed spread
-    lines += ["| allocator | test top-1 after FT (seeds) | FT seeds | held-out, no FT | held-out, no FT, no BN recal. "
-              "| params kept | keep counts |", "| --- | --- | --- | --- | --- | --- | --- |"]
-    seed_stds = []
-    for name, p in cheap.items():
-        tests = [p["tests"][s] for s in sorted(p["tests"])]
-        if len(tests) > 1:
-            seed_stds.append(statistics.stdev(tests))
-        lines.append(f"| {name} | {_mean_std(tests)} | {len(tests)} | {100 * p['heldout_bn']:.2f} | "
-                     f"{100 * p['heldout_nobn']:.2f} | {p['params_ratio']:.3f} | {' '.join(map(str, p['keep']))} |")
-    seed_std = statistics.mean(seed_stds) if seed_stds else None
-    lines.append("")
-
-    # the best sampled policy against each allocator
-    if sampled:
-        best = max(sampled, key=lambda p: p["tests"][0])
-        tests = np.array([p["tests"][0] for p in sampled])
-        lines += [f"Sampled policies (seed 0): n = {len(sampled)}, median {100 * np.median(tests):.2f}, "
-                  f"90th percentile {100 * np.percentile(tests, 90):.2f}, best {100 * best['tests'][0]:.2f} "
-                  f"(`{best['id']}`, keep {' '.join(map(str, best['keep']))}, params {best['params_ratio']:.3f}).", "",
-                  "| against | allocator (mean over its seeds) | best sampled - allocator | seed std of the allocator "
-                  "| sampled >= allocator + 0.5 |", "| --- | --- | --- | --- | --- |"]
-        for name in ("shallower", "knapsack", "uniform", "deeper"):
-            if name in cheap and cheap[name]["tests"]:
-                ref = list(cheap[name]["tests"].values())
-                mean = statistics.mean(ref)
-                std = f"{100 * statistics.stdev(ref):.2f}" if len(ref) > 1 else "-"
-                lines.append(f"| {name} | {100 * mean:.2f} | **{100 * (best['tests'][0] - mean):+.2f}** | {std} | "
-                             f"{int((tests >= mean + 0.005).sum())} of {len(tests)} |")
-        if seed_std is not None:
-            lines += ["", f"Selection bias: with a fine-tune seed std of {100 * seed_std:.2f} (mean over the "
-                      f"allocators), the best of {len(sampled)} single-seed fine-tunes of equally good policies "
-                      f"would lie about {100 * seed_std * _expected_max(len(sampled)):.2f} above their mean; a "
-                      "margin of that size needs `bundle --confirm-top K` (seeds 1 and 2) before it counts."]
-        confirmed = [p for p in sampled if len(p["tests"]) > 1]
-        if confirmed:
-            lines += ["", "| confirmed policy | family | seed 0 | all seeds |", "| --- | --- | --- | --- |"]
-            for p in sorted(confirmed, key=lambda p: -statistics.mean(p["tests"].values())):
-                lines.append(f"| `{p['id']}` | {p['family']} | {100 * p['tests'][0]:.2f} | "
-                             f"{_mean_std(list(p['tests'].values()))} |")
-        lines.append("")
-
-        # by family
-        lines += ["| family | n | test top-1, seed 0: mean ± std | best | held-out, no FT (mean) "
-                  "| params kept (mean) |", "| --- | --- | --- | --- | --- | --- |"]
-        for family in SAMPLED:
-            members = [p for p in sampled if p["family"] == family]
-            if members:
-                lines.append(f"| {family} | {len(members)} | {_mean_std([p['tests'][0] for p in members])} | "
-                             f"{100 * max(p['tests'][0] for p in members):.2f} | "
-                             f"{100 * statistics.mean(p['heldout_bn'] for p in members):.2f} | "
-                             f"{statistics.mean(p['params_ratio'] for p in members):.3f} |")
-        lines.append("")
-
-    # what the top decile shares (every policy, ranked by its seed-0 fine-tune)
-    if len(done) >= 10:
-        ranked = sorted(done, key=lambda p: -p["tests"][0])
-        top, rest = ranked[:max(1, len(ranked) // 10)], ranked[max(1, len(ranked) // 10):]
-        stages = list(done[0]["stage_params"])
-
-        def row(label: str, ps: list[dict]) -> str:
-            keep = np.mean([p["keep"] for p in ps], axis=0)
-            return (f"| {label} | {len(ps)} | {100 * statistics.mean(p['tests'][0] for p in ps):.2f} | "
-                    + " | ".join(f"{statistics.mean(p['stage_params'][s] for p in ps):.3f}" for s in stages)
-                    + f" | {statistics.mean(p['params_ratio'] for p in ps):.3f} | "
-                    f"{100 * statistics.mean(p['heldout_bn'] for p in ps):.2f} | "
-                    f"{100 * statistics.mean(p['heldout_nobn'] for p in ps):.2f} | "
-                    f"{' '.join(f'{k:.1f}' for k in keep)} |")
-
-        lines += ["The top decile by test top-1 (seed 0) against the rest: parameters kept per stage (share of the "
-                  "stage), scores without fine-tuning, mean keep counts.", "",
-                  "| policies | n | test top-1 | " + " | ".join(f"params {s}" for s in stages)
-                  + " | params | held-out | held-out, no BN recal. | keep counts |",
-                  "|" + " --- |" * (7 + len(stages)), row("top decile", top), row("the rest", rest)]
-        if "shallower" in cheap and 0 in cheap["shallower"]["tests"]:
-            lines.append(row("the ramp", [cheap["shallower"]]))
-        lines += ["", "Top decile: " + ", ".join(f"`{p['id'].removeprefix(NAME + '/')}`" for p in top), ""]
-
-    # which cheap score ranks the fine-tuned policies
-    if len(done) >= 5:
-        scores = {"held-out, BN recalibrated": lambda p: p["heldout_bn"],
-                  "held-out, no BN recalibration": lambda p: p["heldout_nobn"],
-                  "params kept": lambda p: p["params_ratio"]}
-        scores.update({f"params kept in {s}": (lambda p, s=s: p["stage_params"][s]) for s in done[0]["stage_params"]})
-        subsets = [("all", done)] + [(g, [p for p in done if p["group"] == g]) for g in dict.fromkeys(GROUPS.values())]
-        subsets = [(label, ps) for label, ps in subsets if len(ps) >= 5]
-        lines += ["Kendall tau (p) of each score without fine-tuning against test top-1 after it (seed 0):", "",
-                  "| score | " + " | ".join(f"{label} (n={len(ps)})" for label, ps in subsets) + " |",
-                  "|" + " --- |" * (1 + len(subsets))]
-        for label, score in scores.items():
-            cells = []
-            for _, ps in subsets:
-                tau, p_value = kendalltau([score(p) for p in ps], [p["tests"][0] for p in ps])
-                cells.append(f"{tau:.2f} ({p_value:.0e})" if not math.isnan(tau) else "-")
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
-        gaps = [abs(p["rebuilt"] - p["heldout_bn"]) for p in done if p["rebuilt"] is not None]
-        if gaps:
-            lines += ["", f"Rebuilt there against scored here (held-out, BN recalibrated): max |difference| "
-                      f"{100 * max(gaps):.2f} points over {len(gaps)} policies."]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.md:
-        Path(args.md).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.md).write_text(text)
-    if args.figure and done:
-        plot(policies, done, cheap, Path(args.figure))
-
-
-def plot(policies: list[dict], done: list[dict], cheap: dict, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
-    colours = dict(zip(SAMPLED, plt.get_cmap("tab10").colors))
-    sampled = [p for p in done if p["family"] in SAMPLED]
-    ax = axes[0]
-    if sampled:
-        values = [100 * p["tests"][0] for p in sampled]
-        bins = np.linspace(min(values) - 0.25, max(values) + 0.25, 30)
-        stacks = [[100 * p["tests"][0] for p in sampled if p["family"] == f] for f in SAMPLED]
-        ax.hist(stacks, bins=bins, stacked=True, color=[colours[f] for f in SAMPLED],
-                label=[f"{f} ({len(s)})" for f, s in zip(SAMPLED, stacks)])
-    styles = {"shallower": "tab:red", "knapsack": "tab:green", "uniform": "black", "deeper": "tab:gray"}
-    for name, p in cheap.items():
-        if p["tests"]:
-            tests = [100 * t for t in p["tests"].values()]
-            mean = statistics.mean(tests)
-            std = statistics.stdev(tests) if len(tests) > 1 else 0.0
-            ax.axvline(mean, color=styles[name], linestyle="--", label=f"{name} {mean:.2f} ± {std:.2f}")
-            ax.axvspan(mean - std, mean + std, color=styles[name], alpha=0.12)
-    ax.set_xlabel("test top-1 after the fine-tune (%), seed 0")
-    ax.set_ylabel("policies")
-    ax.set_title(f"{len(sampled)} sampled policies at the budget")
-    ax.legend(fontsize=7)
-    for ax, key, label in ((axes[1], "heldout_nobn", "held-out top-1 before FT, no BN recalibration (%)"),
-                           (axes[2], "params_ratio", "share of parameters kept")):
-        scale = 100 if key.startswith("heldout") else 1
-        for family in (*SAMPLED, *CHEAP):
-            ps = [p for p in done if p["family"] == family]
-            if ps:
-                cheap_one = family in CHEAP
-                ax.scatter([scale * p[key] for p in ps], [100 * p["tests"][0] for p in ps], s=40 if cheap_one else 14,
-                           marker="*" if cheap_one else "o", label=family, color=styles.get(family) or colours[family])
-        ax.set_xlabel(label)
-        ax.set_ylabel("test top-1 after FT (%), seed 0")
-        ax.grid(alpha=0.3)
-    axes[2].legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    print(f"figure -> {path}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -499,11 +292,11 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--model", default="resnet20")
     s.add_argument("--ratio", type=float, default=0.2, help="MACs budget as a share of the original")
     s.add_argument("--lbound", type=float, default=0.1, help="smallest preserve ratio of any decision")
-    s.add_argument("--ramp-spread", type=float, default=0.5, help="spread of the shallower/deeper ramps")
+    s.add_argument("--ramp-spread", type=float, help="spread of the shallower/deeper ramps (default: amc's)")
     s.add_argument("--seed", type=int, default=0, help="seed of the draws and of the scorer's calibration images")
     s.add_argument("--scale", type=float, default=1.0, help="multiply every sampled family's size (a smoke test)")
-    s.add_argument("--data", default=DATA)
-    s.add_argument("--weights-dir", default=WEIGHTS_DIR)
+    s.add_argument("--data", default=SHARED_DATA)
+    s.add_argument("--weights-dir", default=SHARED_WEIGHTS)
     b = sub.add_parser("bundle", help="pack the policies as a finetune_grid.py bundle")
     b.add_argument("--policies", required=True)
     b.add_argument("--bundle", required=True)
@@ -517,7 +310,13 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--figure", default="benchmarks/figures/issue30_headroom.png")
     r.add_argument("--md", default="benchmarks/figures/issue30_headroom.md")
     args = parser.parse_args(argv)
-    {"sample": sample, "bundle": bundle, "report": report}[args.command](args)
+    if args.command == "report":
+        from headroom_report import (
+            report,  # the tables and the figure, beside this file
+        )
+        report(args)
+    else:
+        {"sample": sample, "bundle": bundle}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import numpy as np
 
 from amc import models
 from amc.config import SearchConfig
-from amc.env import CompressionEnv
+from amc.env import Budget, CompressionEnv
 from amc.graph import LayerGraph
 from amc.latency import BACKENDS, cpu_name
 from amc.latency.guard import calibrated_latency_model, measure_interleaved
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
         drops = i % 2 == 0
         budget = float(rng.uniform(0.45 if drops else 0.65, 0.95))
         env_config = SearchConfig.resolve(config, ratio=budget, drop_blocks=drops).env_config
-        env = CompressionEnv(graph, lambda keep: 0.0, env_config, cost_model=latency.predict)
+        env = CompressionEnv(Budget(graph, env_config, latency.predict), lambda keep: 0.0)
         keep = random_policy(env, rng, drops)
         predicted = latency.predict(keep) / latency.predict(full)
         original_ms, pruned_ms = measure_interleaved([model, shrink.prune(keep)[0]], shape, config, args.rounds)

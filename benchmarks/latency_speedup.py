@@ -3,27 +3,25 @@
     python benchmarks/latency_speedup.py runs/r20-ddpg --threads 1 --rounds 20 --repeats 25
 
 The original network is the run's model and weights (from RUN_DIR/config.json, or --model / --weights).
-Latency at `--batch` (default 1; 32 for throughput) of both is measured at a fixed thread count with torch and onnxruntime, interleaved round
-by round (original, pruned, original, pruned, ...) so that machine noise hits both alike; the speed-up is
-the median over rounds of the per-round ratio. Prints a markdown table.
+Latency at `--batch` (default 1; 32 for throughput) of both is measured at a fixed thread count with torch and
+onnxruntime, each round as the latency guard measures a pair (original, then pruned) so that machine noise hits
+both alike; the speed-up is the median over rounds of the per-round ratio. Prints a markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import warnings
-from contextlib import ExitStack
 from pathlib import Path
 
-import numpy as np
+from common import latency_pair
 
 import amc
 from amc import count_macs, models
 from amc.errors import AmcError
+from amc.latency import BACKENDS, cpu_name
 from amc.models.factory import trusting
-from amc.latency import BACKENDS, cpu_name, runner, time_calls
 from amc.runs import CONFIG_FILE, RunDir
 
 
@@ -48,27 +46,6 @@ def original_model(run_dir: Path, pruned, name: str | None, weights: str | None)
     return models.create(name, num_classes=info.num_classes, weights=weights, **info.kwargs).eval()
 
 
-def measure_pair(original, pruned, input_shape, backend: str, threads: int, rounds: int, repeats: int,
-                 batch: int = 1) -> dict:
-    """Median milliseconds of each model and the median per-round speed-up, measured interleaved."""
-    times = {"original": [], "pruned": []}
-    ratios = []
-    with ExitStack() as stack:
-        runs = {key: stack.enter_context(runner(net, input_shape, backend=backend, batch=batch, threads=threads))
-                for key, net in (("original", original), ("pruned", pruned))}
-        for _ in range(rounds):
-            medians = {}
-            for key in ("original", "pruned"):
-                t = time_calls(runs[key], warmup=2, repeats=repeats)
-                times[key].extend(t)
-                medians[key] = float(np.median(t))
-            ratios.append(medians["original"] / medians["pruned"])
-    q25, q75 = np.percentile(ratios, [25, 75])
-    return {"backend": backend, "threads": threads, "original_ms": float(np.median(times["original"])),
-            "pruned_ms": float(np.median(times["pruned"])), "speedup": statistics.median(ratios),
-            "speedup_iqr": float(q75 - q25)}
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path, help="Output directory of `amc search`.")
@@ -77,7 +54,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--finetuned", action="store_true", help="Time the fine-tuned weights of the run.")
     parser.add_argument("--threads", type=int, default=1, help="Intra-op threads of every backend.")
     parser.add_argument("--rounds", type=int, default=20, help="Interleaved rounds per backend.")
-    parser.add_argument("--repeats", type=int, default=25, help="Timed runs of each model per round.")
+    parser.add_argument("--repeats", type=int, default=25,
+                        help="Accepted for older command lines; each round times as the latency guard does.")
     parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
     parser.add_argument("--batch", type=int, default=1, help="Images per call (32: throughput).")
     args = parser.parse_args(argv)
@@ -91,14 +69,14 @@ def main(argv: list[str] | None = None) -> None:
     shape = models.model_info(pruned).input_shape
     macs_original, macs_pruned = count_macs(original, shape), count_macs(pruned, shape)
     print(f"{models.model_info(original).name}: {macs_original / 1e6:.2f}M -> {macs_pruned / 1e6:.2f}M MACs "
-          f"({args.run_dir}); CPU {cpu_name()}; batch {args.batch}, {args.threads} thread(s), {args.rounds} rounds x "
-          f"{args.repeats} runs per model\n", flush=True)
+          f"({args.run_dir}); CPU {cpu_name()}; batch {args.batch}, {args.threads} thread(s), {args.rounds} rounds "
+          "(each: the latency guard's pair of measurements)\n", flush=True)
     print("| backend | threads | original ms | pruned ms | speed-up (IQR) | MACs reduction "
           "| speed-up / MACs reduction |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     reduction = macs_original / macs_pruned
     for backend in args.backends:
-        r = measure_pair(original, pruned, shape, backend, args.threads, args.rounds, args.repeats, args.batch)
+        r = latency_pair(original, pruned, shape, args.rounds, backend=backend, threads=args.threads, batch=args.batch)
         print(f"| {backend} | {args.threads} | {r['original_ms']:.3f} | {r['pruned_ms']:.3f} | "
               f"{r['speedup']:.2f}x ({r['speedup_iqr']:.2f}) | {reduction:.2f}x | {r['speedup'] / reduction:.2f} |",
               flush=True)

@@ -34,7 +34,7 @@ def timed_search(config: SearchConfig, data, out: Path) -> dict:
     summary = RunDir(out).read_summary()
     first = finished[0] - t0 if finished else float("nan")
     return {"episodes_per_min": rate, "wall_s": wall, "first_episode_s": first, "episodes": len(finished),
-            "best_val_top1": result.best_val_top1, "test_top1": summary["test_top1"]}
+            "best_val_top1": result.best_val_top1, "test_top1": summary.test_top1}
 
 
 def main() -> None:

@@ -15,31 +15,12 @@ import time
 
 import numpy as np
 import torch
+from scipy.stats import kendalltau
 
 from amc.config import SearchConfig
 from amc.evaluate import Evaluator
 from amc.pipeline import prepare
 from amc.search import build_env
-
-
-def kendall_tau(a: list[float], b: list[float]) -> float:
-    """Tau-b without scipy (scipy is not a dependency)."""
-    concordant = discordant = ties_a = ties_b = 0
-    for i in range(len(a)):
-        for j in range(i + 1, len(a)):
-            da, db = np.sign(a[i] - a[j]), np.sign(b[i] - b[j])
-            if da == 0 and db == 0:
-                continue
-            if da == 0:
-                ties_a += 1
-            elif db == 0:
-                ties_b += 1
-            elif da == db:
-                concordant += 1
-            else:
-                discordant += 1
-    denominator = np.sqrt((concordant + discordant + ties_a) * (concordant + discordant + ties_b))
-    return float((concordant - discordant) / denominator) if denominator else float("nan")
 
 
 def main() -> None:
@@ -66,7 +47,7 @@ def main() -> None:
         done = False
         with env.deferred_scoring():  # the policy only: it is scored below, both ways
             while not done:
-                action = env.uniform_ratio() if i == 0 else rng.uniform(env.config.lbound, 1.0)
+                action = env.budget.uniform_ratio() if i == 0 else rng.uniform(env.config.lbound, 1.0)
                 _, _, done, _, info_step = env.step(np.array([action], dtype=np.float32))
         net = scorer.build(info_step["keep_counts"])
         t0 = time.perf_counter()
@@ -78,7 +59,7 @@ def main() -> None:
         print(f"policy {i}: macs ratio {info_step['macs_ratio']:.4f}  fp32 {a:.4f} ({t1 - t0:.1f}s)  "
               f"bf16 {b:.4f} ({t2 - t1:.1f}s)", flush=True)
     a, b, ta, tb = map(list, zip(*rows))
-    print(f"Kendall tau {kendall_tau(a, b):.3f}; mean |fp32 - bf16| {100 * np.mean(np.abs(np.subtract(a, b))):.3f} "
+    print(f"Kendall tau {kendalltau(a, b)[0]:.3f}; mean |fp32 - bf16| {100 * np.mean(np.abs(np.subtract(a, b))):.3f} "
           f"points; median time fp32 {np.median(ta):.2f}s bf16 {np.median(tb):.2f}s "
           f"(torch threads {torch.get_num_threads()})")
 
