@@ -12,7 +12,6 @@ from amc.errors import AmcError
 from amc.evaluate import Evaluator
 from amc.finalists import ShortFinetune, distinct_best, finalist_config, successive_halving
 from amc.models import create, model_info
-from amc.train import resolve_device
 
 
 @pytest.fixture(scope="module")
@@ -89,11 +88,3 @@ def test_finalist_settings_are_checked():
     with pytest.raises(AmcError, match="--reward acc"):
         SearchConfig(finalists=4, reward="acc-macs")
 
-
-def test_unavailable_devices_get_a_one_line_error():
-    assert resolve_device("cpu") == torch.device("cpu")
-    with pytest.raises(AmcError, match="unknown device"):
-        resolve_device("gpu7")
-    if not torch.cuda.is_available():
-        with pytest.raises(AmcError, match="not available on this machine; pass --device cpu"):
-            resolve_device("cuda")

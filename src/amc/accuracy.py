@@ -11,6 +11,7 @@ import torch
 from amc import models
 from amc.cost import count_macs, count_params
 from amc.data import Dataset, load_dataset
+from amc.devices import resolve_device
 from amc.errors import AmcError
 from amc.evaluate import Evaluator
 from amc.export import load_pruned
@@ -23,11 +24,12 @@ SPLITS = ("val", "test")  # the held-out split searches score on, or test
 
 def evaluate_model(model: str | Path, data: Dataset | str | None = None, *, data_dir: str | Path | None = None,
                    weights: str | Path | None = None, split: str = "test", download: bool = False,
-                   threads: int | None = None, random_init: bool = False, trust_model_code: bool = False) -> dict:
+                   threads: int | None = None, random_init: bool = False, trust_model_code: bool = False,
+                   device: str = "auto") -> dict:
     """Top-1/top-5 accuracy (fractions in [0, 1]), MACs and parameters of zoo model `model` (with `weights`, else
     its bundled weights; a network with neither is refused unless `random_init`) or of a search run's pruned
     model (`model` is its run directory) on `data`'s `split` ("val": the held-out split searches score on, or
-    "test"). A run's data is the default: `data` and `data_dir` replace it. A factory the run's model.json names
+    "test"), on `device` (`amc.devices.resolve_device`'s names). A run's data is the default: `data` and `data_dir` replace it. A factory the run's model.json names
     is code: it is imported only with `trust_model_code=True`. Returns the record `amc eval --json`
     prints: {"model", "source", "data", "split", "images", "top1", "top5", "macs", "params", "seconds"}. Example::
 
@@ -36,6 +38,7 @@ def evaluate_model(model: str | Path, data: Dataset | str | None = None, *, data
     if split not in SPLITS:
         raise AmcError(f"--split must be val or test, got {split!r}")
     check_threads(threads)
+    target = resolve_device(device)  # a device this machine lacks is refused before anything loads
     run = Path(model) if Path(model).is_dir() else None
     if run is None:
         if data is None:
@@ -57,7 +60,8 @@ def evaluate_model(model: str | Path, data: Dataset | str | None = None, *, data
                            "pass a matching --data")
         images = dataset.heldout if split == "val" else dataset.test
         t0 = time.perf_counter()
-        acc = Evaluator(images, info.mean, info.std).accuracy(net, (1, 5))
+        net.to(target)
+        acc = Evaluator(images, info.mean, info.std, device=target).accuracy(net, (1, 5))
         return {"model": info.name, "source": str(model), "data": dataset.name, "split": split,
                 "images": len(images), "top1": acc[1], "top5": acc[5],
                 "macs": count_macs(net, info.input_shape), "params": count_params(net),

@@ -19,7 +19,7 @@ from amc.evaluate import Evaluator
 from amc.export import save_pruned
 from amc.graph import LayerGraph
 from amc.models import factory
-from amc.pipeline import prepare, seed_and_threads
+from amc.pipeline import prepare, run_device, seed_and_threads
 from amc.policy import Policy
 from amc.pruning.fine_grained import WeightGraph, pack_sparse
 from amc.run_inputs import check_weights, policy_run, run_config
@@ -36,8 +36,9 @@ def export_policy(run: RunDir, graph: LayerGraph | WeightGraph, scorer: Scorer, 
     exported_macs = count_macs(pruned, info.input_shape)  # counted on the real network, not predicted
     save_pruned(pruned, run.path, extra={"policy": policy.to_dict()})
     # the reported figures are fp32 on the full splits, whatever precision or subset scored the search
-    heldout = Evaluator(dataset.heldout, info.mean, info.std).top1(pruned)
-    test = Evaluator(dataset.test, info.mean, info.std).accuracy(pruned, (1, 5))
+    device = scorer.evaluator.device
+    heldout = Evaluator(dataset.heldout, info.mean, info.std, device=device).top1(pruned)
+    test = Evaluator(dataset.test, info.mean, info.std, device=device).accuracy(pruned, (1, 5))
     figures = {"heldout_top1": heldout, "test_top1": test[1], "test_top5": test.get(5),
                "macs": exported_macs, "macs_ratio": exported_macs / graph.total_macs,
                "params": count_params(pruned), "params_ratio": count_params(pruned) / graph.total_params}
@@ -99,6 +100,7 @@ def _apply_policy(policy, model, data, *, out: RunDir, config, overwrite, random
         factory.check_named_in_file(policy.model, source)  # a factory the policy names is code that came with it
         model = policy.model
     config = resolve_config(model, data, config, options)
+    device = run_device(config)  # a device this machine lacks is refused before anything loads
     if not isinstance(model, nn.Module):
         check_weights(config.model, config.weights, random_init, doing="prune")
     out.check_new(overwrite, inputs=(source, config.weights, config.data_dir), resumable=False)
@@ -106,14 +108,14 @@ def _apply_policy(policy, model, data, *, out: RunDir, config, overwrite, random
         out.lock()  # before any work: a run another process is writing is refused at once
     seed_and_threads(config)
     setup = prepare(config, model if isinstance(model, nn.Module) else None,
-                    data if isinstance(data, Dataset) else None)
+                    data if isinstance(data, Dataset) else None, device=device)
     policy.check_matches(setup.graph, config.model)
     baseline_top1 = setup.baseline_top1()
 
     out.create(overwrite, resumable=False)  # only now: a mistake found above leaves nothing behind
     try:
         out.write_config(config, dataset=setup.dataset, info=setup.info, graph=setup.graph, weights=setup.weights,
-                         baseline_top1=baseline_top1, policy_source=source)
+                         baseline_top1=baseline_top1, policy_source=source, device=str(setup.device))
         out.write_policy(policy)
         _, figures = export_policy(out, setup.graph, setup.scorer, policy, setup.dataset, setup.info)
         graph = setup.graph

@@ -55,7 +55,8 @@ def score_baselines(setup, budget: Budget, searched: dict, log: Sequence[dict]) 
 
     def evaluator(split: str) -> Evaluator:  # built once, and only if a policy needs it
         if split not in evaluators:
-            evaluators[split] = Evaluator(getattr(dataset, split.removesuffix("_top1")), info.mean, info.std)
+            evaluators[split] = Evaluator(getattr(dataset, split.removesuffix("_top1")), info.mean, info.std,
+                                          device=setup.device)
         return evaluators[split]
 
     logged = _fully_scored(setup.scorer.evaluator, log)

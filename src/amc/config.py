@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import MISSING, Field, asdict, dataclass, field, fields
 
 from amc.checks import KINDS, check_fields, fits
+from amc.devices import DEVICE_HELP, check_device_name
 from amc.errors import AmcError, ConfigError
 from amc.safe_open import read_regular_bytes
 from amc.threads import check_threads
@@ -164,6 +165,8 @@ class SearchConfig:
                                 "`tensorboard`).")
 
     threads: int | None = setting(None, PERFORMANCE, THREADS_HELP)
+    # the name as given; whether this machine has it is checked when a run starts (that needs torch)
+    device: str = setting("auto", PERFORMANCE, DEVICE_HELP)
     workers: int = setting(1, PERFORMANCE, "Score episodes in parallel on this many Ray actors (extra "
                            "`distributed`); 1 = in this process.")
     ray_address: str | None = setting(None, PERFORMANCE, "Existing Ray cluster for --workers (default: a local "
@@ -179,6 +182,7 @@ class SearchConfig:
         if self.agent_options:
             check_agent_options(self.agent, self.agent_options)
         check_threads(self.threads)
+        check_device_name(self.device)
         check_threads(self.latency_threads, "--latency-threads")
         self.env_config  # validates target, ratio, lbound, channel_round and reward
         if self.episodes < 1:

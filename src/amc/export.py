@@ -19,7 +19,10 @@ from amc.runs import RunDir
 def save_pruned(model: nn.Module, run_dir: str | Path, extra: dict | None = None) -> None:
     """Write `model.pt` (a plain state dict) and `model.json` (zoo name, kwargs, shapes, dropped blocks) into
     `run_dir`."""
-    RunDir(run_dir).write_model(model.state_dict(), models.model_info(model), dropped_names(model), extra)
+    state = model.state_dict()
+    for key, value in state.items():  # saved from any device, loadable on any machine
+        state[key] = value.cpu()
+    RunDir(run_dir).write_model(state, models.model_info(model), dropped_names(model), extra)
 
 
 def load_pruned(run_dir: str | Path, model: nn.Module | None = None, *, trust_model_code: bool = False) -> nn.Module:

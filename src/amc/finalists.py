@@ -143,7 +143,7 @@ def choose_finalist(setup, config, log: Sequence[dict], best: dict,
 
     result = successive_halving(models, setup.scorer.evaluator.top1, setup.dataset, teacher_copy(setup.model),
                                 config.finalist_steps, config=finalist_config(config.seed, config.precision),
-                                progress=report)
+                                device=setup.device, progress=report)
     record = {
         "k": config.finalists, "steps_per_round": config.finalist_steps, "total_steps": result.steps,
         "seconds": round(time.perf_counter() - t0, 2), "winner_episode": candidates[result.winner].get("episode"),

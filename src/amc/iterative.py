@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 
 from amc.errors import AmcError
 from amc.config import SearchConfig
+from amc.devices import resolve_device
 from amc.finetune import finetune
 from amc.models.factory import trusting
 from amc.runs import RunDir
@@ -53,7 +54,8 @@ def _stages(config: SearchConfig, densities: list[float], out: Path, train_confi
         if summary.finetune is None or summary.finetune["epochs"] < train_config.epochs:
             if progress:
                 progress(f"stage {number}/{len(densities)}: fine-tune {train_config.epochs} epoch(s), weights masked")
-            finetune(run.path, train_config, data=data, resume=run.has_finetune_checkpoint())
+            finetune(run.path, train_config, data=data, resume=run.has_finetune_checkpoint(),
+                     device=resolve_device(config.device))
             summary = run.read_summary()
         stages.append({"stage": number, "density": density, "run_dir": str(run),
                        "params": summary.params, "params_ratio": summary.params_ratio,

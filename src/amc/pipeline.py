@@ -19,6 +19,7 @@ import torch.nn as nn
 from amc import models
 from amc.config import SearchConfig
 from amc.data import Dataset, load_dataset
+from amc.devices import resolve_device
 from amc.errors import AmcError
 from amc.evaluate import Evaluator
 from amc.graph import LayerGraph
@@ -36,10 +37,25 @@ class Setup:
     graph: LayerGraph | WeightGraph
     scorer: Scorer
     weights: str | None             # the checkpoint the model was loaded from (given or bundled)
+    device: torch.device            # where the model, the scorer's images and statistics live
 
     def baseline_top1(self) -> float:
         """fp32 held-out top-1 of the original model, on the whole held-out split."""
-        return Evaluator(self.dataset.heldout, self.info.mean, self.info.std).top1(copy.deepcopy(self.model))
+        return Evaluator(self.dataset.heldout, self.info.mean, self.info.std,
+                         device=self.device).top1(copy.deepcopy(self.model))
+
+
+def run_device(config: SearchConfig) -> torch.device:
+    """The device a run with `config` works on, or a one-line error where this machine lacks it. "auto" takes
+    a GPU where there is one, except where a run cannot use one yet: a latency budget (measured on the CPU)
+    and Ray workers (`--workers`) work on the CPU, and a GPU named for them is refused."""
+    device = resolve_device(config.device)
+    cpu_only = "--target latency" if config.target == "latency" else "--workers > 1" if config.workers > 1 else None
+    if cpu_only and device.type != "cpu":
+        if config.device == "auto":
+            return torch.device("cpu")
+        raise AmcError(f"{cpu_only} runs on the CPU only; pass --device cpu (or auto)")
+    return device
 
 
 def seed_and_threads(config: SearchConfig) -> None:
@@ -77,10 +93,15 @@ class Inputs:
     info: models.ModelInfo
     graph: LayerGraph | WeightGraph
     weights: str | None
+    device: torch.device
 
 
-def load_inputs(config: SearchConfig, model: nn.Module | None = None, dataset: Dataset | None = None) -> Inputs:
-    """Load data and model (unless given), check them against each other, and trace the prunable layers."""
+def load_inputs(config: SearchConfig, model: nn.Module | None = None, dataset: Dataset | None = None, *,
+                device: torch.device | None = None) -> Inputs:
+    """Load data and model (unless given), check them against each other, trace the prunable layers, and move
+    the model to `device` (default: `run_device(config)`)."""
+    if device is None:
+        device = run_device(config)
     if dataset is None:
         dataset = load_dataset(config.data, config.data_dir, seed=0, download=config.download)
     if len(dataset.heldout) == 0:
@@ -102,18 +123,23 @@ def load_inputs(config: SearchConfig, model: nn.Module | None = None, dataset: D
         # tiny convolutions gain nothing from intra-op threads and lose a lot when another job shares the
         # cores (digits_cnn: 50 ms per episode on one thread against ~700 ms on two, measured here)
         torch.set_num_threads(1)
-    return Inputs(dataset, model, info, graph, weights)
+    model.to(device)  # in place, after tracing on the CPU: the graph refers to the same modules
+    return Inputs(dataset, model, info, graph, weights, device)
 
 
 def with_scorer(inputs: Inputs, config: SearchConfig) -> Setup:
     """The scorer over `inputs` (the first expensive step: it samples the calibration features)."""
     return Setup(inputs.dataset, inputs.model, inputs.info, inputs.graph,
-                 build_scorer(inputs.model, inputs.graph, inputs.dataset, config), inputs.weights)
+                 build_scorer(inputs.model, inputs.graph, inputs.dataset, config, device=inputs.device),
+                 inputs.weights, inputs.device)
 
 
-def prepare(config: SearchConfig, model: nn.Module | None = None, dataset: Dataset | None = None) -> Setup:
-    """Load data and model (unless given), trace the prunable layers, and build the scorer."""
-    return with_scorer(load_inputs(config, model, dataset), config)
+def prepare(config: SearchConfig, model: nn.Module | None = None, dataset: Dataset | None = None, *,
+            device: torch.device | None = None) -> Setup:
+    """Load data and model (unless given), trace the prunable layers, and build the scorer, on `device`
+    (default: `run_device(config)`)."""
+    return with_scorer(load_inputs(config, model, dataset, device=device), config)
 
 
-__all__ = ["Inputs", "Setup", "load_inputs", "load_model", "prepare", "seed_and_threads", "with_scorer"]
+__all__ = ["Inputs", "Setup", "load_inputs", "load_model", "prepare", "run_device", "seed_and_threads",
+           "with_scorer"]

@@ -16,7 +16,7 @@ NUMBER, NONE = (int, float), type(None)
 INFO_SHAPE = {"name": str, "num_classes": int, "kwargs": (dict, NONE)}
 CONFIG_SHAPE = {"search": dict, "versions": dict, "model": dict, "data_fingerprint": (dict, NONE),
                 "weights_sha256": (str, NONE), "decisions": list, "skipped_layers": dict, "baseline": dict,
-                "budget": dict}
+                "budget": dict, "device": str}
 # `amc.run_records.RunSummary`'s fields, and "best_val_top1", a search's held-out top-1 as earlier versions named it
 SUMMARY_SHAPE = {"model": str, "agent": str, "episodes": int, "best_episode": (int, NONE), "macs": NUMBER,
                  "params": NUMBER, "macs_ratio": NUMBER, "params_ratio": NUMBER, "best_val_top1": NUMBER,

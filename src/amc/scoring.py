@@ -16,6 +16,7 @@ import torch.nn as nn
 
 from amc.config import SearchConfig
 from amc.data import Dataset, Split, batches
+from amc.devices import model_device
 from amc.evaluate import Evaluator, recalibrate_batchnorm
 from amc.graph import LayerGraph
 from amc.models import model_info
@@ -112,37 +113,46 @@ def recalibration_batches(images: torch.Tensor, batches: int) -> list[torch.Tens
     return [images[i:i + 100] for i in range(0, 100 * batches, 100) if i < len(images)]
 
 
-def calibration_images(dataset: Dataset, model: nn.Module, count: int, seed: int) -> torch.Tensor:
-    """`count` training images (never held-out) chosen by `seed`, normalised for `model`."""
+def calibration_images(dataset: Dataset, model: nn.Module, count: int, seed: int,
+                       device: torch.device | None = None) -> torch.Tensor:
+    """`count` training images (never held-out) chosen by `seed`, normalised for `model`, on `device` (default:
+    the model's)."""
     info = model_info(model)
     index = dataset.calibration_indices(min(count, len(dataset.train)), seed)
-    return next(batches(dataset.train.subset(index), len(index), mean=info.mean, std=info.std))[0]
+    images = next(batches(dataset.train.subset(index), len(index), mean=info.mean, std=info.std))[0]
+    return images.to(model_device(model) if device is None else device)
 
 
 def build_scorer(model: nn.Module, graph: LayerGraph | WeightGraph, dataset: Dataset,
-                 config: SearchConfig = SearchConfig(), *, images: torch.Tensor | None = None) -> Scorer:
+                 config: SearchConfig = SearchConfig(), *, images: torch.Tensor | None = None,
+                 device: torch.device | None = None) -> Scorer:
     """The scorer a search with `config` uses: calibration statistics sampled from `config.calibration_images`
     training images (or `images`), the pruner (`config.selection`, `config.reconstruct`; magnitude masks for
-    fine-grained), held-out scoring at `config.precision`, BN recalibration and racing as configured."""
+    fine-grained), held-out scoring at `config.precision`, BN recalibration and racing as configured. Images,
+    statistics and held-out batches live on `device` (default: the model's), where the model must be too."""
+    device = model_device(model) if device is None else device
     if images is None:
-        images = calibration_images(dataset, model, config.calibration_images, config.seed)
+        images = calibration_images(dataset, model, config.calibration_images, config.seed, device)
+    images = images.to(device)
     stats = None
     if not isinstance(graph, WeightGraph) and (config.reconstruct or config.selection == "greedy"):
         stats = collect_stats(model, graph, images, points_per_image=config.points_per_image, seed=config.seed)
-    return scorer_from(model, graph, dataset.heldout, images, stats, config)
+    return scorer_from(model, graph, dataset.heldout, images, stats, config, device=device)
 
 
 def scorer_from(model: nn.Module, graph: LayerGraph | WeightGraph, heldout: Split, images: torch.Tensor,
-                stats: dict | None, config: SearchConfig) -> Scorer:
+                stats: dict | None, config: SearchConfig, *, device: torch.device | None = None) -> Scorer:
     """`build_scorer`'s scorer from what it sampled (the calibration `images` and their `stats`): how a Ray
-    worker builds the very scorer the driver has, without sampling again."""
+    worker builds the very scorer the driver has, without sampling again. Held-out batches live on `device`
+    (default: the model's)."""
     info = model_info(model)
+    device = model_device(model) if device is None else device
     if isinstance(graph, WeightGraph):
         pruner = MagnitudePruner(model, graph)
     else:
         pruner = ChannelPruner(model, graph, stats, selection=config.selection, reconstruct=config.reconstruct)
     evaluator = Evaluator(heldout, info.mean, info.std, batch_size=config.eval_batch_size,
-                          limit=config.heldout_limit, precision=config.precision)
+                          limit=config.heldout_limit, precision=config.precision, device=device)
     return Scorer(pruner, evaluator, recalibration_batches(images, config.bn_recalibration), racing=config.races,
                   calibration=images)
 

@@ -31,7 +31,7 @@ from amc.models import factory
 from amc.latency.backends import BACKENDS
 from amc.latency.guard import LatencyGuard, calibrate_at_budget, calibrated_latency_model
 from amc.finalists import SHORT_FINETUNE
-from amc.pipeline import Inputs, Setup, load_inputs, seed_and_threads, with_scorer
+from amc.pipeline import Inputs, Setup, load_inputs, run_device, seed_and_threads, with_scorer
 from amc.policy import Policy, policy_from_record
 from amc.rollout import serial_episodes
 from amc.run_inputs import check_weights
@@ -89,13 +89,15 @@ def search(model: nn.Module | str | None = None, data: Dataset | str | None = No
         torch.set_num_threads(threads)  # the thread count is process-wide; leave it as found
 
 
-RESUME_MAY_CHANGE = ("episodes",)  # settings a resume may change: more episodes continue the same search
+# settings a resume may change: more episodes continue the same search, on this machine's device
+RESUME_MAY_CHANGE = ("episodes", "device")
 
 
 def resumed_config(run_dir: str | Path, given: dict) -> SearchConfig:
     """The settings a resumed run goes on with: its own, with `given` settings (what the user typed) either
     equal to them or in RESUME_MAY_CHANGE. More episodes keep the DDPG warm-up the run started with; anything
-    else that differs is refused with one line naming it, never ignored."""
+    else that differs is refused with one line naming it, never ignored. (A run moved to another device goes on
+    there; its numbers may differ in the last bits from those it would have had.)"""
     saved = RunDir(run_dir).search_config()
     if "model" not in given:  # a factory the run names is code that came with the run
         factory.check_named_in_file(saved.model, RunDir(run_dir) / CONFIG_FILE)
@@ -108,12 +110,14 @@ def resumed_config(run_dir: str | Path, given: dict) -> SearchConfig:
     if refused:
         raise AmcError(f"{run_dir} was started with other settings: {'; '.join(refused)}; resume without them "
                        "(only --episodes may grow), or start a new search in another --out")
-    if "episodes" not in changed:
+    if not changed:
         return saved
+    if "episodes" not in changed:
+        return SearchConfig.resolve(saved, **changed)
     if changed["episodes"] < saved.episodes:
         raise AmcError(f"--episodes {changed['episodes']} is fewer than the {saved.episodes} {run_dir} was started "
                        f"with; a resume can only add episodes")
-    return SearchConfig.resolve(saved, episodes=changed["episodes"], warmup=saved.warmup_episodes)
+    return SearchConfig.resolve(saved, **changed, warmup=saved.warmup_episodes)
 
 
 def build_budget(setup: Setup, config: SearchConfig, saved_calibration: dict | None = None
@@ -196,11 +200,12 @@ def _search(model, data, *, run: RunDir, config, resume, overwrite, progress, ph
         run.check_new(overwrite, inputs=(config.weights, config.data_dir))
         if overwrite and run.has(RUN_MARKER):
             run.lock()  # before any work: a run another process is writing is refused at once
+    device = run_device(config)  # a device this machine lacks is refused before anything loads
     seed_and_threads(config)
 
     phases.start("loading")
     inputs = load_inputs(config, model if isinstance(model, nn.Module) else None,
-                         data if isinstance(data, Dataset) else None)
+                         data if isinstance(data, Dataset) else None, device=device)
     if resume:
         run.check_same_inputs(inputs.dataset, inputs.weights)
     check_before_scoring(config, inputs)  # a mistake is reported in seconds, not after minutes of setup
@@ -243,7 +248,7 @@ def _run(run: RunDir, config: SearchConfig, resume: bool, setup: Setup, env: Com
     log, best, start = _restore(run, agent, setup.scorer) if resume else ([], None, 0)
     if not resume:
         run.write_config(config, dataset=setup.dataset, info=setup.info, graph=setup.graph, weights=setup.weights,
-                         baseline_top1=baseline_top1,
+                         baseline_top1=baseline_top1, device=str(setup.device),
                          budget={"target": config.target, "ratio": config.ratio, "value": env.budget.limit})
     else:
         run.update_settings(config)  # more episodes: a later resume goes on to the new end
@@ -317,7 +322,8 @@ def _finish(run: RunDir, config: SearchConfig, setup: Setup, budget: Budget, bes
         "best_reward": best["reward"], "racing": config.races, **figures,
         "baseline": {"heldout_top1": baseline_top1, "macs": graph.total_macs, "params": graph.total_params,
                      # the original on the test split, for before/after reports (one more forward pass)
-                     "test_top1": Evaluator(dataset.test, info.mean, info.std).top1(setup.model)},
+                     "test_top1": Evaluator(dataset.test, info.mean, info.std,
+                                                         device=setup.device).top1(setup.model)},
         "budget_ratio": config.ratio if config.reward == "acc" else None, "target": config.target,
         "search_seconds": round(sum(r["seconds"] for r in log), 2),
     }

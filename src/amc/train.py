@@ -55,22 +55,6 @@ class TrainConfig:
             raise ConfigError("need 0 <= distill_alpha <= 1 and temperature > 0")
 
 
-def resolve_device(name: str) -> torch.device:
-    """`name` as a torch device that this machine has, or a one-line error saying what to pass instead."""
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise AmcError(f"unknown device {name!r}; pass --device cpu, cuda, cuda:N or mps") from None
-    available = {"cpu": True, "cuda": torch.cuda.is_available(),
-                 "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()}
-    if not available.get(device.type, False):
-        raise AmcError(f"device {name!r} is not available on this machine; pass --device cpu")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise AmcError(f"device {name!r} does not exist: this machine has {torch.cuda.device_count()} CUDA "
-                       "device(s); pass --device cuda:0")
-    return device
-
-
 def _lr_at(step: int, total: int, warmup: int, peak: float) -> float:
     if step < warmup:
         return peak * (step + 1) / warmup

@@ -12,6 +12,7 @@ import typer
 from amc.cli.app import app
 from amc.cli.options import DATASETS, FROM_RUN, JSON_HELP, THREADS_HELP, TRUST_HELP
 from amc.cli.progress import console
+from amc.devices import DEVICE_HELP
 from amc.errors import AmcError
 
 
@@ -28,6 +29,7 @@ def eval_command(
     split: str = typer.Option("test", help="val: the held-out split searches score on.", metavar="val|test"),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
     threads: Optional[int] = typer.Option(None, help=THREADS_HELP),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
     trust_model_code: bool = typer.Option(False, help=TRUST_HELP),
 ) -> None:
     """Top-1/top-5 accuracy, MACs and parameters of a run's pruned model or of a zoo model."""
@@ -39,7 +41,7 @@ def eval_command(
                        "(`amc eval --model NAME --data DATA`)")
     result = evaluate_model(run if run is not None else model, data, data_dir=data_dir, weights=weights,
                             split=split, download=download, threads=threads, random_init=random_init,
-                            trust_model_code=trust_model_code)
+                            trust_model_code=trust_model_code, device=device)
     if as_json:
         print(json.dumps(result))
         return
@@ -228,6 +230,7 @@ def prune_command(
     calibration_images: Optional[int] = typer.Option(None, help="Calibration images. " + FROM_RUN),
     seed: Optional[int] = typer.Option(None, help="Seed of the search (it picks the calibration images). " + FROM_RUN),
     threads: Optional[int] = typer.Option(None, help=THREADS_HELP),
+    device: Optional[str] = typer.Option(None, help=DEVICE_HELP + " " + FROM_RUN),
     overwrite: bool = typer.Option(False, help="Replace an existing --out."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
     trust_model_code: bool = typer.Option(False, help=TRUST_HELP),
@@ -241,7 +244,8 @@ def prune_command(
     given = dict(model=model, weights=str(weights) if weights else None, data=data,
                  data_dir=str(data_dir) if data_dir else None, download=download, method=method,
                  group_coupled=group_coupled, selection=selection, reconstruct=reconstruct,
-                 bn_recalibration=bn_recalibration, calibration_images=calibration_images, seed=seed, threads=threads)
+                 bn_recalibration=bn_recalibration, calibration_images=calibration_images, seed=seed, threads=threads,
+                 device=device)
     given = {k: v for k, v in given.items() if v is not None}
     source = policy if policy is not None else run
     config = None

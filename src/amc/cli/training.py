@@ -12,6 +12,7 @@ from amc.cli.app import app, on_command_line
 from amc.cli.options import DATASETS, JSON_HELP, THREADS_HELP, TRUST_HELP
 from amc.cli.progress import StepProgress, console
 from amc.config import default
+from amc.devices import DEVICE_HELP
 from amc.errors import AmcError
 
 
@@ -73,7 +74,7 @@ def finetune_command(
     resume: bool = typer.Option(False, help="Continue an interrupted fine-tune of this run, with its own settings "
                                 "(those typed with it replace them)."),
     overwrite: bool = typer.Option(False, help="Start a new fine-tune, discarding a previous one."),
-    device: str = typer.Option("cpu", help="Where to train: cpu, cuda, cuda:1, mps."),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
     trust_model_code: bool = typer.Option(False, help=TRUST_HELP),
 ) -> None:
@@ -84,7 +85,8 @@ def finetune_command(
     from amc.finetune import finetune
     from amc.run_inputs import run_dataset
     from amc.threads import check_threads
-    from amc.train import TrainConfig, resolve_device
+    from amc.devices import resolve_device
+    from amc.train import TrainConfig
 
     settings = dict(epochs=epochs, lr=lr, optimizer=optimizer, batch_size=batch_size, weight_decay=weight_decay,
                     precision=precision, seed=seed)
@@ -133,6 +135,7 @@ def iterate_command(
     precision: str = typer.Option(default("precision"), help="Scoring and training precision: fp32 or bf16."),
     seed: int = typer.Option(default("seed"), help="Seed."),
     threads: Optional[int] = typer.Option(default("threads"), help=THREADS_HELP),
+    device: str = typer.Option(default("device"), help=DEVICE_HELP),
     out: Path = typer.Option(..., help="Directory for the stages (stage1, stage2, ...) and summary.json."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
@@ -150,7 +153,7 @@ def iterate_command(
     config = SearchConfig(model=model, weights=str(weights) if weights else None, data=data,
                           data_dir=str(data_dir) if data_dir else None, agent=agent, episodes=episodes,
                           lbound=lbound, precision=precision, seed=seed, threads=threads, method="fine-grained",
-                          target="params")
+                          target="params", device=device)
     result = iterative_fine_grained(config, stages, out, train_config=train_config,
                                     progress=lambda m: console.print(m, highlight=False))
     if as_json:

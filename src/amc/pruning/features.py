@@ -40,7 +40,8 @@ def _rows_of(module: nn.Module, x: torch.Tensor, y: torch.Tensor, points: int,
                        stride=module.stride)                                  # [B, D, L]
     outputs = y.flatten(2)                                                      # [B, O, L]
     batch, _, positions = patches.shape
-    chosen = torch.randint(0, positions, (batch, points), generator=generator)  # [B, P]
+    # drawn on the CPU generator wherever the features are: the same positions on every device
+    chosen = torch.randint(0, positions, (batch, points), generator=generator).to(patches.device)  # [B, P]
     xs = patches.gather(2, chosen.unsqueeze(1).expand(-1, patches.shape[1], -1))
     ys = outputs.gather(2, chosen.unsqueeze(1).expand(-1, outputs.shape[1], -1))
     return xs.transpose(1, 2).reshape(-1, patches.shape[1]), ys.transpose(1, 2).reshape(-1, outputs.shape[1])
@@ -65,8 +66,8 @@ def collect_stats(model: nn.Module, graph: LayerGraph, images: torch.Tensor, *, 
             s = stats.get(name)
             if s is None:
                 area = module.kernel_size[0] * module.kernel_size[1] if isinstance(module, nn.Conv2d) else 1
-                s = stats[name] = LayerStats(torch.zeros(xs.shape[1], xs.shape[1], dtype=torch.float64),
-                                             torch.zeros(xs.shape[1], ys.shape[1], dtype=torch.float64),
+                s = stats[name] = LayerStats(xs.new_zeros(xs.shape[1], xs.shape[1]),  # float64, on xs's device
+                                             xs.new_zeros(xs.shape[1], ys.shape[1]),
                                              0.0, 0, area)
             s.gram += xs.T @ xs
             s.cross += xs.T @ ys

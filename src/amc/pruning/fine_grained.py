@@ -100,7 +100,7 @@ class MagnitudePruner:
         out = {}
         for d, count in zip(self.graph.decisions, keep):
             weight = modules[d.consumer].weight
-            mask = torch.zeros(weight.numel(), dtype=torch.bool)
+            mask = torch.zeros(weight.numel(), dtype=torch.bool, device=weight.device)
             mask[self._order[d.consumer][:int(count)]] = True
             out[d.consumer] = mask.view_as(weight)
         return out
@@ -122,7 +122,7 @@ def pack_sparse(model: nn.Module, layers: Sequence[str]) -> dict:
     Everything is a plain tensor, so the saved file loads with `torch.load(weights_only=True)`; `unpack_sparse`
     (or `load_sparse`, from a file) rebuilds the dense state dict.
     """
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}  # saved, packed by numpy
     sparse: dict[str, torch.Tensor] = {}
     for name in layers:
         weight = state.pop(f"{name}.weight")

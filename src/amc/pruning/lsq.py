@@ -22,7 +22,7 @@ def magnitude_ranking(*weights: torch.Tensor) -> torch.Tensor:
 
 def _columns(channels: torch.Tensor, area: int) -> torch.Tensor:
     """Columns of the unfolded input that belong to `channels` (unfold is channel-major)."""
-    return (channels.unsqueeze(1) * area + torch.arange(area)).reshape(-1)
+    return (channels.unsqueeze(1) * area + torch.arange(area, device=channels.device)).reshape(-1)
 
 
 def least_squares(stats: LayerStats, keep: torch.Tensor, ridge: float = 1e-4) -> torch.Tensor:
@@ -34,7 +34,7 @@ def least_squares(stats: LayerStats, keep: torch.Tensor, ridge: float = 1e-4) ->
     cols = _columns(keep, stats.kernel_area)
     gram = stats.gram[cols][:, cols]
     damp = ridge * gram.diagonal().mean().clamp_min(1e-12)
-    gram = gram + damp * torch.eye(len(cols), dtype=gram.dtype)
+    gram = gram + damp * torch.eye(len(cols), dtype=gram.dtype, device=gram.device)
     solution = torch.linalg.solve(gram, stats.cross[cols])          # [D_keep, O]
     return solution.T.float()
 
@@ -59,13 +59,15 @@ def greedy_ranking(stats: LayerStats, ridge: float = 1e-4) -> torch.Tensor:
     area = stats.kernel_area
     channels = stats.gram.shape[0] // area
     damp = ridge * stats.gram.diagonal().mean().clamp_min(1e-12)
-    inverse = torch.linalg.inv(stats.gram + damp * torch.eye(stats.gram.shape[0], dtype=stats.gram.dtype))
+    device = stats.gram.device
+    inverse = torch.linalg.inv(stats.gram + damp * torch.eye(stats.gram.shape[0], dtype=stats.gram.dtype,
+                                                              device=device))
     weights = inverse @ stats.cross                                  # [D, O] full least-squares solution
     alive = list(range(channels))
     removed: list[int] = []
     while len(alive) > 1:
         n = len(alive)
-        blocks = torch.arange(n * area).reshape(n, area)
+        blocks = torch.arange(n * area, device=device).reshape(n, area)
         s = inverse[blocks.unsqueeze(2), blocks.unsqueeze(1)]        # [n, area, area] diagonal blocks
         w = weights[blocks]                                          # [n, area, O]
         increase = (w * torch.linalg.solve(s, w)).sum((1, 2))         # error added by dropping each channel
@@ -78,4 +80,4 @@ def greedy_ranking(stats: LayerStats, ridge: float = 1e-4) -> torch.Tensor:
         inverse = inverse[keep_cols][:, keep_cols]
         weights = weights[keep_cols]
         removed.append(alive.pop(worst))
-    return torch.tensor(alive + removed[::-1], dtype=torch.long)
+    return torch.tensor(alive + removed[::-1], dtype=torch.long, device=device)

@@ -38,7 +38,7 @@ def prune_copy(model: nn.Module, graph: LayerGraph, keep: Sequence[torch.Tensor]
     for decision, kept in zip(graph.decisions, keep):
         if decision.block is not None and decision.block.name in dropped:
             continue
-        mask = torch.ones(decision.channels, dtype=torch.bool)
+        mask = torch.ones(decision.channels, dtype=torch.bool, device=kept.device)
         mask[kept] = False
         removed = torch.nonzero(mask).flatten().tolist()
         if not removed:

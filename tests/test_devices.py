@@ -1,0 +1,175 @@
+"""The device a run works on (`--device`, `device=`): names checked and resolved in one line, every tensor of an
+episode on the configured device, and `device="cpu"` the very run the default is on a machine without a GPU.
+The checks run on the CPU; they assert that the device-generic path keeps everything where it is told."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import amc
+from amc.config import SearchConfig
+from amc.data import load_dataset
+from amc.devices import resolve_device
+from amc.errors import AmcError
+from amc.pipeline import prepare
+
+NO_GPU = not torch.cuda.is_available() and not (getattr(torch.backends, "mps", None) is not None
+                                                 and torch.backends.mps.is_available())
+SETTINGS = dict(episodes=4, warmup=2, calibration_images=200, seed=0, ratio=0.5, lbound=0.2)
+AMC_SOURCE = str(Path(amc.__file__).parent)
+FACTORIES = {torch.zeros, torch.ones, torch.empty, torch.full, torch.eye, torch.arange, torch.tensor, torch.rand,
+             torch.randn, torch.randint, torch.randperm, torch.linspace}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+def test_device_names_resolve_or_are_refused_in_one_line():
+    assert resolve_device("cpu") == torch.device("cpu")
+    if NO_GPU:
+        assert resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(AmcError, match="unknown device 'gpu7'; pass --device auto, cpu, cuda, cuda:N, mps"):
+        resolve_device("gpu7")
+    if not torch.cuda.is_available():
+        with pytest.raises(AmcError, match="'cuda' is not available on this machine; pass --device cpu"):
+            resolve_device("cuda")
+    else:
+        with pytest.raises(AmcError, match="does not exist"):
+            resolve_device(f"cuda:{torch.cuda.device_count()}")
+
+
+def test_a_device_name_is_checked_with_the_settings():
+    assert SearchConfig(device="cuda:1").device == "cuda:1"  # availability is the run's to check, not the config's
+    for bad in ("gpu", "cuda:", "CPU"):
+        with pytest.raises(AmcError, match="unknown device"):
+            SearchConfig(device=bad)
+    with pytest.raises(AmcError, match="--device must be a string"):
+        SearchConfig(device=0)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has the device")
+def test_a_missing_device_is_refused_before_anything_loads(tmp_path, monkeypatch):
+    def no_loading(*args, **kwargs):
+        raise AssertionError("loaded inputs before checking the device")
+
+    monkeypatch.setattr(importlib.import_module("amc.search"), "load_inputs", no_loading)
+    with pytest.raises(AmcError, match="not available on this machine; pass --device cpu"):
+        amc.search(out=tmp_path / "run", device="cuda", **SETTINGS)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_gpu_named_for_a_cpu_only_setting_is_refused():
+    from amc.pipeline import run_device
+    config = SearchConfig(device="cpu", workers=2)
+    assert run_device(config) == torch.device("cpu")
+    if torch.cuda.is_available():
+        with pytest.raises(AmcError, match="--workers > 1 runs on the CPU only"):
+            run_device(SearchConfig(device="cuda", workers=2))
+        assert run_device(SearchConfig(workers=2)) == torch.device("cpu")  # auto falls back
+
+
+class OutputDevices(TorchDispatchMode):
+    """Every device an operator's output tensor was placed on, while active."""
+
+    def __init__(self):
+        super().__init__()
+        self.devices: dict[str, set[str]] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                self.devices.setdefault(str(t.device), set()).add(str(func))
+        return out
+
+
+class UnplacedFactories(TorchFunctionMode):
+    """amc's own calls of a tensor factory that name no device: on another device they would land on the CPU."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in FACTORIES and "device" not in kwargs:
+            frame = sys._getframe(1)
+            while frame is not None and f"{os.sep}torch{os.sep}" in frame.f_code.co_filename:
+                frame = frame.f_back
+            if frame is not None and frame.f_code.co_filename.startswith(AMC_SOURCE):
+                self.calls.append(f"{func.__name__} at {frame.f_code.co_filename}:{frame.f_lineno}")
+        return func(*args, **kwargs)
+
+
+def test_every_tensor_an_episode_creates_lives_on_the_configured_device(digits):
+    setup = prepare(SearchConfig(device="cpu", **SETTINGS), dataset=digits)
+    assert setup.device == torch.device("cpu")
+    stats = next(iter(setup.scorer.stats.values()))
+    placed = {"model": {p.device for p in setup.model.parameters()}, "gram": {stats.gram.device},
+              "calibration": {setup.scorer.calibration.device},
+              "recalibration": {x.device for x in setup.scorer.recalibration},
+              "heldout": {t.device for batch in setup.scorer.evaluator._batches for t in batch}}
+    assert all(devices == {torch.device("cpu")} for devices in placed.values()), placed
+    uniform = [max(1, c // 2) for c in setup.graph.full_keep()]
+    with OutputDevices() as outputs, UnplacedFactories() as factories:
+        setup.scorer(uniform)  # prune (selection, least squares, surgery), recalibrate BN, score
+        setup.scorer.build([max(1, c // 3) for c in setup.graph.full_keep()])
+    assert set(outputs.devices) == {"cpu"}, {d: sorted(ops)[:5] for d, ops in outputs.devices.items()}
+    assert factories.calls == [], factories.calls
+
+
+def test_every_tensor_of_a_whole_search_lives_on_the_configured_device(tmp_path, digits):
+    with OutputDevices() as outputs:
+        amc.search(out=tmp_path / "run", data=digits, device="cpu", **SETTINGS)
+    assert set(outputs.devices) == {"cpu"}
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["search"]["device"] == "cpu" and config["device"] == "cpu"
+
+
+def test_the_statistics_and_ranking_name_their_device(digits):
+    """Sampling the calibration statistics and the greedy ranking place every tensor they make explicitly (the
+    graph is traced and the images are batched on the CPU, before they move)."""
+    from amc.pruning import ChannelPruner, collect_stats
+    setup = prepare(SearchConfig(device="cpu", **SETTINGS), dataset=digits)
+    with UnplacedFactories() as factories:
+        stats = collect_stats(setup.model, setup.graph, setup.scorer.calibration, seed=0)
+        ChannelPruner(setup.model, setup.graph, stats, selection="greedy")
+    # the one CPU draw: calibration positions come from a CPU generator, the same on every device
+    assert [c for c in factories.calls if "features.py" not in c] == [], factories.calls
+
+
+@pytest.mark.skipif(not NO_GPU, reason="the default device is a GPU here")
+def test_device_cpu_given_is_the_default_run(tmp_path, digits):
+    runs = {}
+    for name, extra in (("default", {}), ("cpu", {"device": "cpu"})):
+        result = amc.search(out=tmp_path / name, data=digits, **SETTINGS, **extra)
+        runs[name] = ([(r["keep"], r["reward"], r["accuracy"]) for r in result.episodes],
+                      (tmp_path / name / "policy.json").read_text(), result.summary["test_top1"])
+    assert runs["cpu"] == runs["default"]
+    assert json.loads((tmp_path / "default" / "config.json").read_text())["device"] == "cpu"
+
+
+@pytest.mark.parametrize("args, expect", [
+    (["--device", "gpu7"], "error: unknown device 'gpu7'; pass --device auto, cpu, cuda, cuda:N, mps"),
+    (["--device", "cuda"], "error: device 'cuda' is not available on this machine; pass --device cpu (or auto)"),
+])
+def test_amc_search_refuses_a_missing_device_in_one_line(tmp_path, args, expect):
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # no GPU, on any machine
+    r = subprocess.run([sys.executable, "-m", "amc.cli", "search", *args, "--out", str(tmp_path / "run")],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 2
+    assert [line for line in r.stderr.splitlines() if line.startswith("error:")] == [expect]
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "run").exists()
