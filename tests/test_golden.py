@@ -17,7 +17,6 @@ import pytest
 import torch
 
 import amc
-from conftest import CIFAR_NPZ, PRETRAINED, need_shared
 
 GOLDEN = Path(__file__).parent / "golden"
 REGEN = os.environ.get("AMC_REGEN_GOLDEN") == "1"
@@ -91,19 +90,6 @@ def test_latency_search_on_a_simulated_timer_is_unchanged(tmp_path, simulated_ti
     if not REGEN:
         want = json.loads((GOLDEN / "digits_latency.json").read_text())["latency"]
         assert _same(record["latency"], want)
-
-
-@pytest.mark.shared_data
-@pytest.mark.slow
-def test_resnet20_random_search_with_racing_and_bn_recalibration_is_unchanged(tmp_path):
-    need_shared(CIFAR_NPZ)
-    weights = PRETRAINED / "cifar10jpeg" / "resnet20.pt"
-    need_shared(weights)
-    run = tmp_path / "run"
-    amc.search("resnet20", "cifar10", weights=str(weights), data_dir=str(CIFAR_NPZ), out=run, agent="random",
-               episodes=4, racing=True, bn_recalibration=2, calibration_images=500, heldout_limit=1000,
-               ratio=0.5, seed=0)
-    _compare("resnet20_random", _record(run))
 
 
 def test_prune_command_is_unchanged(tmp_path):
