@@ -109,7 +109,7 @@ def resumed_config(run_dir: str | Path, given: dict) -> SearchConfig:
                if k not in RESUME_MAY_CHANGE]
     if refused:
         raise AmcError(f"{run_dir} was started with other settings: {'; '.join(refused)}; resume without them "
-                       "(only --episodes may grow), or start a new search in another --out")
+                       "(only --episodes may grow and --device change), or start a new search in another --out")
     if not changed:
         return saved
     if "episodes" not in changed:
