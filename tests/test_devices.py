@@ -17,6 +17,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import amc
+from amc import models
 from amc.config import SearchConfig
 from amc.data import load_dataset
 from amc.devices import resolve_device
@@ -128,6 +129,30 @@ def test_every_tensor_an_episode_creates_lives_on_the_configured_device(digits):
         setup.scorer.build([max(1, c // 3) for c in setup.graph.full_keep()])
     assert set(outputs.devices) == {"cpu"}, {d: sorted(ops)[:5] for d, ops in outputs.devices.items()}
     assert factories.calls == [], factories.calls
+
+
+def test_heldout_and_calibration_images_stay_uint8_and_read_as_normalised_float_batches(digits):
+    """A quarter of the memory of float batches (what lets 10,000 images at 224 px sit on a GPU), same scores."""
+    from amc.data import batches
+    from amc.evaluate import Evaluator
+    from amc.scoring import calibration_images
+
+    model = models.create("digits_cnn", num_classes=10)
+    info = models.model_info(model)
+    evaluator = Evaluator(digits.heldout, info.mean, info.std, batch_size=64, device="cpu")
+    assert {x.dtype for x, _ in evaluator._batches} == {torch.uint8}
+    assert sum(x.numel() for x, _ in evaluator._batches) == digits.heldout.x.numel()
+    model.eval()
+    with torch.no_grad():
+        hits = sum(int((model(x).argmax(1) == y).sum())
+                   for x, y in batches(digits.heldout, 64, mean=info.mean, std=info.std))
+    assert evaluator.top1(model) == hits / len(digits.heldout)
+    assert 0 < hits < len(digits.heldout)  # a random network: neither all right nor all wrong
+
+    calibration = calibration_images(digits, model, 50, seed=0, device="cpu")
+    assert calibration.pixels.dtype == torch.uint8 and len(calibration) == 50
+    chosen = digits.train.subset(digits.calibration_indices(50, 0))
+    assert torch.equal(calibration[0:50], next(batches(chosen, 50, mean=info.mean, std=info.std))[0])
 
 
 def test_every_tensor_of_a_whole_search_lives_on_the_configured_device(tmp_path, digits):

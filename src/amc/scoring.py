@@ -15,7 +15,8 @@ import torch
 import torch.nn as nn
 
 from amc.config import SearchConfig
-from amc.data import Dataset, Split, batches
+from amc.data import Dataset, Split
+from amc.data.batching import NormalizedImages, check_normalization
 from amc.devices import model_device
 from amc.evaluate import Evaluator, recalibrate_batchnorm
 from amc.graph import LayerGraph
@@ -48,7 +49,7 @@ class Scorer:
 
     def __init__(self, pruner: ChannelPruner | MagnitudePruner, evaluator: Evaluator,
                  recalibration: Sequence[torch.Tensor] = (), racing: bool = False,
-                 calibration: torch.Tensor | None = None):
+                 calibration: NormalizedImages | torch.Tensor | None = None):
         self.pruner = pruner
         self.evaluator = evaluator
         self.recalibration = list(recalibration)
@@ -108,23 +109,24 @@ class Scorer:
                       self.racing if racing is None else racing, self.calibration)
 
 
-def recalibration_batches(images: torch.Tensor, batches: int) -> list[torch.Tensor]:
+def recalibration_batches(images: NormalizedImages | torch.Tensor, batches: int) -> list[torch.Tensor]:
     """The first `batches` hundreds of the calibration images: what BN recalibration re-estimates on."""
     return [images[i:i + 100] for i in range(0, 100 * batches, 100) if i < len(images)]
 
 
 def calibration_images(dataset: Dataset, model: nn.Module, count: int, seed: int,
-                       device: torch.device | None = None) -> torch.Tensor:
-    """`count` training images (never held-out) chosen by `seed`, normalised for `model`, on `device` (default:
-    the model's)."""
+                       device: torch.device | None = None) -> NormalizedImages:
+    """`count` training images (never held-out) chosen by `seed`, kept as uint8 on `device` (default: the model's)
+    and read normalised for `model`."""
     info = model_info(model)
     index = dataset.calibration_indices(min(count, len(dataset.train)), seed)
-    images = next(batches(dataset.train.subset(index), len(index), mean=info.mean, std=info.std))[0]
-    return images.to(model_device(model) if device is None else device)
+    split = dataset.train.subset(index)
+    check_normalization(split, info.mean, info.std)
+    return NormalizedImages(split.x.to(model_device(model) if device is None else device), info.mean, info.std)
 
 
 def build_scorer(model: nn.Module, graph: LayerGraph | WeightGraph, dataset: Dataset,
-                 config: SearchConfig = SearchConfig(), *, images: torch.Tensor | None = None,
+                 config: SearchConfig = SearchConfig(), *, images: NormalizedImages | torch.Tensor | None = None,
                  device: torch.device | None = None) -> Scorer:
     """The scorer a search with `config` uses: calibration statistics sampled from `config.calibration_images`
     training images (or `images`), the pruner (`config.selection`, `config.reconstruct`; magnitude masks for
@@ -140,7 +142,7 @@ def build_scorer(model: nn.Module, graph: LayerGraph | WeightGraph, dataset: Dat
     return scorer_from(model, graph, dataset.heldout, images, stats, config, device=device)
 
 
-def scorer_from(model: nn.Module, graph: LayerGraph | WeightGraph, heldout: Split, images: torch.Tensor,
+def scorer_from(model: nn.Module, graph: LayerGraph | WeightGraph, heldout: Split, images: NormalizedImages | torch.Tensor,
                 stats: dict | None, config: SearchConfig, *, device: torch.device | None = None) -> Scorer:
     """`build_scorer`'s scorer from what it sampled (the calibration `images` and their `stats`): how a Ray
     worker builds the very scorer the driver has, without sampling again. Held-out batches live on `device`

@@ -23,15 +23,8 @@ def batches(split: Split, batch_size: int, *, mean: Sequence[float], std: Sequen
     """
     if batch_size < 1:
         raise DataError(f"batch_size must be at least 1, got {batch_size}; pass a positive batch size")
-    channels = split.x.shape[1]
-    if len(mean) != channels or len(std) != channels:
-        raise DataError(f"mean/std have {len(mean)}/{len(std)} values but the images have {channels} "
-                        "channel(s); use a model made for this dataset")
-    if any(s <= 0 for s in std):
-        raise DataError(f"std must be positive, got {tuple(std)}; check the model's normalization")
-    # (x/255 - mean)/std folded into one multiply-subtract per element.
-    scale = (1.0 / (255.0 * torch.tensor(std, dtype=torch.float32))).view(1, -1, 1, 1)
-    shift = (torch.tensor(mean, dtype=torch.float32) / torch.tensor(std, dtype=torch.float32)).view(1, -1, 1, 1)
+    check_normalization(split, mean, std)
+    scale, shift = normalization(mean, std)
     flip = split.hflip if hflip is None else hflip
     n = len(split)
     order = torch.randperm(n, generator=generator) if shuffle else None
@@ -44,6 +37,64 @@ def batches(split: Split, batch_size: int, *, mean: Sequence[float], std: Sequen
         if augment:
             x = _crop_and_flip(x, flip, generator)
         yield x.float().mul_(scale).sub_(shift), y
+
+
+def check_normalization(split: Split, mean: Sequence[float], std: Sequence[float]) -> None:
+    """One mean and one positive std per channel of the split's images, or a one-line DataError."""
+    channels = split.x.shape[1]
+    if len(mean) != channels or len(std) != channels:
+        raise DataError(f"mean/std have {len(mean)}/{len(std)} values but the images have {channels} "
+                        "channel(s); use a model made for this dataset")
+    if any(s <= 0 for s in std):
+        raise DataError(f"std must be positive, got {tuple(std)}; check the model's normalization")
+
+
+def normalization(mean: Sequence[float], std: Sequence[float],
+                  device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift) [1, C, 1, 1] such that `x.float().mul_(scale).sub_(shift)` is (x/255 - mean)/std of uint8
+    pixels: one multiply-subtract per element, the same arithmetic wherever the pixels are normalised."""
+    std_t = torch.tensor(std, dtype=torch.float32, device=device)
+    scale = (1.0 / (255.0 * std_t)).view(1, -1, 1, 1)
+    shift = (torch.tensor(mean, dtype=torch.float32, device=device) / std_t).view(1, -1, 1, 1)
+    return scale, shift
+
+
+class NormalizedImages:
+    """uint8 images [N, C, H, W] that read as normalised float: `images[a:b]` is (x/255 - mean)/std of that slice,
+    computed on the spot where the pixels are. What a search keeps its calibration images as: 3,000 at 224 px are
+    0.45 GB, not 1.8 GB as floats, on whichever device they live. Indexable by slices only."""
+
+    def __init__(self, pixels: torch.Tensor, mean: Sequence[float], std: Sequence[float]):
+        if pixels.dtype != torch.uint8 or pixels.dim() != 4:
+            raise DataError(f"images must be uint8 [N, C, H, W], got {pixels.dtype} {list(pixels.shape)}")
+        self.pixels, self.mean, self.std = pixels, tuple(mean), tuple(std)
+        self._scale, self._shift = normalization(mean, std, pixels.device)
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+    def __getitem__(self, index: slice) -> torch.Tensor:
+        if not isinstance(index, slice):
+            raise TypeError("NormalizedImages are read by slices, e.g. images[0:100]")
+        return self.pixels[index].float().mul_(self._scale).sub_(self._shift)
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixels.device
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.pixels.shape
+
+    def to(self, device: torch.device | str) -> NormalizedImages:
+        return self if torch.device(device) == self.device else \
+            NormalizedImages(self.pixels.to(device), self.mean, self.std)
+
+    def __getstate__(self) -> dict:  # a Ray payload: the pixels and the constants, normalisation rebuilt on arrival
+        return {"pixels": self.pixels, "mean": self.mean, "std": self.std}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["pixels"], state["mean"], state["std"])
 
 
 def _crop_and_flip(x: torch.Tensor, hflip: bool, generator: torch.Generator | None) -> torch.Tensor:

@@ -15,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 if TYPE_CHECKING:  # annotations only: `amc search --help` reads SELECTIONS without loading torch_pruning
+    from amc.data.batching import NormalizedImages
     from amc.graph import LayerGraph
 
 
@@ -48,9 +49,10 @@ def _rows_of(module: nn.Module, x: torch.Tensor, y: torch.Tensor, points: int,
 
 
 @torch.no_grad()
-def collect_stats(model: nn.Module, graph: LayerGraph, images: torch.Tensor, *, points_per_image: int = 10,
+def collect_stats(model: nn.Module, graph: LayerGraph, images: torch.Tensor | NormalizedImages, *, points_per_image: int = 10,
                   batch_size: int = 100, seed: int = 0) -> dict[str, LayerStats]:
-    """Gram statistics of every decision's consumer layer on `images` (normalized float [N, C, H, W]).
+    """Gram statistics of every decision's consumer layer on `images` (normalized float [N, C, H, W], or anything
+    whose slices are, such as `amc.data.batching.NormalizedImages`).
 
     The AMC reference samples 10 random positions per image on about 3,000 calibration images.
     """
