@@ -76,9 +76,32 @@ def test_a_gpu_named_for_a_cpu_only_setting_is_refused():
     config = SearchConfig(device="cpu", workers=2)
     assert run_device(config) == torch.device("cpu")
     if torch.cuda.is_available():
-        with pytest.raises(AmcError, match="--workers > 1 runs on the CPU only"):
-            run_device(SearchConfig(device="cuda", workers=2))
-        assert run_device(SearchConfig(workers=2)) == torch.device("cpu")  # auto falls back
+        with pytest.raises(AmcError, match="--target latency runs on the CPU only"):
+            run_device(SearchConfig(device="cuda", target="latency"))
+        assert run_device(SearchConfig(workers=2)) == torch.device("cuda")  # Ray actors take a share of a GPU
+
+
+def test_ray_actors_each_take_one_cpu_and_a_share_of_a_gpu():
+    from amc.parallel import actor_resources
+    assert actor_resources(4, on_gpu=False, gpus=0) == {"num_cpus": 1}
+    assert actor_resources(4, on_gpu=True, gpus=1) == {"num_cpus": 1, "num_gpus": 0.25}  # four to a card
+    assert actor_resources(2, on_gpu=True, gpus=4) == {"num_cpus": 1, "num_gpus": 1.0}   # never more than one
+    assert actor_resources(8, on_gpu=True, gpus=2, gpus_per_worker=0.25) == {"num_cpus": 1, "num_gpus": 0.25}
+    with pytest.raises(AmcError, match="need 4 GPUs but the cluster has 2; pass --gpus-per-worker 0.5"):
+        actor_resources(4, on_gpu=True, gpus=2, gpus_per_worker=1.0)
+    with pytest.raises(AmcError, match="no GPU for the actors; pass --device cpu"):
+        actor_resources(2, on_gpu=True, gpus=0)
+
+
+def test_a_gpu_share_is_refused_without_workers_or_a_cuda_device():
+    from amc.pipeline import run_device
+    for settings in ({"gpus_per_worker": 0.5}, {"workers": 2, "gpus_per_worker": 1.5},
+                     {"workers": 2, "gpus_per_worker": 0.0}):
+        with pytest.raises(AmcError, match="--gpus-per-worker must be in"):
+            SearchConfig(**settings)
+    if not torch.cuda.is_available():
+        with pytest.raises(AmcError, match="--gpus-per-worker needs a CUDA device, but this run works on cpu"):
+            run_device(SearchConfig(workers=2, gpus_per_worker=0.5))
 
 
 class OutputDevices(TorchDispatchMode):

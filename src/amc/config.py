@@ -171,6 +171,9 @@ class SearchConfig:
                            "`distributed`); 1 = in this process.")
     ray_address: str | None = setting(None, PERFORMANCE, "Existing Ray cluster for --workers (default: a local "
                                       "instance).")
+    gpus_per_worker: float | None = setting(None, PERFORMANCE, "Share of a GPU each Ray actor takes with --workers "
+                                            "on a GPU device (0.25: four actors share a card); default: the actors "
+                                            "spread evenly over the GPUs.")
 
     def __post_init__(self) -> None:
         budget = MODEL_BUDGETS.get(self.model, DEFAULT_BUDGET) if isinstance(self.model, str) else DEFAULT_BUDGET
@@ -206,6 +209,10 @@ class SearchConfig:
                            "--method channel; use --finalists 1 here")
         if self.workers < 1:
             raise AmcError(f"--workers must be at least 1, got {self.workers}")
+        if self.gpus_per_worker is not None and not (self.workers > 1 and 0 < self.gpus_per_worker <= 1):
+            raise AmcError(f"--gpus-per-worker must be in (0, 1] and comes with --workers > 1, got "
+                           f"{self.gpus_per_worker} with --workers {self.workers}; pass e.g. --workers 4 "
+                           "--gpus-per-worker 0.25, or drop it")
         if self.workers > 1 and self.method == "fine-grained":
             raise AmcError("--workers > 1 supports channel pruning only; drop --workers for fine-grained")
         if self.latency_threads < 1 or self.latency_batch < 1:

@@ -47,14 +47,19 @@ class Setup:
 
 def run_device(config: SearchConfig) -> torch.device:
     """The device a run with `config` works on, or a one-line error where this machine lacks it. "auto" takes
-    a GPU where there is one, except where a run cannot use one yet: a latency budget (measured on the CPU)
-    and Ray workers (`--workers`) work on the CPU, and a GPU named for them is refused."""
+    a GPU where there is one, except where a run cannot use one: a latency budget is measured on the CPU, and
+    Ray workers (`--workers`) run on the CPU or on CUDA GPUs (Ray schedules no other accelerator here); another
+    device named for them is refused."""
     device = resolve_device(config.device)
-    cpu_only = "--target latency" if config.target == "latency" else "--workers > 1" if config.workers > 1 else None
+    cpu_only = "--target latency runs on the CPU only" if config.target == "latency" else \
+        "--workers > 1 runs on the CPU or CUDA GPUs only" if config.workers > 1 and device.type != "cuda" else None
+    if config.gpus_per_worker is not None and device.type != "cuda":
+        raise AmcError(f"--gpus-per-worker needs a CUDA device, but this run works on {device}; pass --device cuda "
+                       "or drop --gpus-per-worker")
     if cpu_only and device.type != "cpu":
         if config.device == "auto":
             return torch.device("cpu")
-        raise AmcError(f"{cpu_only} runs on the CPU only; pass --device cpu (or auto)")
+        raise AmcError(f"{cpu_only}; pass --device cpu (or auto)")
     return device
 
 

@@ -90,7 +90,7 @@ def search(model: nn.Module | str | None = None, data: Dataset | str | None = No
 
 
 # settings a resume may change: more episodes continue the same search, on this machine's device
-RESUME_MAY_CHANGE = ("episodes", "device")
+RESUME_MAY_CHANGE = ("episodes", "device", "gpus_per_worker")
 
 
 def resumed_config(run_dir: str | Path, given: dict) -> SearchConfig:

@@ -29,6 +29,10 @@ class LayerStats:
     rows: int
     kernel_area: int      # kh * kw: how many columns of X belong to one input channel
 
+    def to(self, device: torch.device | str) -> LayerStats:
+        """The same statistics with the matrices on `device` (a Ray actor on its own GPU)."""
+        return LayerStats(self.gram.to(device), self.cross.to(device), self.y_energy, self.rows, self.kernel_area)
+
 
 def _rows_of(module: nn.Module, x: torch.Tensor, y: torch.Tensor, points: int,
              generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
