@@ -52,6 +52,11 @@ def test_the_search_defaults_are_the_environments():
         assert getattr(search, name) == getattr(env, name), name
 
 
+def test_the_search_default_memory_bound_is_the_loaders():
+    from amc.data.datasets import MAX_MEMORY_GB
+    assert SearchConfig().max_memory_gb == MAX_MEMORY_GB
+
+
 def test_amc_search_takes_its_options_from_the_settings():
     import typer.main
 

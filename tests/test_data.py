@@ -219,7 +219,8 @@ def test_real_cifar10_npz_reproduces_the_shared_heldout():
 
 # imagefolder --------------------------------------------------------------------------------------------------
 
-def test_imagefolder(tmp_path: Path):
+def test_imagefolder(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("AMC_CACHE_DIR", str(tmp_path / "cache"))  # the second load reads the first's decoding
     root = write_imagefolder(tmp_path / "imgs")
     data = load_dataset("imagefolder", root, image_size=32)
     assert data.class_names == ["ant", "bee", "cat"] and data.num_classes == 3 and data.input_shape == (3, 32, 32)
@@ -234,7 +235,7 @@ def test_imagefolder(tmp_path: Path):
 
 def test_imagefolder_val_with_fewer_classes_keeps_train_numbering(tmp_path: Path):
     root = write_imagefolder(tmp_path / "imgs", val_classes=("bee", "cat"))
-    data = load_dataset("imagefolder", root, image_size=16)
+    data = load_dataset("imagefolder", root, image_size=16, cache=False)
     assert sorted(set(data.test.y.tolist())) == [1, 2]
     assert int(data.test.x[data.test.y == 2][:, 2].min()) == 255     # "cat" is blue in train and in val
 

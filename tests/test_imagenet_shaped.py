@@ -31,7 +31,7 @@ def imagefolder(tmp_path_factory):
             for i in range(count):
                 pixels = rng.integers(0, 256, (240, 260, 3), dtype=np.uint8)
                 Image.fromarray(pixels).save(root / split / name / f"{i}.png")
-    return load_dataset("imagefolder", root)
+    return load_dataset("imagefolder", root, cache=False)  # decoded once per module: nothing to keep
 
 
 def _search(name, data, out, **kw):

@@ -3,6 +3,7 @@ the final scoring counted. Times come from a simulated clock wherever a figure i
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import subprocess
 import sys
@@ -30,10 +31,13 @@ def _config(**kw):
 
 def test_phase_events_arrive_in_order_through_the_api_and_every_episode_carries_the_time_left(tmp_path, digits):
     events = []
-    amc.search(config=_config(), data=digits, out=tmp_path / "run", on_phase=lambda e: events.append(("phase", e)),
-               progress=lambda r: events.append(("episode", r)))
+    loaded = {"images": 1797, "bytes": digits.nbytes, "seconds": 0.5, "cached": False}  # as an imagefolder says
+    result = amc.search(config=_config(), data=dataclasses.replace(digits, load_stats=loaded), out=tmp_path / "run",
+                        on_phase=lambda e: events.append(("phase", e)), progress=lambda r: events.append(("episode", r)))
     phases = [e["phase"] for kind, e in events if kind == "phase"]
     assert phases == [*SETUP, "episodes", "final", "done"]
+    assert [e.get("loaded") for _, e in events if e.get("phase") == "features"] == [loaded]
+    assert result.summary["data_bytes"] == digits.nbytes == 1797 * 64
     kinds = [kind if kind == "episode" else e["phase"] for kind, e in events]
     assert kinds == [*SETUP, "episodes", "episode", "episode", "episode", "episode", "final", "done"]
     for kind, e in events:

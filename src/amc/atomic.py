@@ -12,7 +12,9 @@ import errno
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from amc.errors import SaveError
 from amc.safe_open import REGULAR, RUN_FILE, RUN_FILE_FIX, NotAFileError, file_kind, open_descriptor
@@ -28,7 +30,13 @@ def write_json_atomic(path: str | Path, obj) -> None:
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
-    """Replace `path` by `data` all at once: a temporary file beside it, fsync, then a rename.
+    """Replace `path` by `data` all at once (see `write_file_atomic`)."""
+    write_file_atomic(path, lambda f: f.write(data))
+
+
+def write_file_atomic(path: str | Path, fill: Callable[[BinaryIO], object]) -> None:
+    """Replace `path` by what `fill(f)` writes into `f` all at once: a temporary file beside it, fsync, then
+    a rename. `fill` streams, so a file larger than memory allows never exists as one bytes object.
 
     Whatever happens (disk full, Ctrl-C, a kill), `path` holds either its old or its new content. A full
     disk or a missing permission becomes a one-line `SaveError` saying that the old content is intact.
@@ -40,7 +48,7 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.fchmod(fd, _mode_for(path))  # mkstemp's 0600 would hide every run file from the user's group
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            fill(f)
             f.flush()
             os.fsync(f.fileno())
         _rename(tmp, path)
@@ -102,4 +110,4 @@ def _check_replaceable(path: Path) -> None:
                             "write")
 
 
-__all__ = ["SAVE_ERRNOS", "append_line", "write_bytes_atomic", "write_json_atomic"]
+__all__ = ["SAVE_ERRNOS", "append_line", "write_bytes_atomic", "write_file_atomic", "write_json_atomic"]

@@ -1,5 +1,5 @@
-"""Where amc keeps what it can rebuild (measured latency tables, downloaded datasets): the directory named by the
-environment variable AMC_CACHE_DIR, else ~/.cache/amc under the home directory ($HOME)."""
+"""Where amc keeps what it can rebuild (measured latency tables, downloaded datasets, decoded ImageFolder images):
+the directory named by the environment variable AMC_CACHE_DIR, else ~/.cache/amc under the home directory ($HOME)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ class CacheDirError(AmcError):
 
 
 def cache_dir(kind: str) -> Path:
-    """The cache's subdirectory `kind` ("latency", "data"), not created."""
+    """The cache's subdirectory `kind` ("latency", "data", "imagefolder"), not created."""
     root = os.environ.get(CACHE_ENV)
     if root:
         return Path(root).expanduser() / kind

@@ -103,7 +103,9 @@ class Phases:
     search's estimate of what follows the episodes (the final scoring and export, the finalist stage), made from
     the original's scoring measured during setup (`expect_after_episodes`). It is None until the first episode
     has finished. The "episodes" phase starts with `episodes=` (the planned end) and `start=` (the first one
-    played here). `clock` is replaceable for tests.
+    played here); the "features" phase, which follows the loading, with `loaded=` (the dataset's `load_stats`:
+    how long decoding its images took and the memory they take, logged by `describe_loading`; None where the
+    data needed no decoding). `clock` is replaceable for tests.
     """
 
     def __init__(self, on_phase: Callable[[dict], None] | None = None, clock: Callable[[], float] = time.perf_counter):
@@ -127,6 +129,8 @@ class Phases:
         if phase == "episodes":
             self.episodes = details["episodes"] - details.get("start", 0)
         event = {"phase": phase, "label": PHASES[phase], "elapsed": self.elapsed(), "eta": self.eta(), **details}
+        if details.get("loaded"):
+            logger.info("amc search: %s", describe_loading(details["loaded"]))
         if phase == "done":
             logger.info("amc search: done in %.0f s", event["elapsed"])
         else:
@@ -163,6 +167,14 @@ class Phases:
         return pace * max(0, self.episodes - self.played) + self.final_seconds
 
 
+def describe_loading(stats: dict) -> str:
+    """A dataset's `load_stats` as one line: how many images, decoded or read from amc's cache in how many
+    seconds, and the memory they take."""
+    how = "read from the cache" if stats["cached"] else "decoded"
+    size = f"{stats['bytes'] / 2**30:.2f} GiB" if stats["bytes"] >= 2**30 else f"{stats['bytes'] / 2**20:.1f} MiB"
+    return f"data: {stats['images']:,} images {how} in {stats['seconds']:.1f} s, {size} in memory"
+
+
 def _left(eta: float | None) -> str:
     return "" if eta is None else f", about {eta:.0f} s left"
 
@@ -189,4 +201,5 @@ class Progress(Callback):
             self.progress(report)
 
 
-__all__ = ["PHASES", "Callback", "CallbackList", "Phases", "Progress", "TensorBoard", "summary_writer"]
+__all__ = ["PHASES", "Callback", "CallbackList", "Phases", "Progress", "TensorBoard", "describe_loading",
+           "summary_writer"]

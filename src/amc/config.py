@@ -101,6 +101,9 @@ class SearchConfig:
     data: str = setting(DEFAULT_DATA, MODEL, "Dataset (digits: the embedded default).", shown=dataset_names)
     data_dir: str | None = setting(None, MODEL, "cifar10: .npz or CIFAR python folder; imagefolder: root.", path=True)
     download: bool = setting(False, MODEL, "Download CIFAR-10 if it is not in --data-dir (needs network).")
+    # amc.data.datasets.MAX_MEMORY_GB, written out because importing amc.data loads torch (tests/test_config.py)
+    max_memory_gb: float = setting(16.0, MODEL, "imagefolder: refuse before decoding a folder whose images would "
+                                   "take more than this many GiB of memory (uint8, all splits).")
 
     # target and reward are checked by `EnvConfig`
     target: str = setting("macs", BUDGET, "Budgeted resource; latency is measured per layer once on this machine, "
@@ -181,7 +184,8 @@ class SearchConfig:
             self.ratio = budget[0]
         if self.lbound is None:
             self.lbound = budget[1]
-        check_fields(self, MINIMUMS)  # types, finite numbers and lower bounds, for the CLI and the API alike
+        # types, finite numbers and lower bounds, for the CLI and the API alike
+        check_fields(self, MINIMUMS, positive=("max_memory_gb",))
         if self.agent_options:
             check_agent_options(self.agent, self.agent_options)
         check_threads(self.threads)

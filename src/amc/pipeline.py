@@ -108,7 +108,8 @@ def load_inputs(config: SearchConfig, model: nn.Module | None = None, dataset: D
     if device is None:
         device = run_device(config)
     if dataset is None:
-        dataset = load_dataset(config.data, config.data_dir, seed=0, download=config.download)
+        dataset = load_dataset(config.data, config.data_dir, seed=0, download=config.download,
+                               max_memory_gb=config.max_memory_gb)
     if len(dataset.heldout) == 0:
         raise AmcError(f"held-out split of {config.data} is empty (candidates are scored on it); use a dataset "
                        "with at least two training images per class")

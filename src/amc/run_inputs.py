@@ -55,7 +55,8 @@ def run_dataset(run: str | Path, data_dir: str | Path | None = None, purpose: st
     settings = RunDir(run).settings(purpose)
     path = str(data_dir) if data_dir is not None else find_input(settings.get("data_dir"), "data", "--data-dir")
     return load_dataset(settings.get("data", SearchConfig.data), path, seed=0,
-                        download=bool(settings.get("download", False)))
+                        download=bool(settings.get("download", False)),
+                        max_memory_gb=settings.get("max_memory_gb", SearchConfig.max_memory_gb))
 
 
 def policy_run(policy: str | Path) -> Path | None:

@@ -25,7 +25,7 @@ SUMMARY_SHAPE = {"model": str, "agent": str, "episodes": int, "best_episode": (i
                  "policy_source": (str, NONE), "target": str, "method": str, "sparse_macs": NUMBER,
                  "dense_bytes": int, "sparse_bytes": int, "baseline": dict, "finetune": dict, "latency": dict,
                  "finalists": dict, "baselines": dict, "searched_minus_best_baseline": dict, "export": dict,
-                 "stopped_early": dict}
+                 "stopped_early": dict, "data_bytes": int}
 META_SHAPE = {"info": dict, "policy": dict, "dropped_blocks": list}
 CALIBRATION_SHAPE = {"offset_ms": NUMBER, "scale": NUMBER, "info": dict}
 EPISODE_SHAPE = {"episode": int, "reward": NUMBER, "accuracy": NUMBER, "keep": list, "scored_images": int}

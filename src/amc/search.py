@@ -67,9 +67,10 @@ def search(model: nn.Module | str | None = None, data: Dataset | str | None = No
     With `resume=True` the run's own config.json is used. `progress` is called after every episode with
     that episode's log record plus the run's progress (`eta`: seconds left in the whole search); `on_phase`
     when each phase starts (`amc.callbacks.PHASES`: loading, features, latency, original, agent, episodes,
-    finalists, final, done) with `{"phase", "label", "elapsed", "eta"}`. Both are also logged at INFO on the
-    "amc.search" logger (`logging.basicConfig(level=logging.INFO)` shows them). A model named here with no
-    weights (given or bundled) is refused unless `random_init=True` asks for an untrained one. A model factory
+    finalists, final, done) with `{"phase", "label", "elapsed", "eta"}` ("features" also with `loaded`: the
+    dataset's `load_stats`, or None). Both are also logged at INFO on the "amc.search" logger
+    (`logging.basicConfig(level=logging.INFO)` shows them). A model named here with no weights (given or
+    bundled) is refused unless `random_init=True` asks for an untrained one. A model factory
     that a file names (a resumed run's config.json) is code: it runs only if named here as `model` or with
     `trust_model_code=True`. `callbacks` (`amc.callbacks.Callback`) see every episode after amc's own and may
     stop the search early (their `on_episode` returns True); the best policy so far is then exported. Example::
@@ -209,7 +210,7 @@ def _search(model, data, *, run: RunDir, config, resume, overwrite, progress, ph
     if resume:
         run.check_same_inputs(inputs.dataset, inputs.weights)
     check_before_scoring(config, inputs)  # a mistake is reported in seconds, not after minutes of setup
-    phases.start("features")
+    phases.start("features", loaded=inputs.dataset.load_stats)  # how long decoding took, the memory it takes
     setup = with_scorer(inputs, config)
     saved_calibration = run.read_latency_calibration() if resume else None
     if config.target == "latency":
@@ -325,7 +326,7 @@ def _finish(run: RunDir, config: SearchConfig, setup: Setup, budget: Budget, bes
                      "test_top1": Evaluator(dataset.test, info.mean, info.std,
                                                          device=setup.device).top1(setup.model)},
         "budget_ratio": config.ratio if config.reward == "acc" else None, "target": config.target,
-        "search_seconds": round(sum(r["seconds"] for r in log), 2),
+        "search_seconds": round(sum(r["seconds"] for r in log), 2), "data_bytes": dataset.nbytes,
     }
     if finalists is not None:
         summary["finalists"] = finalists

@@ -63,6 +63,9 @@ class EpisodeProgress(LiveBar):
         self.task = self.bar.add_task("starting", total=None, detail="", eta=None, eta_at=0.0) if self.bar else None
 
     def phase(self, event: dict) -> None:
+        if event.get("loaded"):  # imagefolder: how long decoding took and the memory the images take
+            from amc.callbacks import describe_loading  # here: `amc --help` loads no torch
+            console.print(describe_loading(event["loaded"]), highlight=False)
         label = event["label"]
         if event["phase"] == "episodes":
             self.total = event["episodes"]

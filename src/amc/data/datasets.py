@@ -5,6 +5,8 @@ Everything is validated here, at the edge: a bad path, layout or array gives a o
 
 from __future__ import annotations
 
+import math
+import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,6 +16,7 @@ import numpy as np
 import torch
 
 from amc.cache import make_cache_dir
+from amc.data.image_cache import image_key, read_images, write_images
 from amc.data.splits import Dataset, Split, carve_heldout, pick_per_class
 from amc.errors import DataError
 from amc.safe_open import REGULAR, NotAFileError, check_regular_file, file_kind, open_regular
@@ -32,11 +35,13 @@ DIGITS_TEST_SEED = 0      # the test split never moves with `seed`, so no seed c
 CIFAR10_HELDOUT_PER_CLASS = 500
 IMAGEFOLDER_SIZE = 224
 RESIZE_RATIO = 1.14       # shorter side resized to size * 1.14 before the centre crop (256 for 224)
-IMAGEFOLDER_MAX_BYTES = 16 * 2**30
+INTERPOLATION = "bilinear"
+MAX_MEMORY_GB = 16.0      # imagefolder: decoded images held in memory, all splits, in GiB
 
 
 def load_dataset(name: str, data_dir: str | Path | None = None, *, heldout_per_class: int | None = None,
-                 seed: int = 0, download: bool = False, image_size: int | None = None) -> Dataset:
+                 seed: int = 0, download: bool = False, image_size: int | None = None, cache: bool = True,
+                 max_memory_gb: float = MAX_MEMORY_GB) -> Dataset:
     """Load a dataset by name (see `DATASETS`) into memory, with train / held-out / test splits.
 
     `heldout_per_class` images of every class are carved from the training set by `seed` (defaults:
@@ -46,10 +51,18 @@ def load_dataset(name: str, data_dir: str | Path | None = None, *, heldout_per_c
     `train/` and `val/` class folders. `download` fetches CIFAR-10 (into `data_dir`, else amc's cache:
     $AMC_CACHE_DIR/data or ~/.cache/amc/data).
     `image_size` is the imagefolder crop side in pixels (default 224).
+
+    imagefolder only: the decoded images are kept in amc's cache directory (`amc.data.image_cache`) and read
+    back from there while no image changes; `cache=False` decodes and writes nothing (refused for the other
+    datasets, which have nothing to decode). A folder whose decoded images would exceed `max_memory_gb` GiB
+    is refused before decoding (the other datasets ignore it: their arrays are read as stored). The dataset's
+    `load_stats` says how long decoding or reading the cache took and how many bytes the images hold.
     """
     key = str(name).lower()
     if key not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    if not cache and key != "imagefolder":
+        raise DataError(f"cache=False applies only to imagefolder ({key} decodes no images to cache); drop it")
     path = None if data_dir is None else Path(data_dir).expanduser()
     if key == "digits":
         if path is not None:
@@ -62,7 +75,7 @@ def load_dataset(name: str, data_dir: str | Path | None = None, *, heldout_per_c
             raise DataError("imagefolder cannot be downloaded; drop --download and pass --data-dir with "
                             "train/ and val/")
         dataset = _load_imagefolder(path, IMAGEFOLDER_SIZE if image_size is None else image_size, seed,
-                                    heldout_per_class)
+                                    heldout_per_class, cache, max_memory_gb)
     if image_size is not None and image_size != dataset.input_shape[1]:
         raise DataError(f"image_size={image_size} applies only to imagefolder ({key} images are "
                         f"{dataset.input_shape[1]}x{dataset.input_shape[2]}); drop image_size")
@@ -71,7 +84,8 @@ def load_dataset(name: str, data_dir: str | Path | None = None, *, heldout_per_c
 
 def _assemble(name: str, train_x: torch.Tensor, train_y: np.ndarray, test_x: torch.Tensor, test_y: np.ndarray,
               class_names: list[str], per_class: int, seed: int, hflip: bool,
-              test_indices: np.ndarray | None = None, train_indices: np.ndarray | None = None) -> Dataset:
+              test_indices: np.ndarray | None = None, train_indices: np.ndarray | None = None,
+              load_stats: dict | None = None) -> Dataset:
     """Carve held-out from the (already validated) training arrays and wrap everything in a `Dataset`.
 
     `train_indices` / `test_indices` map rows to positions in a larger source (digits), if any.
@@ -88,7 +102,7 @@ def _assemble(name: str, train_x: torch.Tensor, train_y: np.ndarray, test_x: tor
     test = Split(test_x, torch.from_numpy(test_y.astype(np.int64)), hflip,
                  torch.from_numpy(test_source.astype(np.int64)))
     return Dataset(name, part(train_pos), part(heldout_pos), test, len(class_names),
-                   tuple(train_x.shape[1:]), list(class_names))
+                   tuple(train_x.shape[1:]), list(class_names), load_stats)
 
 
 def _open(path: str | Path, what: str, fix: str) -> BinaryIO:
@@ -214,9 +228,11 @@ def _check_arrays(source: str, arrays: dict[str, np.ndarray],
 
 # imagefolder ----------------------------------------------------------------------------------------------------
 
-def _load_imagefolder(path: Path | None, size: int, seed: int, heldout_per_class: int | None) -> Dataset:
+def _load_imagefolder(path: Path | None, size: int, seed: int, heldout_per_class: int | None, cache: bool,
+                      max_memory_gb: float) -> Dataset:
     """`path/train` and `path/val` in ImageFolder layout, resized and centre-cropped to `size` and held
-    as uint8 in memory: [N, 3, size, size] bytes per split, so this is for modest datasets, not ImageNet."""
+    as uint8 in memory: [N, 3, size, size] bytes per split, so this is for modest datasets, not ImageNet.
+    Decoded once, then read from the cache while no image changes (`cache=False`: decoded every time)."""
     from torchvision.datasets import ImageFolder
 
     if path is None:
@@ -228,6 +244,9 @@ def _load_imagefolder(path: Path | None, size: int, seed: int, heldout_per_class
         raise DataError(f"{path} is {kind}; imagefolder needs a folder with train/ and val/ class subfolders")
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise DataError(f"image_size must be a positive integer, got {size!r}; pass e.g. 224")
+    if isinstance(max_memory_gb, bool) or not isinstance(max_memory_gb, (int, float)) \
+            or not math.isfinite(max_memory_gb) or max_memory_gb <= 0:
+        raise DataError(f"max_memory_gb must be a positive number of GiB, got {max_memory_gb!r}; pass e.g. 16")
     for sub in ("train", "val"):
         if not (path / sub).is_dir():
             raise DataError(f"{path} has no {sub}/ folder; imagefolder needs train/ and val/ with one "
@@ -248,22 +267,37 @@ def _load_imagefolder(path: Path | None, size: int, seed: int, heldout_per_class
     val_to_train = [classes.index(c) for c in folders["val"].classes]
     train_files = folders["train"].samples
     val_files = [(f, val_to_train[t]) for f, t in folders["val"].samples]
-    total_bytes = (len(train_files) + len(val_files)) * 3 * size * size
-    if total_bytes > IMAGEFOLDER_MAX_BYTES:
-        raise DataError(f"{path}: {len(train_files) + len(val_files)} images at {size}x{size} need "
-                        f"{total_bytes / 2**30:.1f} GiB in memory (limit {IMAGEFOLDER_MAX_BYTES // 2**30} GiB); "
-                        "use a smaller image_size or a subset of the images")
-    train_x, train_y = _decode(train_files, size)
-    test_x, test_y = _decode(val_files, size)
+    images = len(train_files) + len(val_files)
+    total_bytes = images * 3 * size * size
+    if total_bytes > max_memory_gb * 2**30:
+        raise DataError(f"{path}: {images} images at {size}x{size} need {total_bytes / 2**30:.1f} GiB in memory "
+                        f"(limit {max_memory_gb:g} GiB); raise max_memory_gb (--max-memory-gb), or use a smaller "
+                        "image_size or a subset of the images")
+    started = time.perf_counter()
+    shapes = {"train": (len(train_files), 3, size, size), "val": (len(val_files), 3, size, size)}
+    transform = {"size": size, "resize_ratio": RESIZE_RATIO, "interpolation": INTERPOLATION}
+    key = image_key(path, [f for f, _ in train_files + val_files], transform) if cache else None
+    kept = read_images(key, shapes) if cache else None
+    if kept is not None:
+        train_x, test_x = torch.from_numpy(kept["train"]), torch.from_numpy(kept["val"])
+    else:
+        train_x, test_x = _decode(train_files, size), _decode(val_files, size)
+    stats = {"images": images, "bytes": total_bytes, "seconds": round(time.perf_counter() - started, 3),
+             "cached": kept is not None}
+    train_y = np.array([t for _, t in train_files], dtype=np.int64)
+    test_y = np.array([t for _, t in val_files], dtype=np.int64)
     if heldout_per_class is None:
         smallest = int(np.bincount(train_y, minlength=len(classes)).min())
         # At least one held-out image per class when possible, never a class's last training image.
         heldout_per_class = min(50, max(1, smallest // 10), smallest - 1)
-    return _assemble("imagefolder", train_x, train_y, test_x, test_y, list(classes), heldout_per_class, seed,
-                     hflip=True)
+    dataset = _assemble("imagefolder", train_x, train_y, test_x, test_y, list(classes), heldout_per_class, seed,
+                        hflip=True, load_stats=stats)
+    if cache and kept is None:  # only a folder that loads: one refused leaves nothing in the cache
+        write_images(key, {"train": train_x.numpy(), "val": test_x.numpy()})
+    return dataset
 
 
-def _decode(files: list[tuple[str, int]], size: int) -> tuple[torch.Tensor, np.ndarray]:
+def _decode(files: list[tuple[str, int]], size: int) -> torch.Tensor:
     """Decode, resize (shorter side to size * 1.14) and centre-crop images into uint8 [N, 3, size, size]."""
     from PIL import Image
     from torchvision.transforms import InterpolationMode
@@ -275,7 +309,7 @@ def _decode(files: list[tuple[str, int]], size: int) -> tuple[torch.Tensor, np.n
     def load(i: int) -> None:
         try:
             with _open(files[i][0], "image", "remove or replace it") as f, Image.open(f) as img:
-                img = TF.resize(img.convert("RGB"), short_side, InterpolationMode.BILINEAR)
+                img = TF.resize(img.convert("RGB"), short_side, InterpolationMode(INTERPOLATION))
                 x[i] = TF.pil_to_tensor(TF.center_crop(img, size))
         except OSError as e:
             raise DataError(f"cannot read image {files[i][0]} ({type(e).__name__}); remove or replace it") from None
@@ -283,4 +317,4 @@ def _decode(files: list[tuple[str, int]], size: int) -> tuple[torch.Tensor, np.n
     # PIL releases the GIL while decoding and resizing, so threads scale with cores.
     with ThreadPoolExecutor() as pool:
         list(pool.map(load, range(len(files))))
-    return x, np.array([t for _, t in files], dtype=np.int64)
+    return x

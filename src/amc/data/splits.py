@@ -56,7 +56,9 @@ class Dataset:
     """A dataset's three disjoint splits and its metadata.
 
     `train` excludes `heldout`; `heldout` is carved from the original training set and is what
-    searches score on; `test` is only for final reports. `input_shape` is (C, H, W).
+    searches score on; `test` is only for final reports. `input_shape` is (C, H, W). `load_stats` says how
+    decoded images were loaded (imagefolder): {"images", "bytes" (uint8, all splits), "seconds" (decoding, or
+    reading amc's cache), "cached"}; None where nothing was decoded.
     """
 
     name: str
@@ -66,6 +68,12 @@ class Dataset:
     num_classes: int
     input_shape: tuple[int, int, int]
     class_names: list[str]
+    load_stats: dict | None = None
+
+    @property
+    def nbytes(self) -> int:
+        """The bytes the three splits' images hold in memory (the labels add 8 per image)."""
+        return sum(split.x.nbytes for split in (self.train, self.heldout, self.test))
 
     def calibration_indices(self, n: int, seed: int) -> torch.Tensor:
         """`n` distinct int64 indices into `train` (never held-out), the same for the same seed.
