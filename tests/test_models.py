@@ -315,3 +315,13 @@ def test_akamaster_resnet20_is_accurate_on_cifar10():
     with torch.no_grad():
         accuracy = (model(x).argmax(1).numpy() == data["test_y"][pick]).mean()
     assert accuracy > 0.75  # 81% measured on the full JPEG test set
+
+
+def test_a_torchvision_cnn_takes_the_datas_resolution():
+    """CIFAR-sized data with tv:resnet18 is searched at 32 px, not refused for not being 224 px."""
+    small = models.create("tv:resnet18", num_classes=10, input_shape=(3, 32, 32)).eval()
+    assert models.model_info(small).input_shape == (3, 32, 32)
+    with torch.no_grad():
+        assert small(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    assert models.model_info(models.create("tv:resnet18")).input_shape == (3, 224, 224)
+    assert models.model_info(models.create("tv:resnet18", input_shape=(1, 32, 32))).input_shape == (3, 224, 224)

@@ -106,7 +106,8 @@ def create(name: str, num_classes: int | None = None, weights: str | Path | None
     `name` is a zoo name, ``tv:<torchvision name>``, ``timm:<timm name>`` or a factory ``package.module:function``
     (called with `kwargs`, by default none). `num_classes` defaults to the model's own (10 for the zoo, 1000 for
     torchvision and timm); a factory's network must predict that many. `input_shape` (C, H, W) is the data's:
-    it is used where the model states none (a timm CNN, a factory that attaches no ``amc_info``). `kwargs` go to
+    it is used where the model states none (a torchvision or timm CNN with 3 input channels, a factory that
+    attaches no ``amc_info``). `kwargs` go to
     the constructor (e.g. ``width_mult=0.5`` for the MobileNets) and are recorded in `ModelInfo.kwargs`.
     """
     if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
@@ -120,7 +121,10 @@ def create(name: str, num_classes: int | None = None, weights: str | Path | None
             model = torchvision_models.build(torchvision_name, num_classes, **kwargs)
         except TypeError as e:  # torchvision forwards kwargs to the class, which rejects unknown ones
             raise AmcError(f"torchvision model {name} rejected options {sorted(kwargs)}: {e}") from None
-        info = ModelInfo(name, TORCHVISION_SHAPE, IMAGENET_MEAN, IMAGENET_STD, num_classes, dict(kwargs))
+        # torchvision's CNNs pool adaptively, so they run at the data's resolution (CIFAR's 32 px as well as 224);
+        # an input they cannot take is refused when the graph is traced
+        shape = tuple(input_shape) if input_shape is not None and input_shape[0] == 3 else TORCHVISION_SHAPE
+        info = ModelInfo(name, shape, IMAGENET_MEAN, IMAGENET_STD, num_classes, dict(kwargs))
     elif name.startswith(timm_models.PREFIX):
         model, info = _timm(name, 1000 if num_classes is None else num_classes, input_shape, kwargs)
     elif factory.is_reference(name):
