@@ -38,12 +38,12 @@ VAL_PER_CLASS = 5
 SOURCE_SIDE = 256        # what the loader resizes (shorter side to 1.14 x the crop) and centre-crops
 
 
-def make_folder(root: Path, seed: int = 0) -> None:
+def make_folder(root: Path, seed: int = 0, train_per_class: int = TRAIN_PER_CLASS) -> None:
     """train/ and val/ with one folder per class of random smooth RGB JPEGs (decode cost like a photo's)."""
     from PIL import Image
 
     rng = np.random.default_rng(seed)
-    for split, per_class in (("train", TRAIN_PER_CLASS), ("val", VAL_PER_CLASS)):
+    for split, per_class in (("train", train_per_class), ("val", VAL_PER_CLASS)):
         for c in range(CLASSES):
             folder = root / split / f"class{c}"
             folder.mkdir(parents=True, exist_ok=True)
@@ -52,15 +52,29 @@ def make_folder(root: Path, seed: int = 0) -> None:
                 small.resize((SOURCE_SIDE, SOURCE_SIDE), Image.BILINEAR).save(folder / f"{i}.jpg", quality=90)
 
 
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def bare_forward_seconds(model: torch.nn.Module, images: list[torch.Tensor], precision: str) -> float:
-    """Forward passes only: no argmax, no accuracy bookkeeping, batches normalised and laid out beforehand."""
+    """Forward passes only: no argmax, no accuracy bookkeeping, batches normalised, laid out and placed on the
+    model's device beforehand."""
     model.eval().to(memory_format=torch.channels_last)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+    device = images[0].device
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    synchronize(device)
     t0 = time.perf_counter()
     with torch.inference_mode(), autocast:
         for x in images:
             model(x)
+    synchronize(device)
     return time.perf_counter() - t0
+
+
+def device_name(device: torch.device) -> str:
+    """What a figure was measured on: the card's name for a GPU."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
 def measure(row: str, args: argparse.Namespace) -> dict:
@@ -71,14 +85,14 @@ def measure(row: str, args: argparse.Namespace) -> dict:
     loading = time.perf_counter() - t0
     config = SearchConfig(model=model_name, data="imagefolder", ratio=args.ratio, episodes=args.episodes,
                           warmup=args.episodes, racing=False, calibration_images=args.calibration_images,
-                          precision=args.precision, threads=args.threads, seed=0, device="cpu")
+                          precision=args.precision, threads=args.threads, seed=0, device=args.device)
     t0 = time.perf_counter()
     setup = prepare(config, dataset=dataset)
     setup_seconds = time.perf_counter() - t0
     env, _ = build_env(setup, config)
     agent = make_agent("ddpg", env.budget, seed=0, warmup_episodes=args.episodes)
     info = setup.info
-    images = [x.contiguous(memory_format=torch.channels_last)
+    images = [x.to(setup.device).contiguous(memory_format=torch.channels_last)
               for x, _ in batches(dataset.heldout, config.eval_batch_size, mean=info.mean, std=info.std)]
     episodes = []
     for _, record, _, seconds, timing in serial_episodes(env, agent, setup.scorer, range(args.episodes), False):
@@ -90,7 +104,8 @@ def measure(row: str, args: argparse.Namespace) -> dict:
     return {"row": row, "model": model_name, "pixels": pixels, "heldout": len(dataset.heldout),
             "loading_seconds": round(loading, 2), "decoded": not stats.get("cached", True),
             "setup_seconds": round(setup_seconds, 2), "calibration_images": args.calibration_images,
-            "precision": args.precision, "threads": args.threads, "episodes": episodes,
+            "precision": args.precision, "threads": args.threads, "device": device_name(setup.device),
+            "episodes": episodes,
             "date": time.strftime("%Y-%m-%d")}
 
 
@@ -120,6 +135,7 @@ def main() -> None:
     parser.add_argument("--calibration-images", type=int, default=500)
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("--report", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

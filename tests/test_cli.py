@@ -88,8 +88,10 @@ def test_default_search_runs_end_to_end(tmp_path):
     result = json.loads(r.stdout)
     assert result["macs_ratio"] <= 0.5
     assert (tmp_path / "demo" / "model.pt").exists()
-    # `amc prune` applies the saved policy and exports the very network the search exported
-    r = amc("prune", "--policy", str(tmp_path / "demo" / "policy.json"), "--out", str(tmp_path / "pruned"), "--json")
+    # `amc prune` applies the saved policy and exports the very network the search exported (on the device named,
+    # here the CPU the default search used)
+    r = amc("prune", "--policy", str(tmp_path / "demo" / "policy.json"), "--out", str(tmp_path / "pruned"), "--json",
+            "--device", "cpu")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["macs"] == result["macs"]
     assert (tmp_path / "pruned" / "model.pt").read_bytes() == (tmp_path / "demo" / "model.pt").read_bytes()

@@ -60,7 +60,7 @@ def test_readme_workflow_from_another_directory_with_no_option_repeated(searched
     assert {"config.json", "model.pt", "policy.json", "summary.json"} <= {f["name"] for f in shown["files"]}
     assert all(f["bytes"] > 0 for f in shown["files"])
 
-    evaluated = one_json(amc("eval", rel, "--split", "test", "--json", cwd=elsewhere))
+    evaluated = one_json(amc("eval", rel, "--split", "test", "--device", "cpu", "--json", cwd=elsewhere))
     assert evaluated["top1"] == pytest.approx(result["test_top1"])  # a fraction, as summary.json's
     assert 0 <= evaluated["top5"] <= 1 and evaluated["data"] == "digits"
 
