@@ -80,13 +80,13 @@ class Evaluator:
 
     def accuracy(self, model: nn.Module, topk: tuple[int, ...] = (1,)) -> dict[int, float]:
         """{k: share of images whose label is among the top-k predictions}."""
-        hits = {k: 0 for k in topk}
+        hits: dict[int, torch.Tensor | int] = {k: 0 for k in topk}
         for logits, y in self._logits(model):
             ranked = logits.topk(min(max(topk), logits.shape[1]), dim=1).indices
             correct = ranked == y.unsqueeze(1)
-            for k in topk:
-                hits[k] += int(correct[:, :k].any(dim=1).sum())
-        return {k: hits[k] / self.size for k in topk}
+            for k in topk:  # counted where the logits are: one read back at the end, not one per batch
+                hits[k] = hits[k] + correct[:, :k].any(dim=1).sum()
+        return {k: int(hits[k]) / self.size for k in topk}
 
     def top1(self, model: nn.Module) -> float:
         return self.accuracy(model, (1,))[1]
@@ -100,18 +100,20 @@ class Evaluator:
         an unbiased estimate from a class-balanced prefix (the held-out split is interleaved by class)."""
         if min_images is None:
             min_images = min(1000, max(100, self.size // 4))
-        hits = seen = 0
+        hits: torch.Tensor | int = 0
+        seen = 0
         batches = self._logits(model)
         for logits, y in batches:
-            hits += int((logits.argmax(dim=1) == y).sum())
+            hits = hits + (logits.argmax(dim=1) == y).sum()  # on the device; read back only where a look is due
             seen += len(y)
             if min_images <= seen < self.size:
-                p = hits / seen
+                p = int(hits) / seen
                 spread = math.sqrt(max(p * (1 - p), 1e-4) / seen * (self.size - seen) / (self.size - 1))
                 if p + z * spread < beat:
                     batches.close()  # restores the model's mode now, not when the generator is collected
                     return p, seen
-        return hits / self.size, self.size
+        return int(hits) / self.size, self.size
+
 
 @torch.no_grad()
 def recalibrate_batchnorm(model: nn.Module, images: Iterable[torch.Tensor]) -> None:
