@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import errno
 import os
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
-from amc.errors import AmcError
+from amc.errors import AmcError, SaveError
 
 CACHE_ENV = "AMC_CACHE_DIR"
 MOVE_IT = f"set {CACHE_ENV} to a writable directory (the cache defaults to ~/.cache/amc, under $HOME)"
@@ -44,4 +46,24 @@ def make_cache_dir(kind: str) -> Path:
     return path
 
 
-__all__ = ["CACHE_ENV", "CacheDirError", "MOVE_IT", "cache_dir", "make_cache_dir"]
+def keep(kind: str, name: str, write: Callable[[Path], None], lost: str) -> None:
+    """Write file `name` into the cache's subdirectory `kind` with `write(path)`. A cache that cannot be written
+    costs a later run time, never this one: the failure is a warning, `lost` (what is not kept, e.g. "the latency
+    table is not kept for the next search") with the path, the reason and the setting that moves the cache."""
+    path: Path | str = f"{CACHE_ENV}/{kind}/{name}"
+    try:
+        path = make_cache_dir(kind) / name
+        write(path)
+        return
+    except CacheDirError as e:
+        path, reason = e.path / name, e.reason
+    except SaveError as e:
+        reason = e.reason
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+    except AmcError as e:  # something other than a file where the cache belongs
+        reason = str(e)
+    warnings.warn(f"{lost}: cannot write {path} ({reason}); {MOVE_IT}", stacklevel=4)
+
+
+__all__ = ["CACHE_ENV", "CacheDirError", "MOVE_IT", "cache_dir", "keep", "make_cache_dir"]

@@ -21,7 +21,7 @@ import numpy as np
 
 from amc import cache as amc_cache
 from amc.atomic import write_file_atomic
-from amc.errors import AmcError, DataError, SaveError
+from amc.errors import AmcError, DataError
 from amc.safe_open import file_kind, open_regular
 
 CACHE_KIND = "imagefolder"
@@ -83,23 +83,9 @@ def _ignore(path: Path, reason: str) -> None:
 
 
 def write_images(key: str, arrays: dict[str, np.ndarray]) -> None:
-    """Keep `arrays` under `key` for the next load. A cache that cannot be written costs the next load a decode,
-    not this one: a warning names the setting that moves it."""
-    path: Path | str = f"{amc_cache.CACHE_ENV}/{CACHE_KIND}/{key}.npz"
-    try:
-        path = amc_cache.make_cache_dir(CACHE_KIND) / f"{key}.npz"
-        write_file_atomic(path, lambda f: np.savez(f, **arrays))
-        return
-    except amc_cache.CacheDirError as e:
-        path, reason = e.path, e.reason
-    except SaveError as e:
-        reason = e.reason
-    except OSError as e:
-        reason = e.strerror or type(e).__name__
-    except AmcError as e:  # something other than a file where the cache belongs
-        reason = str(e)
-    warnings.warn(f"the decoded images are not kept for the next load: cannot write {path} ({reason}); "
-                  f"{amc_cache.MOVE_IT}", stacklevel=3)
+    """Keep `arrays` under `key` for the next load (where the cache cannot be written, a warning, not a failure)."""
+    amc_cache.keep(CACHE_KIND, f"{key}.npz", lambda path: write_file_atomic(path, lambda f: np.savez(f, **arrays)),
+                   "the decoded images are not kept for the next load")
 
 
 __all__ = ["CACHE_KIND", "FORMAT", "image_key", "read_images", "write_images"]

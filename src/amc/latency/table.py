@@ -28,7 +28,6 @@ import torch.nn as nn
 
 from amc import cache as amc_cache
 from amc.atomic import write_json_atomic
-from amc.errors import AmcError, SaveError
 from amc.graph import LayerGraph
 from amc.latency.measure import cpu_name, measure_latency
 from amc.safe_open import NotAFileError, read_regular_bytes
@@ -228,20 +227,9 @@ def _is_time(ms) -> bool:
 
 
 def _save_cache(path: Path, cache: dict[str, float]) -> None:
-    """Keep the timings for the next search. A cache that cannot be written costs time, not the search: a warning
-    names the setting that moves it."""
-    try:
-        amc_cache.make_cache_dir("latency")
-        write_json_atomic(path, cache)
-        return
-    except (amc_cache.CacheDirError, SaveError) as e:
-        reason = e.reason
-    except OSError as e:
-        reason = e.strerror or type(e).__name__
-    except AmcError as e:  # something other than a file where the cache belongs
-        reason = str(e)
-    warnings.warn(f"the latency table is not kept for the next search: cannot write {path} ({reason}); "
-                  f"{amc_cache.MOVE_IT}", stacklevel=3)
+    """Keep the timings for the next search (where the cache cannot be written, a warning, not a failure)."""
+    amc_cache.keep("latency", path.name, lambda p: write_json_atomic(p, cache),
+                   "the latency table is not kept for the next search")
 
 
 def _kept(counts: np.ndarray) -> np.ndarray:
