@@ -20,6 +20,23 @@ def amc(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "amc.cli", *args], capture_output=True, text=True, cwd=cwd)
 
 
+def amc_here(*args, cwd):
+    """`amc ARGS` from `cwd`, run in this process: what the workflow checks is how a run's paths resolve from
+    another directory, not a fresh interpreter (tests/test_cli.py starts real ones), and each process would cost
+    seconds of imports."""
+    from typer.testing import CliRunner
+
+    from amc.cli import app
+
+    before = os.getcwd()
+    os.chdir(cwd)
+    try:
+        result = CliRunner().invoke(app, list(args))
+    finally:
+        os.chdir(before)
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
+
+
 def one_json(r) -> dict:
     """The command's stdout, which --json makes exactly one JSON object."""
     assert r.returncode == 0, r.stderr
@@ -54,35 +71,35 @@ def test_readme_workflow_from_another_directory_with_no_option_repeated(searched
     elsewhere.mkdir()
     rel = "../project/runs/a"
 
-    shown = one_json(amc("show", rel, "--json", cwd=elsewhere))
+    shown = one_json(amc_here("show", rel, "--json", cwd=elsewhere))
     assert shown["status"] == "finished" and shown["settings"]["seed"] == 3
     assert shown["best"]["heldout_top1"] == result["heldout_top1"] and 0 < shown["best"]["test_top1"] <= 1
     assert {"config.json", "model.pt", "policy.json", "summary.json"} <= {f["name"] for f in shown["files"]}
     assert all(f["bytes"] > 0 for f in shown["files"])
 
-    evaluated = one_json(amc("eval", rel, "--split", "test", "--device", "cpu", "--json", cwd=elsewhere))
+    evaluated = one_json(amc_here("eval", rel, "--split", "test", "--device", "cpu", "--json", cwd=elsewhere))
     assert evaluated["top1"] == pytest.approx(result["test_top1"])  # a fraction, as summary.json's
     assert 0 <= evaluated["top5"] <= 1 and evaluated["data"] == "digits"
 
     # `amc prune RUN` rebuilds the search's export from the run's own weights, seed and calibration images
-    pruned = one_json(amc("prune", rel, "--out", "pruned", "--json", cwd=elsewhere))
+    pruned = one_json(amc_here("prune", rel, "--out", "pruned", "--json", cwd=elsewhere))
     assert pruned["macs"] == result["macs"]
     assert torch.equal(_state(elsewhere / "pruned" / "model.pt")["features.0.0.weight"],
                        _state(run / "model.pt")["features.0.0.weight"])
     assert (elsewhere / "pruned" / "model.pt").read_bytes() == (run / "model.pt").read_bytes()
 
-    tuned = one_json(amc("finetune", rel, "--epochs", "1", "--batch-size", "256", "--distill", "--json",
+    tuned = one_json(amc_here("finetune", rel, "--epochs", "1", "--batch-size", "256", "--distill", "--json",
                          cwd=elsewhere))  # the teacher is the run's weights, found by their absolute path
     assert tuned["epochs"] == 1 and 0 < tuned["test_top1"] <= 1
 
     pytest.importorskip("onnxruntime")
-    exported = one_json(amc("export", rel, "--onnx", "cnn.onnx", "--json", cwd=elsewhere))
+    exported = one_json(amc_here("export", rel, "--onnx", "cnn.onnx", "--json", cwd=elsewhere))
     assert "held-out digits images" in exported["check_inputs"] and (elsewhere / "cnn.onnx").exists()
-    bench = one_json(amc("bench", rel, "--bench-warmup", "1", "--repeats", "3", "--min-seconds", "0", "--json",
+    bench = one_json(amc_here("bench", rel, "--bench-warmup", "1", "--repeats", "3", "--min-seconds", "0", "--json",
                          cwd=elsewhere))
     assert bench["macs"] == result["macs"]
     pytest.importorskip("matplotlib")
-    report = one_json(amc("report", rel, "--json", cwd=elsewhere))
+    report = one_json(amc_here("report", rel, "--json", cwd=elsewhere))
     assert (elsewhere / report["report"]).exists()
 
 
