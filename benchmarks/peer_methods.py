@@ -1,9 +1,9 @@
 """The methods peers.py compares, by name: a registry of what each one is, read by peers.py (how to run it), by
 finetune_grid.py (which rows it fine-tunes) and by its report (the order of the tables).
 
-A method is one of four kinds: a fixed allocation at the budget, torch-pruning's global pruning, a search
-through `amc.search`, or a peer that could not be run (its row carries the reason). No torch here: the grid's
-report reads the registry on a machine that only tabulates.
+A method is one of five kinds: a fixed allocation at the budget, torch-pruning's global pruning, NVIDIA
+ModelOpt's FastNAS (an optional extra), a search through `amc.search`, or a peer that could not be run (its row
+carries the reason). No torch here: the grid's report reads the registry on a machine that only tabulates.
 """
 
 from __future__ import annotations
@@ -40,6 +40,20 @@ class TorchPruning:
 
 
 @dataclass(frozen=True)
+class FastNAS:
+    """NVIDIA ModelOpt's FastNAS search at the budget, as one of three `variant`s: "raw" (its model as returned),
+    "bn" (the same with BN statistics re-estimated) or "counts" (its per-layer counts through our pruner, with
+    BN recalibration). One search writes all three rows."""
+
+    variant: str
+    seeded: ClassVar[bool] = False
+
+    @property
+    def recalibrate(self) -> bool:
+        return self.variant != "raw"
+
+
+@dataclass(frozen=True)
 class Search:
     """`amc.search` with `agent` and its `agent_options` (`--agent-option`), BN recalibration where
     `recalibrate`, `finalists` > 1 for the finalist stage, `candidates_factor` times --candidates episodes."""
@@ -62,7 +76,9 @@ class NotRun:
     seeded: ClassVar[bool] = False
 
 
-Method = FixedPolicy | TorchPruning | Search | NotRun
+Method = FixedPolicy | TorchPruning | FastNAS | Search | NotRun
+
+FASTNAS_INSTALL = "pip install nvidia-modelopt torchprofile==0.0.4 (or pip install -e '.[fastnas]')"
 
 # What happened when NNI's AMC pruner was tried against torch 2.14.1 (in a separate venv).
 NNI_REASON = (
@@ -73,6 +89,11 @@ NNI_REASON = (
     "type: PadShortcut); with that module patched to no_replace it runs, but its 'total_sparsity' FLOPs "
     "target of 0.5 landed at 0.33 of ResNet-20's counted MACs (another accounting), so no comparable number")
 NNI_SHORT = "not run: no AMC pruner in nni 3.0; nni 2.10.1 breaks on the padded shortcut (see note)"
+NNCF_REASON = (
+    "not run: NNCF 3.4 dropped structured filter pruning; nncf.prune offers only unstructured magnitude and "
+    "regularisation modes (a share of parameters), so it is a peer of --method fine-grained (model size), not of "
+    "a channel (MACs) budget")
+NNCF_SHORT = "not run: NNCF 3.4 has no filter pruning, only unstructured (see note)"
 
 _FIXED = {"uniform": FixedPolicy("uniform"), "deeper-more": FixedPolicy("deeper"),
           "shallower-more": FixedPolicy("shallower"), "knapsack": FixedPolicy("knapsack")}
@@ -86,6 +107,8 @@ METHODS: dict[str, Method] = {
     **{f"tp-{importance}{suffix}": TorchPruning(importance, variant)
        for importance in ("magnitude", "taylor") for suffix, variant in (("", "raw"), ("+lsq", "lsq"),
                                                                          ("-counts", "counts"))},
+    **{f"fastnas{suffix}": FastNAS(variant) for suffix, variant in (("", "raw"), ("+bn", "bn"),
+                                                                     ("-counts", "counts"))},
     "random": Search("random"),
     "tpe": Search("tpe"),
     "ddpg": Search("ddpg"),
@@ -105,6 +128,7 @@ METHODS: dict[str, Method] = {
                                                                      "actions": "share"}),
     "ddpg+bn-shallower-budget-share": replace(_DDPG_BN, agent_options={**_SHALLOWER_BUDGET, "actions": "share"}),
     "nni-amc": NotRun(NNI_REASON, NNI_SHORT),
+    "nncf-filter": NotRun(NNCF_REASON, NNCF_SHORT),
 }
 
 

@@ -12,7 +12,6 @@ import numpy as np
 import torch
 from common import latency_pair, mean_std, pyplot, save_figure
 from peer_bench import Bench
-from peer_methods import NNI_REASON
 from peer_rows import write_row
 
 import amc
@@ -96,8 +95,8 @@ def table(bench: Bench, rows: list[dict]) -> str:
              + (", searchers racing (hopeless candidates dropped after a prefix)" if args.racing else "")
              + "; every reported figure fp32 on the full splits, no fine-tuning unless stated. "
              "Mean ± std over seeds where there are several."]
-    if any("reason" in r for r in rows):
-        notes.append(f"\nnni-amc: {NNI_REASON}.")
+    reasons = {r["method"]: r["reason"] for r in rows if "reason" in r}  # each not-run peer's own, in full
+    notes += [f"\n{method}: {reason}." for method, reason in reasons.items()]
     return "\n".join(lines) + "\n" + "\n".join(notes)
 
 

@@ -4,7 +4,8 @@
         --data-dir ../shared/data/cifar10-jpeg/cifar10_jpeg.npz --ratio 0.5 --candidates 300 --seeds 0 1 2 \
         --precision bf16 --out runs/bench/peers-r56
 
-Methods (`--methods`, default all) are the registry `peer_methods.METHODS`, four kinds:
+Methods (`--methods`, default all; the fastnas ones only where ModelOpt is installed) are the registry
+`peer_methods.METHODS`, five kinds:
 
 - fixed allocations (`peer_bench.run_fixed`): `uniform`, `deeper-more`, `shallower-more` (one preserve ratio
   for every decision, or a linear ramp over the decision index `--ramp-spread` wide, its level bisected so that
@@ -13,13 +14,17 @@ Methods (`--methods`, default all) are the registry `peer_methods.METHODS`, four
   `+bn` twins are scored and exported with BN recalibration, as the searchers with recalibration are.
 - torch-pruning's global pruning (`peer_torch_pruning`): `tp-magnitude`, `tp-taylor`, each also as `+lsq`
   (its channels, our least-squares reconstruction) and `-counts` (its per-layer counts through our pruner).
+- NVIDIA ModelOpt's FastNAS (`peer_fastnas`, `pip install nvidia-modelopt torchprofile==0.0.4`): `fastnas`
+  (its model as returned), `fastnas+bn` (BN re-estimated) and `fastnas-counts` (its per-layer counts through our
+  pruner), its score top-1 on the first 1,000 held-out images; its search state is checkpointed and resumed.
 - searches, `--candidates` scored candidates per seed, all `amc.search` (`peer_bench.run_search`): `random`,
   `tpe` (`--agent tpe`), `ddpg`, and with BN recalibration on `--bn-batches` batches before each score
   `ddpg+bn`, `tpe+bn` and DDPG with other `--agent-option`s (`ddpg+bn-shallower`: anchor=shallower;
   `-knapsack`: anchor=knapsack; `-logit`: noise_space=logit; `-budget`: warmup_noise=budget; `-share`:
   actions=share), with the finalist stage (`-fin4`) or twice the candidates (`-x2`). With `--racing` every
   searcher drops candidates that cannot plausibly beat its own best after a prefix of the held-out split.
-- `nni-amc`: NNI's AMC pruner; it is not run (`peer_methods.NNI_REASON`), its row carries the reason.
+- `nni-amc`: NNI's AMC pruner, and `nncf-filter`: NNCF's filter pruning; they are not run
+  (`peer_methods.NNI_REASON`, `NNCF_REASON`), their rows carry the reason.
 
 Every model is accounted the same way: held-out top-1 on the 5,000 held-out training images (the seed-0
 split of `amc.data.load_dataset`) and test top-1, both fp32 without fine-tuning; MACs counted on the
@@ -39,7 +44,8 @@ from pathlib import Path
 
 import torch
 from peer_bench import Bench, plain_from_finalists, run_fixed, run_search
-from peer_methods import METHODS, FixedPolicy, NotRun, Search, TorchPruning
+from peer_fastnas import require_modelopt, run_fastnas
+from peer_methods import METHODS, FastNAS, FixedPolicy, NotRun, Search, TorchPruning, names
 from peer_report import finetune_best, measure_latency, plot, table
 from peer_rows import read_row, write_row
 from peer_torch_pruning import run_torch_pruning
@@ -49,7 +55,8 @@ def not_run(bench: Bench, name: str, method: NotRun, seed: int, run_dir: Path) -
     return {"reason": method.reason, "short_reason": method.short_reason}
 
 
-RUNNERS = {FixedPolicy: run_fixed, TorchPruning: run_torch_pruning, Search: run_search, NotRun: not_run}
+RUNNERS = {FixedPolicy: run_fixed, TorchPruning: run_torch_pruning, FastNAS: run_fastnas, Search: run_search,
+           NotRun: not_run}
 
 
 def run(args: argparse.Namespace) -> list[dict]:
@@ -104,7 +111,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ratio", type=float, help="MACs budget as a share of the original (default: amc search's)")
     parser.add_argument("--lbound", type=float, help="smallest preserve ratio of any decision (default: amc search's)")
     parser.add_argument("--channel-round", type=int, default=DEFAULTS.channel_round)
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--methods", nargs="+", choices=METHODS,
+                        help="default: all (the fastnas ones only where ModelOpt is installed)")
     parser.add_argument("--candidates", type=int, default=DEFAULTS.episodes,
                         help="scored candidates per search and seed")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the searchers")
@@ -141,7 +149,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     except AmcError as e:
         parser.error(str(e))
     args.ratio, args.lbound = config.ratio, config.lbound
+    args.methods = _available(parser, args.methods)
     return args
+
+
+def _available(parser: argparse.ArgumentParser, requested: list[str] | None) -> list[str]:
+    """The requested methods (default: all), refused with the install line where a fastnas one is asked for and
+    ModelOpt is missing; left out of the default with a note."""
+    from amc.errors import AmcError
+
+    methods = list(METHODS) if requested is None else requested
+    if not set(methods) & set(names(FastNAS)):
+        return methods
+    try:
+        require_modelopt()
+    except AmcError as e:
+        if requested is not None:
+            parser.error(str(e))
+        print(f"fastnas methods left out: {e}", flush=True)
+        return [m for m in methods if m not in names(FastNAS)]
+    return methods
 
 
 def main(argv: list[str] | None = None) -> None:
