@@ -1,4 +1,4 @@
-"""Issue 29's GPU figures in one call, each with the card's name beside it; with --quick --device cpu, a rehearsal of
+"""The device's GPU figures in one call, each with the card's name beside it; with --quick --device cpu, a rehearsal of
 the very same code on tiny sizes (how it is tested where there is no GPU).
 
     python benchmarks/gpu_check.py --out "$OUT" --device cuda \\
@@ -64,13 +64,12 @@ def part_speed(args, size) -> dict:
 
 
 def part_search(args, size) -> dict:
-    common = {"data": "imagefolder", "device": args.device, "precision": args.precision, "seed": 0,
-              "calibration_images": size["calibration"]}
+    common = {"device": args.device, "precision": args.precision, "seed": 0, "calibration_images": size["calibration"]}
     out = {}
     for name, pixels, episodes in (("resnet56", 32, size["r56_episodes"]), ("tv:resnet50", 224, size["r50_episodes"])):
         data = load_dataset("imagefolder", args.folder, image_size=pixels, heldout_per_class=size["search_heldout"])
         out[name] = timed_search(args.out / "runs" / name.replace(":", "_"), model=name, data=data,
-                                 episodes=episodes, **{k: v for k, v in common.items() if k != "data"})
+                                 episodes=episodes, **common)
     return out
 
 

@@ -1,7 +1,7 @@
 """How a search episode's time grows with resolution and held-out size, against its physical limit: one bare forward
 pass of the same pruned network over the same images.
 
-    python benchmarks/search_scaling.py --folder /tmp/scaling/folder --out benchmarks/results/issue29_scaling.jsonl \\
+    python benchmarks/search_scaling.py --folder /tmp/scaling/folder --out benchmarks/results/issue29_scaling_cpu.jsonl \\
         --rows tv:mobilenet_v2:32:1000 tv:mobilenet_v2:32:10000 tv:mobilenet_v2:224:1000 ...
 
 Each row is MODEL:PIXELS:HELDOUT. The first call writes a generated ImageFolder (10 classes of random smooth JPEGs,
