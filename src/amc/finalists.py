@@ -21,7 +21,7 @@ import torch.nn as nn
 
 from amc.data import Dataset, batches
 from amc.models import model_info
-from amc.train import TrainConfig, make_optimizer, sgd_step
+from amc.train import MemoizedTeacher, TrainConfig, make_optimizer, sgd_step
 
 # The short fine-tune's recipe: the full fine-tune's (SGD lr 0.01, distillation with alpha 0.5), but at a
 # constant learning rate, so that a survivor can be trained on in the next round.
@@ -91,8 +91,8 @@ def successive_halving(models: Sequence[nn.Module], score: Callable[[nn.Module],
     called after every score. Ties keep the earlier candidate (the search's better one)."""
     if steps < 1:
         raise ValueError(f"finalist steps must be at least 1, got {steps}")
-    if teacher is not None:
-        teacher = teacher.eval().to(torch.device(device), memory_format=torch.channels_last)
+    if teacher is not None:  # every candidate sees the same batches (one seed): the teacher answers each once
+        teacher = MemoizedTeacher(teacher.eval().to(torch.device(device), memory_format=torch.channels_last))
     runs = [ShortFinetune(m, dataset, teacher, config, device) for m in models]
     scores: list[dict[int, float]] = [{} for _ in models]
     alive = list(range(len(models)))
