@@ -53,8 +53,10 @@ from grid_files import (
     write_jobs,
 )
 from peer_methods import (
+    FASTNAS_CHECKPOINT,
     METHODS,
     TORCH_PRUNING_BEST,
+    FastNAS,
     FixedPolicy,
     Search,
     TorchPruning,
@@ -66,6 +68,7 @@ from amc.run_names import EPISODES_FILE
 
 STUDY_STEPS = [25, 50, 100, 200, 400]
 FIXED, SEARCHERS = names(FixedPolicy, recalibrate=True), names(Search, recalibrate=True)  # the rows fine-tuned
+FASTNAS = names(FastNAS)  # ModelOpt's three rows of one search (issue 31)
 EPOCHS = {"resnet20": 3, "resnet56": 2, "vgg16": 2}
 PRECISION = "bf16"  # the grid's recipe: amc finetune's, in bf16 autocast (--precision fp32 where bf16 is slow)
 
@@ -106,6 +109,12 @@ def _distinct(run_dir: Path, k: int | None = None) -> list[dict]:
     return distinct_best(log, k or len(log))
 
 
+def _own_weights(method) -> bool:
+    """Rows whose network cannot be rebuilt from its keep counts by our pruner: torch-pruning's channel choices,
+    FastNAS's model as it returns it (its own weights, BN re-estimated or not)."""
+    return isinstance(method, TorchPruning) or isinstance(method, FastNAS) and method.variant != "counts"
+
+
 def plan(args: argparse.Namespace) -> None:
     bundle = Path(args.bundle)
     (bundle / "models").mkdir(parents=True, exist_ok=True)
@@ -131,7 +140,7 @@ def plan(args: argparse.Namespace) -> None:
 
     for order, budget_dir in enumerate(map(Path, args.budgets)):
         for run_dir, row in rows_under(budget_dir):
-            if "keep" not in row or row["method"] not in FIXED + SEARCHERS + (TORCH_PRUNING_BEST,):
+            if "keep" not in row or row["method"] not in FIXED + SEARCHERS + (TORCH_PRUNING_BEST, *FASTNAS):
                 continue
             if args.methods and row["method"] not in args.methods:
                 continue
@@ -140,9 +149,9 @@ def plan(args: argparse.Namespace) -> None:
             base = {"setup": setup, "keep": row["keep"], "heldout_expected": row["heldout_top1"],
                         "macs_ratio": row["macs_ratio"], "study": False}
             tag = {"budget": budget_dir.name, "method": method, "seed": seed, "role": "row"}
-            if isinstance(METHODS[method], TorchPruning):  # its own channel choice: the model travels as files
+            if _own_weights(METHODS[method]):  # its own channels or weights: the model travels as files
                 shutil.copytree(run_dir, bundle / "models" / f"{budget_dir.name}-{method}", dirs_exist_ok=True,
-                                ignore=shutil.ignore_patterns("finetune.pt", "model_finetuned.pt"))
+                                ignore=shutil.ignore_patterns("finetune.pt", "model_finetuned.pt", FASTNAS_CHECKPOINT))
                 base["model_file"] = f"models/{budget_dir.name}-{method}"
             searcher = method in SEARCHERS
             add(f"{budget_dir.name}/{method}/s{seed}", order,

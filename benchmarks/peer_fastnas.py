@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 from peer_bench import Bench
-from peer_methods import FASTNAS_INSTALL, FastNAS
+from peer_methods import FASTNAS_CHECKPOINT, FASTNAS_INSTALL, FastNAS
 from peer_rows import read_row, write_row
 from torch import nn
 
@@ -30,7 +30,7 @@ from amc.evaluate import recalibrate_batchnorm
 SCORE_IMAGES = 1000  # FastNAS's score function: top-1 on this prefix of the held-out split
 CALIBRATION_BATCH = 8  # images per batch of FastNAS's BN calibration loader
 CALIBRATION_BATCHES = 50  # ModelOpt's BN queue length: with fewer batches it skips the recalibration altogether
-CHECKPOINT = "fastnas_search.pth"  # FastNAS's own search state, beside the `fastnas` row: a killed run resumes
+CHECKPOINT = FASTNAS_CHECKPOINT
 SUFFIXES = {"raw": "", "bn": "+bn", "counts": "-counts"}  # variant -> method name after "fastnas"
 
 

@@ -78,6 +78,7 @@ class NotRun:
 
 Method = FixedPolicy | TorchPruning | FastNAS | Search | NotRun
 
+FASTNAS_CHECKPOINT = "fastnas_search.pth"  # FastNAS's own search state, beside the `fastnas` row: a killed run resumes
 FASTNAS_INSTALL = "pip install nvidia-modelopt torchprofile==0.0.4 (or pip install -e '.[fastnas]')"
 
 # What happened when NNI's AMC pruner was tried against torch 2.14.1 (in a separate venv).
