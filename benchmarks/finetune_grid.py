@@ -245,16 +245,16 @@ def _train_worker(args, queue, results_path: str, npz: str, exact: bool, curved:
     torch.set_num_threads(1)
     device = torch.device(args.device)
     dataset = load_dataset("cifar10", npz, seed=0)
-    teachers: dict[str, torch.nn.Module] = {}
+    originals: dict[str, torch.nn.Module] = {}
     while True:
         task = queue.get()
         if task is None:
             return
         job, ft_seed = task
         name = job["setup"]["model"]
-        if name not in teachers:
-            teachers[name] = _teacher(args, name)
-        teacher = teachers[name]
+        if name not in originals:
+            originals[name] = models.create(name, num_classes=10, weights=str(Path(args.bundle) / f"{name}.pt"))
+        teacher = _teacher(args, name, originals[name])  # with the logits every worker has saved so far
         model_dir = Path(args.work) / "models" / job["id"].replace("/", "__")
         failed = model_dir.parent / (model_dir.name + ".failed")
         while not model_dir.exists() and not failed.exists():
@@ -298,13 +298,13 @@ def _teacher_logits_files(args, name: str) -> list[Path]:
     return sorted((Path(args.work) / "teacher-logits").glob(f"{name}-*.pt"))
 
 
-def _teacher(args, name: str):
-    """The original network as a memoised teacher: jobs with one data order (fine-tune seed) see the same
-    batches, so its logits are computed once for all of them (~40% of a ResNet-20 step at 20% MACs) and kept
-    under --work for the other workers and later calls. The fine-tunes are the same as with the bare teacher."""
+def _teacher(args, name: str, original):
+    """`original` as a memoised teacher: jobs with one data order (fine-tune seed) see the same batches, so its
+    logits are computed once for all of them (~40% of a ResNet-20 step at 20% MACs) and kept under --work
+    for the other workers and later calls (a grid whose --work links the same folder shares them too). The
+    fine-tunes are the same as with the bare teacher."""
     import torch
 
-    from amc import models
     from amc.train import MemoizedTeacher
     logits: dict = {}
     for path in _teacher_logits_files(args, name):
@@ -312,12 +312,11 @@ def _teacher(args, name: str):
             logits.update(torch.load(path, map_location="cpu", weights_only=True))
         except Exception as e:  # noqa: BLE001 - a torn or foreign file is only a lost shortcut
             print(f"ignoring {path} ({type(e).__name__}); its logits are computed again", flush=True)
-    return MemoizedTeacher(models.create(name, num_classes=10, weights=str(Path(args.bundle) / f"{name}.pt")),
-                           logits)
+    return MemoizedTeacher(original, logits)
 
 
 def _save_teacher_logits(args, name: str, teacher) -> None:
-    """This worker's newly computed logits, in a file of its own (atomic: a kill leaves the last one whole)."""
+    """The logits this job computed, in a file of their own (atomic: a kill leaves no torn file)."""
     import io
 
     import torch
@@ -329,7 +328,7 @@ def _save_teacher_logits(args, name: str, teacher) -> None:
         torch.save(new, buffer)
         folder = Path(args.work) / "teacher-logits"
         folder.mkdir(exist_ok=True)
-        write_bytes_atomic(folder / f"{name}-{os.getpid()}.pt", buffer.getvalue())
+        write_bytes_atomic(folder / f"{name}-{os.getpid()}-{time.time_ns()}.pt", buffer.getvalue())
 
 
 def run(args: argparse.Namespace) -> None:
