@@ -93,7 +93,7 @@ NNI_SHORT = "not run: no AMC pruner in nni 3.0; nni 2.10.1 breaks on the padded 
 NNCF_REASON = (
     "not run: NNCF 3.4 dropped structured filter pruning; nncf.prune offers only unstructured magnitude and "
     "regularisation modes (a share of parameters), so it is a peer of --method fine-grained (model size), not of "
-    "a channel (MACs) budget")
+    "a channel (MACs) budget; benchmarks/peer_nncf.py compares it with that mode")
 NNCF_SHORT = "not run: NNCF 3.4 has no filter pruning, only unstructured (see note)"
 
 _FIXED = {"uniform": FixedPolicy("uniform"), "deeper-more": FixedPolicy("deeper"),
