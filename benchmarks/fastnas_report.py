@@ -21,7 +21,8 @@ from peer_methods import METHODS
 from peer_rows import rows_under
 
 ORDER = ("fastnas", "fastnas+bn", "fastnas-counts", "ddpg+bn", "shallower-more+bn", "knapsack+bn", "uniform+bn")
-LABELS = {"ddpg+bn": "amc default (ddpg+bn: DDPG at the ramp, racing)", "shallower-more+bn": "ramp (shallower-more+bn)"}
+LABELS = {"ddpg+bn": "amc default (ddpg+bn: DDPG at the ramp, racing)",
+          "shallower-more+bn": "ramp (shallower-more+bn)"}
 
 
 def fine_tuned(grids: list[str]) -> tuple[dict[str, dict[int, float]], dict[tuple[str, str], str]]:
@@ -44,7 +45,7 @@ def fine_tuned(grids: list[str]) -> tuple[dict[str, dict[int, float]], dict[tupl
 
 def table(peers_dir: Path, tests: dict, own: dict) -> list[str]:
     lines = ["| method | held-out top-1, no FT | test top-1, no FT | test top-1 after FT | FT seeds | MACs | params | "
-             "search time |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "speed-up, batch 1 (IQR) | search time |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     rows = {row["method"]: (run_dir, row) for run_dir, row in rows_under(peers_dir) if "keep" in row}
     for method in [m for m in ORDER if m in rows] + sorted(set(rows) - set(ORDER)):
         run_dir, row = rows[method]
@@ -53,10 +54,15 @@ def table(peers_dir: Path, tests: dict, own: dict) -> list[str]:
         else:
             key = job_key(_setup_spec(method, run_dir), row["keep"])
         after = tests.get(key, {})
-        lines.append(f"| {LABELS.get(method, method)} | {100 * row['heldout_top1']:.2f} | {100 * row['test_top1']:.2f} | "
-                     f"**{mean_std(list(after.values()))}** | {len(after)} | {row['macs_ratio']:.3f} | "
-                     f"{row['params_ratio']:.3f} | {_seconds(row.get('search_seconds'))} |")
+        lines.append(f"| {LABELS.get(method, method)} | {100 * row['heldout_top1']:.2f} | "
+                     f"{100 * row['test_top1']:.2f} | **{mean_std(list(after.values()))}** | {len(after)} | "
+                     f"{row['macs_ratio']:.3f} | {row['params_ratio']:.3f} | {_speedup(row.get('latency'))} | "
+                     f"{_seconds(row.get('search_seconds'))} |")
     return lines
+
+
+def _speedup(latency: dict | None) -> str:
+    return "-" if latency is None else f"{latency['speedup']:.2f}x ({latency['speedup_iqr']:.2f})"
 
 
 def _seconds(s: float | None) -> str:
