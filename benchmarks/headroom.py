@@ -58,9 +58,14 @@ from grid_files import (
 
 NAME = "headroom-r20-r0.2"  # job ids are NAME/family[/index]
 CHEAP = ("uniform", "shallower", "deeper", "knapsack")  # amc's anchors (`amc.agents.ANCHORS`)
-SAMPLED = {"near-shallower": 20, "ddpg-shallower": 10, "near-knapsack": 20, "ddpg-knapsack": 10, "broad": 40}
+REFERENCE = "reference"  # a policy found elsewhere (`sample --reference`), e.g. FastNAS's widths: 3 seeds, as CHEAP
+# the sampled families and their default sizes (their order seeds their draws: append, never reorder)
+SAMPLED = {"near-shallower": 20, "ddpg-shallower": 10, "near-knapsack": 20, "ddpg-knapsack": 10, "broad": 40,
+           "near-reference": 0}
 GROUPS = {"near-shallower": "around the ramp", "ddpg-shallower": "around the ramp",
-          "near-knapsack": "around the knapsack", "ddpg-knapsack": "around the knapsack", "broad": "broad"}
+          "near-knapsack": "around the knapsack", "ddpg-knapsack": "around the knapsack", "broad": "broad",
+          "near-reference": "around the reference"}
+ANCHORED = (*CHEAP, REFERENCE)  # exact policies, fine-tuned with every seed of CHEAP_FT_SEEDS
 SIGMAS = (0.15, 0.3, 0.45)  # log-ratio noise of the near-* families, cycled
 CHEAP_FT_SEEDS, SAMPLED_FT_SEEDS = [0, 1, 2], [0]
 
@@ -185,18 +190,33 @@ def sample(args: argparse.Namespace) -> None:
     t_setup = time.perf_counter()
     anchors = {name: fixed_ratios(env.budget, name, args.ramp_spread, setup.scorer) for name in CHEAP}
     t_knapsack = time.perf_counter()  # the knapsack's sensitivities: the rest is instant
+    sizes = _family_sizes(args.families)
+    if args.reference:
+        reference = [int(c) for c in args.reference.replace(",", " ").split()]
+        if len(reference) != len(env.budget.channels):
+            raise SystemExit(f"--reference has {len(reference)} counts; {args.model} has {len(env.budget.channels)} "
+                             "decisions: give one keep count per decision")
+        anchors[REFERENCE] = [k / c for k, c in zip(reference, env.budget.channels)]
+    elif sizes.get("near-reference"):
+        raise SystemExit("near-reference needs --reference: the keep counts to sample around")
 
+    name_ = args.name
     drawn: list[tuple[str, str, list[int], dict]] = []  # (id, family, keep, draw)
-    for name in CHEAP:
-        drawn.append((f"{NAME}/{name}", name, sampler.cheap(anchors[name]), {}))
-    for family, count in SAMPLED.items():
+    for name in [n for n in ANCHORED if n in anchors]:
+        keep = sampler.cheap(anchors[name])
+        if name == REFERENCE and keep != reference:
+            print(f"reference {reference} plays as {keep} under this budget and lbound", flush=True)
+        drawn.append((f"{name_}/{name}", name, keep, {}))
+    for family, count in sizes.items():
         count = round(count * args.scale)
+        if not count:
+            continue
         kind, _, anchor = family.partition("-")
         found = (sampler.broad(count) if family == "broad" else sampler.near(family, anchors[anchor], count)
                  if kind == "near" else sampler.ddpg(anchors[anchor], count))
         if len(found) < count:
             print(f"{family}: only {len(found)} distinct policies of {count} asked", flush=True)
-        drawn += [(f"{NAME}/{family}/{i:02d}", family, keep, draw) for i, (keep, draw) in enumerate(found)]
+        drawn += [(f"{name_}/{family}/{i:02d}", family, keep, draw) for i, (keep, draw) in enumerate(found)]
     t_drawn = time.perf_counter()
 
     plain = setup.scorer.variant(recalibration=[])
@@ -218,10 +238,10 @@ def sample(args: argparse.Namespace) -> None:
               f"params {record['params_ratio']:.3f} held-out {100 * record['heldout_bn']:.2f} "
               f"(no BN recal. {100 * record['heldout_nobn']:.2f})", flush=True)
     t_end = time.perf_counter()
-    meta = {"model": args.model, "ratio": args.ratio, "lbound": args.lbound, "seed": args.seed,
+    meta = {"name": name_, "model": args.model, "ratio": args.ratio, "lbound": args.lbound, "seed": args.seed,
             "ramp_spread": args.ramp_spread, "setup": spec, "data": args.data, "weights_dir": args.weights_dir,
             "policies": len(policies), "families": {f: sum(p["family"] == f for p in policies)
-                                                    for f in (*CHEAP, *SAMPLED)},
+                                                    for f in (*ANCHORED, *SAMPLED)},
             "macs_ratio_range": [min(p["macs_ratio"] for p in policies), max(p["macs_ratio"] for p in policies)],
             "seconds": {"setup": round(t_setup - t_start, 1), "knapsack": round(t_knapsack - t_setup, 1),
                         "draws": round(t_drawn - t_knapsack, 1), "scoring": round(t_end - t_drawn, 1),
@@ -238,6 +258,19 @@ def read_policies(path: str | Path) -> tuple[dict, list[dict]]:
     """The (meta, policies) of a file `sample` wrote."""
     data = json.loads(Path(path).read_text())
     return data["meta"], data["policies"]
+
+
+def _family_sizes(pairs: list[str] | None) -> dict[str, int]:
+    """SAMPLED's sizes, or those of `family=count` pairs (the families not named get none)."""
+    if not pairs:
+        return dict(SAMPLED)
+    sizes = dict.fromkeys(SAMPLED, 0)
+    for pair in pairs:
+        family, _, count = pair.partition("=")
+        if family not in SAMPLED or not count.isdigit():
+            raise SystemExit(f"--families {pair!r}: give family=count with a family of {', '.join(SAMPLED)}")
+        sizes[family] = int(count)
+    return sizes
 
 
 # ---- bundle (here) ----------------------------------------------------------------------------------------
@@ -259,18 +292,19 @@ def bundle(args: argparse.Namespace) -> None:
         scored = [p for p in policies if p["family"] in SAMPLED and (p["id"], 0) in results]
         scored.sort(key=lambda p: -results[(p["id"], 0)]["test_top1"])
         confirm = {p["id"] for p in scored[:args.confirm_top]}
+    policies = [p for p in policies if p["family"] not in (args.exclude or [])]
     jobs = []
     # cheap allocators first (all their seeds: priority + 2 x seed index stays under the sampled ones' 10), then
     # the policies to confirm, then the sampled ones, families mixed
-    for priority, group in ((0, [p for p in policies if p["family"] in CHEAP]),
+    for priority, group in ((0, [p for p in policies if p["family"] in ANCHORED]),
                             (1, [p for p in _mixed_order(policies) if p["id"] in confirm]),
                             (10, [p for p in _mixed_order(policies) if p["id"] not in confirm])):
         for p in group:
-            seeds = CHEAP_FT_SEEDS if p["family"] in CHEAP or p["id"] in confirm else SAMPLED_FT_SEEDS
+            seeds = CHEAP_FT_SEEDS if p["family"] in ANCHORED or p["id"] in confirm else SAMPLED_FT_SEEDS
             jobs.append({"id": p["id"], "key": job_key(meta["setup"], p["keep"]), "priority": priority,
                          "setup": meta["setup"], "keep": p["keep"], "heldout_expected": p["heldout_bn"],
                          "macs_ratio": p["macs_ratio"], "study": args.curves, "ft_seeds": seeds,
-                         "tags": [{"budget": NAME, "method": p["family"], "role": "headroom"}]})
+                         "tags": [{"budget": meta.get("name", NAME), "method": p["family"], "role": "headroom"}]})
     out = Path(args.bundle)
     write_jobs(out, jobs)
     weights = out / f"{meta['model']}.pt"
@@ -294,12 +328,18 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--lbound", type=float, default=0.1, help="smallest preserve ratio of any decision")
     s.add_argument("--ramp-spread", type=float, help="spread of the shallower/deeper ramps (default: amc's)")
     s.add_argument("--seed", type=int, default=0, help="seed of the draws and of the scorer's calibration images")
+    s.add_argument("--name", default=NAME, help="the sample's name: its job ids are NAME/family[/index]")
+    s.add_argument("--families", nargs="*", metavar="FAMILY=COUNT",
+                   help=f"sampled families and sizes (default: {' '.join(f'{k}={v}' for k, v in SAMPLED.items())})")
+    s.add_argument("--reference", help="keep counts of a policy found elsewhere (e.g. FastNAS's widths), one per "
+                                       "decision: fine-tuned with 3 seeds, and the anchor of near-reference")
     s.add_argument("--scale", type=float, default=1.0, help="multiply every sampled family's size (a smoke test)")
     s.add_argument("--data", default=SHARED_DATA)
     s.add_argument("--weights-dir", default=SHARED_WEIGHTS)
     b = sub.add_parser("bundle", help="pack the policies as a finetune_grid.py bundle")
     b.add_argument("--policies", required=True)
     b.add_argument("--bundle", required=True)
+    b.add_argument("--exclude", nargs="*", help="families left out of the bundle (e.g. deeper)")
     b.add_argument("--curves", action="store_true",
                    help="also short fine-tune curves per policy (finetune_grid's study; a GPU's job)")
     b.add_argument("--confirm-top", type=int, default=0, help="the best K sampled policies so far get seeds 1, 2")

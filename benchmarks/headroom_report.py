@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from common import mean_std, pyplot, save_figure
 from grid_files import fine_tunes, read_records
-from headroom import CHEAP, GROUPS, NAME, SAMPLED, read_policies
+from headroom import ANCHORED, GROUPS, NAME, SAMPLED, read_policies
 
 
 def _expected_max(n: int) -> float:
@@ -35,7 +35,7 @@ def report(args: argparse.Namespace) -> None:
     seconds = [r["seconds"] for r in results.values() if "seconds" in r]
     done = [p for p in policies if 0 in p["tests"]]
     sampled = [p for p in done if p["family"] in SAMPLED]
-    cheap = {p["family"]: p for p in policies if p["family"] in CHEAP}
+    cheap = {p["family"]: p for p in policies if p["family"] in ANCHORED}
     lines = [(f"# Headroom at {100 * meta['ratio']:g}% MACs, {meta['model']} "
              f"(lbound {meta['lbound']:g})"), "",
              f"Fine-tuned with seed 0: **{len(done)} of {len(policies)} policies** ({len(sampled)} sampled of "
@@ -67,7 +67,7 @@ def report(args: argparse.Namespace) -> None:
                   f"(`{best['id']}`, keep {' '.join(map(str, best['keep']))}, params {best['params_ratio']:.3f})."), "",
                   ("| against | allocator (mean over its seeds) | best sampled - allocator | seed std of the allocator "
                   "| sampled >= allocator + 0.5 |"), "| --- | --- | --- | --- | --- |"]
-        for name in ("shallower", "knapsack", "uniform", "deeper"):
+        for name in ("shallower", "knapsack", "uniform", "deeper", "reference"):
             if name in cheap and cheap[name]["tests"]:
                 ref = list(cheap[name]["tests"].values())
                 mean = statistics.mean(ref)
@@ -121,7 +121,7 @@ def report(args: argparse.Namespace) -> None:
                   "|" + " --- |" * (7 + len(stages)), row("top decile", top), row("the rest", rest)]
         if "shallower" in cheap and 0 in cheap["shallower"]["tests"]:
             lines.append(row("the ramp", [cheap["shallower"]]))
-        lines += ["", "Top decile: " + ", ".join(f"`{p['id'].removeprefix(NAME + '/')}`" for p in top), ""]
+        lines += ["", "Top decile: " + ", ".join(f"`{p['id'].removeprefix(meta.get('name', NAME) + '/')}`" for p in top), ""]
 
     # which cheap score ranks the fine-tuned policies
     if len(done) >= 5:
@@ -165,7 +165,8 @@ def plot(policies: list[dict], done: list[dict], cheap: dict, path: Path) -> Non
         stacks = [[100 * p["tests"][0] for p in sampled if p["family"] == f] for f in SAMPLED]
         ax.hist(stacks, bins=bins, stacked=True, color=[colours[f] for f in SAMPLED],
                 label=[f"{f} ({len(s)})" for f, s in zip(SAMPLED, stacks)])
-    styles = {"shallower": "tab:red", "knapsack": "tab:green", "uniform": "black", "deeper": "tab:gray"}
+    styles = {"shallower": "tab:red", "knapsack": "tab:green", "uniform": "black", "deeper": "tab:gray",
+              "reference": "tab:purple"}
     for name, p in cheap.items():
         if p["tests"]:
             tests = [100 * t for t in p["tests"].values()]
@@ -180,10 +181,10 @@ def plot(policies: list[dict], done: list[dict], cheap: dict, path: Path) -> Non
     for ax, key, label in ((axes[1], "heldout_nobn", "held-out top-1 before FT, no BN recalibration (%)"),
                            (axes[2], "params_ratio", "share of parameters kept")):
         scale = 100 if key.startswith("heldout") else 1
-        for family in (*SAMPLED, *CHEAP):
+        for family in (*SAMPLED, *ANCHORED):
             ps = [p for p in done if p["family"] == family]
             if ps:
-                cheap_one = family in CHEAP
+                cheap_one = family in ANCHORED
                 ax.scatter([scale * p[key] for p in ps], [100 * p["tests"][0] for p in ps], s=40 if cheap_one else 14,
                            marker="*" if cheap_one else "o", label=family, color=styles.get(family) or colours[family])
         ax.set_xlabel(label)
