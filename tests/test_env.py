@@ -188,6 +188,31 @@ def test_budget_warmup_plays_whole_fitted_policies_instead_of_starving_the_last_
     assert last["step"] > 0.8 and last["budget"] < 0.5
 
 
+def test_budget_warmup_stays_near_its_anchor_where_the_anchor_sits_at_the_lower_bound():
+    # the ramp holds ResNet-20's first decisions at lbound at 20% MACs; a logit draw there used to be a coin flip
+    # between the bound and 1, and the fit to the budget then cut the rest (0.14-0.18 of the parameters kept
+    # against the ramp's 0.27: issue 30)
+    from amc.agents import make_agent, resolve_anchor
+    env = _env("resnet20", ratio=0.2, lbound=0.1)
+    ramp = np.array(env.budget.play(resolve_anchor(env.budget, "shallower", None)))
+    agent = make_agent("ddpg", env.budget, 0, warmup_episodes=30)
+    params, policies = [], set()
+    for episode in range(1, 30):
+        agent.begin_episode(episode)
+        obs, _ = env.reset()
+        done = False
+        while not done:
+            obs, _, done, _, info = env.step(np.array([agent.act(obs)], dtype=np.float32))
+        keep = np.array(info["keep_counts"])
+        assert env.budget.cost(keep) <= env.budget.limit
+        assert np.all(keep <= 2 * ramp) and np.all(2 * keep >= ramp)  # each decision within a factor 2
+        params.append(env.budget.summarize(keep)["params_ratio"])
+        policies.add(tuple(keep))
+    ramp_params = env.budget.summarize(ramp)["params_ratio"]
+    assert max(abs(p - ramp_params) for p in params) < 0.05
+    assert len(policies) > 20  # still exploring
+
+
 def test_fair_ratio_spends_the_rest_of_the_budget_evenly_from_the_current_decision():
     env = _env("resnet20", ratio=0.3)
     env.reset()
