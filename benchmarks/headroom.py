@@ -26,10 +26,12 @@ Families (each policy is played through the budget as an agent's answers are, so
 - `near-shallower`, `near-knapsack`: the anchor's ratios each multiplied by exp(N(0, sigma)), sigma cycling over
   SIGMAS, then shifted onto the budget by `Budget.fit_to_budget` (the policy's shape kept);
 - `ddpg-shallower`, `ddpg-knapsack`: DDPG's own budget warm-up episodes anchored there (`make_agent("ddpg", ...)`,
-  its default `anchor_sigma`, logit noise, `fit_to_budget`), as a search explores. They are not near the anchor:
-  a decision the anchor holds at the lower bound (the ramp's first four) gets a logit spread of hundreds
-  (`logit_normal` clips the position to 1e-3), so each such draw is nearly a coin flip between lbound and 1,
-  and the fit to the budget then takes the rest down; hence the near-* families beside them;
+  its default `anchor_sigma`, `fit_to_budget`), as a search explores. In the first sample (session 12) they were
+  not near the anchor: the warm-up then drew in the logit, where a decision the anchor holds at the lower bound
+  (the ramp's first four) got a spread of hundreds, nearly a coin flip between lbound and 1, and the fit to the
+  budget took the rest down; hence the near-* families beside them. Since session 16 it draws relative noise
+  (`amc.agents.ddpg.relative_normal`) and these episodes sit near the anchor;
+- `near-reference`: as near-*, around `--reference` (keep counts found elsewhere, e.g. FastNAS's widths);
 - `broad`: per stage a random level and a random tilt over depth (plus a little per-decision noise) in the logit
   of the ratio's position in [lbound, 1], then `fit_to_budget`: random shares per stage, different depth profiles.
 Sampled policies are fine-tuned with one seed; `bundle --confirm-top K` adds seeds 1 and 2 to the best K so far.
