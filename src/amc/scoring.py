@@ -96,6 +96,11 @@ class Scorer:
         self._scores[key] = accuracy
         return Score(accuracy, images, {**timing, "evaluate": time.perf_counter() - t0})
 
+    def remember(self, keep: Sequence[int], accuracy: float) -> None:
+        """Take `accuracy` as `keep`'s score, as if scored here (a resumed log's episodes): a policy seen before
+        the interruption is then not scored again after it, as in the run that was never stopped."""
+        self._scores.setdefault(tuple(int(k) for k in keep), accuracy)
+
     def note_best(self, accuracy: float) -> None:
         """Raise the racing bar to `accuracy`, a fully scored accuracy found elsewhere (a resumed log, a worker)."""
         self.best = max(self.best, float(accuracy))

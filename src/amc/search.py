@@ -297,6 +297,8 @@ def _restore(run: RunDir, agent, scorer) -> tuple[list[dict], dict | None, int]:
                        f"({type(e).__name__}); the run cannot be resumed: start it again with --overwrite") from None
     log = run.restore_episodes(state["episode"])
     full = scorer.evaluator.size  # racing goes on against the best fully scored candidate
+    for r in log:  # the scores seen so far, so that a policy played again is not scored again
+        scorer.remember(r["keep"], r["accuracy"])
     scorer.note_best(max((r["accuracy"] for r in log if r.get("scored_images", full) == full), default=float("-inf")))
     return log, state["best"], state["episode"]
 
