@@ -29,8 +29,9 @@ Families (each policy is played through the budget as an agent's answers are, so
   its default `anchor_sigma`, `fit_to_budget`), as a search explores. In the first sample (session 12) they were
   not near the anchor: the warm-up then drew in the logit, where a decision the anchor holds at the lower bound
   (the ramp's first four) got a spread of hundreds, nearly a coin flip between lbound and 1, and the fit to the
-  budget took the rest down; hence the near-* families beside them. Since session 16 it draws relative noise
-  (`amc.agents.ddpg.relative_normal`) and these episodes sit near the anchor;
+  budget took the rest down; hence the near-* families beside them. It still does by default; with
+  `--agent-option warmup_noise=relative` (session 16) it draws relative noise and these episodes sit near the
+  anchor (`sample --warmup-noise relative`);
 - `near-reference`: as near-*, around `--reference` (keep counts found elsewhere, e.g. FastNAS's widths);
 - `broad`: per stage a random level and a random tilt over depth (plus a little per-decision noise) in the logit
   of the ratio's position in [lbound, 1], then `fit_to_budget`: random shares per stage, different depth profiles.
@@ -82,8 +83,8 @@ class Sampler:
     """The draws of every family at one budget (the environment `env` walks it); `distinct` refuses a policy
     seen before."""
 
-    def __init__(self, env, seed: int):
-        self.env, self.budget, self.seed = env, env.budget, seed
+    def __init__(self, env, seed: int, warmup_noise: str = "budget"):
+        self.env, self.budget, self.seed, self.warmup_noise = env, env.budget, seed, warmup_noise
         self.lbound = self.budget.config.lbound
         self.stages = [_stage(d.consumer) for d in env.decisions]
         self.seen: set[tuple[int, ...]] = set()
@@ -116,7 +117,8 @@ class Sampler:
         """DDPG's budget warm-up episodes around `anchor`, as `amc search` plays them (episode 0 is the anchor)."""
         from amc.agents import make_agent
         from amc.rollout import run_episode
-        agent = make_agent("ddpg", self.budget, self.seed, anchor=anchor, warmup_episodes=10**6)
+        agent = make_agent("ddpg", self.budget, self.seed, anchor=anchor, warmup_episodes=10**6,
+                           warmup_noise=self.warmup_noise)
         out, episode = [], 0
         while len(out) < count and episode < 100 * count:
             episode += 1
@@ -188,7 +190,7 @@ def sample(args: argparse.Namespace) -> None:
     spec = setup_spec(config)
     setup = prepare(config)
     env, _ = build_env(setup, config)  # scores with BN recalibration (the knapsack's sensitivity uses it)
-    sampler = Sampler(env, args.seed)
+    sampler = Sampler(env, args.seed, args.warmup_noise)
     t_setup = time.perf_counter()
     anchors = {name: fixed_ratios(env.budget, name, args.ramp_spread, setup.scorer) for name in CHEAP}
     t_knapsack = time.perf_counter()  # the knapsack's sensitivities: the rest is instant
@@ -335,6 +337,8 @@ def main(argv: list[str] | None = None) -> None:
                    help=f"sampled families and sizes (default: {' '.join(f'{k}={v}' for k, v in SAMPLED.items())})")
     s.add_argument("--reference", help="keep counts of a policy found elsewhere (e.g. FastNAS's widths), one per "
                                        "decision: fine-tuned with 3 seeds, and the anchor of near-reference")
+    s.add_argument("--warmup-noise", default="budget", choices=("budget", "relative"),
+                   help="DDPG's warm-up draw for the ddpg-* families (its warmup_noise option)")
     s.add_argument("--scale", type=float, default=1.0, help="multiply every sampled family's size (a smoke test)")
     s.add_argument("--data", default=SHARED_DATA)
     s.add_argument("--weights-dir", default=SHARED_WEIGHTS)
