@@ -204,13 +204,13 @@ def sample(args: argparse.Namespace) -> None:
     elif sizes.get("near-reference"):
         raise SystemExit("near-reference needs --reference: the keep counts to sample around")
 
-    name_ = args.name
+    sample_name = args.name
     drawn: list[tuple[str, str, list[int], dict]] = []  # (id, family, keep, draw)
     for name in [n for n in ANCHORED if n in anchors]:
         keep = sampler.cheap(anchors[name])
         if name == REFERENCE and keep != reference:
             print(f"reference {reference} plays as {keep} under this budget and lbound", flush=True)
-        drawn.append((f"{name_}/{name}", name, keep, {}))
+        drawn.append((f"{sample_name}/{name}", name, keep, {}))
     for family, count in sizes.items():
         count = round(count * args.scale)
         if not count:
@@ -220,7 +220,7 @@ def sample(args: argparse.Namespace) -> None:
                  if kind == "near" else sampler.ddpg(anchors[anchor], count))
         if len(found) < count:
             print(f"{family}: only {len(found)} distinct policies of {count} asked", flush=True)
-        drawn += [(f"{name_}/{family}/{i:02d}", family, keep, draw) for i, (keep, draw) in enumerate(found)]
+        drawn += [(f"{sample_name}/{family}/{i:02d}", family, keep, draw) for i, (keep, draw) in enumerate(found)]
     t_drawn = time.perf_counter()
 
     plain = setup.scorer.variant(recalibration=[])
@@ -242,7 +242,7 @@ def sample(args: argparse.Namespace) -> None:
               f"params {record['params_ratio']:.3f} held-out {100 * record['heldout_bn']:.2f} "
               f"(no BN recal. {100 * record['heldout_nobn']:.2f})", flush=True)
     t_end = time.perf_counter()
-    meta = {"name": name_, "model": args.model, "ratio": args.ratio, "lbound": args.lbound, "seed": args.seed,
+    meta = {"name": sample_name, "model": args.model, "ratio": args.ratio, "lbound": args.lbound, "seed": args.seed,
             "ramp_spread": args.ramp_spread, "setup": spec, "data": args.data, "weights_dir": args.weights_dir,
             "policies": len(policies), "families": {f: sum(p["family"] == f for p in policies)
                                                     for f in (*ANCHORED, *SAMPLED)},

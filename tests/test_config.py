@@ -53,7 +53,7 @@ def test_the_search_defaults_are_the_environments():
 
 
 def test_the_default_lower_bound_follows_the_budget_up_to_its_cap():
-    # issue 30: at 20% MACs the knapsack fine-tuned ~1 point better at lbound 0.05 than at 0.1, and 0.2 cannot be met
+    # at 20% MACs the knapsack fine-tuned ~1 point better at lbound 0.05 than at 0.1, and 0.2 cannot be met
     assert SearchConfig(model="resnet20", ratio=0.2).lbound == pytest.approx(0.05)
     assert SearchConfig(model="resnet20", ratio=0.5).lbound == pytest.approx(0.125)
     assert SearchConfig(model="resnet20", ratio=0.9).lbound == pytest.approx(0.2)  # the cap

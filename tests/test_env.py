@@ -189,9 +189,8 @@ def test_budget_warmup_plays_whole_fitted_policies_instead_of_starving_the_last_
 
 
 def test_relative_warmup_stays_near_its_anchor_where_the_anchor_sits_at_the_lower_bound():
-    # the ramp holds ResNet-20's first decisions at lbound at 20% MACs; a logit draw there used to be a coin flip
-    # between the bound and 1, and the fit to the budget then cut the rest (0.14-0.18 of the parameters kept
-    # against the ramp's 0.27: issue 30)
+    # the ramp holds ResNet-20's first decisions at lbound at 20% MACs; the logit draw is a coin flip there between
+    # the bound and 1, and the fit to the budget then cuts the rest (0.14-0.18 of the parameters against 0.27)
     from amc.agents import make_agent, resolve_anchor
     env = _env("resnet20", ratio=0.2, lbound=0.1)
     ramp = np.array(env.budget.play(resolve_anchor(env.budget, "shallower", None)))

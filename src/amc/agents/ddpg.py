@@ -62,8 +62,8 @@ class DDPGConfig:
     warmup_noise: str = "budget"   # "budget": the whole anchor policy perturbed at once (logit noise) and shifted
                                    # to meet the budget, so no decision pays for the others' noise; "relative": the
                                    # same with relative noise, which stays near the anchor where it sits at the
-                                   # lower bound (the logit draw is a coin flip there; issue 30) but then cannot
-                                   # leave a poor anchor (the digits default lost 2-11 test points); "step" (the
+                                   # lower bound (the logit draw is a coin flip there) but then cannot leave a
+                                   # poor anchor (the digits default lost 2-11 test points with it); "step" (the
                                    # paper's): each decision drawn around the anchor on its own, the budget's
                                    # clipping taking the overspend back from the last decisions (at 20-30% MACs
                                    # they sat at the lower bound in 85-99% of warm-up episodes; issue 17)
@@ -188,11 +188,10 @@ def logit_normal(mean: float, sigma: float, low: float, high: float, rng: np.ran
 def relative_normal(mean: float, sigma: float, low: float, high: float, rng: np.random.Generator) -> float:
     """`mean` times exp(N(0, sigma)), clipped to [low, high]: a relative spread, the same share of any ratio.
 
-    The warm-up's whole-policy draws with warmup_noise="relative" use it. The logit draw above matches the truncated normal's local spread,
-    which next to a bound is hundreds of logit units (the position is clipped to 1e-3 there), so a decision the
-    anchor holds at the lower bound came out nearly a coin flip between the bound and 1, and the budget's fit
-    then cut every other decision: warm-up episodes around the ramp kept 0.14-0.18 of ResNet-20's parameters
-    against the ramp's 0.27 and fine-tuned 3.4 points under it (benchmarks/RESULTS.md, issue 30). Here such a
+    The warm-up's whole-policy draws use it with warmup_noise="relative". The logit draw above matches the
+    truncated normal's local spread, which next to a bound is hundreds of logit units, so a decision the anchor
+    holds at the lower bound comes out nearly a coin flip between the bound and 1 (around ResNet-20's ramp its
+    episodes keep 0.14-0.18 of the parameters against the ramp's 0.27; benchmarks/RESULTS.md). Here such a
     decision stays at the bound half the time and otherwise moves up by a factor of about exp(sigma).
     """
     return float(np.clip(mean * np.exp(rng.normal(0.0, sigma)), low, high))
