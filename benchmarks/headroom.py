@@ -68,7 +68,8 @@ SAMPLED = {"near-shallower": 20, "ddpg-shallower": 10, "near-knapsack": 20, "ddp
 GROUPS = {"near-shallower": "around the ramp", "ddpg-shallower": "around the ramp",
           "near-knapsack": "around the knapsack", "ddpg-knapsack": "around the knapsack", "broad": "broad",
           "near-reference": "around the reference"}
-ANCHORED = (*CHEAP, REFERENCE)  # exact policies, fine-tuned with every seed of CHEAP_FT_SEEDS
+SEARCH = "search"  # the default `amc search`'s exports at the same budget, one per search seed (`sample --searches`)
+ANCHORED = (*CHEAP, REFERENCE, SEARCH)  # exact policies, fine-tuned with every seed of CHEAP_FT_SEEDS
 SIGMAS = (0.15, 0.3, 0.45)  # log-ratio noise of the near-* families, cycled
 CHEAP_FT_SEEDS, SAMPLED_FT_SEEDS = [0, 1, 2], [0]
 
@@ -152,6 +153,34 @@ class Sampler:
         return out
 
 
+def sample_config(dataset: str, model: str, ratio: float, lbound: float, seed: int, data: str, weights_dir: str):
+    """The search settings a sample is drawn and scored with: CIFAR-10 from `data` with `weights_dir`'s
+    `model`.pt, or the embedded digits and the digits CNN's bundled weights."""
+    from amc.config import SearchConfig
+    shared = {"model": model, "ratio": ratio, "lbound": lbound, "seed": seed, "threads": 1}
+    if dataset == "digits":
+        return SearchConfig(data="digits", **shared)
+    return SearchConfig(data="cifar10", data_dir=data, weights=str(Path(weights_dir) / f"{model}.pt"), **shared)
+
+
+def _searches(config, count: int) -> list[tuple[list[int], dict]]:
+    """The keep counts `amc search` exports with `config` (its default agent) and seeds 0..count-1."""
+    import tempfile
+    from dataclasses import replace
+
+    from amc.search import search
+    found = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in range(count):
+            t0 = time.perf_counter()
+            result = search(out=Path(tmp) / f"s{seed}", config=replace(config, seed=seed))
+            seconds = round(time.perf_counter() - t0, 1)
+            found.append((list(result.policy.keep), {"seed": seed, "agent": config.agent, "seconds": seconds,
+                                                     "search_heldout": result.best_val_top1}))
+            print(f"search seed {seed}: {found[-1][0]} in {seconds:.0f}s", flush=True)
+    return found
+
+
 def _stage_shares(setup, keep: list[int], pruned) -> tuple[dict, dict]:
     """Per stage of decisions: parameters kept (share of that stage's original parameters, BN included) and the
     stage's conv/linear MACs as a share of the original network's."""
@@ -177,7 +206,6 @@ def sample(args: argparse.Namespace) -> None:
     import torch
 
     from amc.agents import RAMP_SPREAD
-    from amc.config import SearchConfig
     from amc.pipeline import prepare
     from amc.search import build_env
     torch.set_num_threads(1)
@@ -185,8 +213,7 @@ def sample(args: argparse.Namespace) -> None:
     args.ramp_spread = RAMP_SPREAD if args.ramp_spread is None else args.ramp_spread
     # the scorer finetune_grid.py rebuilds, that of peers.py's +bn rows: amc search's calibration images and BN
     # recalibration (its defaults), calibrated by --seed
-    config = SearchConfig(model=args.model, weights=str(Path(args.weights_dir) / f"{args.model}.pt"), data="cifar10",
-                          data_dir=args.data, ratio=args.ratio, lbound=args.lbound, seed=args.seed, threads=1)
+    config = sample_config(args.dataset, args.model, args.ratio, args.lbound, args.seed, args.data, args.weights_dir)
     spec = setup_spec(config)
     setup = prepare(config)
     env, _ = build_env(setup, config)  # scores with BN recalibration (the knapsack's sensitivity uses it)
@@ -203,6 +230,7 @@ def sample(args: argparse.Namespace) -> None:
         anchors[REFERENCE] = [k / c for k, c in zip(reference, env.budget.channels)]
     elif sizes.get("near-reference"):
         raise SystemExit("near-reference needs --reference: the keep counts to sample around")
+    searches = _searches(config, args.searches)  # the default search's exports, one per seed
 
     sample_name = args.name
     drawn: list[tuple[str, str, list[int], dict]] = []  # (id, family, keep, draw)
@@ -211,6 +239,9 @@ def sample(args: argparse.Namespace) -> None:
         if name == REFERENCE and keep != reference:
             print(f"reference {reference} plays as {keep} under this budget and lbound", flush=True)
         drawn.append((f"{sample_name}/{name}", name, keep, {}))
+    for seed, (keep, draw) in enumerate(searches):
+        sampler.distinct(keep)
+        drawn.append((f"{sample_name}/{SEARCH}/s{seed}", SEARCH, keep, draw))
     for family, count in sizes.items():
         count = round(count * args.scale)
         if not count:
@@ -242,10 +273,11 @@ def sample(args: argparse.Namespace) -> None:
               f"params {record['params_ratio']:.3f} held-out {100 * record['heldout_bn']:.2f} "
               f"(no BN recal. {100 * record['heldout_nobn']:.2f})", flush=True)
     t_end = time.perf_counter()
-    meta = {"name": sample_name, "model": args.model, "ratio": args.ratio, "lbound": args.lbound, "seed": args.seed,
+    meta = {"name": sample_name, "dataset": args.dataset, "model": args.model, "ratio": args.ratio, "lbound": args.lbound, "seed": args.seed,
             "ramp_spread": args.ramp_spread, "setup": spec, "data": args.data, "weights_dir": args.weights_dir,
             "policies": len(policies), "families": {f: sum(p["family"] == f for p in policies)
                                                     for f in (*ANCHORED, *SAMPLED)},
+            "searches": len(searches),
             "macs_ratio_range": [min(p["macs_ratio"] for p in policies), max(p["macs_ratio"] for p in policies)],
             "seconds": {"setup": round(t_setup - t_start, 1), "knapsack": round(t_knapsack - t_setup, 1),
                         "draws": round(t_drawn - t_knapsack, 1), "scoring": round(t_end - t_drawn, 1),
@@ -340,6 +372,10 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--warmup-noise", default="budget", choices=("budget", "relative"),
                    help="DDPG's warm-up draw for the ddpg-* families (its warmup_noise option)")
     s.add_argument("--scale", type=float, default=1.0, help="multiply every sampled family's size (a smoke test)")
+    s.add_argument("--searches", type=int, default=0,
+                   help=f"also the default `amc search`'s export with seeds 0..N-1 (family {SEARCH}, 3 fine-tune seeds)")
+    s.add_argument("--dataset", default="cifar10", choices=("cifar10", "digits"),
+                   help="cifar10 (--data, --weights-dir) or the embedded digits with the digits CNN's own weights")
     s.add_argument("--data", default=SHARED_DATA)
     s.add_argument("--weights-dir", default=SHARED_WEIGHTS)
     b = sub.add_parser("bundle", help="pack the policies as a finetune_grid.py bundle")

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from common import mean_std, pyplot, save_figure
 from grid_files import fine_tunes, read_records
-from headroom import ANCHORED, GROUPS, NAME, SAMPLED, read_policies
+from headroom import ANCHORED, CHEAP, GROUPS, NAME, SAMPLED, SEARCH, read_policies
 
 
 def _expected_max(n: int) -> float:
@@ -35,7 +35,9 @@ def report(args: argparse.Namespace) -> None:
     seconds = [r["seconds"] for r in results.values() if "seconds" in r]
     done = [p for p in policies if 0 in p["tests"]]
     sampled = [p for p in done if p["family"] in SAMPLED]
-    cheap = {p["family"]: p for p in policies if p["family"] in ANCHORED}
+    prefix = meta.get("name", NAME) + "/"
+    # the exact policies by name: an allocator's family, or "search/s0" for each of the default search's exports
+    cheap = {p["id"].removeprefix(prefix): p for p in policies if p["family"] in ANCHORED}
     lines = [(f"# Headroom at {100 * meta['ratio']:g}% MACs, {meta['model']} "
              f"(lbound {meta['lbound']:g})"), "",
              f"Fine-tuned with seed 0: **{len(done)} of {len(policies)} policies** ({len(sampled)} sampled of "
@@ -74,6 +76,23 @@ def report(args: argparse.Namespace) -> None:
                 std = f"{100 * statistics.stdev(ref):.2f}" if len(ref) > 1 else "-"
                 lines.append(f"| {name} | {100 * mean:.2f} | **{100 * (best['tests'][0] - mean):+.2f}** | {std} | "
                              f"{int((tests >= mean + 0.005).sum())} of {len(tests)} |")
+        searches = {name: p for name, p in cheap.items() if p["family"] == SEARCH and p["tests"]}
+        allocators = {name: statistics.mean(p["tests"].values()) for name, p in cheap.items()
+                      if p["family"] in CHEAP and p["tests"]}
+        if searches and allocators:
+            top = max(allocators, key=allocators.get)
+            lines += ["", ("| the default search's export | test top-1 after FT (seeds) | held-out, no FT | "
+                           f"- best allocator ({top}, {100 * allocators[top]:.2f}) | - best sampled (seed 0) |"),
+                      "| --- | --- | --- | --- | --- |"]
+            for name, p in searches.items():
+                mean = statistics.mean(p["tests"].values())
+                lines.append(f"| {name} (`{' '.join(map(str, p['keep']))}`) | {mean_std(list(p['tests'].values()))} "
+                             f"| {100 * p['heldout_bn']:.2f} | **{100 * (mean - allocators[top]):+.2f}** | "
+                             f"{100 * (mean - best['tests'][0]):+.2f} |")
+            means = [statistics.mean(p["tests"].values()) for p in searches.values()]
+            lines.append(f"| mean over {len(means)} search seeds | {100 * statistics.mean(means):.2f} | | "
+                         f"**{100 * (statistics.mean(means) - allocators[top]):+.2f}** | "
+                         f"{100 * (statistics.mean(means) - best['tests'][0]):+.2f} |")
         if seed_std is not None:
             lines += ["", (f"Selection bias: with a fine-tune seed std of {100 * seed_std:.2f} (mean over the "
                       f"allocators), the best of {len(sampled)} single-seed fine-tunes of equally good policies "
@@ -121,7 +140,7 @@ def report(args: argparse.Namespace) -> None:
                   "|" + " --- |" * (7 + len(stages)), row("top decile", top), row("the rest", rest)]
         if "shallower" in cheap and 0 in cheap["shallower"]["tests"]:
             lines.append(row("the ramp", [cheap["shallower"]]))
-        lines += ["", "Top decile: " + ", ".join(f"`{p['id'].removeprefix(meta.get('name', NAME) + '/')}`" for p in top), ""]
+        lines += ["", "Top decile: " + ", ".join(f"`{p['id'].removeprefix(prefix)}`" for p in top), ""]
 
     # which cheap score ranks the fine-tuned policies
     if len(done) >= 5:
@@ -166,14 +185,16 @@ def plot(policies: list[dict], done: list[dict], cheap: dict, path: Path) -> Non
         ax.hist(stacks, bins=bins, stacked=True, color=[colours[f] for f in SAMPLED],
                 label=[f"{f} ({len(s)})" for f, s in zip(SAMPLED, stacks)])
     styles = {"shallower": "tab:red", "knapsack": "tab:green", "uniform": "black", "deeper": "tab:gray",
-              "reference": "tab:purple"}
+              "reference": "tab:purple", SEARCH: "tab:blue"}
     for name, p in cheap.items():
         if p["tests"]:
             tests = [100 * t for t in p["tests"].values()]
             mean = statistics.mean(tests)
             std = statistics.stdev(tests) if len(tests) > 1 else 0.0
-            ax.axvline(mean, color=styles[name], linestyle="--", label=f"{name} {mean:.2f} ± {std:.2f}")
-            ax.axvspan(mean - std, mean + std, color=styles[name], alpha=0.12)
+            colour = styles[p["family"]]
+            ax.axvline(mean, color=colour, linestyle=":" if p["family"] == SEARCH else "--",
+                       label=f"{name} {mean:.2f} ± {std:.2f}")
+            ax.axvspan(mean - std, mean + std, color=colour, alpha=0.12)
     ax.set_xlabel("test top-1 after the fine-tune (%), seed 0")
     ax.set_ylabel("policies")
     ax.set_title(f"{len(sampled)} sampled policies at the budget")

@@ -490,7 +490,7 @@ GROUPS: dict[str, list[Case]] = {"Missing or unreadable paths": [
     Case("device this machine does not have", ("device 'cuda' is not available", "pass --device cpu"),
          ["search", "--device", "cuda", "--out", "run"], env={"CUDA_VISIBLE_DEVICES": ""}),
     Case("agent option of the wrong type", ("bad --agent-option for ddpg", "batch_size must be an integer", "2.5"),
-         ["search", "--agent-option", "batch_size=2.5", "--out", "run"]),
+         ["search", "--agent", "ddpg", "--agent-option", "batch_size=2.5", "--out", "run"]),
     Case("learning rate that is not a number (`amc train`)", ("--lr must be a finite number", "nan"),
          ["train", "--model", "digits_cnn", "--data", "digits", "--epochs", "1", "--lr", "nan", "--out", "ck.pt"]),
     Case("negative learning rate (`amc finetune`)", ("--lr must be above 0", "-0.1"),

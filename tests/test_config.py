@@ -27,8 +27,8 @@ from amc.train import TrainConfig
     ({"lbound": float("inf")}, "--lbound must be a finite number, got inf"),
     ({"agent_options": [1]}, "--agent-options must be a dict, got [1]"),
     ({"model": 3}, "--model must be a string, got 3"),
-    ({"agent_options": {"batch_size": 2.5}}, "bad --agent-option for ddpg: batch_size must be an integer, got 2.5"),
-    ({"agent_options": {"noise_sigma": "high"}}, "noise_sigma must be a finite number, got 'high'"),
+    ({"agent": "ddpg", "agent_options": {"batch_size": 2.5}}, "bad --agent-option for ddpg: batch_size must be an integer, got 2.5"),
+    ({"agent": "ddpg", "agent_options": {"noise_sigma": "high"}}, "noise_sigma must be a finite number, got 'high'"),
     ({"agent": "uniform", "agent_options": {"ratio": float("nan")}}, "ratio must be a finite number, got nan"),
 ])
 def test_search_settings_out_of_range_or_of_the_wrong_type_are_refused(setting, message):
@@ -38,7 +38,7 @@ def test_search_settings_out_of_range_or_of_the_wrong_type_are_refused(setting, 
 
 
 def test_settings_in_range_are_kept():
-    config = SearchConfig(seed=0, threads=1, warmup=0, agent_options={"batch_size": 32, "noise_sigma": 1})
+    config = SearchConfig(seed=0, threads=1, warmup=0, agent="ddpg", agent_options={"batch_size": 32, "noise_sigma": 1})
     assert config.agent_options == {"batch_size": 32, "noise_sigma": 1}  # an int is a fine float
 
 

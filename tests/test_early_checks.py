@@ -75,7 +75,7 @@ def test_the_suggested_lower_bound_meets_the_budget_and_a_budget_beyond_any_boun
     ("ddpg", {"anchor": "wide"}, "unknown anchor 'wide'"),
     ("uniform", {"sigma": 0.3}, "unknown setting sigma; it takes ratio"),
     ("random", {"sigma": 0.3}, "unknown setting sigma; it takes none"),
-    ("knapsack", {"option": 4}, "it takes ratios, sensitivity_images, options"),
+    ("knapsack", {"option": 4}, "it takes ratios, sensitivity_images, options, rounds"),
 ])
 def test_agent_options_are_checked_against_the_agents_settings_as_the_config_is_made(agent, options, message):
     with pytest.raises(ConfigError, match=f"bad --agent-option for {agent}: ") as e:

@@ -69,3 +69,38 @@ def test_ddpg_anchored_at_the_knapsack_plays_it_first(tmp_path, digits):
     assert first["keep"] == knapsack.policy.keep
     assert ddpg.best_val_top1 >= knapsack.best_val_top1 - 1e-12
     assert np.isfinite(ddpg.summary["best_reward"])
+
+
+def test_refining_in_context_mends_the_over_saving_of_a_chain_at_a_harsh_budget(tmp_path, digits):
+    # at 5% of the digits CNN's MACs the one-at-a-time losses add up badly: the plain allocation over-saves
+    settings_ = dict(data=digits, agent="knapsack", ratio=0.05, lbound=0.05, calibration_images=300)
+    plain = amc.search(out=tmp_path / "plain", agent_options={"rounds": 0}, **settings_)
+    refined = amc.search(out=tmp_path / "refined", **settings_)
+    uniform = amc.search(out=tmp_path / "u", data=digits, agent="uniform", ratio=0.05, lbound=0.05,
+                         calibration_images=300)
+    assert plain.best_val_top1 < uniform.best_val_top1  # what the refinement is for
+    assert refined.best_val_top1 > uniform.best_val_top1 + 0.03
+    assert refined.summary["macs_ratio"] <= 0.05 + 1e-9 and refined.policy.keep != plain.policy.keep
+    assert len(refined.episodes) == 1
+
+
+def test_allocating_around_a_base_counts_savings_from_it():
+    # two decisions, cost = sum of counts; around base (4, 4) with a limit of 6 the cheaper loss is taken
+    from amc.agents.knapsack import allocate
+
+    class Line:
+        channels, limit = [8, 8], 6.0
+        allowed = [np.arange(1, 9)] * 2
+
+        def cost(self, keep):
+            return float(sum(keep))
+
+        def cheapest(self, t, keep):
+            return np.ones(2, int)
+
+        drop_caps: dict = {}
+        stage = [None, None]
+
+    table = [[(2, 0.5), (3, 0.8), (4, 0.9), (8, 0.95)], [(2, 0.85), (3, 0.88), (4, 0.9), (8, 0.9)]]
+    assert allocate(Line(), table, base=[4, 4]) == [4, 2]
+    assert allocate(Line(), table) == [4, 2]  # from the whole network: the same losses, other savings

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from amc.agents.base import OBS_FEATURES, Agent, Transition
 from amc.agents.ddpg import DDPGAgent, DDPGConfig
-from amc.agents.knapsack import OPTIONS, SENSITIVITY_IMAGES, KnapsackAgent, knapsack_ratios
+from amc.agents.knapsack import OPTIONS, ROUNDS, SENSITIVITY_IMAGES, KnapsackAgent, knapsack_ratios
 from amc.agents.random_agent import RandomAgent
 from amc.agents.tpe import TPEAgent
 from amc.agents.uniform import UniformAgent
@@ -26,7 +26,7 @@ ANCHORS = {"uniform": 0.0, "shallower": -RAMP_SPREAD, "deeper": RAMP_SPREAD,  # 
            "knapsack": None}  # the knapsack allocation at the budget
 
 
-BUILD_OPTIONS = {"knapsack": {"sensitivity_images": "int", "options": "int"}}  # taken by make_agent itself
+BUILD_OPTIONS = {"knapsack": {"sensitivity_images": "int", "options": "int", "rounds": "int"}}  # taken by make_agent itself
 
 
 def option_types(name: str) -> dict[str, str]:
@@ -91,7 +91,8 @@ def make_agent(name: str, budget: Budget, seed: int, *, scorer=None, **options) 
     if name == "knapsack" and "ratios" not in options:
         options["ratios"] = knapsack_ratios(budget, _needs(scorer, "the knapsack"),
                                             int(options.pop("sensitivity_images", SENSITIVITY_IMAGES)),
-                                            int(options.pop("options", OPTIONS)))
+                                            int(options.pop("options", OPTIONS)),
+                                            int(options.pop("rounds", ROUNDS)))
     if name == "ddpg":
         options["anchor"] = resolve_anchor(budget, options.get("anchor", default_anchor(config.constrained)), scorer)
         if config.constrained:  # whole warm-up policies fitted to it, and (without drops) fair shares

@@ -9,6 +9,12 @@ decision at a time; where two decisions share a layer (a plain chain) the saving
 saving is raised until the whole policy meets the budget by the budget's own cost. Where blocks may be
 dropped, a block's decision has the option 0 (the block removed); a stage that would lose more blocks than it may
 keeps the one whose drop costs most accuracy, and the knapsack is solved again.
+
+Measured one at a time from the whole network, losses and savings add up badly at a harsh budget on a plain chain
+(on the digits CNN at 5% of the MACs the allocation over-saves and scores 79% held-out, against 87% for uniform
+widths). So the allocation is then refined in context, up to `ROUNDS` times: every decision's options are
+scored again with the others at the current allocation (with finer options near its count), the knapsack is
+solved around it, and the new allocation is kept only if it scores higher on the same images.
 """
 
 from __future__ import annotations
@@ -25,42 +31,61 @@ if TYPE_CHECKING:
 SENSITIVITY_IMAGES = 1000  # held-out images each single-decision candidate is scored on
 OPTIONS = 8                # allowed ratios tried per decision, from the lower bound to 1
 BINS = 2000                # resolution of the saving in the dynamic programme
+ROUNDS = 2                 # refinements in context after the first allocation (each as costly as the first)
+NEAR = 9                   # options near the current count in a refinement: geometric, from half to twice it
 
 
-def sensitivity(budget: Budget, scorer, images: int = SENSITIVITY_IMAGES,
-                options: int = OPTIONS) -> list[list[tuple[int, float]]]:
-    """For every decision, [(keep count, accuracy)] with only that decision pruned (the others whole), scored
-    as `scorer` (an `amc.scoring.Scorer`) scores (its pruner, BN recalibration) on the first `images` held-out images, without racing."""
-    probe = scorer.variant(racing=False, evaluator=scorer.evaluator.limited(images))
-    full = [int(c) for c in budget.channels]
+def _probe(scorer, images: int):
+    return scorer.variant(racing=False, evaluator=scorer.evaluator.limited(images))
+
+
+def sensitivity(budget: Budget, scorer, images: int = SENSITIVITY_IMAGES, options: int = OPTIONS,
+                base: list[int] | None = None) -> list[list[tuple[int, float]]]:
+    """For every decision, [(keep count, accuracy)] with only that decision changed from `base` (default: the
+    whole network), scored as `scorer` (an `amc.scoring.Scorer`) scores (its pruner, BN recalibration) on the
+    first `images` held-out images, without racing. Around a `base`, the options also include its count, the
+    whole decision and `NEAR` counts between half and twice its count."""
+    probe = _probe(scorer, images)
+    start = [int(c) for c in budget.channels] if base is None else [int(k) for k in base]
     table = []
     for i, allowed in enumerate(budget.allowed):
         picks = np.unique(np.round(np.linspace(0, len(allowed) - 1, min(options, len(allowed)))).astype(int))
+        counts = {int(c) for c in allowed[picks]}
+        if base is not None and start[i] > 0:
+            near = np.geomspace(max(start[i] / 2, allowed[allowed > 0][0]), min(2 * start[i], allowed[-1]), NEAR)
+            counts |= {int(allowed[np.argmin(np.abs(allowed - c))]) for c in near} | {start[i], int(allowed[-1])}
         row = []
-        for count in allowed[picks]:
-            keep = list(full)
-            keep[i] = int(count)
-            row.append((int(count), float(probe(keep))))
+        for count in sorted(counts):
+            keep = list(start)
+            keep[i] = count
+            row.append((count, float(probe(keep))))
         table.append(row)
     return table
 
 
-def allocate(budget: Budget, table: list[list[tuple[int, float]]], bins: int = BINS, rounds: int = 30) -> list[int]:
-    """Keep counts, one option per decision, that meet `budget` with the least summed accuracy loss."""
+def allocate(budget: Budget, table: list[list[tuple[int, float]]], bins: int = BINS, rounds: int = 30,
+             base: list[int] | None = None) -> list[int]:
+    """Keep counts, one option per decision, that meet `budget` with the least summed accuracy loss; `table` as
+    `sensitivity` measured it, around `base` (default: the whole network)."""
     full = np.array([int(c) for c in budget.channels])
-    total = budget.cost(full)
-    saving = []
+    start = full if base is None else np.array(base)
+    # a decision's saving and loss are counted from its largest option, the others at `start`; the savings
+    # needed are what takes `start` to the budget plus what every decision's largest option adds to it
+    saving, above = [], 0.0
     for i, row in enumerate(table):
-        keep = full.copy()
+        keep = start.copy()
+        keep[i] = row[-1][0]
+        widest = budget.cost(keep)
+        above += widest - budget.cost(start)
         values = []
         for count, _ in row:
             keep[i] = count
-            values.append(total - budget.cost(keep))
+            values.append(widest - budget.cost(keep))
         saving.append(values)
-    loss = [[max(0.0, row[-1][1] - acc) for _, acc in row] for row in table]  # against the whole decision
-    needed = total - budget.limit
+    loss = [[max(0.0, row[-1][1] - acc) for _, acc in row] for row in table]  # against the widest option
+    needed = budget.cost(start) - budget.limit + above
     if needed <= 0:
-        return full.tolist()
+        return [row[-1][0] for row in table]
     target = needed
     best = budget.cheapest(-1, full).tolist()  # every decision at its lower bound, blocks dropped as allowed: the cheapest
     for _ in range(rounds + len(table)):
@@ -147,12 +172,26 @@ class KnapsackAgent(Agent):
         self.ratios = [float(r) for r in state["ratios"]]
 
 
-def knapsack_ratios(budget: Budget, scorer, images: int = SENSITIVITY_IMAGES,
-                    options: int = OPTIONS) -> list[float]:
+def knapsack_ratios(budget: Budget, scorer, images: int = SENSITIVITY_IMAGES, options: int = OPTIONS,
+                    rounds: int = ROUNDS) -> list[float]:
     """Per-decision preserve ratios of the knapsack allocation for `budget`, its sensitivities scored by
-    `scorer`."""
+    `scorer`, refined in context up to `rounds` times (each kept only if it scores higher)."""
+    def ratios(keep):
+        return [k / int(c) for k, c in zip(keep, budget.channels)]
+
     keep = allocate(budget, sensitivity(budget, scorer, images, options))
-    return [k / int(c) for k, c in zip(keep, budget.channels)]
+    if rounds:
+        probe = _probe(scorer, images)
+        keep = budget.play(ratios(keep))  # as the episode will play it: filled up to the budget
+        score = float(probe(keep))
+        for _ in range(rounds):
+            table = sensitivity(budget, scorer, images, options, base=keep)
+            new = budget.play(ratios(allocate(budget, table, base=keep)))
+            new_score = float(probe(new)) if new != keep else score
+            if new_score <= score:
+                break
+            keep, score = new, new_score
+    return ratios(keep)
 
 
 __all__ = ["KnapsackAgent", "allocate", "knapsack_ratios", "sensitivity"]

@@ -1,0 +1,66 @@
+"""benchmarks/headroom.py on the embedded digits CNN, fine-tuned in-process by headroom_local.py: every policy meets
+the budget, the fine-tunes are recorded in finetune_grid's format, a second call resumes instead of repeating, the
+best sampled policies get their confirming seeds, and the report reads the result."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+if str(BENCHMARKS) not in sys.path:  # the benchmarks import each other by module name, as scripts do
+    sys.path.insert(0, str(BENCHMARKS))
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory) -> Path:
+    import headroom
+
+    out = tmp_path_factory.mktemp("headroom") / "policies.json"
+    headroom.main(["sample", "--dataset", "digits", "--model", "digits_cnn", "--ratio", "0.1", "--lbound", "0.1",
+                   "--name", "t", "--scale", "0.05", "--out", str(out)])
+    return out
+
+
+def test_digits_sample_meets_the_budget_with_distinct_policies(sample):
+    data = json.loads(sample.read_text())
+    meta, policies = data["meta"], data["policies"]
+    assert meta["dataset"] == "digits" and meta["searches"] == 0
+    families = [p["family"] for p in policies]
+    assert families[:4] == ["uniform", "shallower", "deeper", "knapsack"]
+    assert len(policies) > 4 and set(families[4:]) <= {"near-shallower", "near-knapsack", "broad"}
+    assert all(p["macs_ratio"] <= 0.1 + 1e-6 for p in policies)
+    assert len({tuple(p["keep"]) for p in policies}) == len(policies)
+    assert all(0 <= p["heldout_nobn"] <= 1 and 0 <= p["heldout_bn"] <= 1 for p in policies)
+
+
+def test_local_fine_tunes_resume_confirm_the_best_and_report(sample, tmp_path, capsys):
+    import headroom
+    import headroom_local
+
+    results = tmp_path / "results.jsonl"
+    policies = json.loads(sample.read_text())["policies"]
+    headroom_local.main(["--policies", str(sample), "--results", str(results), "--epochs", "1", "--confirm-top", "1"])
+    records = [json.loads(line) for line in results.read_text().splitlines()]
+    pairs = [(r["id"], r["ft_seed"]) for r in records]
+    assert len(pairs) == len(set(pairs))  # each (policy, seed) once
+    sampled = [p for p in policies if p["family"] in headroom.SAMPLED]
+    cheap = [p for p in policies if p["family"] in headroom.ANCHORED]
+    assert len(records) == 3 * len(cheap) + len(sampled) + 2  # the best sampled one gets seeds 1 and 2
+    best = max(sampled, key=lambda p: next(r["test_top1"] for r in records if r["id"] == p["id"]))
+    assert {r["ft_seed"] for r in records if r["id"] == best["id"]} == {0, 1, 2}
+    assert all(r["heldout_rebuilt"] == next(p["heldout_bn"] for p in policies if p["id"] == r["id"])
+               for r in records)
+    assert all(0.1 < r["test_top1"] <= 1 and r["epochs"] == 1 for r in records)
+
+    headroom_local.main(["--policies", str(sample), "--results", str(results), "--epochs", "1", "--confirm-top", "1"])
+    assert len(results.read_text().splitlines()) == len(records)  # resumed: nothing fine-tuned twice
+
+    capsys.readouterr()
+    md = tmp_path / "report.md"
+    headroom.main(["report", "--policies", str(sample), "--results", str(results), "--figure", "", "--md", str(md)])
+    text = md.read_text()
+    assert "| knapsack |" in text and "Kendall tau" in text
