@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> None:
     teacher = copy.deepcopy(setup.model).eval()
     epochs = args.epochs or DEFAULT_CONFIG.epochs
     # the sampled policies first; the best of them are confirmed once all have a seed-0 fine-tune
-    for confirm in (0, args.confirm_top):
+    for confirm in dict.fromkeys((0, args.confirm_top)):
         results = fine_tunes(read_records([args.results]))
         todo = [(p, s) for p, s in _seeds(policies, results, confirm) if (p["id"], s) not in results]
         for n, (policy, ft_seed) in enumerate(todo):

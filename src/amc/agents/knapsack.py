@@ -45,7 +45,11 @@ def sensitivity(budget: Budget, scorer, images: int = SENSITIVITY_IMAGES, option
     whole network), scored as `scorer` (an `amc.scoring.Scorer`) scores (its pruner, BN recalibration) on the
     first `images` held-out images, without racing. Around a `base`, the options also include its count, the
     whole decision and `NEAR` counts between half and twice its count."""
-    probe = _probe(scorer, images)
+    return _table(budget, _probe(scorer, images), options, base)
+
+
+def _table(budget: Budget, probe, options: int, base: list[int] | None) -> list[list[tuple[int, float]]]:
+    """`sensitivity`'s table, scored by `probe` (whose cache the refinement shares)."""
     start = [int(c) for c in budget.channels] if base is None else [int(k) for k in base]
     table = []
     for i, allowed in enumerate(budget.allowed):
@@ -179,13 +183,13 @@ def knapsack_ratios(budget: Budget, scorer, images: int = SENSITIVITY_IMAGES, op
     def ratios(keep):
         return [k / int(c) for k, c in zip(keep, budget.channels)]
 
-    keep = allocate(budget, sensitivity(budget, scorer, images, options))
+    probe = _probe(scorer, images)  # one cache: a refinement's base is among its own options
+    keep = allocate(budget, _table(budget, probe, options, None))
     if rounds:
-        probe = _probe(scorer, images)
         keep = budget.play(ratios(keep))  # as the episode will play it: filled up to the budget
         score = float(probe(keep))
         for _ in range(rounds):
-            table = sensitivity(budget, scorer, images, options, base=keep)
+            table = _table(budget, probe, options, keep)
             new = budget.play(ratios(allocate(budget, table, base=keep)))
             new_score = float(probe(new)) if new != keep else score
             if new_score <= score:
