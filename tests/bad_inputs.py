@@ -269,7 +269,7 @@ def _stopped_run(settings: dict | None = None, state=None, **files: str) -> Call
     torch.save writes there; default: bytes that are never read), and `files`."""
     def setup(tmp: Path) -> None:
         import torch
-        run = _amc_run(tmp, **{"config.json": json.dumps({"search": {"episodes": 3, "warmup": 1,
+        run = _amc_run(tmp, **{"config.json": json.dumps({"search": {"agent": "ddpg", "episodes": 3, "warmup": 1,
                                                                     "calibration_images": 50, **(settings or {})}}),
                                "episodes.jsonl": "{}\n", **files})
         if state is None:
@@ -659,10 +659,10 @@ GROUPS: dict[str, list[Case]] = {"Missing or unreadable paths": [
          ["search", "--resume", "--out", "pruned"], _interrupted_prune),
 ], "Disk (a full disk is simulated: the test's sitecustomize makes fsync fail with ENOSPC)": [
     Case("disk full when the run starts", ("cannot save run/config.json", "No space left on device", "removed"),
-         ["search", "--episodes", "4", "--warmup", "2", "--out", "run"], env={"AMC_TEST_ENOSPC": "config.json:1"}),
+         ["search", "--agent", "ddpg", "--episodes", "4", "--warmup", "2", "--out", "run"], env={"AMC_TEST_ENOSPC": "config.json:1"}),
     Case("disk full in the middle of a search", ("cannot save run/state.pt", "No space left on device",
                                                  "intact", "amc search --resume --out run"),
-         ["search", "--episodes", "6", "--warmup", "2", "--out", "run"], env={"AMC_TEST_ENOSPC": "state.pt:4"},
+         ["search", "--agent", "ddpg", "--episodes", "6", "--warmup", "2", "--out", "run"], env={"AMC_TEST_ENOSPC": "state.pt:4"},
          leaves="state"),
 ]}
 

@@ -21,7 +21,7 @@ def digits():
 
 
 def _config(**kw):
-    return SearchConfig(**{**dict(episodes=6, warmup=2, calibration_images=300, seed=0, ratio=0.3, lbound=0.2), **kw})
+    return SearchConfig(**{**dict(agent="ddpg", episodes=6, warmup=2, calibration_images=300, seed=0, ratio=0.3, lbound=0.2), **kw})
 
 
 @pytest.fixture(scope="module")

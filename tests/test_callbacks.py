@@ -7,7 +7,7 @@ import amc
 from amc.callbacks import Callback
 from amc.run_index import describe_run
 
-FAST = dict(episodes=5, warmup=1, calibration_images=100, seed=0)
+FAST = dict(agent="ddpg", episodes=5, warmup=1, calibration_images=100, seed=0)
 
 
 class StopAfter(Callback):

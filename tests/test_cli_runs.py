@@ -57,8 +57,8 @@ def searched(tmp_path_factory):
     project = root / "project"
     project.mkdir()
     shutil.copy(models.bundled_weights("digits_cnn"), project / "cnn.pt")
-    r = amc("search", "--weights", "cnn.pt", "--episodes", "3", "--warmup", "1", "--calibration-images", "300",
-            "--seed", "3", "--keep-ratio", "0.4", "--out", "runs/a", "--json", cwd=project)
+    r = amc("search", "--weights", "cnn.pt", "--calibration-images", "300", "--seed", "3", "--keep-ratio", "0.4",
+            "--out", "runs/a", "--json", cwd=project)  # the default agent: the knapsack, one episode
     return root, project / "runs" / "a", one_json(r)
 
 
@@ -118,13 +118,13 @@ def test_amc_runs_lists_each_run_with_its_figures(searched):
     root, run, result = searched
     rows = one_json(amc("runs", str(root), "--json"))["runs"]
     row = next(r for r in rows if r["run"] == "project/runs/a")
-    assert (row["model"], row["target"], row["ratio"], row["agent"]) == ("digits_cnn", "macs", 0.4, "ddpg")
-    assert row["episodes"] == 3 and row["best_heldout_top1"] == result["heldout_top1"]
+    assert (row["model"], row["target"], row["ratio"], row["agent"]) == ("digits_cnn", "macs", 0.4, "knapsack")
+    assert row["episodes"] == 1 and row["best_heldout_top1"] == result["heldout_top1"]
     assert row["test_top1"] == result["test_top1"] and row["status"] == "finished"
     table = amc("runs", str(root))
     assert table.returncode == 0
     line = next(line for line in table.stdout.splitlines() if "project/runs/a" in line)
-    for cell in ("digits_cnn", "macs", "0.4", "ddpg", "3/3", f"{100 * result['heldout_top1']:.2f}%",
+    for cell in ("digits_cnn", "macs", "0.4", "knapsack", "1/1", f"{100 * result['heldout_top1']:.2f}%",
                  f"{100 * result['test_top1']:.2f}%"):
         assert cell in line, line
 

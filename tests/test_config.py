@@ -62,6 +62,15 @@ def test_the_default_lower_bound_follows_the_budget_up_to_its_cap():
     assert SearchConfig().lbound == 0.05 and SearchConfig(ratio=0.5).lbound == 0.05  # the digits CNN's own
 
 
+def test_the_default_agent_is_the_knapsack_under_a_budget_and_ddpg_where_it_cannot_serve():
+    assert SearchConfig().agent == "knapsack" and SearchConfig().episodes_to_run == 1
+    assert SearchConfig(reward="acc-macs").agent == "ddpg"  # no budget to allocate
+    assert SearchConfig(finalists=3).agent == "ddpg"  # finalists need more than one candidate
+    assert SearchConfig(reward="acc-macs", agent="random").agent == "random"  # a named agent is kept
+    # a run's config.json holds the agent it ran with, so a resume keeps it whatever the default becomes
+    assert SearchConfig.from_dict(SearchConfig(agent="ddpg").to_dict()).agent == "ddpg"
+
+
 def test_the_search_default_memory_bound_is_the_loaders():
     from amc.data.datasets import MAX_MEMORY_GB
     assert SearchConfig().max_memory_gb == MAX_MEMORY_GB

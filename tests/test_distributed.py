@@ -25,7 +25,7 @@ def _log(run):
 def test_parallel_search_logs_every_episode_once_in_order_learns_and_resumes(tmp_path, local_ray):
     digits = load_dataset("digits")
     run = tmp_path / "par"
-    config = SearchConfig(episodes=8, warmup=3, workers=2, calibration_images=300, seed=0)
+    config = SearchConfig(agent="ddpg", episodes=8, warmup=3, workers=2, calibration_images=300, seed=0)
     result = amc.search(config=config, out=run, data=digits)
     log = _log(run)
     assert [r["episode"] for r in log] == list(range(8))
@@ -48,7 +48,7 @@ def test_parallel_search_logs_every_episode_once_in_order_learns_and_resumes(tmp
 
 def test_actors_race_against_the_drivers_best_and_the_best_is_scored_in_full(tmp_path, local_ray):
     digits = load_dataset("digits", heldout_per_class=60)  # 600 held-out images: racing looks after 150
-    config = SearchConfig(episodes=16, warmup=3, ratio=0.3, workers=2, calibration_images=300, seed=0)
+    config = SearchConfig(agent="ddpg", episodes=16, warmup=3, ratio=0.3, workers=2, calibration_images=300, seed=0)
     assert config.races  # the default
     result = amc.search(config=config, out=tmp_path / "run", data=digits)
     log = _log(tmp_path / "run")

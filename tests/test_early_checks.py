@@ -85,7 +85,7 @@ def test_agent_options_are_checked_against_the_agents_settings_as_the_config_is_
 
 def test_a_ddpg_anchor_of_the_wrong_length_is_refused_before_scoring(tmp_path, digits, nothing_expensive):
     with pytest.raises(AmcError, match="anchor lists 2 ratios but the model has 4 decisions"):
-        _search(tmp_path, digits, agent_options={"anchor": [0.5, 0.5]})
+        _search(tmp_path, digits, agent="ddpg", agent_options={"anchor": [0.5, 0.5]})
     assert not (tmp_path / "run").exists()
 
 
@@ -130,8 +130,8 @@ def test_a_missing_extra_is_refused_before_scoring(tmp_path, digits, monkeypatch
 
 
 def test_the_cli_lists_the_valid_agent_settings_in_one_line(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "amc.cli", "search", "--agent-option", "sigma=0.3", "--out",
-                        str(tmp_path / "run")], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "amc.cli", "search", "--agent", "ddpg", "--agent-option", "sigma=0.3",
+                        "--out", str(tmp_path / "run")], capture_output=True, text=True)
     assert r.returncode == 2
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "unknown setting sigma" in errors[0] and "noise_sigma_min" in errors[0], r.stderr

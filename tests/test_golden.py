@@ -73,7 +73,7 @@ def _same(got, want) -> bool:
 def test_digits_ddpg_search_is_unchanged(tmp_path):
     run = tmp_path / "run"
     # the defaults of the time the fixture was made (anchor and warm-up changed in issue 17, budget in issue 20)
-    amc.search(out=run, episodes=12, warmup=4, calibration_images=300, seed=0, ratio=0.5, lbound=0.2,
+    amc.search(out=run, agent="ddpg", episodes=12, warmup=4, calibration_images=300, seed=0, ratio=0.5, lbound=0.2,
                agent_options={"anchor": "uniform", "warmup_noise": "step"})
     _compare("digits_ddpg", _record(run))
 

@@ -28,9 +28,9 @@ from amc.finetune import finetune
 from amc.run_index import describe_run
 from amc.train import TrainConfig
 
-SEARCH = dict(episodes=3, warmup=1, seed=0, calibration_images=100)
+SEARCH = dict(agent="ddpg", episodes=3, warmup=1, seed=0, calibration_images=100)  # a state saved per episode
 FINETUNE = TrainConfig(epochs=2, batch_size=256)
-TIMING = ("seconds", "timing", "search_seconds", "seconds_this_session")
+TIMING = ("seconds", "timing", "search_seconds", "agent_seconds", "seconds_this_session")
 
 
 class Killed(BaseException):

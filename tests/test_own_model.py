@@ -23,7 +23,7 @@ from amc.torchscript_export import check_torchscript, export_torchscript, write_
 from tests import mynet
 
 REPO = Path(__file__).resolve().parents[1]
-FAST = dict(episodes=3, warmup=1, calibration_images=200)
+FAST = dict(agent="ddpg", episodes=3, warmup=1, calibration_images=200)  # a few episodes of a search
 
 
 def amc_cli(*args, cwd=REPO):

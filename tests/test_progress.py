@@ -26,7 +26,7 @@ def digits():
 
 
 def _config(**kw):
-    return SearchConfig(**{**dict(episodes=4, warmup=1, calibration_images=300, seed=0, ratio=0.5, lbound=0.2), **kw})
+    return SearchConfig(**{**dict(agent="ddpg", episodes=4, warmup=1, calibration_images=300, seed=0, ratio=0.5, lbound=0.2), **kw})
 
 
 def test_phase_events_arrive_in_order_through_the_api_and_every_episode_carries_the_time_left(tmp_path, digits):

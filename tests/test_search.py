@@ -24,7 +24,8 @@ def digits():
 
 
 def _config(**kw):
-    base = dict(episodes=12, warmup=4, calibration_images=300, seed=0, ratio=0.5, lbound=0.2)  # the generic budget
+    # DDPG: what these tests exercise (resume, racing, warm-up, signals) needs a search of many episodes
+    base = dict(agent="ddpg", episodes=12, warmup=4, calibration_images=300, seed=0, ratio=0.5, lbound=0.2)  # the generic budget
     return SearchConfig(**{**base, **kw})
 
 
@@ -138,7 +139,7 @@ def test_a_mistake_leaves_no_output_directory(tmp_path, digits):
 
 # ---- a real search process stopped mid-run (SIGKILL, Ctrl-C) and resumed ------------------------------------
 
-SEARCH_40 = [sys.executable, "-m", "amc.cli", "search", "--episodes", "40", "--seed", "0"]
+SEARCH_40 = [sys.executable, "-m", "amc.cli", "search", "--agent", "ddpg", "--episodes", "40", "--seed", "0"]
 
 
 def _episodes(run) -> list[dict]:

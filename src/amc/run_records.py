@@ -47,6 +47,7 @@ class RunSummary:
     budget_ratio: float | None = None       # the search's budget as a share of the original (None: no budget)
     target: str | None = None
     search_seconds: float | None = None
+    agent_seconds: float | None = None      # of search_seconds, the agent's own setup (the knapsack's sensitivity)
     data_bytes: int | None = None           # the dataset's images in memory (uint8, all splits)
     finalists: dict | None = None           # `amc.finalists`: the finalist stage's candidates and winner
     stopped_early: dict | None = None       # a callback stopped the search: {"planned", "by"}

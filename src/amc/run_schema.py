@@ -22,7 +22,8 @@ SUMMARY_SHAPE = {"model": str, "agent": str, "episodes": int, "best_episode": (i
                  "params": NUMBER, "macs_ratio": NUMBER, "params_ratio": NUMBER, "best_val_top1": NUMBER,
                  "heldout_top1": NUMBER, "test_top1": NUMBER, "test_top5": (*NUMBER, NONE), "best_reward": NUMBER,
                  "best_search_score": NUMBER, "budget_ratio": (*NUMBER, NONE), "search_seconds": NUMBER,
-                 "policy_source": (str, NONE), "target": str, "method": str, "sparse_macs": NUMBER,
+                 "agent_seconds": NUMBER, "policy_source": (str, NONE), "target": str, "method": str,
+                 "sparse_macs": NUMBER,
                  "dense_bytes": int, "sparse_bytes": int, "baseline": dict, "finetune": dict, "latency": dict,
                  "finalists": dict, "baselines": dict, "searched_minus_best_baseline": dict, "export": dict,
                  "stopped_early": dict, "data_bytes": int}

@@ -221,14 +221,17 @@ def _search(model, data, *, run: RunDir, config, resume, overwrite, progress, ph
     baseline_top1 = setup.baseline_top1()
     phases.expect_after_episodes(final_seconds(setup, config, phases.clock() - started))
     phases.start("agent")
+    started = phases.clock()
     agent = make_agent(config.agent, env.budget, config.seed, scorer=setup.scorer, **config.agent_settings)
+    agent_seconds = phases.clock() - started  # the knapsack's sensitivity passes: part of the search's time
 
     if not resume:
         run.create(overwrite)  # only now: a mistake found above leaves nothing behind
     try:
         if guard is not None and saved_calibration is None:
             run.write_latency_calibration(guard.latency.calibration())
-        return _run(run, config, resume, setup, env, agent, guard, baseline_top1, progress, phases, callbacks)
+        return _run(run, config, resume, setup, env, agent, guard, baseline_top1, progress, phases, callbacks,
+                    agent_seconds)
     except SaveError as e:  # disk full or permissions, with the previous state intact
         if run.has_state():
             raise SaveError(f"cannot save {e.path} ({e.reason}); the state after the last finished episode is "
@@ -243,7 +246,7 @@ def _search(model, data, *, run: RunDir, config, resume, overwrite, progress, ph
 
 def _run(run: RunDir, config: SearchConfig, resume: bool, setup: Setup, env: CompressionEnv, agent,
          guard: LatencyGuard | None, baseline_top1: float, progress, phases: Phases,
-         own_callbacks: list[Callback] = ()) -> SearchResult:
+         own_callbacks: list[Callback] = (), agent_seconds: float = 0.0) -> SearchResult:
     """The episode loop (from where a resumed run stopped, until the planned episodes or a callback's stop), then
     the export."""
     log, best, start = _restore(run, agent, setup.scorer) if resume else ([], None, 0)
@@ -277,7 +280,8 @@ def _run(run: RunDir, config: SearchConfig, resume: bool, setup: Setup, env: Com
             break
 
     phases.start("finalists" if config.finalists > 1 else "final")
-    result = _finish(run, config, setup, env.budget, state.best, log, baseline_top1, guard, phases, stopped)
+    result = _finish(run, config, setup, env.budget, state.best, log, baseline_top1, guard, phases, stopped,
+                     agent_seconds)
     callbacks.on_end(result.summary)
     phases.start("done")
     return result
@@ -305,7 +309,7 @@ def _restore(run: RunDir, agent, scorer) -> tuple[list[dict], dict | None, int]:
 
 def _finish(run: RunDir, config: SearchConfig, setup: Setup, budget: Budget, best: dict, log: list[dict],
             baseline_top1: float, guard: LatencyGuard | None, phases: Phases | None = None,
-            stopped: dict | None = None) -> SearchResult:
+            stopped: dict | None = None, agent_seconds: float = 0.0) -> SearchResult:
     """Export the best policy (chosen by the finalist stage if on, then checked on the real network under a
     latency budget) and write summary.json."""
     best, finalists = choose_finalist(setup, config, log, best)
@@ -328,7 +332,9 @@ def _finish(run: RunDir, config: SearchConfig, setup: Setup, budget: Budget, bes
                      "test_top1": Evaluator(dataset.test, info.mean, info.std,
                                                          device=setup.device).top1(setup.model)},
         "budget_ratio": config.ratio if config.reward == "acc" else None, "target": config.target,
-        "search_seconds": round(sum(r["seconds"] for r in log), 2), "data_bytes": dataset.nbytes,
+        # the episodes and what the agent computed before them (this session's: a resume computes it again)
+        "search_seconds": round(agent_seconds + sum(r["seconds"] for r in log), 2),
+        "agent_seconds": round(agent_seconds, 2), "data_bytes": dataset.nbytes,
     }
     if finalists is not None:
         summary["finalists"] = finalists

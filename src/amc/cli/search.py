@@ -119,7 +119,7 @@ def search_command(ctx: typer.Context, **options) -> None:
     goal = (f"{config.target} <= {config.ratio:g}" if config.reward == "acc"
             else f"reward {config.reward} (accuracy-guaranteed, no budget)")
     console.print(f"[bold]amc search[/bold] {config.model} on {config.data}: {goal}, "
-                  f"agent {config.agent}, {episodes} episodes -> {out}{' (resumed)' if resume else ''}",
+                  f"agent {config.agent}, {episodes} episode{'s' if episodes != 1 else ''} -> {out}{' (resumed)' if resume else ''}",
                   highlight=False)
     if config.finalists > 1:
         console.print(f"then the finalist stage: the best {config.finalists} distinct candidates, short distilled "

@@ -127,7 +127,8 @@ def iterate_command(
     weights: Optional[Path] = typer.Option(None, help="Checkpoint of the trained model."),
     data: str = typer.Option(default("data"), help="Dataset.", metavar=DATASETS),
     data_dir: Optional[Path] = typer.Option(None, help="Dataset file or folder."),
-    agent: str = typer.Option(default("agent"), help="ddpg, random, uniform or tpe."),
+    # the paper's searcher: the iterative schedule is its experiment
+    agent: str = typer.Option("ddpg", help="ddpg, random, uniform, tpe or knapsack."),
     episodes: int = typer.Option(100, help="Search episodes per stage."),
     lbound: float = typer.Option(0.05, help="Smallest density of any layer."),
     epochs: int = typer.Option(2, help="Masked fine-tuning epochs after each stage."),
