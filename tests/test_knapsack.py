@@ -84,6 +84,17 @@ def test_refining_in_context_mends_the_over_saving_of_a_chain_at_a_harsh_budget(
     assert len(refined.episodes) == 1
 
 
+def test_an_allocation_that_beats_uniform_is_not_refined(tmp_path, digits, monkeypatch):
+    # a refinement round costs about as much as the first pass: it runs only where the allocation needs it
+    import amc.agents.knapsack as knapsack
+    tables, table = [], knapsack._table
+    monkeypatch.setattr(knapsack, "_table", lambda *a, **kw: tables.append(1) or table(*a, **kw))
+    result = amc.search(out=tmp_path / "k", data=digits, agent="knapsack", ratio=0.5, lbound=0.05,
+                        calibration_images=300)
+    assert len(tables) == 1  # the first pass only
+    assert result.best_val_top1 >= result.summary["baselines"]["uniform"]["heldout_top1"]
+
+
 def test_allocating_around_a_base_counts_savings_from_it():
     # two decisions, cost = sum of counts; around base (4, 4) with a limit of 6 the cheaper loss is taken
     from amc.agents.knapsack import allocate

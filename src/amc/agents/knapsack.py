@@ -12,9 +12,12 @@ keeps the one whose drop costs most accuracy, and the knapsack is solved again.
 
 Measured one at a time from the whole network, losses and savings add up badly at a harsh budget on a plain chain
 (on the digits CNN at 5% of the MACs the allocation over-saves and scores 79% held-out, against 87% for uniform
-widths). So the allocation is then refined in context, up to `ROUNDS` times: every decision's options are
-scored again with the others at the current allocation (with finer options near its count), the knapsack is
-solved around it, and the new allocation is kept only if it scores higher on the same images.
+widths). So where the allocation scores under the uniform policy at the same budget (the one-at-a-time losses
+did not add up), it is refined in context, up to `ROUNDS` times: every decision's options are scored again
+with the others at the current allocation (with finer options near its count), the knapsack is solved around
+it, and the new allocation is kept only if it scores higher on the same images. A round costs about as much as
+the first pass, and where the allocation already beats uniform it did not change (ResNet-20 at 20% of the MACs:
+108 s one pass, 207 s with a round that kept it), so there it is skipped.
 """
 
 from __future__ import annotations
@@ -179,7 +182,8 @@ class KnapsackAgent(Agent):
 def knapsack_ratios(budget: Budget, scorer, images: int = SENSITIVITY_IMAGES, options: int = OPTIONS,
                     rounds: int = ROUNDS) -> list[float]:
     """Per-decision preserve ratios of the knapsack allocation for `budget`, its sensitivities scored by
-    `scorer`, refined in context up to `rounds` times (each kept only if it scores higher)."""
+    `scorer`; where it scores under the uniform policy, refined in context up to `rounds` times (each kept only
+    if it scores higher)."""
     def ratios(keep):
         return [k / int(c) for k, c in zip(keep, budget.channels)]
 
@@ -188,6 +192,9 @@ def knapsack_ratios(budget: Budget, scorer, images: int = SENSITIVITY_IMAGES, op
     if rounds:
         keep = budget.play(ratios(keep))  # as the episode will play it: filled up to the budget
         score = float(probe(keep))
+        uniform = budget.uniform_counts(budget.uniform_ratio())
+        if budget.cost(uniform) <= budget.limit and score >= float(probe(uniform)):
+            rounds = 0  # the losses added up well enough: it beats the uniform policy
         for _ in range(rounds):
             table = _table(budget, probe, options, keep)
             new = budget.play(ratios(allocate(budget, table, base=keep)))
