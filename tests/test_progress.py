@@ -51,6 +51,23 @@ def test_phase_events_arrive_in_order_through_the_api_and_every_episode_carries_
     assert elapsed == sorted(elapsed)
 
 
+def test_the_knapsacks_candidates_are_reported_inside_the_agent_phase(tmp_path, digits, caplog):
+    events = []
+    with caplog.at_level(logging.INFO, logger="amc"):
+        amc.search(config=_config(agent="knapsack", ratio=0.05, lbound=0.05), data=digits, out=tmp_path / "run",
+                   on_phase=events.append)
+    steps = [e for e in events if "step" in e]
+    assert steps and all(e["phase"] == "agent" for e in steps)
+    first = [e for e in steps if e["what"] == "knapsack: candidates scored"]
+    assert [e["step"] for e in first] == list(range(1, first[0]["steps"] + 1))  # every candidate, in order
+    assert first[-1]["left"] == 0 and all(e["left"] >= 0 for e in steps)
+    # at 5% the one-pass allocation scores under uniform: a refinement round follows, reported as its own steps
+    assert any(e["what"].startswith("knapsack refinement 1") for e in steps)
+    assert [e["phase"] for e in events if "step" not in e] == [*SETUP, "episodes", "final", "done"]
+    logged = [r.getMessage() for r in caplog.records if "candidates scored" in r.getMessage()]
+    assert 1 <= len([m for m in logged if "knapsack: candidates" in m]) <= 11  # every tenth, not every one
+
+
 def test_the_finalist_stage_and_a_latency_table_are_phases_of_their_own(tmp_path, digits, simulated_timer):
     events = []
     amc.search(config=_config(finalists=2, finalist_steps=2, target="latency"), data=digits, out=tmp_path / "run",

@@ -105,7 +105,8 @@ class Phases:
     has finished. The "episodes" phase starts with `episodes=` (the planned end) and `start=` (the first one
     played here); the "features" phase, which follows the loading, with `loaded=` (the dataset's `load_stats`:
     how long decoding its images took and the memory they take, logged by `describe_loading`; None where the
-    data needed no decoding). `clock` is replaceable for tests.
+    data needed no decoding). A long phase may report progress inside it (`step`): the same phase again with
+    `step`, `steps`, `what` and `left`. `clock` is replaceable for tests.
     """
 
     def __init__(self, on_phase: Callable[[dict], None] | None = None, clock: Callable[[], float] = time.perf_counter):
@@ -118,6 +119,7 @@ class Phases:
         self.final_seconds = 0.0              # estimate of the phases after the episodes
         self._first_done: float | None = None  # when the first episode of this process ended
         self._episodes_ended: float | None = None
+        self._steps_from = self.started  # when the steps being reported began: the phase's start or the last steps' end
 
     def start(self, phase: str, **details) -> None:
         now = self.clock()
@@ -126,6 +128,7 @@ class Phases:
         if phase in AFTER_EPISODES and self._episodes_ended is None:
             self._episodes_ended = now
         self.current, self.since = phase, now
+        self._steps_from = now
         if phase == "episodes":
             self.episodes = details["episodes"] - details.get("start", 0)
         event = {"phase": phase, "label": PHASES[phase], "elapsed": self.elapsed(), "eta": self.eta(), **details}
@@ -135,6 +138,22 @@ class Phases:
             logger.info("amc search: done in %.0f s", event["elapsed"])
         else:
             logger.info("amc search: %s (%.0f s so far%s)", PHASES[phase], event["elapsed"], _left(event["eta"]))
+        if self.on_phase:
+            self.on_phase(event)
+
+    def step(self, done: int, total: int, what: str) -> None:
+        """Progress inside the current phase (the knapsack's candidates, minutes on a large network): reported to
+        `on_phase` as the phase again with `step`, `steps`, `what` and `left`, the seconds left in these steps at
+        their pace so far; logged at every tenth of them."""
+        now = self.clock()
+        left = (now - self._steps_from) / done * (total - done)
+        event = {"phase": self.current, "label": PHASES[self.current], "elapsed": self.elapsed(), "eta": self.eta(),
+                 "step": done, "steps": total, "what": what, "left": left}
+        if done == total or done % max(1, total // 10) == 0:
+            logger.info("amc search: %s: %s %d/%d (%.0f s so far, ~%.0f s left in these)", PHASES[self.current],
+                        what, done, total, event["elapsed"], left)
+        if done == total:
+            self._steps_from = now  # the next steps of this phase start here
         if self.on_phase:
             self.on_phase(event)
 

@@ -430,4 +430,5 @@ def __getattr__(name: str):
 
 __all__ = ["AGENT", "BUDGET", "DEFAULT_BUDGET", "DEFAULT_DATA", "DEFAULT_MODEL", "LBOUND_SHARE", "METHODS", "MODEL",
            "MODEL_BUDGETS", "PERFORMANCE", "PRUNING", "RUN", "THREADS_HELP", "SearchConfig", "check_agent_options",
-           "default", "default_agent", "default_warmup", "episodes_to_run", "read_settings_file", "search_options", "setting"]
+           "default", "default_agent", "default_warmup", "episodes_to_run", "read_settings_file", "search_options",
+           "setting"]

@@ -77,7 +77,8 @@ def list_runs(root: str | Path) -> list[dict]:
         s, best = d["settings"], d["best"] or {}
         rows.append({"run": name, "model": s.get("model"), "target": s.get("target"), "ratio": s.get("ratio"),
                      "reward": s.get("reward"), "agent": s.get("agent"), "episodes": d["episodes"],
-                     "episodes_planned": episodes_to_run(s.get("agent"), s.get("episodes")), "best_heldout_top1": best.get("heldout_top1"),
+                     "episodes_planned": episodes_to_run(s.get("agent"), s.get("episodes")),
+                     "best_heldout_top1": best.get("heldout_top1"),
                      "test_top1": best.get("test_top1"),
                      "finetuned_test_top1": (d["finetune"] or {}).get("test_top1"), "seconds": d["seconds"],
                      "status": d["status"]})

@@ -222,7 +222,8 @@ def _search(model, data, *, run: RunDir, config, resume, overwrite, progress, ph
     phases.expect_after_episodes(final_seconds(setup, config, phases.clock() - started))
     phases.start("agent")
     started = phases.clock()
-    agent = make_agent(config.agent, env.budget, config.seed, scorer=setup.scorer, **config.agent_settings)
+    agent = make_agent(config.agent, env.budget, config.seed, scorer=setup.scorer, on_step=phases.step,
+                       **config.agent_settings)
     agent_seconds = phases.clock() - started  # the knapsack's sensitivity passes: part of the search's time
 
     if not resume:

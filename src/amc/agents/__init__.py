@@ -39,7 +39,7 @@ def option_types(name: str) -> dict[str, str]:
             **BUILD_OPTIONS.get(name, {})}
 
 
-def resolve_anchor(budget: Budget, anchor, scorer=None) -> float | list[float] | None:
+def resolve_anchor(budget: Budget, anchor, scorer=None, on_step=None) -> float | list[float] | None:
     """DDPG's prior policy from `anchor=...`: a named fixed policy that meets `budget` ("uniform", the paper's
     ramps "shallower" / "deeper", "knapsack", which scores with `scorer`, an `amc.scoring.Scorer`), a ratio,
     one ratio per decision, or none (the paper's uniform-random warm-up)."""
@@ -50,7 +50,7 @@ def resolve_anchor(budget: Budget, anchor, scorer=None) -> float | list[float] |
             raise AmcError(f"unknown anchor {anchor!r}; use one of {', '.join([*ANCHORS, 'none'])}, a ratio, "
                            "or a list with one ratio per decision")
         if anchor == "knapsack":
-            return knapsack_ratios(budget, _needs(scorer, "anchor=knapsack"))
+            return knapsack_ratios(budget, _needs(scorer, "anchor=knapsack"), on_step=on_step)
         return budget.uniform_ratio() if anchor == "uniform" else budget.ramp_ratios(ANCHORS[anchor])
     check_anchor_length(anchor, len(budget.channels))
     return anchor
@@ -76,11 +76,11 @@ def default_anchor(constrained: bool) -> str:
     return "shallower" if constrained else "none"
 
 
-def make_agent(name: str, budget: Budget, seed: int, *, scorer=None, **options) -> Agent:
+def make_agent(name: str, budget: Budget, seed: int, *, scorer=None, on_step=None, **options) -> Agent:
     """Build agent `name` for `budget` (an `amc.budget.Budget`); `options` go to its constructor (e.g.
     DDPGConfig fields). What depends on the budget is resolved from it: the uniform agent's ratio, the knapsack's
-    allocation (scored by `scorer`), and DDPG's anchor (`default_anchor`). DDPG is handed the budget itself (its
-    budget warm-up and fair shares read it).
+    allocation (scored by `scorer`, each candidate reported to `on_step(done, total, what)`), and DDPG's anchor
+    (`default_anchor`). DDPG is handed the budget itself (its budget warm-up and fair shares read it).
     A bad option is a one-line AmcError."""
     if name not in AGENTS:
         raise AmcError(f"unknown agent {name!r}; choose one of {', '.join(AGENTS)}")
@@ -92,9 +92,10 @@ def make_agent(name: str, budget: Budget, seed: int, *, scorer=None, **options) 
         options["ratios"] = knapsack_ratios(budget, _needs(scorer, "the knapsack"),
                                             int(options.pop("sensitivity_images", SENSITIVITY_IMAGES)),
                                             int(options.pop("options", OPTIONS)),
-                                            int(options.pop("rounds", ROUNDS)))
+                                            int(options.pop("rounds", ROUNDS)), on_step)
     if name == "ddpg":
-        options["anchor"] = resolve_anchor(budget, options.get("anchor", default_anchor(config.constrained)), scorer)
+        options["anchor"] = resolve_anchor(budget, options.get("anchor", default_anchor(config.constrained)), scorer,
+                                           on_step)
         if config.constrained:  # whole warm-up policies fitted to it, and (without drops) fair shares
             options["budget"] = budget
     try:

@@ -22,6 +22,7 @@ the first pass, and where the allocation already beats uniform it did not change
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -42,6 +43,10 @@ def _probe(scorer, images: int):
     return scorer.variant(racing=False, evaluator=scorer.evaluator.limited(images))
 
 
+# on_step(done, total, what): progress through a pass's candidates (`amc.callbacks.Phases.step`)
+Steps = Callable[[int, int, str], None]
+
+
 def sensitivity(budget: Budget, scorer, images: int = SENSITIVITY_IMAGES, options: int = OPTIONS,
                 base: list[int] | None = None) -> list[list[tuple[int, float]]]:
     """For every decision, [(keep count, accuracy)] with only that decision changed from `base` (default: the
@@ -51,21 +56,29 @@ def sensitivity(budget: Budget, scorer, images: int = SENSITIVITY_IMAGES, option
     return _table(budget, _probe(scorer, images), options, base)
 
 
-def _table(budget: Budget, probe, options: int, base: list[int] | None) -> list[list[tuple[int, float]]]:
-    """`sensitivity`'s table, scored by `probe` (whose cache the refinement shares)."""
+def _table(budget: Budget, probe, options: int, base: list[int] | None, on_step: Steps | None = None,
+           what: str = "") -> list[list[tuple[int, float]]]:
+    """`sensitivity`'s table, scored by `probe` (whose cache the refinement shares); `on_step` told of each
+    candidate scored."""
     start = [int(c) for c in budget.channels] if base is None else [int(k) for k in base]
-    table = []
+    rows = []
     for i, allowed in enumerate(budget.allowed):
         picks = np.unique(np.round(np.linspace(0, len(allowed) - 1, min(options, len(allowed)))).astype(int))
         counts = {int(c) for c in allowed[picks]}
         if base is not None and start[i] > 0:
             near = np.geomspace(max(start[i] / 2, allowed[allowed > 0][0]), min(2 * start[i], allowed[-1]), NEAR)
             counts |= {int(allowed[np.argmin(np.abs(allowed - c))]) for c in near} | {start[i], int(allowed[-1])}
+        rows.append(sorted(counts))
+    total, done, table = sum(map(len, rows)), 0, []
+    for i, counts in enumerate(rows):
         row = []
-        for count in sorted(counts):
+        for count in counts:
             keep = list(start)
             keep[i] = count
             row.append((count, float(probe(keep))))
+            done += 1
+            if on_step is not None:
+                on_step(done, total, what)
         table.append(row)
     return table
 
@@ -180,7 +193,7 @@ class KnapsackAgent(Agent):
 
 
 def knapsack_ratios(budget: Budget, scorer, images: int = SENSITIVITY_IMAGES, options: int = OPTIONS,
-                    rounds: int = ROUNDS) -> list[float]:
+                    rounds: int = ROUNDS, on_step: Steps | None = None) -> list[float]:
     """Per-decision preserve ratios of the knapsack allocation for `budget`, its sensitivities scored by
     `scorer`; where it scores under the uniform policy, refined in context up to `rounds` times (each kept only
     if it scores higher)."""
@@ -188,15 +201,15 @@ def knapsack_ratios(budget: Budget, scorer, images: int = SENSITIVITY_IMAGES, op
         return [k / int(c) for k, c in zip(keep, budget.channels)]
 
     probe = _probe(scorer, images)  # one cache: a refinement's base is among its own options
-    keep = allocate(budget, _table(budget, probe, options, None))
+    keep = allocate(budget, _table(budget, probe, options, None, on_step, "knapsack: candidates scored"))
     if rounds:
         keep = budget.play(ratios(keep))  # as the episode will play it: filled up to the budget
         score = float(probe(keep))
         uniform = budget.uniform_counts(budget.uniform_ratio())
         if budget.cost(uniform) <= budget.limit and score >= float(probe(uniform)):
             rounds = 0  # the losses added up well enough: it beats the uniform policy
-        for _ in range(rounds):
-            table = _table(budget, probe, options, keep)
+        for r in range(rounds):
+            table = _table(budget, probe, options, keep, on_step, f"knapsack refinement {r + 1}: candidates scored")
             new = budget.play(ratios(allocate(budget, table, base=keep)))
             new_score = float(probe(new)) if new != keep else score
             if new_score <= score:

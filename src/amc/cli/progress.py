@@ -10,6 +10,7 @@ from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeE
 from rich.text import Text
 
 console = Console(stderr=True, soft_wrap=True)  # an error stays one line, however long
+STEP_LINES_EVERY = 15.0  # seconds between a log's lines about steps inside a phase
 
 
 class LiveBar:
@@ -61,8 +62,21 @@ class EpisodeProgress(LiveBar):
         self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[detail]}"),
                             ElapsedColumn(), EtaColumn(), console=console) if self.live else None
         self.task = self.bar.add_task("starting", total=None, detail="", eta=None, eta_at=0.0) if self.bar else None
+        self.printed = time.monotonic()  # when the last line about steps inside a phase was printed
 
     def phase(self, event: dict) -> None:
+        if "step" in event:  # progress inside a phase: the knapsack's candidates
+            detail = f"{event['what']} {event['step']}/{event['steps']}"
+            if self.bar:
+                self.bar.update(self.task, detail=detail, eta=event["eta"], eta_at=time.monotonic())
+            # in a log: each pass's end, and every tenth of it when it has been a while (a big network's pass
+            # takes minutes; a small one's lines would only crowd the log)
+            elif event["step"] == event["steps"] or (event["step"] % max(1, event["steps"] // 10) == 0
+                                                     and time.monotonic() - self.printed >= STEP_LINES_EVERY):
+                self.printed = time.monotonic()
+                left = f"  ~{event['left']:.0f}s left in these" if event["step"] < event["steps"] else ""
+                console.print(f"{event['label']}: {detail}  elapsed {event['elapsed']:.0f}s{left}", highlight=False)
+            return
         if event.get("loaded"):  # imagefolder: how long decoding took and the memory the images take
             from amc.callbacks import describe_loading  # here: `amc --help` loads no torch
             console.print(describe_loading(event["loaded"]), highlight=False)
@@ -73,7 +87,8 @@ class EpisodeProgress(LiveBar):
             label = f"episode {event['start']}/{event['episodes']}"
         if self.bar:
             extent = {"completed": event["start"], "total": self.total} if event["phase"] == "episodes" else {}
-            self.bar.update(self.task, description=label, eta=event["eta"], eta_at=time.monotonic(), **extent)
+            self.bar.update(self.task, description=label, eta=event["eta"], eta_at=time.monotonic(), detail="",
+                            **extent)
             if event["phase"] == "done":
                 self.bar.stop_task(self.task)
         elif event["phase"] == "done":
