@@ -68,7 +68,7 @@ SAMPLED = {"near-shallower": 20, "ddpg-shallower": 10, "near-knapsack": 20, "ddp
 GROUPS = {"near-shallower": "around the ramp", "ddpg-shallower": "around the ramp",
           "near-knapsack": "around the knapsack", "ddpg-knapsack": "around the knapsack", "broad": "broad",
           "near-reference": "around the reference"}
-SEARCH = "search"  # the default `amc search`'s exports at the same budget, one per search seed (`sample --searches`)
+SEARCH = "search"  # DDPG's `amc search` exports at the same budget, one per search seed (`sample --searches`)
 ANCHORED = (*CHEAP, REFERENCE, SEARCH)  # exact policies, fine-tuned with every seed of CHEAP_FT_SEEDS
 SIGMAS = (0.15, 0.3, 0.45)  # log-ratio noise of the near-* families, cycled
 CHEAP_FT_SEEDS, SAMPLED_FT_SEEDS = [0, 1, 2], [0]
@@ -164,7 +164,8 @@ def sample_config(dataset: str, model: str, ratio: float, lbound: float, seed: i
 
 
 def _searches(config, count: int) -> list[tuple[list[int], dict]]:
-    """The keep counts `amc search` exports with `config` (its default agent) and seeds 0..count-1."""
+    """The keep counts `amc search --agent ddpg` exports with `config` and seeds 0..count-1 (DDPG: the searcher
+    whose seeds differ; it was the default until session 18)."""
     import tempfile
     from dataclasses import replace
 
@@ -173,9 +174,9 @@ def _searches(config, count: int) -> list[tuple[list[int], dict]]:
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(count):
             t0 = time.perf_counter()
-            result = search(out=Path(tmp) / f"s{seed}", config=replace(config, seed=seed))
+            result = search(out=Path(tmp) / f"s{seed}", config=replace(config, seed=seed, agent="ddpg"))
             seconds = round(time.perf_counter() - t0, 1)
-            found.append((list(result.policy.keep), {"seed": seed, "agent": config.agent, "seconds": seconds,
+            found.append((list(result.policy.keep), {"seed": seed, "agent": "ddpg", "seconds": seconds,
                                                      "search_heldout": result.best_val_top1}))
             print(f"search seed {seed}: {found[-1][0]} in {seconds:.0f}s", flush=True)
     return found
@@ -373,7 +374,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="DDPG's warm-up draw for the ddpg-* families (its warmup_noise option)")
     s.add_argument("--scale", type=float, default=1.0, help="multiply every sampled family's size (a smoke test)")
     s.add_argument("--searches", type=int, default=0,
-                   help=f"also the default `amc search`'s export with seeds 0..N-1 (family {SEARCH}, 3 fine-tune seeds)")
+                   help=f"also `amc search --agent ddpg`'s export with seeds 0..N-1 (family {SEARCH}, 3 fine-tune "
+                        "seeds)")
     s.add_argument("--dataset", default="cifar10", choices=("cifar10", "digits"),
                    help="cifar10 (--data, --weights-dir) or the embedded digits with the digits CNN's own weights")
     s.add_argument("--data", default=SHARED_DATA)

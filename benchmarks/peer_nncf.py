@@ -97,7 +97,7 @@ class ParamsBench:
 
         a = self.args
         return SearchConfig(model=a.model, weights=a.weights, data=a.data, data_dir=a.data_dir, method="fine-grained",
-                            target="params", ratio=a.ratio, lbound=a.lbound, episodes=extra.pop("episodes", a.episodes),
+                            agent="ddpg", target="params", ratio=a.ratio, lbound=a.lbound, episodes=extra.pop("episodes", a.episodes),
                             seed=0, bn_recalibration=a.bn_batches, heldout_limit=a.heldout_limit, threads=a.threads,
                             device="cpu", **extra)  # NNCF's masks and the report evaluators work on the CPU
 

@@ -49,7 +49,7 @@ def main() -> None:
 
     data = load_dataset(args.data, args.data_dir)
     common = dict(model=args.model, weights=args.weights, data=args.data, data_dir=args.data_dir, ratio=args.ratio,
-                  episodes=args.episodes, precision=args.precision, seed=args.seed)
+                  agent="ddpg", episodes=args.episodes, precision=args.precision, seed=args.seed)
     rows = {
         f"one process, {args.workers} threads, full scoring": timed_search(
             SearchConfig(**common, threads=args.workers, racing=False), data, Path(args.out, "single")),

@@ -55,7 +55,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     dataset = load_dataset(args.data, args.data_dir)
     config = SearchConfig(model=args.model, weights=args.weights, data=args.data, data_dir=args.data_dir,
-                          ratio=args.ratio, episodes=args.episodes, warmup=args.warmup, precision=args.precision,
+                          ratio=args.ratio, agent="ddpg", episodes=args.episodes, warmup=args.warmup, precision=args.precision,
                           bn_recalibration=args.bn_recalibration, threads=args.threads, seed=0)
     out = Path(args.out)
     t0 = time.perf_counter()
