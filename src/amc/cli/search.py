@@ -80,8 +80,8 @@ def _setting(f: Field, value):
 def search_command(ctx: typer.Context, **options) -> None:
     """Search a per-layer pruning policy under a budget and export the pruned model.
 
-    With no arguments: prunes the bundled digits CNN to 5% of its MACs on scikit-learn's digits (about a minute)
-    and says what the search bought over the uniform policy and the ramp at that budget.
+    With no arguments: prunes the bundled digits CNN to 5% of its MACs on scikit-learn's digits with the knapsack
+    allocator (seconds) and says what it bought over the uniform policy and the ramp at that budget.
     """
     from amc.baselines import verdict
     from amc.run_inputs import check_weights
