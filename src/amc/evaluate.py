@@ -66,17 +66,24 @@ class Evaluator:
         model.eval()
         model.to(memory_format=torch.channels_last)
         device = next(model.parameters()).device  # batches kept elsewhere follow the model
-        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
         try:
             with torch.no_grad():  # not inference_mode: the model may be trained afterwards
-                scale, shift = self._normalizer(device)
-                for x, y in self._batches:
-                    x = x.to(device, non_blocking=True).float().mul_(scale).sub_(shift)
-                    with autocast:
+                for x, y in self.inputs(device):
+                    with self.autocast(device):
                         logits = model(x)
-                    yield logits, y.to(device)
+                    yield logits, y
         finally:
             model.train(was_training)
+
+    def inputs(self, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(normalised images, labels) batch by batch on `device`, channels-last: what a model is scored on."""
+        scale, shift = self._normalizer(device)
+        for x, y in self._batches:
+            yield x.to(device, non_blocking=True).float().mul_(scale).sub_(shift), y.to(device)
+
+    def autocast(self, device: torch.device) -> torch.autocast:
+        """The scoring precision's autocast on `device` (bf16, or a no-op for fp32)."""
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
     def accuracy(self, model: nn.Module, topk: tuple[int, ...] = (1,)) -> dict[int, float]:
         """{k: share of images whose label is among the top-k predictions}."""

@@ -18,6 +18,10 @@ with the others at the current allocation (with finer options near its count), t
 it, and the new allocation is kept only if it scores higher on the same images. A round costs about as much as
 the first pass, and where the allocation already beats uniform it did not change (ResNet-20 at 20% of the MACs:
 108 s one pass, 207 s with a round that kept it), so there it is skipped.
+
+Every candidate of a table differs from the table's base in one decision, so it is scored from where it differs
+(`amc.downstream.DownstreamProbe`: the layers upstream of the change run once per decision, the scores are the
+full path's): on ResNet-20 at 20% the knapsack took 55 s instead of 91 s, with the same allocation.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from amc.agents.base import Agent, Transition
+from amc.downstream import DownstreamProbe
 
 if TYPE_CHECKING:
     from amc.budget import Budget
@@ -39,8 +44,10 @@ ROUNDS = 2                 # refinements in context after the first allocation (
 NEAR = 9                   # options near the current count in a refinement: geometric, from half to twice it
 
 
-def _probe(scorer, images: int):
-    return scorer.variant(racing=False, evaluator=scorer.evaluator.limited(images))
+def _probe(scorer, images: int) -> DownstreamProbe:
+    """Scores as `scorer` does on the first `images` held-out images, without racing, running each candidate
+    only from where it differs from the table's base (`amc.downstream`: the same score, about half the time)."""
+    return DownstreamProbe(scorer.variant(racing=False, evaluator=scorer.evaluator.limited(images)))
 
 
 # on_step(done, total, what): progress through a pass's candidates (`amc.callbacks.Phases.step`)
@@ -56,11 +63,12 @@ def sensitivity(budget: Budget, scorer, images: int = SENSITIVITY_IMAGES, option
     return _table(budget, _probe(scorer, images), options, base)
 
 
-def _table(budget: Budget, probe, options: int, base: list[int] | None, on_step: Steps | None = None,
+def _table(budget: Budget, probe: DownstreamProbe, options: int, base: list[int] | None, on_step: Steps | None = None,
            what: str = "") -> list[list[tuple[int, float]]]:
     """`sensitivity`'s table, scored by `probe` (whose cache the refinement shares); `on_step` told of each
     candidate scored."""
     start = [int(c) for c in budget.channels] if base is None else [int(k) for k in base]
+    probe.rebase(start)  # every candidate differs from `start` in one decision
     rows = []
     for i, allowed in enumerate(budget.allowed):
         picks = np.unique(np.round(np.linspace(0, len(allowed) - 1, min(options, len(allowed)))).astype(int))
