@@ -145,16 +145,20 @@ def plan(args: argparse.Namespace) -> None:
             if args.methods and row["method"] not in args.methods:
                 continue
             method, seed = row["method"], row["seed"]
-            setup = _setup_spec(method, run_dir)
-            base = {"setup": setup, "keep": row["keep"], "heldout_expected": row["heldout_top1"],
-                        "macs_ratio": row["macs_ratio"], "study": False}
-            tag = {"budget": budget_dir.name, "method": method, "seed": seed, "role": "row"}
+            setup, name, expected = _setup_spec(method, run_dir), method, row["heldout_top1"]
+            if args.no_reconstruct:
+                if _own_weights(METHODS[method]):
+                    continue  # its own weights: nothing of ours to switch off
+                setup, name, expected = {**setup, "lsq": False}, f"{method}-nolsq", None
+            base = {"setup": setup, "keep": row["keep"], "heldout_expected": expected,
+                    "macs_ratio": row["macs_ratio"], "study": False}
+            tag = {"budget": budget_dir.name, "method": name, "seed": seed, "role": "row"}
             if _own_weights(METHODS[method]):  # its own channels or weights: the model travels as files
                 shutil.copytree(run_dir, bundle / "models" / f"{budget_dir.name}-{method}", dirs_exist_ok=True,
                                 ignore=shutil.ignore_patterns("finetune.pt", "model_finetuned.pt", FASTNAS_CHECKPOINT))
                 base["model_file"] = f"models/{budget_dir.name}-{method}"
             searcher = method in SEARCHERS
-            add(f"{budget_dir.name}/{method}/s{seed}", order,
+            add(f"{budget_dir.name}/{name}/s{seed}", order,
                 ft_seeds=args.searcher_ft_seeds if searcher else args.ft_seeds,
                 tags=[tag], **base)
             if (searcher and args.finalists > 1 and method in (args.finalist_methods or SEARCHERS)
@@ -392,6 +396,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--methods", nargs="*", help="only these methods' rows (default: every method)")
     p.add_argument("--ft-seeds", type=int, nargs="+", default=[0, 1], help="fine-tune seeds of fixed rows")
     p.add_argument("--searcher-ft-seeds", type=int, nargs="+", default=[0], help="fine-tune seeds of searchers' rows")
+    p.add_argument("--no-reconstruct", action="store_true",
+                   help="rebuild the rows without least-squares reconstruction (ids and methods end in -nolsq): "
+                        "whether least squares helps after fine-tuning")
     p.add_argument("--data", default=SHARED_DATA)
     p.add_argument("--weights-dir", default=SHARED_WEIGHTS)
     p.add_argument("--bundle", default=".gpu")

@@ -27,15 +27,18 @@ SETUP_FIELDS = {"model": "model", "seed": "seed", "bn": "bn_recalibration", "cal
 
 # ---- the scorer a job's policy is rebuilt with ----------------------------------------------------------
 def setup_spec(config) -> dict:
-    """The part of a `SearchConfig` that decides how a policy is rebuilt (model, calibration images, BN batches)."""
-    return {key: getattr(config, field) for key, field in SETUP_FIELDS.items()}
+    """The part of a `SearchConfig` that decides how a policy is rebuilt (model, calibration images, BN batches;
+    `"lsq": False` where least squares is off, absent otherwise, so that earlier bundles' keys still match)."""
+    spec = {key: getattr(config, field) for key, field in SETUP_FIELDS.items()}
+    return spec if config.reconstruct else {**spec, "lsq": False}
 
 
 def setup_config(spec: dict, **settings):
     """The `SearchConfig` that rebuilds `spec`'s policies (CIFAR-10), with other `settings` (weights, data_dir)."""
     from amc.config import SearchConfig
 
-    return SearchConfig(data="cifar10", **{field: spec[key] for key, field in SETUP_FIELDS.items()}, **settings)
+    return SearchConfig(data="cifar10", **{field: spec[key] for key, field in SETUP_FIELDS.items()},
+                        reconstruct=spec.get("lsq", True), **settings)
 
 
 def setup_key(spec: dict) -> str:

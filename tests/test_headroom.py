@@ -64,3 +64,16 @@ def test_local_fine_tunes_resume_confirm_the_best_and_report(sample, tmp_path, c
     headroom.main(["report", "--policies", str(sample), "--results", str(results), "--figure", "", "--md", str(md)])
     text = md.read_text()
     assert "| knapsack |" in text and "Kendall tau" in text
+
+
+def test_a_grid_job_without_least_squares_is_rebuilt_without_it_and_earlier_keys_stay_as_they_were():
+    from grid_files import job_key, setup_config, setup_spec
+
+    from amc.config import SearchConfig
+
+    plain = setup_spec(SearchConfig(model="resnet20", data="cifar10"))
+    assert "lsq" not in plain  # a bundle planned before the switch keeps its jobs' keys
+    assert setup_config(plain).reconstruct
+    off = setup_spec(SearchConfig(model="resnet20", data="cifar10", reconstruct=False))
+    assert off == {**plain, "lsq": False} and not setup_config(off).reconstruct
+    assert job_key(off, [1, 2]) != job_key(plain, [1, 2])
