@@ -83,20 +83,21 @@ def test_accuracy_guaranteed_search_says_it_has_no_budget_and_shows_the_params_s
 
 
 def test_default_search_runs_end_to_end(tmp_path):
-    r = amc("search", "--out", str(tmp_path / "demo"), "--json")  # the README's first command
+    r = amc("search", "--json", cwd=tmp_path)  # the README's first command
     assert r.returncode == 0, r.stderr
     assert "agent knapsack, 1 episode ->" in r.stderr
+    demo, = (tmp_path / "runs").glob("digits_cnn-knapsack-*")  # named after the agent that ran
     result = json.loads(r.stdout)
     assert result["macs_ratio"] <= 0.05  # the digits CNN's own budget
     assert result["searched_minus_best_baseline"] > 0.03  # what the default shows: the allocation matters here
-    assert (tmp_path / "demo" / "model.pt").exists()
+    assert (demo / "model.pt").exists()
     # `amc prune` applies the saved policy and exports the very network the search exported (on the device named,
     # here the CPU the default search used)
-    r = amc("prune", "--policy", str(tmp_path / "demo" / "policy.json"), "--out", str(tmp_path / "pruned"), "--json",
+    r = amc("prune", "--policy", str(demo / "policy.json"), "--out", str(tmp_path / "pruned"), "--json",
             "--device", "cpu")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["macs"] == result["macs"]
-    assert (tmp_path / "pruned" / "model.pt").read_bytes() == (tmp_path / "demo" / "model.pt").read_bytes()
+    assert (tmp_path / "pruned" / "model.pt").read_bytes() == (demo / "model.pt").read_bytes()
 
 
 def _amc_with_stdout_closed(*args, cwd):

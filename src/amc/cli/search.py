@@ -20,6 +20,7 @@ from amc.config import (
     RUN,
     SearchConfig,
     default,
+    default_agent,
     read_settings_file,
     search_options,
 )
@@ -106,8 +107,8 @@ def search_command(ctx: typer.Context, **options) -> None:
         settings.pop("out", None)
     if resume and out is None:
         raise AmcError("--resume needs --out pointing at the run directory to continue")
-    out = out or Path("runs") / f"{str(settings['model']).replace(':', '_')}-{settings['agent']}-" \
-                                f"{datetime.now():%Y%m%d-%H%M%S}"
+    agent = settings["agent"] or default_agent(settings["reward"], settings["finalists"])  # as the config resolves it
+    out = out or Path("runs") / f"{str(settings['model']).replace(':', '_')}-{agent}-{datetime.now():%Y%m%d-%H%M%S}"
     # a resume keeps the run's settings; what was typed must equal them or be a change a resume allows (paths
     # compared as the run stores them: absolute)
     paths = {f.name for f in search_options() if f.metadata["path"]}
