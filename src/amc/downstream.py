@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import time
+from operator import attrgetter
 from collections import OrderedDict
 from typing import Any, Sequence
 
@@ -29,6 +30,7 @@ from torch.fx.node import map_arg
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from amc.devices import model_device
+from amc.evaluate import recalibrate_batchnorm
 
 CACHE_BYTES = 1 << 30  # the most a cut's cached outputs may take (held-out prefix and recalibration batches)
 CUTS_KEPT = 2          # cuts cached at a time: a decision's options share one
@@ -62,13 +64,6 @@ def _same_state(a: Any, b: Any) -> bool:
     return sa.keys() == sb.keys() and all(_same_state(sa[k], sb[k]) for k in sa)
 
 
-def _attr(gm: fx.GraphModule, target: str) -> Any:
-    value: Any = gm
-    for part in target.split("."):
-        value = getattr(value, part)
-    return value
-
-
 def _nbytes(values: Any) -> int:
     if isinstance(values, torch.Tensor):
         return values.numel() * values.element_size()
@@ -87,6 +82,33 @@ class _Base:
         self.twin = copy.deepcopy(self.graph) if self.graph is not None else None
         self.cuts: OrderedDict[tuple[str, ...], tuple[list, list] | None] = OrderedDict()
 
+    def outputs_at(self, cut: tuple[str, ...], evaluator, recalibration: list) -> tuple[list, list] | None:
+        """This network's outputs at `cut`: per batch of `evaluator` (eval mode, its precision) with its labels,
+        and per `recalibration` batch (train mode); None where they would take more than CACHE_BYTES. The last
+        CUTS_KEPT cuts are kept."""
+        assert self.graph is not None and self.twin is not None
+        if cut in self.cuts:
+            self.cuts.move_to_end(cut)
+            return self.cuts[cut]
+        upstream = _upstream(self.graph, cut).eval().to(memory_format=torch.channels_last)
+        evaluated: list = []
+        size = 0
+        for x, y in evaluator.inputs(model_device(self.network)):
+            with torch.no_grad(), evaluator.autocast(x.device):
+                values = upstream(x)
+            evaluated.append((values, y))
+            size += _nbytes(values)
+            if size * (1 + len(recalibration) / max(1, len(evaluated))) > CACHE_BYTES:
+                self.cuts[cut] = None
+                return None
+        twin = _upstream(self.twin, cut).train().to(memory_format=torch.channels_last)
+        with torch.no_grad():
+            calibrated = [tuple(twin(_channels_last(x))) for x in recalibration]
+        self.cuts[cut] = (evaluated, calibrated)
+        while len(self.cuts) > CUTS_KEPT:
+            self.cuts.popitem(last=False)
+        return self.cuts[cut]
+
 
 class DownstreamProbe:
     """`probe(keep)`: the accuracy `scorer(keep)` gives (`scorer` an `amc.scoring.Scorer` that does not race:
@@ -101,16 +123,21 @@ class DownstreamProbe:
         self._base: _Base | None = None
         self._scores: dict[tuple[int, ...], float] = {}
         self.min_seconds = MIN_SECONDS if min_seconds is None else min_seconds
+        self._worth: bool | None = None  # whether cutting pays on this network (a base scored in >= min_seconds)
         self.partial = 0  # candidates scored from a cut (the rest in full): what tests and benchmarks read
 
     def rebase(self, keep: Sequence[int]) -> None:
         """Candidates from now on are cut against the network of `keep`."""
         key = tuple(int(k) for k in keep)
-        if self._base is None or self._base.keep != key:
-            t0 = time.perf_counter()
-            network = self.scorer.build(key)
-            self._scores.setdefault(key, self.evaluator.top1(network))  # as `scorer(key)` scores it
-            self._base = _Base(key, network, cut=time.perf_counter() - t0 >= self.min_seconds)
+        if self._base is not None and self._base.keep == key:
+            return
+        t0 = time.perf_counter()
+        network = self.scorer.build(key)
+        if key not in self._scores or self._worth is None:
+            self._scores[key] = self.evaluator.top1(network)  # as `scorer(key)` scores it
+        if self._worth is None:  # decided on the first base (the whole network, for the knapsack)
+            self._worth = time.perf_counter() - t0 >= self.min_seconds
+        self._base = _Base(key, network, cut=self._worth)
 
     def __call__(self, keep: Sequence[int]) -> float:
         key = tuple(int(k) for k in keep)
@@ -152,7 +179,8 @@ class DownstreamProbe:
             elif node.op == "call_module" and not _same_state(traced.get_submodule(node.target),
                                                               base.graph.get_submodule(was.target)):
                 changed.add(node.name)
-            elif node.op == "get_attr" and not _same_state(_attr(traced, node.target), _attr(base.graph, was.target)):
+            elif node.op == "get_attr" and not _same_state(attrgetter(node.target)(traced),
+                                                           attrgetter(was.target)(base.graph)):
                 changed.add(node.name)
         if nodes[-1].name not in changed:
             return None  # nothing changed that reaches the output
@@ -163,37 +191,10 @@ class DownstreamProbe:
                 run.update(n.name for n in node.all_input_nodes if n.name not in reads_input)
         cut = tuple(n.name for n in nodes if n.name not in run
                     and any(u.name in run for u in n.users))
-        cached = self._cut(cut)
+        cached = base.outputs_at(cut, self.evaluator, self.scorer.recalibration)
         if cached is None:
             return None
         return self._score(traced, nodes, run, cut, cached)
-
-    def _cut(self, cut: tuple[str, ...]) -> tuple[list, list] | None:
-        """The base's outputs at `cut`: per held-out batch (eval mode, scoring precision) with its labels, and per
-        recalibration batch (train mode); None where they would take more than CACHE_BYTES."""
-        base = self._base
-        assert base is not None and base.graph is not None and base.twin is not None
-        if cut in base.cuts:
-            base.cuts.move_to_end(cut)
-            return base.cuts[cut]
-        upstream = _upstream(base.graph, cut).eval().to(memory_format=torch.channels_last)
-        evaluated: list = []
-        size = 0
-        for x, y in self.evaluator.inputs(model_device(base.network)):
-            with torch.no_grad(), self.evaluator.autocast(x.device):
-                values = upstream(x)
-            evaluated.append((values, y))
-            size += _nbytes(values)
-            if size * (1 + len(self.scorer.recalibration) / max(1, len(evaluated))) > CACHE_BYTES:
-                base.cuts[cut] = None
-                return None
-        twin = _upstream(base.twin, cut).train().to(memory_format=torch.channels_last)
-        with torch.no_grad():
-            calibrated = [twin(_channels_last(x)) for x in self.scorer.recalibration]
-        base.cuts[cut] = (evaluated, calibrated)
-        while len(base.cuts) > CUTS_KEPT:
-            base.cuts.popitem(last=False)
-        return base.cuts[cut]
 
     def _score(self, traced: fx.GraphModule, nodes: list[fx.Node], run: set[str], cut: tuple[str, ...],
                cached: tuple[list, list]) -> float:
@@ -207,15 +208,16 @@ class DownstreamProbe:
         downstream = fx.GraphModule(traced, graph).to(memory_format=torch.channels_last)
         evaluated, calibrated = cached
         if self.scorer.recalibration:
-            _recalibrate(downstream, calibrated)
+            recalibrate_batchnorm(downstream, calibrated)  # the changed part's BatchNorm; the rest is the base's
         downstream.eval()
-        hits: torch.Tensor | int = 0
-        with torch.no_grad():
+
+        def outputs():
             for values, y in evaluated:
                 with self.evaluator.autocast(y.device):
-                    logits = downstream(*values)
-                hits = hits + (logits.topk(1, dim=1).indices[:, 0] == y).sum()  # as Evaluator.accuracy
-        return int(hits) / self.evaluator.size
+                    yield downstream(*values), y
+
+        with torch.no_grad():
+            return self.evaluator.accuracy_of(outputs())[1]
 
 
 def _channels_last(x: torch.Tensor) -> torch.Tensor:
@@ -236,22 +238,6 @@ def _upstream(traced: fx.GraphModule, cut: tuple[str, ...]) -> fx.GraphModule:
             env[node.name] = graph.node_copy(node, lambda n: env[n.name])
     graph.output(tuple(env[name] for name in cut))
     return fx.GraphModule(traced, graph)
-
-
-@torch.no_grad()
-def _recalibrate(downstream: fx.GraphModule, calibrated: list) -> None:
-    """`recalibrate_batchnorm` on the changed part, from the base's train-mode outputs at the cut."""
-    norms = [m for m in downstream.modules() if isinstance(m, _BatchNorm)]
-    saved = [(m.momentum, m.training) for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None
-    downstream.train()
-    for values in calibrated:
-        downstream(*values)
-    for m, (momentum, training) in zip(norms, saved):
-        m.momentum = momentum
-        m.train(training)
 
 
 __all__ = ["CACHE_BYTES", "DownstreamProbe"]

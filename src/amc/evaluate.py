@@ -87,8 +87,13 @@ class Evaluator:
 
     def accuracy(self, model: nn.Module, topk: tuple[int, ...] = (1,)) -> dict[int, float]:
         """{k: share of images whose label is among the top-k predictions}."""
+        return self.accuracy_of(self._logits(model), topk)
+
+    def accuracy_of(self, outputs: Iterable[tuple[torch.Tensor, torch.Tensor]],
+                    topk: tuple[int, ...] = (1,)) -> dict[int, float]:
+        """`accuracy` of (logits, labels) batches computed elsewhere (a part of the network run from a cut)."""
         hits: dict[int, torch.Tensor | int] = {k: 0 for k in topk}
-        for logits, y in self._logits(model):
+        for logits, y in outputs:
             ranked = logits.topk(min(max(topk), logits.shape[1]), dim=1).indices
             correct = ranked == y.unsqueeze(1)
             for k in topk:  # counted where the logits are: one read back at the end, not one per batch
@@ -123,7 +128,7 @@ class Evaluator:
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(model: nn.Module, images: Iterable[torch.Tensor]) -> None:
+def recalibrate_batchnorm(model: nn.Module, images: Iterable[torch.Tensor | tuple]) -> None:
     """Re-estimate BatchNorm running statistics of a pruned model on a few training batches.
 
     Pruning changes the inputs each BN sees (least-squares reconstruction shifts them), so the
@@ -139,8 +144,9 @@ def recalibrate_batchnorm(model: nn.Module, images: Iterable[torch.Tensor]) -> N
     was_training = model.training
     model.train().to(memory_format=torch.channels_last)  # as scoring runs it: 1.45x faster here than NCHW
     with torch.no_grad():
-        for x in images:
-            model(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x)
+        for x in images:  # a tuple: the inputs of a part of a network (`amc.downstream`), passed as they are
+            model(*x) if isinstance(x, tuple) else model(x.contiguous(memory_format=torch.channels_last)
+                                                        if x.dim() == 4 else x)
     model.train(was_training)
     for m, (momentum, training) in zip(norms, saved):
         m.momentum = momentum
