@@ -15,10 +15,11 @@ Rows (`--methods`, default all; the nncf ones only where NNCF is installed):
   ratio for every tensor, the one keeping the most weights at or under it.
 - `amc-uniform`: every layer at the same density (`amc search --agent uniform`'s allocation through the budget),
   magnitude pruning per layer: NNCF's local mode up to rounding.
-- `amc-search+bn`: `amc.search(method="fine-grained", target="params")`, `--episodes` candidates of amc's default
+- `amc-search+bn`: `amc.search(method="fine-grained", target="params")`, `--episodes` candidates of amc's
   DDPG (its warm-up drawn at random, no anchor), each scored with BN recalibration (amc's default); resumed if
   stopped. `amc-search+bn-uniform`: the same with `--agent-option anchor=uniform` (warm-up around the uniform
-  density, the actor starting there).
+  density, the actor starting there). `amc-default+bn`: the search amc runs when no agent is named, the
+  knapsack (one allocation from each layer's sensitivity; its `--episodes` is 1).
 - `+bn`: the row's model with BatchNorm re-estimated by amc's recalibration (`amc.evaluate.recalibrate_batchnorm`:
   statistics reset, then averaged) on the images amc's search recalibrates on (`--bn-batches` batches of 100
   seed-0 calibration images). NNCF's own `nncf.batch_norm_adaptation` updates the running statistics with each
@@ -53,12 +54,13 @@ PRUNED_FILE = "pruned.pt"  # {"state_dict", "masks"}: what a fine-tune starts fr
 
 @dataclass(frozen=True)
 class Row:
-    """One row: its masks come from `source` ("nncf" with `mode`, "uniform" or "search" with DDPG's
+    """One row: its masks come from `source` ("nncf" with `mode`, "uniform" or "search" by `agent` with
     `agent_options`), its BatchNorm re-estimated where `recalibrate`."""
 
     source: str
     mode: str | None = None
     recalibrate: bool = False
+    agent: str = "ddpg"
     agent_options: tuple[tuple[str, str], ...] = ()
 
 
@@ -68,6 +70,8 @@ ROWS: dict[str, Row] = {
     "amc-uniform+bn": Row("uniform", recalibrate=True),
     "amc-search+bn": Row("search", recalibrate=True),  # amc's search scores every candidate recalibrated
     "amc-search+bn-uniform": Row("search", recalibrate=True, agent_options=(("anchor", "uniform"),)),
+    # what `amc search --method fine-grained --target params` runs when no agent is named (config.default_agent)
+    "amc-default+bn": Row("search", recalibrate=True, agent="knapsack"),
 }
 NNCF_ROWS = tuple(name for name, row in ROWS.items() if row.source == "nncf")
 
@@ -92,12 +96,13 @@ class ParamsBench:
         self.heldout = Evaluator(self.dataset.heldout, self.info.mean, self.info.std)  # fp32, the whole split
         self.test = Evaluator(self.dataset.test, self.info.mean, self.info.std)
 
-    def search_config(self, **extra):
-        from amc.config import SearchConfig
+    def search_config(self, agent: str = "ddpg", **extra):
+        from amc.config import SearchConfig, episodes_to_run
 
         a = self.args
+        episodes = episodes_to_run(agent, extra.pop("episodes", a.episodes))
         return SearchConfig(model=a.model, weights=a.weights, data=a.data, data_dir=a.data_dir, method="fine-grained",
-                            agent="ddpg", target="params", ratio=a.ratio, lbound=a.lbound, episodes=extra.pop("episodes", a.episodes),
+                            agent=agent, target="params", ratio=a.ratio, lbound=a.lbound, episodes=episodes,
                             seed=0, bn_recalibration=a.bn_batches, heldout_limit=a.heldout_limit, threads=a.threads,
                             device="cpu", **extra)  # NNCF's masks and the report evaluators work on the CPU
 
@@ -164,12 +169,13 @@ def prune_search(bench: ParamsBench, row: Row, run_dir: Path) -> tuple[dict[str,
     (of this process only, where it was resumed)."""
     from common import search_resumably
 
-    config = bench.search_config(agent_options=dict(row.agent_options))
+    config = bench.search_config(row.agent, agent_options=dict(row.agent_options))
     t0 = time.perf_counter()
     result = search_resumably(config, bench.dataset, run_dir / SEARCH_DIR, "amc fine-grained search")
     s = result.summary
     return bench.masks_of(result.policy.keep), {
-        "episodes": config.episodes, "agent_options": config.agent_options, "heldout_limit": config.heldout_limit,
+        "agent": config.agent, "episodes": config.episodes, "agent_options": config.agent_options,
+        "heldout_limit": config.heldout_limit,
         "search_seconds": s["search_seconds"],
         "wall_seconds": time.perf_counter() - t0, "search_score": s["best_search_score"],
         "search_dir": str(run_dir / SEARCH_DIR), "search_test_top1": s["test_top1"]}

@@ -38,6 +38,23 @@ def test_magnitude_pruner_keeps_exactly_the_largest_weights():
                                                       "digits_cnn")).state_dict().values()))  # original untouched
 
 
+def test_global_counts_keep_the_weights_largest_against_their_layers_norm():
+    # NNCF's global magnitude rule, computed here by hand: one threshold on |w| / ||W||_2 over every layer
+    model = models.create("digits_cnn", 10, weights=models.bundled_weights("digits_cnn")).eval()
+    graph = WeightGraph(model, (1, 8, 8))
+    pruner, modules = MagnitudePruner(model, graph), dict(model.named_modules())
+    normalised = [modules[d.consumer].weight.detach().abs().flatten() / modules[d.consumer].weight.detach().norm()
+                  for d in graph.decisions]
+    everything = torch.cat(normalised).sort(descending=True).values
+    for total in (0, 1, 500, everything.numel() // 7, everything.numel()):
+        counts = pruner.global_counts(total)
+        assert sum(counts) == total
+        if 0 < total < everything.numel() and everything[total - 1] > everything[total]:  # no tie at the cut
+            assert counts == [int((n >= everything[total - 1]).sum()) for n in normalised]
+    densities = [c / d.channels for c, d in zip(pruner.global_counts(everything.numel() // 7), graph.decisions)]
+    assert max(densities) - min(densities) > 0.1  # an allocation: big layers lose most
+
+
 def test_fine_grained_search_meets_the_params_budget_and_writes_a_smaller_sparse_file(tmp_path, digits):
     config = SearchConfig(method="fine-grained", target="params", ratio=0.3, lbound=0.05, episodes=6, warmup=3,
                           calibration_images=200)

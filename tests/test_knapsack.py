@@ -115,3 +115,32 @@ def test_allocating_around_a_base_counts_savings_from_it():
     table = [[(2, 0.5), (3, 0.8), (4, 0.9), (8, 0.95)], [(2, 0.85), (3, 0.88), (4, 0.9), (8, 0.9)]]
     assert allocate(Line(), table, base=[4, 4]) == [4, 2]
     assert allocate(Line(), table) == [4, 2]  # from the whole network: the same losses, other savings
+
+
+def test_the_knapsack_keeps_a_reference_allocation_that_scores_higher(monkeypatch):
+    # a bad one-pass allocation (every decision at its lower bound, the rest filled by the budget) is replaced by
+    # the best of the cheap references on the knapsack's own score: fine-grained, uniform and global magnitude
+    import amc.agents.knapsack as knapsack
+    from amc.budget import Budget
+    from amc.config import SearchConfig
+    from amc.pipeline import prepare
+
+    config = SearchConfig(method="fine-grained", target="params", ratio=0.1, agent="knapsack", episodes=1,
+                          calibration_images=300, threads=1)
+    setup = prepare(config)
+    budget = Budget(setup.graph, config.env_config)
+    monkeypatch.setattr(knapsack, "allocate", lambda budget, table, **kw: budget.cheapest(-1, budget.channels).tolist())
+    probe = knapsack._probe(setup.scorer, knapsack.SENSITIVITY_IMAGES)
+    references = knapsack.references(budget, setup.scorer.pruner)
+    assert set(references) == {"uniform", "global magnitude"}
+    for counts in references.values():
+        assert budget.cost(counts) <= budget.limit
+    ranked = setup.scorer.pruner.global_counts
+    most = knapsack.most_within(budget, ranked)
+    assert budget.cost(ranked(most)) <= budget.limit < budget.cost(ranked(most + 1))  # the most the budget allows
+    scores = {name: float(probe(counts)) for name, counts in references.items()}
+    worst = float(probe(budget.play(knapsack._ratios(budget, budget.cheapest(-1, budget.channels).tolist()))))
+    assert max(scores.values()) > worst  # the case the pick is for
+    chosen = budget.play(knapsack.knapsack_ratios(budget, setup.scorer, rounds=1))
+    assert float(probe(chosen)) >= max(scores.values())
+    assert budget.cost(chosen) <= budget.limit

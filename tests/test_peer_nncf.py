@@ -24,9 +24,13 @@ def test_rows_pair_each_allocation_with_its_recalibrated_twin():
     assert NNCF_ROWS == ("nncf-global", "nncf-global+bn", "nncf-local", "nncf-local+bn")
     assert {name: row.source for name, row in ROWS.items() if name not in NNCF_ROWS} == {
         "amc-uniform": "uniform", "amc-uniform+bn": "uniform", "amc-search+bn": "search",
-        "amc-search+bn-uniform": "search"}
+        "amc-search+bn-uniform": "search", "amc-default+bn": "search"}
     assert all(row.recalibrate == ("+bn" in name) for name, row in ROWS.items())
     assert dict(ROWS["amc-search+bn-uniform"].agent_options) == {"anchor": "uniform"}
+    # the default row is what `amc search` runs when no agent is named, whatever that becomes
+    from amc.config import default_agent
+
+    assert ROWS["amc-default+bn"].agent == default_agent("acc", 1) != ROWS["amc-search+bn"].agent == "ddpg"
     assert [ROWS[n].mode for n in NNCF_ROWS] == ["global", "global", "local", "local"]
 
 
@@ -44,7 +48,8 @@ def test_without_nncf_an_nncf_row_is_a_one_line_error_and_amc_rows_still_run(tmp
     assert "pip install nncf" in str(exited.value)
     assert not (tmp_path / "nncf").exists()  # refused before anything was loaded or written
     # asked for nothing in particular: amc's rows, and a note on why the nncf ones are left out
-    assert peer_nncf.available(None) == ["amc-uniform", "amc-uniform+bn", "amc-search+bn", "amc-search+bn-uniform"]
+    assert peer_nncf.available(None) == ["amc-uniform", "amc-uniform+bn", "amc-search+bn", "amc-search+bn-uniform",
+                                         "amc-default+bn"]
     assert "pip install nncf" in capsys.readouterr().out
     assert peer_nncf.available(["amc-uniform"]) == ["amc-uniform"]
 
@@ -110,3 +115,15 @@ def test_nncf_rows_on_the_digits_cnn_keep_the_budget_and_a_masked_finetune_keeps
         assert ft["mask_held"] and 0 <= ft["test_top1"] <= 1
     table = (tmp_path / "nncf" / "table.md").read_text()
     assert "nncf-global" in table and "after 1-epoch FT" in table
+
+
+def test_the_default_row_is_the_knapsack_within_the_budget(tmp_path):
+    import peer_nncf
+
+    args = peer_nncf.parse_args(_args(tmp_path, "--methods", "amc-default+bn", "amc-uniform+bn", "--threads", "1"))
+    rows = {r["method"]: r for r in peer_nncf.run(args)}
+    default, uniform = rows["amc-default+bn"], rows["amc-uniform+bn"]
+    assert default["agent"] == "knapsack" and default["episodes"] == 1
+    assert default["params"] <= default["budget_params"] and default["weights_off_target"] <= 0
+    assert len(set(default["densities"])) > 1  # an allocation, not one density everywhere
+    assert default["keep"] != uniform["keep"]

@@ -94,6 +94,7 @@ class MagnitudePruner:
         # one ranking per layer, computed once: a candidate is then a slice of it
         self._order = {d.consumer: torch.argsort(modules[d.consumer].weight.detach().abs().flatten(), descending=True)
                        for d in graph.decisions}
+        self._global: torch.Tensor | None = None  # layer index of each weight, best-ranked first (global_counts)
 
     def masks(self, keep: Sequence[int]) -> dict[str, torch.Tensor]:
         modules = dict(self.model.named_modules())
@@ -104,6 +105,21 @@ class MagnitudePruner:
             mask[self._order[d.consumer][:int(count)]] = True
             out[d.consumer] = mask.view_as(weight)
         return out
+
+    def global_counts(self, total: int) -> list[int]:
+        """Per-layer counts of the `total` weights ranked highest over the whole model by magnitude divided by
+        their layer's L2 norm: NNCF's global magnitude rule (a big layer's entries are small once normalised, so
+        big layers lose most). Within a layer the kept weights are then the largest, as `masks` keeps them."""
+        if self._global is None:
+            modules = dict(self.model.named_modules())
+            scores, layers = [], []
+            for d in self.graph.decisions:
+                weight = modules[d.consumer].weight.detach().float().flatten().cpu()
+                scores.append(weight.abs() / weight.norm().clamp_min(torch.finfo(torch.float32).tiny))
+                layers.append(torch.full((weight.numel(),), d.index, dtype=torch.int32))
+            self._global = torch.cat(layers)[torch.argsort(torch.cat(scores), descending=True, stable=True)]
+        top = self._global[:max(0, int(total))].long()
+        return torch.bincount(top, minlength=len(self.graph.decisions)).tolist()
 
     def prune(self, keep: Sequence[int]) -> tuple[nn.Module, dict[str, torch.Tensor]]:
         pruned = copy.deepcopy(self.model)
