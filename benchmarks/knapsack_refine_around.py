@@ -5,15 +5,15 @@ on NNCF's rule once it is the base? (issue 31, RESULTS.md "amc's default in fine
         --weights ../shared/data/pretrained/cifar10jpeg/resnet56.pt \\
         --data-dir ../shared/data/cifar10-jpeg/cifar10_jpeg.npz --ratio 0.2 --out refine.json
 
-Rounds as `amc.agents.knapsack.knapsack_ratios` runs them (every decision's options scored again with the rest at
-the base, the knapsack solved around it, kept only if it scores higher on the same 1,000 held-out images), but
-starting from the global ranking's allocation. Writes the start, each round's allocation, score and seconds, and
-the kept allocation's fp32 held-out and test top-1.
+The rounds `amc.agents.knapsack.knapsack_ratios` runs (`knapsack.refinements`, each kept only if it scores higher
+on the same 1,000 held-out images), but starting from the global ranking's allocation. Writes the start, each
+round's allocation, score and seconds, and the kept allocation's fp32 held-out and test top-1.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 
@@ -47,16 +47,14 @@ def main() -> None:
     keep = knapsack.references(budget, setup.scorer.pruner)["global magnitude"]
     score = float(probe(keep))
     out = {"start": keep, "start_score": score, "rounds": []}
-    for r in range(a.rounds):
-        t0 = time.perf_counter()
-        table = knapsack._table(budget, probe, knapsack.OPTIONS, keep)
-        new = budget.play(knapsack._ratios(budget, knapsack.allocate(budget, table, base=keep)))
-        new_score = float(probe(new))
+    t0 = time.perf_counter()
+    for r, (new, new_score) in enumerate(itertools.islice(knapsack.refinements(budget, probe, keep, score), a.rounds)):
         out["rounds"].append({"keep": new, "score": new_score, "seconds": time.perf_counter() - t0})
         print(f"round {r + 1}: {score:.4f} -> {new_score:.4f} ({time.perf_counter() - t0:.0f} s)", flush=True)
         if new_score <= score:
             break
         keep, score = new, new_score
+        t0 = time.perf_counter()
     model = setup.scorer.build(keep).eval()
     out["final"] = keep
     for split in ("heldout", "test"):

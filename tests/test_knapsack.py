@@ -139,7 +139,7 @@ def test_the_knapsack_keeps_a_reference_allocation_that_scores_higher(monkeypatc
     most = knapsack.most_within(budget, ranked)
     assert budget.cost(ranked(most)) <= budget.limit < budget.cost(ranked(most + 1))  # the most the budget allows
     scores = {name: float(probe(counts)) for name, counts in references.items()}
-    worst = float(probe(budget.play(knapsack._ratios(budget, budget.cheapest(-1, budget.channels).tolist()))))
+    worst = float(probe(budget.play(budget.ratios_of(budget.cheapest(-1, budget.channels).tolist()))))
     assert max(scores.values()) > worst  # the case the pick is for
     chosen = budget.play(knapsack.knapsack_ratios(budget, setup.scorer, rounds=1))
     assert float(probe(chosen)) >= max(scores.values())

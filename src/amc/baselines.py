@@ -30,7 +30,7 @@ def baseline_policies(budget: Budget) -> dict[str, list[int]]:
     if not budget.config.constrained:
         return {}
     decisions = len(budget.channels)
-    policies = {"uniform": budget.play([budget.uniform_ratio()] * decisions)}
+    policies = {"uniform": budget.uniform_policy()}
     if decisions > 1:
         ramp = budget.play(budget.ramp_ratios(ANCHORS["shallower"]))
         if ramp != policies["uniform"]:

@@ -334,7 +334,7 @@ class Budget:
         macs = self.graph.macs(keep)
         params = self.graph.params(keep)
         return {"keep_counts": list(map(int, keep)),
-                "ratios": [round(int(k) / int(c), 6) for k, c in zip(keep, self.channels)],
+                "ratios": [round(r, 6) for r in self.ratios_of(keep)],
                 "macs": macs, "params": params, "macs_ratio": macs / float(self.graph.total_macs),
                 "params_ratio": params / self.graph.total_params,
                 **({"cost": self.cost(keep), "cost_ratio": self.cost(keep) / self.total_cost}
@@ -346,6 +346,14 @@ class Budget:
 
     def uniform_counts(self, ratio: float) -> list[int]:
         return self.rounded_counts([ratio] * len(self.channels))
+
+    def uniform_policy(self) -> list[int]:
+        """The uniform policy's keep counts as an agent's answers reach them: `uniform_ratio` played."""
+        return self.play([self.uniform_ratio()] * len(self.channels))
+
+    def ratios_of(self, keep: Sequence[int]) -> list[float]:
+        """Each decision's keep count as a share of its channels (what `play` turns back into `keep`)."""
+        return [int(k) / int(c) for k, c in zip(keep, self.channels)]
 
     def uniform_ratio(self, iterations: int = 40) -> float:
         """Largest single preserve ratio whose rounded counts meet the budget (bisection)."""

@@ -29,7 +29,8 @@ full path's): on ResNet-20 at 20% the knapsack took 55 s instead of 91 s, with t
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -203,20 +204,16 @@ class KnapsackAgent(Agent):
         self.ratios = [float(r) for r in state["ratios"]]
 
 
-def _ratios(budget: Budget, keep: list[int]) -> list[float]:
-    return [k / int(c) for k, c in zip(keep, budget.channels)]
-
-
 def references(budget: Budget, pruner) -> dict[str, list[int]]:
     """The cheap allocations the knapsack's must beat on its own score, within `budget`: the uniform policy and,
     where `pruner` ranks weights across layers (fine-grained: `MagnitudePruner.global_counts`), the most
     weights that ranking keeps within the budget, played through it as an agent's answers are. On ResNet-56 at
     20% of the parameters that rule scored 83.3% held-out before fine-tuning and the knapsack's one pass 76.8%
-    (benchmarks/RESULTS.md, issue 31): measured one layer at a time, 56 layers' losses add up badly."""
-    found = {"uniform": budget.play([budget.uniform_ratio()] * len(budget.channels))}  # as amc.baselines plays it
+    (benchmarks/RESULTS.md): measured one layer at a time, 56 layers' losses add up badly."""
+    found = {"uniform": budget.uniform_policy()}
     ranked = getattr(pruner, "global_counts", None)
     if ranked is not None:
-        found["global magnitude"] = budget.play(_ratios(budget, ranked(most_within(budget, ranked))))
+        found["global magnitude"] = budget.play(budget.ratios_of(ranked(most_within(budget, ranked))))
     return found
 
 
@@ -230,6 +227,19 @@ def most_within(budget: Budget, ranked: Callable[[int], list[int]]) -> int:
     return lo
 
 
+def refinements(budget: Budget, probe: DownstreamProbe, keep: list[int], score: float, options: int = OPTIONS,
+                on_step: Steps | None = None) -> Iterator[tuple[list[int], float]]:
+    """Refinements in context, one a round, each around the one before (the first around `keep`, which scores
+    `score` on `probe`): every decision's options scored with the others at the base, the knapsack solved
+    around it, the result played through the budget. Yields (keep counts, score); the caller stops."""
+    for r in itertools.count(1):
+        table = _table(budget, probe, options, keep, on_step, f"knapsack refinement {r}: candidates scored")
+        new = budget.play(budget.ratios_of(allocate(budget, table, base=keep)))
+        score = float(probe(new)) if new != keep else score
+        keep = new
+        yield keep, score
+
+
 def knapsack_ratios(budget: Budget, scorer, images: int = SENSITIVITY_IMAGES, options: int = OPTIONS,
                     rounds: int = ROUNDS, on_step: Steps | None = None) -> list[float]:
     """Per-decision preserve ratios of the knapsack allocation for `budget`, its sensitivities scored by
@@ -238,22 +248,19 @@ def knapsack_ratios(budget: Budget, scorer, images: int = SENSITIVITY_IMAGES, op
     probe = _probe(scorer, images)  # one cache: a refinement's base is among its own options
     keep = allocate(budget, _table(budget, probe, options, None, on_step, "knapsack: candidates scored"))
     if rounds:
-        keep = budget.play(_ratios(budget, keep))  # as the episode will play it: filled up to the budget
+        keep = budget.play(budget.ratios_of(keep))  # as the episode will play it: filled up to the budget
         score = float(probe(keep))
         rivals = {name: (counts, float(probe(counts))) for name, counts in references(budget, scorer.pruner).items()}
         if score >= rivals["uniform"][1]:
             rounds = 0  # the losses added up well enough: it beats the uniform policy
-        for r in range(rounds):
-            table = _table(budget, probe, options, keep, on_step, f"knapsack refinement {r + 1}: candidates scored")
-            new = budget.play(_ratios(budget, allocate(budget, table, base=keep)))
-            new_score = float(probe(new)) if new != keep else score
+        for new, new_score in itertools.islice(refinements(budget, probe, keep, score, options, on_step), rounds):
             if new_score <= score:
                 break
             keep, score = new, new_score
         for counts, rival in rivals.values():
             if rival > score:
                 keep, score = counts, rival
-    return _ratios(budget, keep)
+    return budget.ratios_of(keep)
 
 
-__all__ = ["KnapsackAgent", "allocate", "knapsack_ratios", "references", "sensitivity"]
+__all__ = ["KnapsackAgent", "allocate", "knapsack_ratios", "references", "refinements", "sensitivity"]
