@@ -1,16 +1,19 @@
 import json
+import shutil
 import subprocess
 import sys
 
 import pytest
 import torch
+from pathlib import Path
 
 import amc
 from amc.data import load_dataset
 from amc.errors import AmcError
 from amc.evaluate import Evaluator
+from amc.export import load_pruned
 from amc.finetune import finetune, load_finetuned
-from amc.models import model_info
+from amc.models import bundled_weights, model_info
 from amc.search import SearchConfig
 from amc.train import TrainConfig, _lr_at, distillation_loss
 
@@ -47,6 +50,7 @@ def test_learning_rate_warms_up_linearly_then_follows_the_cosine_to_zero():
 def test_finetune_recovers_accuracy_and_records_it(harsh_run, digits):
     before = json.loads((harsh_run / "summary.json").read_text())
     record = finetune(harsh_run, TrainConfig(epochs=4, lr=0.02, batch_size=64), distill=True, data=digits)
+    assert record["start"] == "exported"  # searched without least squares: the export is the same network
     assert record["heldout_top1"] > before["heldout_top1"] + 0.02
     summary = json.loads((harsh_run / "summary.json").read_text())
     assert summary["finetune"]["test_top1"] == record["test_top1"]
@@ -64,6 +68,63 @@ def test_finetune_refuses_to_redo_and_resumes(harsh_run, digits):
         finetune(harsh_run, TrainConfig(epochs=1, lr=0.02, batch_size=64), data=digits)
     record = finetune(harsh_run, TrainConfig(epochs=2, lr=0.02, batch_size=64), data=digits, resume=True)
     assert [h["epoch"] for h in record["history"]] == [1, 2]  # continued, not restarted
+
+
+@pytest.fixture()
+def reconstructed_run(tmp_path, digits):
+    """The same budget with least-squares reconstruction (the default), from weights in a file of the test's."""
+    weights = tmp_path / "original.pt"
+    shutil.copy(bundled_weights("digits_cnn"), weights)
+    config = SearchConfig(agent="uniform", ratio=0.2, lbound=0.05, calibration_images=200, weights=str(weights))
+    amc.search(config=config, out=tmp_path / "lsq", data=digits)
+    return tmp_path / "lsq"
+
+
+def _starting_state(monkeypatch) -> dict:
+    """Spy on the weights `amc.finetune` hands to training."""
+    seen, real = {}, amc.finetune.train
+
+    def spy(model, *args, **kwargs):
+        seen["state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return real(model, *args, **kwargs)
+    monkeypatch.setattr(amc.finetune, "train", spy)
+    return seen
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_finetune_starts_from_the_policy_pruned_without_least_squares(reconstructed_run, digits, tmp_path,
+                                                                      monkeypatch):
+    plain = tmp_path / "plain"
+    amc.apply_policy(reconstructed_run, data=digits, out=plain, reconstruct=False)  # what `amc prune` rebuilds
+    unreconstructed, exported = load_pruned(plain).state_dict(), load_pruned(reconstructed_run).state_dict()
+    assert not _same(unreconstructed, exported)  # least squares changed the kept weights
+    seen = _starting_state(monkeypatch)
+    config = TrainConfig(epochs=1, lr=0.02, batch_size=64)
+    record = finetune(reconstructed_run, config, data=digits)
+    assert record["start"] == "unreconstructed" and _same(seen["state"], unreconstructed)
+    # its fine-tuned weights fit the exported architecture
+    model = load_finetuned(reconstructed_run)
+    info = model_info(model)
+    assert Evaluator(digits.test, info.mean, info.std).top1(model) == pytest.approx(record["test_top1"])
+    # resumed: it goes on from its checkpoint and keeps saying what it started from
+    record = finetune(reconstructed_run, TrainConfig(epochs=2, lr=0.02, batch_size=64), data=digits, resume=True,
+                      start="exported")
+    assert record["start"] == "unreconstructed" and [h["epoch"] for h in record["history"]] == [1, 2]
+    record = finetune(reconstructed_run, config, data=digits, overwrite=True, start="exported")
+    assert record["start"] == "exported" and _same(seen["state"], exported)
+
+
+def test_finetune_start_needs_the_original_weights_or_says_how_to_do_without(reconstructed_run, digits):
+    Path(json.loads((reconstructed_run / "config.json").read_text())["search"]["weights"]).unlink()
+    config = TrainConfig(epochs=1, lr=0.02, batch_size=64)
+    with pytest.raises(AmcError, match="not found.*--teacher-weights FILE.*--start exported"):
+        finetune(reconstructed_run, config, data=digits)
+    assert finetune(reconstructed_run, config, data=digits, start="exported")["start"] == "exported"
+    with pytest.raises(AmcError, match="unknown fine-tuning start 'lsq'; pick one of unreconstructed, exported"):
+        finetune(reconstructed_run, config, data=digits, start="lsq", overwrite=True)
 
 
 def _amc(*args):

@@ -1,13 +1,15 @@
 """Turning a policy into the exported run: build the pruned network, save it, and measure it.
 
 `export_policy` writes model.pt/model.json (and model_sparse.pt for fine-grained) and returns the exported
-network's figures; `apply_policy` (behind `amc prune`) does it for a saved policy.json, outside a search.
+network's figures; `apply_policy` (behind `amc prune`) does it for a saved policy.json, outside a search;
+`rebuild_policy` prunes a run's policy again in memory with some settings changed (what `amc finetune` starts from).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -129,6 +131,30 @@ def _apply_policy(policy, model, data, *, out: RunDir, config, overwrite, random
     return summary.to_dict()
 
 
+def rebuild_policy(run: str | Path, original: nn.Module, dataset: Dataset, *, device: str | torch.device = "cpu",
+                   purpose: str = "rebuilt", **options) -> nn.Module:
+    """The run's own policy pruned again from `original` (the unpruned network with its weights) with the run's
+    settings and `options` in their place (e.g. ``reconstruct=False``), on the CPU in eval mode; nothing is
+    written. The run's seed picks the calibration images as it did for the export; the caller's random state and
+    thread count are left as they were."""
+    source = RunDir(run)
+    policy = source.read_policy()
+    config = run_config(source.path, purpose, unchecked=("data_dir", "weights"), **options)
+    threads, numpy_state = torch.get_num_threads(), np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            np.random.seed(config.seed)
+            setup = prepare(config, original, dataset, device=torch.device(device))
+            policy.check_matches(setup.graph, config.model)
+            pruned = setup.scorer.build(policy.keep)
+    finally:
+        torch.set_num_threads(threads)
+        np.random.set_state(numpy_state)
+    pruned.amc_info = setup.info
+    return pruned.cpu().eval()
+
+
 def resolve_config(model, data, config: SearchConfig | None, options: dict) -> SearchConfig:
     """One validated SearchConfig from a model/data given by name or object, `config` and keyword options."""
     from amc import models
@@ -143,4 +169,4 @@ def resolve_config(model, data, config: SearchConfig | None, options: dict) -> S
     return SearchConfig.resolve(config, **options)
 
 
-__all__ = ["apply_policy", "export_policy", "resolve_config"]
+__all__ = ["apply_policy", "export_policy", "rebuild_policy", "resolve_config"]

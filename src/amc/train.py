@@ -139,7 +139,8 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
 def train(model: nn.Module, dataset: Dataset, out: str | Path, config: TrainConfig = TrainConfig(), *,
           resume: bool = False, progress: Callable[[dict], None] | None = None,
           teacher: nn.Module | None = None, on_step: Callable[[int, int], None] | None = None,
-          masks: dict[str, torch.Tensor] | None = None, device: str | torch.device = "cpu") -> dict:
+          masks: dict[str, torch.Tensor] | None = None, device: str | torch.device = "cpu",
+          extra: dict | None = None) -> dict:
     """Train `model` on `dataset.train`, writing a checkpoint to `out` after every epoch.
 
     With a `teacher` and `config.distill_alpha > 0` the loss is (1 - alpha) * cross-entropy + alpha *
@@ -150,7 +151,8 @@ def train(model: nn.Module, dataset: Dataset, out: str | Path, config: TrainConf
     The checkpoint is a dict of tensors and plain values ({'state_dict', 'optimizer', 'epoch', 'history',
     'model', ...}) that loads with `torch.load(weights_only=True)` and with `amc.models.load_weights`.
     `device` ("cpu", "cuda", ...) is where the model trains; batches are built on the CPU and moved there,
-    and the checkpoint is saved on the CPU either way. Returns the final record with held-out and test top-1.
+    and the checkpoint is saved on the CPU either way; `extra` (plain values) is saved in it beside them.
+    Returns the final record with held-out and test top-1.
     """
     out = Path(out)
     info = models.model_info(model)
@@ -215,7 +217,7 @@ def train(model: nn.Module, dataset: Dataset, out: str | Path, config: TrainConf
         buffer = io.BytesIO()
         torch.save({"state_dict": _on_cpu(model.state_dict()), "optimizer": _on_cpu(optimizer.state_dict()),
                     "generator": generator.get_state(), "epoch": epoch + 1, "history": history,
-                    "model": info.name, "config": asdict(config), **record}, buffer)
+                    "model": info.name, "config": asdict(config), **(extra or {}), **record}, buffer)
         write_bytes_atomic(out, buffer.getvalue())
         if progress:
             progress({**record, "epochs": config.epochs, "first_epoch": start_epoch})

@@ -66,8 +66,12 @@ def finetune_command(
     weight_decay: float = typer.Option(5e-4, help="Weight decay."),
     distill: bool = typer.Option(False, help="Distil from the original network (the run's model and weights)."),
     distill_alpha: float = typer.Option(0.5, help="Weight of the distillation loss with --distill."),
-    teacher_weights: Optional[Path] = typer.Option(None, help="Weights of the original network, if the run's "
-                                                   "path no longer resolves."),
+    teacher_weights: Optional[Path] = typer.Option(None, help="Weights of the original network (the teacher, and "
+                                                   "what the start is pruned from), if the run's path no longer "
+                                                   "resolves."),
+    start: str = typer.Option("unreconstructed", help="unreconstructed: the run's policy pruned again without "
+                              "least squares (fine-tunes higher, see benchmarks/RESULTS.md); exported: model.pt "
+                              "as the search exported it."),
     precision: str = typer.Option("fp32", help="fp32, or bf16 autocast."),
     seed: int = typer.Option(0, help="Seed (data order, augmentation)."),
     threads: Optional[int] = typer.Option(None, help=THREADS_HELP),
@@ -111,12 +115,13 @@ def finetune_command(
     with StepProgress() as progress:
         record = finetune(run_dir, config, changes=changes, distill=distill, teacher_weights=teacher_weights,
                           resume=resume, overwrite=overwrite, progress=progress.epoch, on_step=progress.step, device=target,
-                          data=dataset, trust_model_code=trust_model_code)
+                          data=dataset, trust_model_code=trust_model_code, start=start)
     if as_json:
-        print(json.dumps({"run_dir": str(run_dir), **{k: record[k] for k in ("epochs", "heldout_top1",
+        print(json.dumps({"run_dir": str(run_dir), **{k: record[k] for k in ("epochs", "start", "heldout_top1",
                                                                              "test_top1")}}))
         return
-    console.print(f"fine-tuned {run_dir}: held-out top-1 {100 * record['heldout_top1']:.2f}%, test top-1 "
+    started = "its policy pruned without least squares" if record["start"] == "unreconstructed" else "its export"
+    console.print(f"fine-tuned {run_dir} (from {started}): held-out top-1 {100 * record['heldout_top1']:.2f}%, test top-1 "
                   f"{100 * record['test_top1']:.2f}%; wrote model_finetuned.pt and summary.json", highlight=False)
 
 
