@@ -61,7 +61,8 @@ def show_command(
             out.print(f"baseline {escape(name)}: {figures}")
     if d["finetune"]:
         f = d["finetune"]
-        out.print(f"fine-tuned ({f.get('epochs')} epochs): test top-1 {_pct(f.get('test_top1'))}")
+        start = ", from the policy pruned without least squares" if f.get("start") == "unreconstructed" else ""
+        out.print(f"fine-tuned ({f.get('epochs')} epochs{start}): test top-1 {_pct(f.get('test_top1'))}")
     if d["episodes"] is not None:
         out.print(f"episodes logged: {d['episodes']}" + (f", {d['seconds']:.1f} s" if d["seconds"] else ""))
     files = Table("file", "bytes", title="files", title_justify="left", box=None)

@@ -93,7 +93,9 @@ def _results_table(run: Run) -> str:
         note += (f"<p class=dim>Fine-tuning: {_e(finetune.get('epochs'))} epochs, {_e(finetune.get('optimizer', '?'))} "
                  f"lr {_e(finetune.get('lr', '?'))}, precision {_e(finetune.get('precision', '?'))}"
                  + (f", distilled from the original (alpha {_e(finetune.get('distill_alpha'))})"
-                    if finetune.get("distill") else "") + ".</p>")
+                    if finetune.get("distill") else "")
+                 + (", from the policy pruned again without least squares" if finetune.get("start") == "unreconstructed"
+                    else "") + ".</p>")
     return _table(headers, rows, "results") + note
 
 
