@@ -47,7 +47,8 @@ def finetune(run_dir: str | Path, config: TrainConfig | None = None, *,
     `start="unreconstructed"` (default) fine-tunes the run's policy pruned again without least squares, from the
     original weights (the run's, or `teacher_weights`); `"exported"` fine-tunes model.pt as the search exported it.
     Where the two are the same (a run without reconstruction, a fine-grained run) or the search had no weights (a
-    random initialisation), the export is used; the record's "start" says which it was. A resumed fine-tune goes on from its checkpoint, whatever it started from.
+    random initialisation), the export is used; the record's "start" says which it was. A resumed fine-tune goes
+    on from its checkpoint, whatever it started from.
 
     With `distill=True` the original network (the run's model and weights, or `teacher_weights`) is the
     teacher, mixed in with `config.distill_alpha` (0.5 if left at 0). `config` defaults to `DEFAULT_CONFIG`;
@@ -79,7 +80,7 @@ def finetune(run_dir: str | Path, config: TrainConfig | None = None, *,
         dataset = data if data is not None else run_dataset(run_dir, purpose="fine-tuned")
         if resume:  # the checkpoint holds the weights; what they started from is recorded in it
             start = run.read_finetune_checkpoint().get("start", "exported")
-        elif not rebuilds_without_least_squares(search_config):
+        elif not _differs_from_export(search_config):
             start = "exported"  # the same network either way
         elif _original_weights(search_config, teacher_weights) is None:
             start = "exported"  # searched from a random initialisation (a structure check): nothing to prune again
@@ -116,9 +117,9 @@ def finetune(run_dir: str | Path, config: TrainConfig | None = None, *,
         return record
 
 
-def rebuilds_without_least_squares(settings: dict) -> bool:
-    """Whether a run's (config.json "search") export differs from its policy pruned without least squares:
-    channel pruning with reconstruction on."""
+def _differs_from_export(settings: dict) -> bool:
+    """Whether a run's export (its config.json "search" settings) differs from its policy pruned without least
+    squares: channel pruning with reconstruction on."""
     return settings.get("method", "channel") != "fine-grained" and settings.get("reconstruct", True)
 
 
@@ -168,4 +169,4 @@ def load_finetuned(run_dir: str | Path, *, trust_model_code: bool = False) -> to
     return model.eval()
 
 
-__all__ = ["DEFAULT_CONFIG", "STARTS", "finetune", "load_finetuned", "rebuilds_without_least_squares"]
+__all__ = ["DEFAULT_CONFIG", "STARTS", "finetune", "load_finetuned"]

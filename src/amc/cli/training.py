@@ -121,8 +121,9 @@ def finetune_command(
                                                                              "test_top1")}}))
         return
     started = "its policy pruned without least squares" if record["start"] == "unreconstructed" else "its export"
-    console.print(f"fine-tuned {run_dir} (from {started}): held-out top-1 {100 * record['heldout_top1']:.2f}%, test top-1 "
-                  f"{100 * record['test_top1']:.2f}%; wrote model_finetuned.pt and summary.json", highlight=False)
+    console.print(f"fine-tuned {run_dir} (from {started}): held-out top-1 {100 * record['heldout_top1']:.2f}%, "
+                  f"test top-1 {100 * record['test_top1']:.2f}%; wrote model_finetuned.pt and summary.json",
+                  highlight=False)
 
 
 @app.command("iterate")
