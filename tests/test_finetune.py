@@ -127,6 +127,18 @@ def test_finetune_start_needs_the_original_weights_or_says_how_to_do_without(rec
         finetune(reconstructed_run, config, data=digits, start="lsq", overwrite=True)
 
 
+def test_a_network_built_elsewhere_is_fine_tuned_as_exported(reconstructed_run, digits, tmp_path):
+    """A benchmark's peer (its config says so) or a directory without a policy: nothing to prune again."""
+    peer = tmp_path / "peer"
+    shutil.copytree(reconstructed_run, peer)
+    config = json.loads((peer / "config.json").read_text())
+    (peer / "config.json").write_text(json.dumps({**config, "search": {**config["search"], "peer": "fastnas"}}))
+    train = TrainConfig(epochs=1, lr=0.02, batch_size=64)
+    assert finetune(peer, train, data=digits)["start"] == "exported"
+    (reconstructed_run / "policy.json").unlink()
+    assert finetune(reconstructed_run, train, data=digits)["start"] == "exported"
+
+
 def _amc(*args):
     return subprocess.run([sys.executable, "-m", "amc.cli", *args], capture_output=True, text=True)
 

@@ -29,7 +29,7 @@ from amc.export import load_pruned
 from amc.pruning.fine_grained import pack_sparse
 from amc.run_inputs import run_dataset
 from amc.models.factory import trusting
-from amc.runs import RunDir
+from amc.runs import POLICY_FILE, RunDir
 from amc.train import TrainConfig, train
 
 
@@ -80,7 +80,7 @@ def finetune(run_dir: str | Path, config: TrainConfig | None = None, *,
         dataset = data if data is not None else run_dataset(run_dir, purpose="fine-tuned")
         if resume:  # the checkpoint holds the weights; what they started from is recorded in it
             start = run.read_finetune_checkpoint().get("start", "exported")
-        elif not _differs_from_export(search_config):
+        elif not _differs_from_export(run, search_config):
             start = "exported"  # the same network either way
         elif _original_weights(search_config, teacher_weights) is None:
             start = "exported"  # searched from a random initialisation (a structure check): nothing to prune again
@@ -117,10 +117,12 @@ def finetune(run_dir: str | Path, config: TrainConfig | None = None, *,
         return record
 
 
-def _differs_from_export(settings: dict) -> bool:
-    """Whether a run's export (its config.json "search" settings) differs from its policy pruned without least
-    squares: channel pruning with reconstruction on."""
-    return settings.get("method", "channel") != "fine-grained" and settings.get("reconstruct", True)
+def _differs_from_export(run: RunDir, settings: dict) -> bool:
+    """Whether a run's export differs from its policy pruned without least squares: a policy pruned by channels
+    with reconstruction on (`settings`: config.json's "search"). A benchmark's peer (a network another tool
+    built) is its own export."""
+    return (settings.get("method", "channel") != "fine-grained" and settings.get("reconstruct", True)
+            and "peer" not in settings and run.has(POLICY_FILE))
 
 
 def _original(run: RunDir, settings: dict, weights: str | Path | None, rebuild: bool) -> torch.nn.Module:
