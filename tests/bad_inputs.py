@@ -378,6 +378,22 @@ def _settings_file(name: str, text: str) -> Callable[[Path], None]:
     return lambda tmp: (tmp / name).write_text(text)
 
 
+def _searched_then_weights_gone(tmp: Path) -> None:
+    """A real search from a weights file of the user's, which is then deleted (recorded as an older run records
+    it, relative to where the search ran, so that the message reads the same wherever the case runs)."""
+    import shutil
+
+    import amc
+    from amc.models import bundled_weights
+    shutil.copy(bundled_weights("digits_cnn"), tmp / "weights.pt")
+    amc.search(config=amc.SearchConfig(agent="uniform", ratio=0.5, weights=str(tmp / "weights.pt"),
+                                       calibration_images=100), out=tmp / "run")
+    (tmp / "weights.pt").unlink()
+    config = json.loads((tmp / "run" / "config.json").read_text())
+    config["search"]["weights"] = "weights.pt"
+    (tmp / "run" / "config.json").write_text(json.dumps(config))
+
+
 def _interrupted_prune(tmp: Path) -> None:
     _amc_run(tmp, name="source")
     _amc_run(tmp, name="pruned", **{"config.json": json.dumps({"search": {}, "policy_source": "source/policy.json",
@@ -428,6 +444,9 @@ GROUPS: dict[str, list[Case]] = {"Missing or unreadable paths": [
          ("unknown setting 'sigma' in search.toml", "valid settings:", "agent_options", "keep_ratio"),
          ["search", "--config", "search.toml", "--out", "run"],
          lambda tmp: (tmp / "search.toml").write_text("sigma = 0.3\n")),
+    Case("the original weights not found any more (`amc finetune`)",
+         ("the original weights weights.pt are not found", "--teacher-weights FILE", "--start exported"),
+         ["finetune", "run", "--epochs", "1"], _searched_then_weights_gone),
 ], "Data": [
     Case("unknown dataset name", ("unknown dataset", "imagenet21k", "cifar10"),
          ["search", "--data", "imagenet21k", "--out", "run"]),

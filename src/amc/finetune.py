@@ -74,20 +74,19 @@ def finetune(run_dir: str | Path, config: TrainConfig | None = None, *,
         except (TypeError, ValueError) as e:
             raise AmcError(f"bad fine-tuning setting: {e}") from None
     config = config or DEFAULT_CONFIG
+    if resume:  # the checkpoint holds the weights; what they started from is recorded in it
+        start = run.read_finetune_checkpoint().get("start", "exported")
+    elif not _differs_from_export(run, search_config):
+        start = "exported"  # the same network either way
+    elif _original_weights(search_config, teacher_weights) is None:
+        start = "exported"  # searched from a random initialisation (a structure check): nothing to prune again
+    rebuild = start == "unreconstructed" and not resume
+    weights = _found_original_weights(search_config, teacher_weights, rebuild) if distill or rebuild else None
     with run.writing(), trusting(trust_model_code):  # one writer per run: a second writer is refused
         if overwrite and not resume:
             run.remove_finetune_checkpoint()
         dataset = data if data is not None else run_dataset(run_dir, purpose="fine-tuned")
-        if resume:  # the checkpoint holds the weights; what they started from is recorded in it
-            start = run.read_finetune_checkpoint().get("start", "exported")
-        elif not _differs_from_export(run, search_config):
-            start = "exported"  # the same network either way
-        elif _original_weights(search_config, teacher_weights) is None:
-            start = "exported"  # searched from a random initialisation (a structure check): nothing to prune again
-        rebuild = start == "unreconstructed" and not resume
-        original = None
-        if distill or rebuild:
-            original = _original(run, search_config, teacher_weights, rebuild)
+        original = _original(run, weights) if weights is not None else None
         student = load_pruned(run_dir) if not rebuild else \
             rebuild_policy(run_dir, copy.deepcopy(original), dataset, device=device, purpose="fine-tuned",
                            reconstruct=False)
@@ -125,15 +124,20 @@ def _differs_from_export(run: RunDir, settings: dict) -> bool:
             and "peer" not in settings and run.has(POLICY_FILE))
 
 
-def _original(run: RunDir, settings: dict, weights: str | Path | None, rebuild: bool) -> torch.nn.Module:
-    """The run's unpruned network (the architecture it recorded: zoo, torchvision, timm or the user's own
-    factory) with its original weights: the run's, the bundled ones, or `weights` in their place."""
+def _found_original_weights(settings: dict, weights: str | Path | None, rebuild: bool) -> str | Path:
+    """The original network's weights (`_original_weights`), or a one-line error if they are not there."""
     weights = _original_weights(settings, weights)
     if weights is None or not Path(weights).exists():
         fix = " (or --start exported: the exported model as it is, which needs them only with --distill)" \
             if rebuild else ""
         raise AmcError(f"the original weights {weights} are not found (an older run records them relative to where "
                        f"the search ran); pass --teacher-weights FILE{fix}")
+    return weights
+
+
+def _original(run: RunDir, weights: str | Path) -> torch.nn.Module:
+    """The run's unpruned network (the architecture it recorded: zoo, torchvision, timm or the user's own
+    factory) with the original `weights`."""
     original = models.rebuild(*run.original_record("fine-tuned"))
     models.load_weights(original, weights)
     return original.eval()
