@@ -140,8 +140,11 @@ def test_an_old_run_with_relative_paths_names_the_missing_file_and_the_option(se
         run_config(old)
     with pytest.raises(AmcError, match="the run's data cifar10.npz is not found .*; pass --data-dir FILE"):
         run_config(old, weights=str(run.parent.parent / "cnn.pt"))
+    # options finetune accepts: the original weights (what its start is pruned from), then the data
     r = amc("finetune", str(old), "--epochs", "1", "--overwrite")
-    assert "pass --data-dir FILE" in error_line(r)  # an option finetune accepts
+    assert "the original weights cnn.pt are not found" in error_line(r) and "--teacher-weights FILE" in error_line(r)
+    r = amc("finetune", str(old), "--epochs", "1", "--overwrite", "--teacher-weights", str(run.parent.parent / "cnn.pt"))
+    assert "pass --data-dir FILE" in error_line(r)
 
 
 @pytest.mark.parametrize("args", [
