@@ -74,14 +74,18 @@ def finetune(run_dir: str | Path, config: TrainConfig | None = None, *,
         except (TypeError, ValueError) as e:
             raise AmcError(f"bad fine-tuning setting: {e}") from None
     config = config or DEFAULT_CONFIG
+    weights = teacher_weights or search_config.get("weights") or models.bundled_weights(search_config["model"])
     if resume:  # the checkpoint holds the weights; what they started from is recorded in it
         start = run.read_finetune_checkpoint().get("start", "exported")
     elif not _differs_from_export(run, search_config):
         start = "exported"  # the same network either way
-    elif _original_weights(search_config, teacher_weights) is None:
+    elif weights is None:
         start = "exported"  # searched from a random initialisation (a structure check): nothing to prune again
     rebuild = start == "unreconstructed" and not resume
-    weights = _found_original_weights(search_config, teacher_weights, rebuild) if distill or rebuild else None
+    if distill or rebuild:
+        _check_found(weights, rebuild)
+    else:
+        weights = None
     with run.writing(), trusting(trust_model_code):  # one writer per run: a second writer is refused
         if overwrite and not resume:
             run.remove_finetune_checkpoint()
@@ -124,15 +128,13 @@ def _differs_from_export(run: RunDir, settings: dict) -> bool:
             and "peer" not in settings and run.has(POLICY_FILE))
 
 
-def _found_original_weights(settings: dict, weights: str | Path | None, rebuild: bool) -> str | Path:
-    """The original network's weights (`_original_weights`), or a one-line error if they are not there."""
-    weights = _original_weights(settings, weights)
+def _check_found(weights: str | Path | None, rebuild: bool) -> None:
+    """A one-line error if the original network's weights are not there."""
     if weights is None or not Path(weights).exists():
         fix = " (or --start exported: the exported model as it is, which needs them only with --distill)" \
             if rebuild else ""
         raise AmcError(f"the original weights {weights} are not found (an older run records them relative to where "
                        f"the search ran); pass --teacher-weights FILE{fix}")
-    return weights
 
 
 def _original(run: RunDir, weights: str | Path) -> torch.nn.Module:
@@ -141,11 +143,6 @@ def _original(run: RunDir, weights: str | Path) -> torch.nn.Module:
     original = models.rebuild(*run.original_record("fine-tuned"))
     models.load_weights(original, weights)
     return original.eval()
-
-
-def _original_weights(settings: dict, weights: str | Path | None) -> str | Path | None:
-    """The original network's weights: `weights`, else the run's, else those bundled with a zoo model."""
-    return weights or settings.get("weights") or models.bundled_weights(settings["model"])
 
 
 def _saved_config(run: RunDir) -> tuple[TrainConfig, bool]:
