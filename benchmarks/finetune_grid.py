@@ -356,7 +356,10 @@ def run(args: argparse.Namespace) -> None:
     groups: dict[str, list[dict]] = {}
     for job in jobs:
         groups.setdefault(setup_key(job["setup"]), []).append(job)
-    builders = [ctx.Process(target=_build, args=(args, key, group, str(npz))) for key, group in groups.items()]
+    # --builders processes per scorer setting, each rebuilding every n-th policy in priority order, so that
+    # the trainers are not kept waiting for one process's least squares
+    shards = [(key, group[i::args.builders]) for key, group in groups.items() for i in range(args.builders)]
+    builders = [ctx.Process(target=_build, args=(args, key, shard, str(npz))) for key, shard in shards if shard]
     for p in builders:
         p.start()
     queue = ctx.Queue()
@@ -409,6 +412,7 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--device", default="cuda")
     r.add_argument("--workers", type=int, default=12)
     r.add_argument("--build-threads", type=int, default=2)
+    r.add_argument("--builders", type=int, default=1, help="processes rebuilding the policies of one setting")
     r.add_argument("--epochs", type=int, help="override the per-model fine-tune epochs (a smoke test)")
     r.add_argument("--limit", type=int, help="only the first N policies (a smoke test)")
     r.add_argument("--precision", default=PRECISION, choices=PRECISIONS,
