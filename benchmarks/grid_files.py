@@ -28,9 +28,11 @@ SETUP_FIELDS = {"model": "model", "seed": "seed", "bn": "bn_recalibration", "cal
 # ---- the scorer a job's policy is rebuilt with ----------------------------------------------------------
 def setup_spec(config) -> dict:
     """The part of a `SearchConfig` that decides how a policy is rebuilt (model, calibration images, BN batches;
-    `"lsq": False` where least squares is off, absent otherwise, so that earlier bundles' keys still match)."""
+    `"lsq": False` where least squares is off and `"selection"` where it is not magnitude, absent otherwise, so
+    that earlier bundles' keys still match)."""
     spec = {key: getattr(config, field) for key, field in SETUP_FIELDS.items()}
-    return spec if config.reconstruct else {**spec, "lsq": False}
+    spec = spec if config.reconstruct else {**spec, "lsq": False}
+    return spec if config.selection == "magnitude" else {**spec, "selection": config.selection}
 
 
 def setup_config(spec: dict, **settings):
@@ -38,7 +40,7 @@ def setup_config(spec: dict, **settings):
     from amc.config import SearchConfig
 
     return SearchConfig(data="cifar10", **{field: spec[key] for key, field in SETUP_FIELDS.items()},
-                        reconstruct=spec.get("lsq", True), **settings)
+                        reconstruct=spec.get("lsq", True), selection=spec.get("selection", "magnitude"), **settings)
 
 
 def setup_key(spec: dict) -> str:

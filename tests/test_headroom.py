@@ -77,3 +77,15 @@ def test_a_grid_job_without_least_squares_is_rebuilt_without_it_and_earlier_keys
     off = setup_spec(SearchConfig(model="resnet20", data="cifar10", reconstruct=False))
     assert off == {**plain, "lsq": False} and not setup_config(off).reconstruct
     assert job_key(off, [1, 2]) != job_key(plain, [1, 2])
+
+
+def test_a_grid_job_with_l2_selection_is_rebuilt_with_it():
+    from grid_files import setup_config, setup_spec
+
+    from amc.config import SearchConfig
+
+    assert "selection" not in setup_spec(SearchConfig(model="resnet20", data="cifar10"))
+    l2 = setup_spec(SearchConfig(model="resnet20", data="cifar10", selection="l2", reconstruct=False))
+    assert l2["selection"] == "l2" and "lsq" in l2
+    config = setup_config(l2)
+    assert config.selection == "l2" and not config.reconstruct

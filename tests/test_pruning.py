@@ -88,3 +88,21 @@ def test_pruner_output_is_smaller_and_runs():
     assert [len(k) for k in kept] == keep
     assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in model.parameters())
     assert pruned(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_l1_and_l2_selection_rank_by_their_own_norm():
+    # channel 0: one large weight (L1 4, L2 4); channel 1: many small ones (L1 8, L2 2)
+    weight = torch.zeros(16, 2, 1, 1)
+    weight[0, 0] = 4.0
+    weight[:, 1] = 0.5
+    assert magnitude_ranking(weight).tolist() == [1, 0]
+    assert magnitude_ranking(weight, p=2).tolist() == [0, 1]
+    model = _trained_like_resnet()
+    graph = LayerGraph(model, (3, 32, 32))
+    modules = dict(model.named_modules())
+    keep = [max(1, d.channels // 2) for d in graph.decisions]
+    for selection, p in (("magnitude", 1), ("l2", 2)):
+        _, kept = ChannelPruner(model, graph, None, selection=selection, reconstruct=False).prune(keep)
+        for d, k, channels in zip(graph.decisions, keep, kept):
+            ranking = magnitude_ranking(*(modules[c].weight for c in d.consumers), p=p)
+            assert channels.tolist() == sorted(ranking[:k].tolist())

@@ -152,7 +152,8 @@ class SearchConfig:
     # amc.blocks.DROP_SHARE, written out because importing amc.blocks loads torch (tests/test_config.py compares)
     drop_share: float = setting(0.5, PRUNING, "With --drop-blocks: at most this share of each stage's blocks may go "
                                 "(never all).")
-    selection: str = setting("magnitude", PRUNING, "Channel selection (greedy: reconstruction-aware).",
+    selection: str = setting("magnitude", PRUNING, "Channel selection (magnitude: L1 norm of the consumer's "
+                             "weights; l2: their L2 norm; greedy: reconstruction-aware).",
                              choices=selection_names)
     reconstruct: bool = setting(True, PRUNING, "Least-squares reconstruction of pruned layers.")
     # on by default: +10 points before fine-tuning, ranking kept (benchmarks/RESULTS.md, issue 5)

@@ -224,7 +224,7 @@ def prune_command(
     download: Optional[bool] = typer.Option(None, help="Download CIFAR-10 if it is not in --data-dir. " + FROM_RUN),
     method: Optional[str] = typer.Option(None, help=FROM_RUN, metavar="channel|fine-grained"),
     group_coupled: Optional[bool] = typer.Option(None, help=FROM_RUN),
-    selection: Optional[str] = typer.Option(None, help="Channel selection. " + FROM_RUN, metavar="magnitude|greedy"),
+    selection: Optional[str] = typer.Option(None, help="Channel selection. " + FROM_RUN, metavar="magnitude|l2|greedy"),
     reconstruct: Optional[bool] = typer.Option(None, help="Least-squares reconstruction. " + FROM_RUN),
     bn_recalibration: Optional[int] = typer.Option(None, help="BN re-estimation batches. " + FROM_RUN),
     calibration_images: Optional[int] = typer.Option(None, help="Calibration images. " + FROM_RUN),

@@ -15,7 +15,7 @@ from amc.pruning.surgery import prune_copy
 if TYPE_CHECKING:  # annotations only: `amc search --help` reads SELECTIONS without loading torch_pruning
     from amc.graph import LayerGraph
 
-SELECTIONS = ("magnitude", "greedy")
+SELECTIONS = ("magnitude", "l2", "greedy")  # magnitude: L1 norm; l2: L2 norm, as ModelOpt FastNAS ranks
 
 
 class ChannelPruner:
@@ -42,7 +42,8 @@ class ChannelPruner:
             if selection == "greedy" and not d.coupled:
                 self._rankings.append(greedy_ranking(stats[d.consumer], ridge))
             else:  # coupled groups: magnitude summed over every consumer of the shared channels
-                self._rankings.append(magnitude_ranking(*(modules[c].weight for c in d.consumers)))
+                self._rankings.append(magnitude_ranking(*(modules[c].weight for c in d.consumers),
+                                                        p=2 if selection == "l2" else 1))
         self._solve = lru_cache(maxsize=4096)(self._solve_uncached)
 
     def kept_channels(self, decision: int, count: int) -> torch.Tensor:

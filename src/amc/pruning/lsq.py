@@ -7,15 +7,16 @@ import torch
 from amc.pruning.features import LayerStats
 
 
-def magnitude_ranking(*weights: torch.Tensor) -> torch.Tensor:
-    """Input channels of conv [O, C, kh, kw] / linear [O, C] weights, most important (largest L1) first.
+def magnitude_ranking(*weights: torch.Tensor, p: int = 1) -> torch.Tensor:
+    """Input channels of conv [O, C, kh, kw] / linear [O, C] weights, most important (largest Lp norm) first.
 
-    Several weights (the consumers of one coupled group) add their L1 norms, each scaled to mean 1.
+    Several weights (the consumers of one coupled group) add their norms, each scaled to mean 1.
     """
     importance = 0
     for weight in weights:
-        l1 = weight.detach().abs().transpose(0, 1).reshape(weight.shape[1], -1).sum(1)
-        importance = importance + (l1 / l1.mean().clamp_min(1e-12) if len(weights) > 1 else l1)
+        rows = weight.detach().transpose(0, 1).reshape(weight.shape[1], -1)
+        norm = rows.abs().sum(1) if p == 1 else torch.linalg.vector_norm(rows, ord=p, dim=1)
+        importance = importance + (norm / norm.mean().clamp_min(1e-12) if len(weights) > 1 else norm)
     # stable sort so that ties resolve the same way on every run
     return torch.sort(importance, descending=True, stable=True).indices
 
