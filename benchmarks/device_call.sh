@@ -1,13 +1,18 @@
 #!/bin/bash
-# One prepared call on a lent GPU machine (session 22): the batch-1 latency of mobilenet_v1_224 at 50% MACs on
-# the card (quiet machine, first), then a headroom bundle's fine-tunes (finetune_grid.py run) until GRID_SECONDS.
-# Everything written under $OUT comes back, partial or not; results.jsonl is appended to one fine-tune at a time.
+# One prepared call on a lent GPU machine: the batch-1 latency of mobilenet_v1_224 at 50% MACs on the card (quiet
+# machine, first), then a headroom bundle's fine-tunes (finetune_grid.py run) until GRID_SECONDS. Everything
+# written under $OUT comes back, partial or not; results.jsonl is appended to one fine-tune at a time.
 #
 #   here:  python benchmarks/headroom.py bundle --policies P.json --bundle .gpu      # jobs, data, weights
 #          (wheels of torch-pruning, gymnasium and farama-notifications in .whl: the machine lacks them)
 #   there: bash benchmarks/device_call.sh                        # device tool: carry .gpu and .whl
 #   rehearsal on this CPU: OUT=/tmp/rehearsal DEVICE=cpu WORKERS=1 BUILDERS=2 GRID_SECONDS=120 \
-#          GRID_OPTIONS="--limit 3 --epochs 0" bash benchmarks/device_call.sh
+#          GRID_OPTIONS="--limit 3 --epochs 1" CHECK_OPTIONS=--quick bash benchmarks/device_call.sh
+#
+# A network with no checkpoint kept here (issue 30's vgg16 and mobilenet_v2 at 20%): HEADROOM_MODEL=vgg16 with
+# only data.pkl in the bundle (from any earlier bundle) trains it there (TRAIN_EPOCHS, TRAIN_LR; or carry
+# .gpu/vgg16.pt), draws and scores the sample there (SAMPLE_OPTIONS: --families, --scale, ...), and bundles it
+# before the fine-tunes; policies.json and the trained network's log come back with the results.
 set -u
 OUT=${OUT:-/tmp/device-out}
 DEVICE=${DEVICE:-cuda}
@@ -30,6 +35,23 @@ date -u
 $PY -c "import torch, torch_pruning, gymnasium, amc; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())" \
     || exit 1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || true
+
+# 0. (HEADROOM_MODEL) a network trained, sampled and bundled here
+if [ -n "${HEADROOM_MODEL:-}" ]; then
+    NPZ=/tmp/dc-data/cifar10_jpeg.npz WEIGHTS=/tmp/dc-weights
+    mkdir -p /tmp/dc-data $WEIGHTS
+    $PY -c "from pathlib import Path; from grid_files import unpack_dataset; print('data bit-identical:', unpack_dataset(Path('$BUNDLE/data.pkl'), Path('$NPZ')))"
+    if [ -f "$BUNDLE/$HEADROOM_MODEL.pt" ]; then cp "$BUNDLE/$HEADROOM_MODEL.pt" $WEIGHTS/; else
+        $PY -m amc.cli train --model "$HEADROOM_MODEL" --data cifar10 --data-dir $NPZ --epochs "${TRAIN_EPOCHS:-30}" \
+            --lr "${TRAIN_LR:-0.05}" --warmup-epochs 1 --precision bf16 --device "$DEVICE" \
+            --out $WEIGHTS/$HEADROOM_MODEL.pt || exit 1
+    fi
+    $PY benchmarks/headroom.py sample --model "$HEADROOM_MODEL" --ratio "${RATIO:-0.2}" --lbound "${LBOUND:-0.05}" \
+        --name "headroom-$HEADROOM_MODEL-r${RATIO:-0.2}" --device "$DEVICE" --data $NPZ --weights-dir $WEIGHTS \
+        --out "$OUT/policies.json" ${SAMPLE_OPTIONS:-} || exit 1
+    rm -f "$BUNDLE/jobs.json"   # the carried data.pkl is kept: bundle packs nothing again
+    $PY benchmarks/headroom.py bundle --policies "$OUT/policies.json" --bundle "$BUNDLE" || exit 1
+fi
 
 # 1. batch-1 latency, original against uniform 50% MACs, interleaved (gpu_check's part), on a small generated folder
 if [ -z "${SKIP_LATENCY:-}" ]; then

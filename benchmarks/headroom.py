@@ -153,11 +153,12 @@ class Sampler:
         return out
 
 
-def sample_config(dataset: str, model: str, ratio: float, lbound: float, seed: int, data: str, weights_dir: str):
+def sample_config(dataset: str, model: str, ratio: float, lbound: float, seed: int, data: str, weights_dir: str,
+                  device: str = "auto"):
     """The search settings a sample is drawn and scored with: CIFAR-10 from `data` with `weights_dir`'s
-    `model`.pt, or the embedded digits and the digits CNN's bundled weights."""
+    `model`.pt, or the embedded digits and the digits CNN's bundled weights; scored on `device`."""
     from amc.config import SearchConfig
-    shared = {"model": model, "ratio": ratio, "lbound": lbound, "seed": seed, "threads": 1}
+    shared = {"model": model, "ratio": ratio, "lbound": lbound, "seed": seed, "threads": 1, "device": device}
     if dataset == "digits":
         return SearchConfig(data="digits", **shared)
     return SearchConfig(data="cifar10", data_dir=data, weights=str(Path(weights_dir) / f"{model}.pt"), **shared)
@@ -214,7 +215,8 @@ def sample(args: argparse.Namespace) -> None:
     args.ramp_spread = RAMP_SPREAD if args.ramp_spread is None else args.ramp_spread
     # the scorer finetune_grid.py rebuilds, that of peers.py's +bn rows: amc search's calibration images and BN
     # recalibration (its defaults), calibrated by --seed
-    config = sample_config(args.dataset, args.model, args.ratio, args.lbound, args.seed, args.data, args.weights_dir)
+    config = sample_config(args.dataset, args.model, args.ratio, args.lbound, args.seed, args.data, args.weights_dir,
+                           args.device)
     spec = setup_spec(config)
     setup = prepare(config)
     env, _ = build_env(setup, config)  # scores with BN recalibration (the knapsack's sensitivity uses it)
@@ -379,6 +381,7 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--dataset", default="cifar10", choices=("cifar10", "digits"),
                    help="cifar10 (--data, --weights-dir) or the embedded digits with the digits CNN's own weights")
     s.add_argument("--data", default=SHARED_DATA)
+    s.add_argument("--device", default="auto", help="where the policies are scored (auto: a GPU where there is one)")
     s.add_argument("--weights-dir", default=SHARED_WEIGHTS)
     b = sub.add_parser("bundle", help="pack the policies as a finetune_grid.py bundle")
     b.add_argument("--policies", required=True)

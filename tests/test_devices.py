@@ -221,3 +221,23 @@ def test_amc_search_refuses_a_missing_device_in_one_line(tmp_path, args, expect)
     assert [line for line in r.stderr.splitlines() if line.startswith("error:")] == [expect]
     assert "Traceback" not in r.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_amc_train_trains_on_the_device_named(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import amc.train
+    from amc.cli import app
+
+    out = tmp_path / "digits.pt"
+    devices = []
+    real_train = amc.train.train
+    monkeypatch.setattr(amc.train, "train", lambda *a, device, **k: devices.append(device) or real_train(
+        *a, device=device, **k))
+    trained = CliRunner().invoke(app, ["train", "--model", "digits_cnn", "--data", "digits", "--epochs", "1",
+                                       "--out", str(out), "--json", "--device", "cpu"])
+    assert trained.exit_code == 0, trained.stderr
+    assert devices == [torch.device("cpu")]
+    record = json.loads(trained.stdout)
+    checkpoint = torch.load(out, weights_only=True)
+    assert checkpoint["epoch"] == 1 and checkpoint["test_top1"] == record["test_top1"]

@@ -241,9 +241,11 @@ def _on_cpu(state):
 def train_model(model: str, data: Dataset | str, out: str | Path, config: TrainConfig | None = None, *,
                 data_dir: str | Path | None = None, weights: str | Path | None = None, download: bool = False,
                 resume: bool = False, threads: int | None = None, progress: Callable[[dict], None] | None = None,
-                on_step: Callable[[int, int], None] | None = None, **options) -> dict:
+                on_step: Callable[[int, int], None] | None = None, device: str | torch.device = "cpu",
+                **options) -> dict:
     """Train zoo model `model` (from `weights` if given: fine-tuning) on `data`'s training split, writing the
-    checkpoint `out` after every epoch; returns the final record (held-out and test top-1), as `train` does.
+    checkpoint `out` after every epoch; returns the final record (held-out and test top-1), as `train` does;
+    trains on `device` (the checkpoint is saved on the CPU either way).
 
     `data` is a dataset name (with `data_dir`, `download`) or a loaded `amc.data.Dataset`. Settings come from
     `config` and/or keyword `options` (any `TrainConfig` field: `epochs=30, lr=0.1, batch_size=128, ...`).
@@ -265,7 +267,7 @@ def train_model(model: str, data: Dataset | str, out: str | Path, config: TrainC
         dataset = data if isinstance(data, Dataset) else load_dataset(data, data_dir, download=download)
         net = models.create(model, num_classes=dataset.num_classes, weights=weights)
         out.parent.mkdir(parents=True, exist_ok=True)
-        return train(net, dataset, out, config, resume=resume, progress=progress, on_step=on_step)
+        return train(net, dataset, out, config, resume=resume, progress=progress, on_step=on_step, device=device)
     finally:
         torch.set_num_threads(saved_threads)  # the thread count is process-wide; leave it as found
 

@@ -35,16 +35,19 @@ def train_command(
                                   "with bf16 support)."),
     threads: Optional[int] = typer.Option(None, help=THREADS_HELP),
     resume: bool = typer.Option(False, help="Continue from the checkpoint in --out."),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Train a zoo model on a dataset's training split (held-out excluded), cosine LR, checkpoint per epoch."""
+    from amc.devices import resolve_device
     from amc.train import train_model
 
+    target = resolve_device(device)  # refused in one line before the data is loaded
     with StepProgress() as progress:
         final = train_model(model, data, out, data_dir=data_dir, weights=weights, download=download, resume=resume,
-                            threads=threads, progress=progress.epoch, on_step=progress.step, epochs=epochs,
-                            batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, precision=precision,
-                            warmup_epochs=warmup_epochs)
+                            threads=threads, progress=progress.epoch, on_step=progress.step, device=target,
+                            epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
+                            precision=precision, warmup_epochs=warmup_epochs)
     if as_json:
         print(json.dumps({"out": str(out), "heldout_top1": final.get("heldout_top1"), "test_top1": final["test_top1"]}))
         return
