@@ -12,7 +12,11 @@
 # A network with no checkpoint kept here (issue 30's vgg16 and mobilenet_v2 at 20%): HEADROOM_MODEL=vgg16 with
 # only data.pkl in the bundle (from any earlier bundle) trains it there (TRAIN_EPOCHS, TRAIN_LR; or carry
 # .gpu/vgg16.pt), draws and scores the sample there (SAMPLE_OPTIONS: --families, --scale, ...), and bundles it
-# before the fine-tunes; policies.json and the trained network's log come back with the results.
+# before the fine-tunes; policies.json and the trained network's log come back with the results. Where the
+# fine-tunes outlast one call, a second call within the machine's 30 warm seconds goes on with what is there:
+# carry .whl and a folder holding the first call's results.jsonl (not .gpu: the machine's .gpu, bundled there,
+# is kept), without HEADROOM_MODEL, with GRID_OPTIONS="--done FOLDER/results.jsonl".
+# Rehearsed on this CPU with HEADROOM_MODEL=resnet20 (its weights carried in the bundle) and SAMPLE_OPTIONS=--scale 0.05.
 set -u
 OUT=${OUT:-/tmp/device-out}
 DEVICE=${DEVICE:-cuda}
