@@ -28,8 +28,10 @@ def report(args: argparse.Namespace) -> None:
     meta, policies = read_policies(args.policies)
     records = read_records(args.results)
     results, errors = fine_tunes(records), sum("error" in r for r in records)
+    curves = {r["id"]: r["short"] for r in records if "short" in r}  # study curves (`bundle --curves`)
     for p in policies:
         p["tests"] = {s: results[(p["id"], s)]["test_top1"] for s in (0, 1, 2) if (p["id"], s) in results}
+        p["short"] = curves.get(p["id"], {})
         p["rebuilt"] = results[(p["id"], 0)].get("heldout_rebuilt") if (p["id"], 0) in results else None
     counts = {k: sum(r.get("precision", "bf16") == k for r in results.values()) for k in ("bf16", "fp32")}
     seconds = [r["seconds"] for r in results.values() if "seconds" in r]
@@ -148,6 +150,9 @@ def report(args: argparse.Namespace) -> None:
                   "held-out, no BN recalibration": lambda p: p["heldout_nobn"],
                   "params kept": lambda p: p["params_ratio"]}
         scores.update({f"params kept in {s}": (lambda p, s=s: p["stage_params"][s]) for s in done[0]["stage_params"]})
+        steps = sorted({int(n) for curve in curves.values() for n in curve})
+        scores.update({f"held-out after a short fine-tune of {n} steps": (lambda p, n=str(n): p["short"].get(n))
+                       for n in steps})  # only the policies with a curve: n is given where it is fewer
         subsets = [("all", done)] + [(g, [p for p in done if p["group"] == g]) for g in dict.fromkeys(GROUPS.values())]
         subsets = [(label, ps) for label, ps in subsets if len(ps) >= 5]
         lines += ["Kendall tau (p) of each score without fine-tuning against test top-1 after it (seed 0):", "",
@@ -156,8 +161,10 @@ def report(args: argparse.Namespace) -> None:
         for label, score in scores.items():
             cells = []
             for _, ps in subsets:
-                tau, p_value = kendalltau([score(p) for p in ps], [p["tests"][0] for p in ps])
-                cells.append(f"{tau:.2f} ({p_value:.0e})" if not math.isnan(tau) else "-")
+                pairs = [(score(p), p["tests"][0]) for p in ps if score(p) is not None]
+                tau, p_value = kendalltau(*zip(*pairs)) if len(pairs) >= 5 else (math.nan, math.nan)
+                n = f", n={len(pairs)}" if len(pairs) < len(ps) else ""
+                cells.append(f"{tau:.2f} ({p_value:.0e}{n})" if not math.isnan(tau) else "-")
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         gaps = [abs(p["rebuilt"] - p["heldout_bn"]) for p in done if p["rebuilt"] is not None]
         if gaps:

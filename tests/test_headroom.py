@@ -65,6 +65,16 @@ def test_local_fine_tunes_resume_confirm_the_best_and_report(sample, tmp_path, c
     text = md.read_text()
     assert "| knapsack |" in text and "Kendall tau" in text
 
+    # study curves of six policies (a grid's curve-only records) whose score orders them as their fine-tunes do
+    curves = tmp_path / "curves.jsonl"
+    seed0 = [r for r in records if r["ft_seed"] == 0][:6]
+    curves.write_text("".join(json.dumps({"id": r["id"], "ft_seed": None, "short": {"50": r["test_top1"]}}) + "\n"
+                              for r in seed0))
+    headroom.main(["report", "--policies", str(sample), "--results", str(results), str(curves), "--figure", "",
+                   "--md", str(md)])
+    row = next(line for line in md.read_text().splitlines() if "short fine-tune of 50 steps" in line)
+    assert row.split("|")[2].strip().startswith("1.00 (") and "n=6)" in row.split("|")[2]
+
 
 def test_a_grid_job_without_least_squares_is_rebuilt_without_it_and_earlier_keys_stay_as_they_were():
     from grid_files import job_key, setup_config, setup_spec
