@@ -155,7 +155,8 @@ def report(args: argparse.Namespace) -> None:
                        for n in steps})  # only the policies with a curve: n is given where it is fewer
         subsets = [("all", done)] + [(g, [p for p in done if p["group"] == g]) for g in dict.fromkeys(GROUPS.values())]
         subsets = [(label, ps) for label, ps in subsets if len(ps) >= 5]
-        lines += ["Kendall tau (p) of each score without fine-tuning against test top-1 after it (seed 0):", "",
+        lines += ["Kendall tau (p) of each cheap score (before fine-tuning, or after a short one) against test "
+                  "top-1 after the full fine-tune (seed 0):", "",
                   "| score | " + " | ".join(f"{label} (n={len(ps)})" for label, ps in subsets) + " |",
                   "|" + " --- |" * (1 + len(subsets))]
         for label, score in scores.items():
