@@ -80,14 +80,37 @@ def _stage(layer_name: str) -> str:
     return layer_name.split(".")[0]
 
 
+STAGE_RULES = ("modules", "resolution")
+
+
+def stage_names(graph, model, rule: str) -> tuple[list[str], dict[str, str]]:
+    """(each decision's stage, each parameterised module's stage) under `rule`: `modules`, the top-level module
+    (a ResNet's layer1..3; a plain chain such as vgg16 is all one `features`), or `resolution`, the feature map the
+    layer writes ('16x16'), where a BatchNorm joins the conv before it and a linear layer the last conv's stage
+    (a ResNet's stages either way; vgg16's five blocks between its max-pools)."""
+    if rule == "modules":
+        return ([_stage(d.consumer) for d in graph.decisions],
+                {name: _stage(name) for name, _ in model.named_modules() if name})
+    if rule not in STAGE_RULES:
+        raise ValueError(f"stage rule {rule!r}: one of {', '.join(STAGE_RULES)}")
+    module_stage, current = {}, None
+    for name, _ in model.named_modules():  # forward order for these models: a norm follows its conv
+        cost = graph.costs.get(name)
+        if cost is not None and cost.kind == "conv":
+            current = f"{cost.out_hw[0]}x{cost.out_hw[1]}"
+        if name and current is not None:
+            module_stage[name] = current
+    return [module_stage.get(d.producer, "head") for d in graph.decisions], module_stage
+
+
 class Sampler:
     """The draws of every family at one budget (the environment `env` walks it); `distinct` refuses a policy
     seen before."""
 
-    def __init__(self, env, seed: int, warmup_noise: str = "budget"):
+    def __init__(self, env, seed: int, warmup_noise: str = "budget", stages: list[str] | None = None):
         self.env, self.budget, self.seed, self.warmup_noise = env, env.budget, seed, warmup_noise
         self.lbound = self.budget.config.lbound
-        self.stages = [_stage(d.consumer) for d in env.decisions]
+        self.stages = stages or [_stage(d.consumer) for d in env.decisions]
         self.seen: set[tuple[int, ...]] = set()
 
     def distinct(self, keep: list[int]) -> bool:
@@ -183,23 +206,25 @@ def _searches(config, count: int) -> list[tuple[list[int], dict]]:
     return found
 
 
-def _stage_shares(setup, keep: list[int], pruned) -> tuple[dict, dict]:
-    """Per stage of decisions: parameters kept (share of that stage's original parameters, BN included) and the
-    stage's conv/linear MACs as a share of the original network's."""
-    stages = list(dict.fromkeys(_stage(d.consumer) for d in setup.graph.decisions))
+def _stage_shares(setup, keep: list[int], pruned, rule: str = "modules") -> tuple[dict, dict]:
+    """Per stage of decisions (`stage_names`' rule): parameters kept (share of that stage's original parameters, BN
+    included) and the stage's conv/linear MACs as a share of the original network's."""
+    decision_stages, module_stage = stage_names(setup.graph, setup.model, rule)
+    stages = list(dict.fromkeys(decision_stages))
 
     def params_by_stage(model) -> dict[str, int]:
         counts = dict.fromkeys(stages, 0)
         for name, p in model.named_parameters():
-            if _stage(name) in counts:
-                counts[_stage(name)] += p.numel()
+            stage = module_stage.get(name.rpartition(".")[0])
+            if stage in counts:
+                counts[stage] += p.numel()
         return counts
 
     original, kept = params_by_stage(setup.model), params_by_stage(pruned)
     macs = dict.fromkeys(stages, 0.0)
     for term, cin, cout in setup.graph.layer_channels(keep):
-        if _stage(term.name) in macs:
-            macs[_stage(term.name)] += term.macs_per_pair * (cout if term.depthwise else cin / term.groups * cout)
+        if module_stage.get(term.name) in macs:
+            macs[module_stage[term.name]] += term.macs_per_pair * (cout if term.depthwise else cin / term.groups * cout)
     total = setup.graph.total_macs
     return ({s: round(kept[s] / original[s], 5) for s in stages}, {s: round(macs[s] / total, 5) for s in stages})
 
@@ -220,7 +245,7 @@ def sample(args: argparse.Namespace) -> None:
     spec = setup_spec(config)
     setup = prepare(config)
     env, _ = build_env(setup, config)  # scores with BN recalibration (the knapsack's sensitivity uses it)
-    sampler = Sampler(env, args.seed, args.warmup_noise)
+    sampler = Sampler(env, args.seed, args.warmup_noise, stage_names(setup.graph, setup.model, args.stages)[0])
     t_setup = time.perf_counter()
     anchors = {name: fixed_ratios(env.budget, name, args.ramp_spread, setup.scorer) for name in CHEAP}
     t_knapsack = time.perf_counter()  # the knapsack's sensitivities: the rest is instant
@@ -265,7 +290,7 @@ def sample(args: argparse.Namespace) -> None:
         if summary["macs"] > env.budget.limit + 1e-6:
             raise AssertionError(f"{job_id} breaks the budget: {summary['macs_ratio']:.4f}")
         pruned = setup.scorer.build(keep)
-        stage_params, stage_macs = _stage_shares(setup, keep, pruned)
+        stage_params, stage_macs = _stage_shares(setup, keep, pruned, args.stages)
         record = {"id": job_id, "family": family, "group": GROUPS.get(family, "cheap"), "keep": keep,
                   "ratios": summary["ratios"], "macs_ratio": round(summary["macs_ratio"], 6),
                   "params_ratio": round(summary["params_ratio"], 6), "stage_params": stage_params,
@@ -277,7 +302,7 @@ def sample(args: argparse.Namespace) -> None:
               f"(no BN recal. {100 * record['heldout_nobn']:.2f})", flush=True)
     t_end = time.perf_counter()
     meta = {"name": sample_name, "dataset": args.dataset, "model": args.model, "ratio": args.ratio, "lbound": args.lbound, "seed": args.seed,
-            "ramp_spread": args.ramp_spread, "setup": spec, "data": args.data, "weights_dir": args.weights_dir,
+            "ramp_spread": args.ramp_spread, "stages": args.stages, "setup": spec, "data": args.data, "weights_dir": args.weights_dir,
             "policies": len(policies), "families": {f: sum(p["family"] == f for p in policies)
                                                     for f in (*ANCHORED, *SAMPLED)},
             "searches": len(searches),
@@ -374,6 +399,9 @@ def main(argv: list[str] | None = None) -> None:
                                        "decision: fine-tuned with 3 seeds, and the anchor of near-reference")
     s.add_argument("--warmup-noise", default="budget", choices=("budget", "relative"),
                    help="DDPG's warm-up draw for the ddpg-* families (its warmup_noise option)")
+    s.add_argument("--stages", default="modules", choices=STAGE_RULES,
+                   help="what a stage is, for the broad family's levels and the report's per-stage shares: the "
+                        "top-level module (a ResNet's layer1..3) or the feature map's size (a plain chain: vgg16)")
     s.add_argument("--scale", type=float, default=1.0, help="multiply every sampled family's size (a smoke test)")
     s.add_argument("--searches", type=int, default=0,
                    help=f"also `amc search --agent ddpg`'s export with seeds 0..N-1 (family {SEARCH}, 3 fine-tune "

@@ -99,3 +99,32 @@ def test_a_grid_job_with_l2_selection_is_rebuilt_with_it():
     assert l2["selection"] == "l2" and "lsq" in l2
     config = setup_config(l2)
     assert config.selection == "l2" and not config.reconstruct
+
+
+def test_resolution_stages_split_a_plain_chain_at_its_pools_and_keep_a_resnets_stages():
+    import headroom
+
+    from amc.graph import LayerGraph
+    from amc.models import resnet20, vgg16
+
+    vgg = vgg16()
+    graph = LayerGraph(vgg, (3, 32, 32))
+    by_module, _ = headroom.stage_names(graph, vgg, "modules")
+    by_map, module_stage = headroom.stage_names(graph, vgg, "resolution")
+    assert set(by_module) == {"features", "classifier"}  # one stage for 12 of 13 decisions: why the rule exists
+    assert by_map == ["32x32"] * 2 + ["16x16"] * 2 + ["8x8"] * 3 + ["4x4"] * 3 + ["2x2"] * 3
+    assert module_stage["features.1"] == "32x32" and module_stage["classifier"] == "2x2"  # BN, linear: conv before
+
+    class Setup:  # what _stage_shares reads of a prepared setup
+        pass
+    setup = Setup()
+    setup.graph, setup.model = graph, vgg
+    params, macs = headroom._stage_shares(setup, [d.channels for d in graph.decisions], vgg, "resolution")
+    assert list(params) == ["32x32", "16x16", "8x8", "4x4", "2x2"] and set(params.values()) == {1.0}
+    assert sum(macs.values()) == pytest.approx(1.0, abs=1e-4)  # every conv and the classifier sit in a stage
+
+    resnet = resnet20()
+    graph = LayerGraph(resnet, (3, 32, 32))
+    stages = {"layer1": "32x32", "layer2": "16x16", "layer3": "8x8"}
+    assert [stages[s] for s in headroom.stage_names(graph, resnet, "modules")[0]] == \
+        headroom.stage_names(graph, resnet, "resolution")[0]  # the same groups: ResNet samples draw as before
