@@ -357,6 +357,12 @@ def bundle(args: argparse.Namespace) -> None:
         scored.sort(key=lambda p: -results[(p["id"], 0)]["test_top1"])
         confirm = {p["id"] for p in scored[:args.confirm_top]}
     policies = [p for p in policies if p["family"] not in (args.exclude or [])]
+    first: dict[tuple[int, ...], str] = {}
+    for p in list(policies):  # an allocator that lands on another's policy (vgg16's knapsack kept uniform's)
+        if first.setdefault(tuple(p["keep"]), p["id"]) != p["id"]:
+            print(f"{p['id']}: the same policy as {first[tuple(p['keep'])]}, fine-tuned once (the report shows it "
+                  "under both)", flush=True)
+            policies.remove(p)
     jobs = []
     # cheap allocators first (all their seeds: priority + 2 x seed index stays under the sampled ones' 10), then
     # the policies to confirm, then the sampled ones, families mixed

@@ -33,9 +33,13 @@ def report(args: argparse.Namespace) -> None:
         p["tests"] = {s: results[(p["id"], s)]["test_top1"] for s in (0, 1, 2) if (p["id"], s) in results}
         p["short"] = curves.get(p["id"], {})
         p["rebuilt"] = results[(p["id"], 0)].get("heldout_rebuilt") if (p["id"], 0) in results else None
+    for p in policies:  # an allocator bundled once under another's name (the same keep counts, the same fine-tune)
+        twin = next((q for q in policies if q["keep"] == p["keep"] and q["tests"]), None)
+        if not p["tests"] and twin is not None and p["family"] in ANCHORED:
+            p.update(tests=twin["tests"], short=twin["short"], rebuilt=twin["rebuilt"], same_as=twin["id"])
     counts = {k: sum(r.get("precision", "bf16") == k for r in results.values()) for k in ("bf16", "fp32")}
     seconds = [r["seconds"] for r in results.values() if "seconds" in r]
-    done = [p for p in policies if 0 in p["tests"]]
+    done = [p for p in policies if 0 in p["tests"] and "same_as" not in p]  # each fine-tuned network once
     sampled = [p for p in done if p["family"] in SAMPLED]
     prefix = meta.get("name", NAME) + "/"
     # the exact policies by name: an allocator's family, or "search/s0" for each of the default search's exports
@@ -55,9 +59,10 @@ def report(args: argparse.Namespace) -> None:
     seed_stds = []
     for name, p in cheap.items():
         tests = [p["tests"][s] for s in sorted(p["tests"])]
-        if len(tests) > 1:
+        if len(tests) > 1 and "same_as" not in p:
             seed_stds.append(statistics.stdev(tests))
-        lines.append(f"| {name} | {mean_std(tests)} | {len(tests)} | {100 * p['heldout_bn']:.2f} | "
+        twin = f" (= {p['same_as'].removeprefix(prefix)})" if "same_as" in p else ""
+        lines.append(f"| {name}{twin} | {mean_std(tests)} | {len(tests)} | {100 * p['heldout_bn']:.2f} | "
                      f"{100 * p['heldout_nobn']:.2f} | {p['params_ratio']:.3f} | {' '.join(map(str, p['keep']))} |")
     seed_std = statistics.mean(seed_stds) if seed_stds else None
     lines.append("")

@@ -128,3 +128,35 @@ def test_resolution_stages_split_a_plain_chain_at_its_pools_and_keep_a_resnets_s
     stages = {"layer1": "32x32", "layer2": "16x16", "layer3": "8x8"}
     assert [stages[s] for s in headroom.stage_names(graph, resnet, "modules")[0]] == \
         headroom.stage_names(graph, resnet, "resolution")[0]  # the same groups: ResNet samples draw as before
+
+
+def test_an_allocator_landing_on_anothers_policy_is_fine_tuned_once_and_reported_under_both(sample, tmp_path):
+    import headroom
+    from grid_files import DATA_FILE, read_jobs
+
+    data = json.loads(sample.read_text())
+    by_family = {p["family"]: p for p in data["policies"]}
+    by_family["knapsack"]["keep"] = list(by_family["uniform"]["keep"])  # as vgg16's knapsack kept uniform's
+    twins = tmp_path / "policies.json"
+    twins.write_text(json.dumps(data))
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / f"{data['meta']['model']}.pt").touch()  # weights and data already there: bundle packs nothing
+    (bundle / DATA_FILE).touch()
+    headroom.main(["bundle", "--policies", str(twins), "--bundle", str(bundle)])
+    ids = [job["id"] for job in read_jobs(bundle)]
+    assert by_family["uniform"]["id"] in ids and by_family["knapsack"]["id"] not in ids
+    assert len(ids) == len(data["policies"]) - 1
+
+    # the report shows uniform's fine-tunes under the knapsack too, and counts the network once in its ranks
+    results = tmp_path / "results.jsonl"
+    results.write_text("".join(json.dumps({"id": i, "ft_seed": s, "test_top1": 0.5 + 0.01 * n + 0.001 * s}) + "\n"
+                               for n, i in enumerate(ids) for s in ((0, 1, 2) if n < 3 else (0,))))
+    md = tmp_path / "report.md"
+    headroom.main(["report", "--policies", str(twins), "--results", str(results), "--figure", "", "--md", str(md)])
+    rows = {}  # the allocator table's rows (the first of each name)
+    for line in md.read_text().splitlines():
+        if line.startswith("| uniform") or line.startswith("| knapsack"):
+            rows.setdefault(line.split("|")[1].strip(), line.split("|")[2].strip())
+    assert rows["knapsack (= uniform)"] == rows["uniform"] != ""
+    assert f"**{len(ids)} of {len(data['policies'])} policies**" in md.read_text()
