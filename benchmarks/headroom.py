@@ -206,10 +206,10 @@ def _searches(config, count: int) -> list[tuple[list[int], dict]]:
     return found
 
 
-def _stage_shares(setup, keep: list[int], pruned, rule: str = "modules") -> tuple[dict, dict]:
-    """Per stage of decisions (`stage_names`' rule): parameters kept (share of that stage's original parameters, BN
-    included) and the stage's conv/linear MACs as a share of the original network's."""
-    decision_stages, module_stage = stage_names(setup.graph, setup.model, rule)
+def _stage_shares(graph, original, keep: list[int], pruned, rule: str = "modules") -> tuple[dict, dict]:
+    """Per stage of `graph`'s decisions (`stage_names`' rule): parameters kept (share of that stage's parameters in
+    the `original` network, BN included) and the stage's conv/linear MACs as a share of the original's."""
+    decision_stages, module_stage = stage_names(graph, original, rule)
     stages = list(dict.fromkeys(decision_stages))
 
     def params_by_stage(model) -> dict[str, int]:
@@ -220,13 +220,13 @@ def _stage_shares(setup, keep: list[int], pruned, rule: str = "modules") -> tupl
                 counts[stage] += p.numel()
         return counts
 
-    original, kept = params_by_stage(setup.model), params_by_stage(pruned)
+    before, kept = params_by_stage(original), params_by_stage(pruned)
     macs = dict.fromkeys(stages, 0.0)
-    for term, cin, cout in setup.graph.layer_channels(keep):
+    for term, cin, cout in graph.layer_channels(keep):
         if module_stage.get(term.name) in macs:
             macs[module_stage[term.name]] += term.macs_per_pair * (cout if term.depthwise else cin / term.groups * cout)
-    total = setup.graph.total_macs
-    return ({s: round(kept[s] / original[s], 5) for s in stages}, {s: round(macs[s] / total, 5) for s in stages})
+    total = graph.total_macs
+    return ({s: round(kept[s] / before[s], 5) for s in stages}, {s: round(macs[s] / total, 5) for s in stages})
 
 
 def sample(args: argparse.Namespace) -> None:
@@ -290,7 +290,7 @@ def sample(args: argparse.Namespace) -> None:
         if summary["macs"] > env.budget.limit + 1e-6:
             raise AssertionError(f"{job_id} breaks the budget: {summary['macs_ratio']:.4f}")
         pruned = setup.scorer.build(keep)
-        stage_params, stage_macs = _stage_shares(setup, keep, pruned, args.stages)
+        stage_params, stage_macs = _stage_shares(setup.graph, setup.model, keep, pruned, args.stages)
         record = {"id": job_id, "family": family, "group": GROUPS.get(family, "cheap"), "keep": keep,
                   "ratios": summary["ratios"], "macs_ratio": round(summary["macs_ratio"], 6),
                   "params_ratio": round(summary["params_ratio"], 6), "stage_params": stage_params,

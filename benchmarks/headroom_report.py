@@ -33,9 +33,10 @@ def report(args: argparse.Namespace) -> None:
         p["tests"] = {s: results[(p["id"], s)]["test_top1"] for s in (0, 1, 2) if (p["id"], s) in results}
         p["short"] = curves.get(p["id"], {})
         p["rebuilt"] = results[(p["id"], 0)].get("heldout_rebuilt") if (p["id"], 0) in results else None
-    for p in policies:  # an allocator bundled once under another's name (the same keep counts, the same fine-tune)
+    for p in (p for p in policies if p["family"] in ANCHORED and not p["tests"]):
+        # an allocator bundled once under another's name: the same keep counts, the same fine-tune
         twin = next((q for q in policies if q["keep"] == p["keep"] and q["tests"]), None)
-        if not p["tests"] and twin is not None and p["family"] in ANCHORED:
+        if twin is not None:
             p.update(tests=twin["tests"], short=twin["short"], rebuilt=twin["rebuilt"], same_as=twin["id"])
     counts = {k: sum(r.get("precision", "bf16") == k for r in results.values()) for k in ("bf16", "fp32")}
     seconds = [r["seconds"] for r in results.values() if "seconds" in r]

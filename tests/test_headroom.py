@@ -115,11 +115,7 @@ def test_resolution_stages_split_a_plain_chain_at_its_pools_and_keep_a_resnets_s
     assert by_map == ["32x32"] * 2 + ["16x16"] * 2 + ["8x8"] * 3 + ["4x4"] * 3 + ["2x2"] * 3
     assert module_stage["features.1"] == "32x32" and module_stage["classifier"] == "2x2"  # BN, linear: conv before
 
-    class Setup:  # what _stage_shares reads of a prepared setup
-        pass
-    setup = Setup()
-    setup.graph, setup.model = graph, vgg
-    params, macs = headroom._stage_shares(setup, [d.channels for d in graph.decisions], vgg, "resolution")
+    params, macs = headroom._stage_shares(graph, vgg, [d.channels for d in graph.decisions], vgg, "resolution")
     assert list(params) == ["32x32", "16x16", "8x8", "4x4", "2x2"] and set(params.values()) == {1.0}
     assert sum(macs.values()) == pytest.approx(1.0, abs=1e-4)  # every conv and the classifier sit in a stage
 
