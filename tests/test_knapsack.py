@@ -117,9 +117,10 @@ def test_allocating_around_a_base_counts_savings_from_it():
     assert allocate(Line(), table) == [4, 2]  # from the whole network: the same losses, other savings
 
 
-def test_the_knapsack_keeps_a_reference_allocation_that_scores_higher(monkeypatch):
+def test_the_knapsack_keeps_a_reference_allocation_that_scores_higher(monkeypatch, caplog):
     # a bad one-pass allocation (every decision at its lower bound, the rest filled by the budget) is replaced by
-    # the best of the cheap references on the knapsack's own score: fine-grained, uniform and global magnitude
+    # the best of the cheap references on the whole held-out split: fine-grained, uniform, the two ramps and
+    # global magnitude
     import amc.agents.knapsack as knapsack
     from amc.budget import Budget
     from amc.config import SearchConfig
@@ -130,17 +131,45 @@ def test_the_knapsack_keeps_a_reference_allocation_that_scores_higher(monkeypatc
     setup = prepare(config)
     budget = Budget(setup.graph, config.env_config)
     monkeypatch.setattr(knapsack, "allocate", lambda budget, table, **kw: budget.cheapest(-1, budget.channels).tolist())
-    probe = knapsack._probe(setup.scorer, knapsack.SENSITIVITY_IMAGES)
     references = knapsack.references(budget, setup.scorer.pruner)
-    assert set(references) == {"uniform", "global magnitude"}
+    assert set(references) == {"uniform", "shallower ramp", "deeper ramp", "global magnitude"}
+    assert references["shallower ramp"] == budget.play(budget.ramp_ratios(-0.5))
+    assert references["deeper ramp"] == budget.play(budget.ramp_ratios(0.5))
+    assert len({tuple(c) for c in references.values()}) == 4  # four different allocations
     for counts in references.values():
         assert budget.cost(counts) <= budget.limit
     ranked = setup.scorer.pruner.global_counts
     most = knapsack.most_within(budget, ranked)
     assert budget.cost(ranked(most)) <= budget.limit < budget.cost(ranked(most + 1))  # the most the budget allows
-    scores = {name: float(probe(counts)) for name, counts in references.items()}
-    worst = float(probe(budget.play(budget.ratios_of(budget.cheapest(-1, budget.channels).tolist()))))
+    whole = setup.scorer.variant(racing=False)  # the final pick's score: the whole held-out split
+    scores = {name: float(whole(counts)) for name, counts in references.items()}
+    worst = float(whole(budget.play(budget.ratios_of(budget.cheapest(-1, budget.channels).tolist()))))
     assert max(scores.values()) > worst  # the case the pick is for
-    chosen = budget.play(knapsack.knapsack_ratios(budget, setup.scorer, rounds=1))
-    assert float(probe(chosen)) >= max(scores.values())
+    monkeypatch.setattr(knapsack, "refinements", lambda *a, **kw: iter(()))  # no round finds better: a reference wins
+    with caplog.at_level("INFO", logger="amc.search"):
+        chosen = budget.play(knapsack.knapsack_ratios(budget, setup.scorer, rounds=1))
+    best = max(scores, key=scores.get)
+    assert chosen == references[best]
+    assert f"knapsack: kept {best} (held-out top-1 its own allocation" in caplog.text  # the log says which it kept
     assert budget.cost(chosen) <= budget.limit
+
+
+def test_the_final_pick_takes_the_best_on_the_whole_split_not_the_probe():
+    # two finalists whose order on the first 100 held-out images differs from their order on the whole split: the
+    # pick follows the whole split
+    import amc.agents.knapsack as knapsack
+    from amc.budget import Budget
+    from amc.config import SearchConfig
+    from amc.pipeline import prepare
+
+    config = SearchConfig(ratio=0.3, agent="knapsack", episodes=1, calibration_images=300, threads=1)
+    setup = prepare(config)
+    budget = Budget(setup.graph, config.env_config)
+    probe, whole = setup.scorer.variant(racing=False, evaluator=setup.scorer.evaluator.limited(100)), \
+        setup.scorer.variant(racing=False)
+    policies = {f"ramp {spread:+.1f}": budget.play(budget.ramp_ratios(spread)) for spread in np.linspace(-1, 1, 9)}
+    pairs = [(a, b) for a in policies for b in policies
+             if float(probe(policies[a])) > float(probe(policies[b])) and float(whole(policies[a])) < float(whole(policies[b]))]
+    assert pairs, "no two ramps ranked differently by 100 images and the whole split"
+    a, b = pairs[0]
+    assert knapsack.final_pick(setup.scorer, {a: policies[a], b: policies[b]}) == policies[b]

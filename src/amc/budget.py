@@ -20,6 +20,8 @@ import numpy as np
 from amc.blocks import DROP_SHARE, stage_cap
 from amc.errors import AmcError, BudgetError
 
+RAMP_SPREAD = 0.5  # preserve ratio difference between the first and last decision of a handcrafted ramp
+
 if TYPE_CHECKING:  # only for annotations: a budget needs no torch_pruning at import
     from amc.graph import LayerGraph
 

@@ -13,6 +13,7 @@ from amc.agents.knapsack import OPTIONS, ROUNDS, SENSITIVITY_IMAGES, KnapsackAge
 from amc.agents.random_agent import RandomAgent
 from amc.agents.tpe import TPEAgent
 from amc.agents.uniform import UniformAgent
+from amc.budget import RAMP_SPREAD
 from amc.errors import AmcError
 
 if TYPE_CHECKING:
@@ -21,7 +22,6 @@ if TYPE_CHECKING:
 AGENTS: dict[str, type[Agent]] = {"ddpg": DDPGAgent, "random": RandomAgent, "uniform": UniformAgent,
                                   "tpe": TPEAgent, "knapsack": KnapsackAgent}
 
-RAMP_SPREAD = 0.5  # preserve ratio difference between the first and last decision of a handcrafted ramp
 ANCHORS = {"uniform": 0.0, "shallower": -RAMP_SPREAD, "deeper": RAMP_SPREAD,  # ramp spread of each named prior
            "knapsack": None}  # the knapsack allocation at the budget
 
