@@ -208,7 +208,7 @@ class KnapsackAgent(Agent):
 
 
 def references(budget: Budget, pruner) -> dict[str, list[int]]:
-    """The cheap allocations the knapsack's must beat on its own score, within `budget`: the uniform policy, the
+    """The cheap allocations the knapsack's must beat (`final_pick`), within `budget`: the uniform policy, the
     paper's two ramps (shallower or deeper layers pruned more) and, where `pruner` ranks weights across layers
     (fine-grained: `MagnitudePruner.global_counts`), the most weights that ranking keeps within the budget, each
     played through the budget as an agent's answers are. On ResNet-56 at 20% of the parameters the global rule
