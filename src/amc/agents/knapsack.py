@@ -31,6 +31,7 @@ full path's): on ResNet-20 at 20% the knapsack took 55 s instead of 91 s, with t
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -38,7 +39,6 @@ import numpy as np
 
 from amc.agents.base import Agent, Transition
 from amc.budget import RAMP_SPREAD
-from amc.callbacks import logger
 from amc.downstream import DownstreamProbe
 
 if TYPE_CHECKING:
@@ -49,6 +49,8 @@ OPTIONS = 8                # allowed ratios tried per decision, from the lower b
 BINS = 2000                # resolution of the saving in the dynamic programme
 ROUNDS = 2                 # refinements in context after the first allocation (each as costly as the first)
 NEAR = 9                   # options near the current count in a refinement: geometric, from half to twice it
+
+logger = logging.getLogger("amc.search")  # the search's logger (`amc.callbacks`), not imported: no cycle
 
 
 def _probe(scorer, images: int) -> DownstreamProbe:
