@@ -15,6 +15,7 @@ import amc
 from amc.callbacks import Phases, Progress
 from amc.cli import progress as cli_progress
 from amc.data import load_dataset
+from amc.finalists import halving_scorings
 from amc.search import SearchConfig, final_seconds
 
 SETUP = ["loading", "features", "original", "agent"]
@@ -68,12 +69,27 @@ def test_the_knapsacks_candidates_are_reported_inside_the_agent_phase(tmp_path, 
     assert 1 <= len([m for m in logged if "knapsack: candidates" in m]) <= 11  # every tenth, not every one
 
 
-def test_the_finalist_stage_and_a_latency_table_are_phases_of_their_own(tmp_path, digits, simulated_timer):
+def test_the_finalist_stage_and_a_latency_table_are_phases_of_their_own(tmp_path, digits, simulated_timer, caplog):
     events = []
-    amc.search(config=_config(finalists=2, finalist_steps=2, target="latency"), data=digits, out=tmp_path / "run",
-               on_phase=events.append)
-    assert [e["phase"] for e in events] == ["loading", "features", "latency", "original", "agent", "episodes",
-                                           "finalists", "final", "done"]
+    with caplog.at_level(logging.INFO, logger="amc"):
+        result = amc.search(config=_config(finalists=3, finalist_steps=2, target="latency"), data=digits,
+                            out=tmp_path / "run", on_phase=events.append)
+    assert [e["phase"] for e in events if "step" not in e] == ["loading", "features", "latency", "original", "agent",
+                                                               "episodes", "finalists", "final", "done"]
+    # the short fine-tunes (minutes each at scale) are followed one by one: three candidates, then the better two
+    candidates = result.summary["finalists"]["candidates"]
+    assert len(candidates) == 3
+    steps = [e for e in events if "step" in e]
+    assert {e["phase"] for e in steps} == {"finalists"}
+    assert [(e["step"], e["steps"]) for e in steps] == [(i, 5) for i in range(1, 6)]
+    assert steps[-1]["left"] == 0 and all(e["what"] == "finalists: short fine-tunes scored" for e in steps)
+    scored = [r.getMessage() for r in caplog.records if "short fine-tune steps" in r.getMessage()]
+    assert len(scored) == 5 and scored[0].startswith(f"amc search: finalist 1/3 (episode {candidates[0]['episode']})")
+    assert sum(len(c["finalist_scores"]) for c in candidates) == 5
+
+
+def test_successive_halving_scores_every_survivor_once_a_round():
+    assert [halving_scorings(n) for n in (1, 2, 3, 4, 5, 8)] == [0, 2, 5, 6, 10, 14]
 
 
 def test_phases_are_logged_at_info_on_the_amc_logger(tmp_path, digits, caplog):

@@ -142,9 +142,9 @@ class Phases:
             self.on_phase(event)
 
     def step(self, done: int, total: int, what: str) -> None:
-        """Progress inside the current phase (the knapsack's candidates, minutes on a large network): reported to
-        `on_phase` as the phase again with `step`, `steps`, `what` and `left`, the seconds left in these steps at
-        their pace so far; logged at every tenth of them."""
+        """Progress inside the current phase (the knapsack's candidates or the finalists' short fine-tunes, minutes
+        on a large network): reported to `on_phase` as the phase again with `step`, `steps`, `what` and `left`, the
+        seconds left in these steps at their pace so far; logged at every tenth of them."""
         now = self.clock()
         left = (now - self._steps_from) / done * (total - done)
         event = {"phase": self.current, "label": PHASES[self.current], "elapsed": self.elapsed(), "eta": self.eta(),

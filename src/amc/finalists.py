@@ -11,6 +11,7 @@ had `steps x rounds` and the whole stage costs about `2 x K x steps` steps.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import time
 from dataclasses import dataclass, replace
@@ -26,6 +27,8 @@ from amc.train import MemoizedTeacher, TrainConfig, make_optimizer, sgd_step
 # The short fine-tune's recipe: the full fine-tune's (SGD lr 0.01, distillation with alpha 0.5), but at a
 # constant learning rate, so that a survivor can be trained on in the next round.
 SHORT_FINETUNE = TrainConfig(epochs=1, lr=0.01, distill_alpha=0.5)
+
+logger = logging.getLogger("amc.search")  # the search's logger (`amc.callbacks`)
 
 
 def distinct_best(log: Sequence[dict], k: int, full_images: int | None = None) -> list[dict]:
@@ -117,13 +120,23 @@ def teacher_copy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model).eval()
 
 
+def halving_scorings(candidates: int) -> int:
+    """How many times successive halving scores a candidate: every survivor once a round, until one is left."""
+    total, alive = 0, candidates
+    while alive > 1:
+        total, alive = total + alive, math.ceil(alive / 2)
+    return total
+
+
 def choose_finalist(setup, config, log: Sequence[dict], best: dict,
-                    progress: Callable[[str], None] | None = None) -> tuple[dict, dict | None]:
+                    on_step: Callable[[int, int, str], None] | None = None) -> tuple[dict, dict | None]:
     """The episode record to export and the stage's record for summary.json (None when the stage is off).
 
     `setup` is the search's `amc.pipeline.Setup` (its scorer builds each candidate exactly as the search
     scored it, BN recalibration included); `config` its `SearchConfig` (finalists, finalist_steps, seed,
-    precision). Held-out top-1 after each round is scored as the search scores, on its held-out split."""
+    precision). Held-out top-1 after each round is scored as the search scores, on its held-out split.
+    `on_step(done, total, what)` follows the short fine-tunes (minutes each on a CPU), as the knapsack's
+    candidates are followed (`amc.callbacks.Phases.step`); each score is also logged at INFO."""
     if config.finalists <= 1:
         return best, None
     t0 = time.perf_counter()
@@ -136,10 +149,15 @@ def choose_finalist(setup, config, log: Sequence[dict], best: dict,
                       "the search's best is exported"}
     models = [setup.scorer.build(r["keep"]) for r in candidates]
 
+    total, done = halving_scorings(len(candidates)), 0
+
     def report(i: int, steps: int, top1: float) -> None:
-        if progress:
-            progress(f"finalist {i + 1}/{len(candidates)} (episode {candidates[i].get('episode')}): "
-                     f"held-out top-1 {top1:.4f} after {steps} steps")
+        nonlocal done
+        done += 1
+        logger.info("amc search: finalist %d/%d (episode %s): held-out top-1 %.2f%% after %d short fine-tune steps",
+                    i + 1, len(candidates), candidates[i].get("episode"), 100 * top1, steps)
+        if on_step:
+            on_step(done, total, "finalists: short fine-tunes scored")
 
     result = successive_halving(models, setup.scorer.evaluator.top1, setup.dataset, teacher_copy(setup.model),
                                 config.finalist_steps, config=finalist_config(config.seed, config.precision),
@@ -157,4 +175,4 @@ def choose_finalist(setup, config, log: Sequence[dict], best: dict,
 
 
 __all__ = ["FinalistResult", "SHORT_FINETUNE", "ShortFinetune", "choose_finalist", "distinct_best", "finalist_config",
-           "successive_halving", "teacher_copy"]
+           "halving_scorings", "successive_halving", "teacher_copy"]

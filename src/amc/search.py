@@ -313,7 +313,7 @@ def _finish(run: RunDir, config: SearchConfig, setup: Setup, budget: Budget, bes
             stopped: dict | None = None, agent_seconds: float = 0.0) -> SearchResult:
     """Export the best policy (chosen by the finalist stage if on, then checked on the real network under a
     latency budget) and write summary.json."""
-    best, finalists = choose_finalist(setup, config, log, best)
+    best, finalists = choose_finalist(setup, config, log, best, on_step=phases.step if phases else None)
     if phases is not None and config.finalists > 1:
         phases.start("final")
     if guard is not None:  # the budget was a prediction: check it on the real networks, side by side

@@ -65,7 +65,7 @@ class EpisodeProgress(LiveBar):
         self.printed = time.monotonic()  # when the last line about steps inside a phase was printed
 
     def phase(self, event: dict) -> None:
-        if "step" in event:  # progress inside a phase: the knapsack's candidates
+        if "step" in event:  # progress inside a phase: the knapsack's candidates, the finalists' fine-tunes
             detail = f"{event['what']} {event['step']}/{event['steps']}"
             if self.bar:
                 self.bar.update(self.task, detail=detail, eta=event["eta"], eta_at=time.monotonic())
