@@ -7,6 +7,7 @@ is days of fine-tuning; on one GPU it is minutes. Three steps:
     # 1. here: choose the jobs from finished peers.py directories and pack them with the data
     python benchmarks/finetune_grid.py plan --budgets runs/bench/budgets-r20-r0.2 runs/bench/budgets-r20-r0.3 \\
         --study runs/bench/budgets-r20-r0.3 --bundle .gpu
+    #    (or policies given as keep counts: finetune_grid.py pack --policies FILE.json --bundle .gpu)
     # 2. there (or here, slowly, with --device cpu): rebuild every policy, fine-tune it, write results.jsonl
     python benchmarks/finetune_grid.py run --bundle .gpu --out OUT --device cuda --workers 12
     # 3. here: merge results into tables and a figure
@@ -201,6 +202,32 @@ def plan(args: argparse.Namespace) -> None:
     size = sum(f.stat().st_size for f in bundle.rglob("*") if f.is_file())
     print(f"{len(ordered)} policies, {sum(len(j['ft_seeds']) for j in ordered)} fine-tunes, "
           f"{sum(j['study'] for j in ordered)} study curves; bundle {size / 2**20:.1f} MiB")
+
+
+def pack(args: argparse.Namespace) -> None:
+    """Policies found elsewhere (a rule written by hand, a search's export), given as keep counts with the setup
+    that rebuilds them (a JSON object of id: {"keep": [...], "setup": {...}}, as
+    benchmarks/results/issue30_r10_policies.json), as a bundle of the same form as `plan`'s: so that they get the
+    grid's fine-tune, and results from other calls join them by id (`run --done`)."""
+    policies = json.loads(Path(args.policies).read_text())
+    chosen = {pid: p for pid, p in policies.items() if not args.only or any(pid.startswith(o) for o in args.only)}
+    if not chosen:
+        raise SystemExit(f"no policy of {args.policies} starts with {' or '.join(args.only)}: give --only a prefix "
+                         f"of its ids ({', '.join(list(policies)[:3])}, ...)")
+    bundle = Path(args.bundle)
+    jobs = [{"id": pid, "key": job_key(p["setup"], p["keep"]), "priority": order, "setup": p["setup"],
+             "keep": p["keep"], "heldout_expected": None, "macs_ratio": None, "study": args.study,
+             "ft_seeds": args.ft_seeds, "tags": [{"budget": pid.split("/")[0], "method": pid.split("/")[1],
+                                                  "role": "row"}]}
+            for order, (pid, p) in enumerate(chosen.items())]
+    write_jobs(bundle, jobs)
+    for name in {job["setup"]["model"] for job in jobs}:
+        if not (bundle / f"{name}.pt").exists():
+            shutil.copy(Path(args.weights_dir) / f"{name}.pt", bundle / f"{name}.pt")
+    if not (bundle / DATA_FILE).exists():
+        pack_dataset(Path(args.data), bundle / DATA_FILE)
+    print(f"{len(jobs)} policies, {len(jobs) * len(args.ft_seeds)} fine-tunes, "
+          f"{len(jobs) if args.study else 0} study curves -> {bundle}")
 
 
 # ---- run (there) ------------------------------------------------------------------------------------------
@@ -405,6 +432,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", default=SHARED_DATA)
     p.add_argument("--weights-dir", default=SHARED_WEIGHTS)
     p.add_argument("--bundle", default=".gpu")
+    k = sub.add_parser("pack", help="policies given as keep counts (a JSON of id: {keep, setup}) as a bundle")
+    k.add_argument("--policies", required=True)
+    k.add_argument("--only", nargs="*", help="only the policies whose id starts with one of these")
+    k.add_argument("--ft-seeds", type=int, nargs="+", default=[0, 1, 2])
+    k.add_argument("--study", action="store_true", help="also a short fine-tune curve per policy")
+    k.add_argument("--data", default=SHARED_DATA)
+    k.add_argument("--weights-dir", default=SHARED_WEIGHTS)
+    k.add_argument("--bundle", default=".gpu")
     r = sub.add_parser("run")
     r.add_argument("--bundle", default=".gpu")
     r.add_argument("--out", required=True)
@@ -429,6 +464,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.command == "plan":
         plan(args)
+    elif args.command == "pack":
+        pack(args)
     elif args.command == "run":
         run(args)
     else:

@@ -156,3 +156,36 @@ def test_an_allocator_landing_on_anothers_policy_is_fine_tuned_once_and_reported
             rows.setdefault(line.split("|")[1].strip(), line.split("|")[2].strip())
     assert rows["knapsack (= uniform)"] == rows["uniform"] != ""
     assert f"**{len(ids)} of {len(data['policies'])} policies**" in md.read_text()
+
+
+def test_policies_given_as_keep_counts_pack_as_a_bundle_the_grid_reads(tmp_path):
+    import finetune_grid
+    import numpy as np
+    from grid_files import DATA_FILE, job_key, read_jobs, unpack_dataset
+
+    rng = np.random.default_rng(0)  # smooth pictures with a little noise: the bundle stores them as JPEG + residual
+    ramp = np.linspace(0, 200, 32)[None, :, None, None] + np.linspace(0, 50, 32)[None, None, :, None]
+    images = {k: (ramp + rng.integers(0, 6, (4, 32, 32, 3))).astype(np.uint8) for k in ("train_x", "test_x")}
+    np.savez(tmp_path / "c.npz", **images, train_y=np.arange(4), test_y=np.arange(4)[::-1])
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "resnet20.pt").write_bytes(b"weights")
+    setup = {"model": "resnet20", "seed": 0, "bn": 2, "calibration_images": 3000, "points_per_image": 10, "lsq": False}
+    policies = {"r20-r0.1/rule/s0": {"keep": [1] * 6 + [12, 11, 11], "setup": setup},
+                "r20-r0.1/export/s0": {"keep": [1, 1, 1, 6, 1, 1, 10, 2, 14], "setup": setup},
+                "r56-r0.1/rule/s0": {"keep": [1] * 27, "setup": {**setup, "model": "resnet56"}}}
+    (tmp_path / "p.json").write_text(json.dumps(policies))
+    args = ["pack", "--policies", str(tmp_path / "p.json"), "--data", str(tmp_path / "c.npz"),
+            "--weights-dir", str(tmp_path / "w"), "--bundle", str(tmp_path / "B")]
+    finetune_grid.main([*args, "--only", "r20-", "--study", "--ft-seeds", "0", "2"])
+    jobs = read_jobs(tmp_path / "B")
+    assert [j["id"] for j in jobs] == ["r20-r0.1/rule/s0", "r20-r0.1/export/s0"]
+    assert all(j["study"] and j["ft_seeds"] == [0, 2] and j["setup"] == setup for j in jobs)
+    # the key plan gives the same policy, so that results of either kind of bundle join
+    assert jobs[1]["key"] == job_key(setup, [1, 1, 1, 6, 1, 1, 10, 2, 14])
+    assert jobs[0]["tags"] == [{"budget": "r20-r0.1", "method": "rule", "role": "row"}]
+    assert (tmp_path / "B" / "resnet20.pt").read_bytes() == b"weights"
+    assert unpack_dataset(tmp_path / "B" / DATA_FILE, tmp_path / "u.npz")
+    unpacked = np.load(tmp_path / "u.npz")
+    assert (unpacked["test_x"] == images["test_x"]).all() and list(unpacked["test_y"]) == [3, 2, 1, 0]
+    with pytest.raises(SystemExit, match="--only a prefix"):
+        finetune_grid.main([*args, "--only", "vgg16-"])
