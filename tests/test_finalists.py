@@ -88,3 +88,21 @@ def test_finalist_settings_are_checked():
     with pytest.raises(AmcError, match="--reward acc"):
         SearchConfig(finalists=4, reward="acc-macs")
 
+
+
+def test_a_replayed_policy_scores_as_the_finalist_stage_scored_it(tmp_path, digits):
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from finalist_replay import replay
+
+    out = tmp_path / "run"
+    result = amc.search(config=SearchConfig(agent="random", episodes=6, finalists=2, finalist_steps=3, seed=1,
+                                            calibration_images=200, ratio=0.5, lbound=0.2), out=out, data=digits)
+    stage = result.summary["finalists"]["candidates"]
+    # the loser of the one round: replayed, its scores before and after 3 steps are the search's and the stage's
+    loser = next(c for c in stage if c["episode"] != result.summary["finalists"]["winner_episode"])
+    replayed = replay(out, loser["keep"], [3, 6], dataset=digits)
+    assert replayed["heldout_top1"]["0"] == pytest.approx(loser["search_score"])
+    assert replayed["heldout_top1"]["3"] == pytest.approx(loser["finalist_scores"]["3"])
+    assert set(replayed["heldout_top1"]) == {"0", "3", "6"} and replayed["seed"] == 1
