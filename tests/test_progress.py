@@ -82,7 +82,7 @@ def test_the_finalist_stage_and_a_latency_table_are_phases_of_their_own(tmp_path
     steps = [e for e in events if "step" in e]
     assert {e["phase"] for e in steps} == {"finalists"}
     assert [(e["step"], e["steps"]) for e in steps] == [(i, 5) for i in range(1, 6)]
-    assert steps[-1]["left"] == 0 and all(e["what"] == "finalists: short fine-tunes scored" for e in steps)
+    assert steps[-1]["left"] == 0 and all(e["what"] == "short fine-tunes scored" for e in steps)
     scored = [r.getMessage() for r in caplog.records if "short fine-tune steps" in r.getMessage()]
     assert len(scored) == 5 and scored[0].startswith(f"amc search: finalist 1/3 (episode {candidates[0]['episode']})")
     assert sum(len(c["finalist_scores"]) for c in candidates) == 5

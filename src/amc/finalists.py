@@ -157,7 +157,7 @@ def choose_finalist(setup, config, log: Sequence[dict], best: dict,
         logger.info("amc search: finalist %d/%d (episode %s): held-out top-1 %.2f%% after %d short fine-tune steps",
                     i + 1, len(candidates), candidates[i].get("episode"), 100 * top1, steps)
         if on_step:
-            on_step(done, total, "finalists: short fine-tunes scored")
+            on_step(done, total, "short fine-tunes scored")
 
     result = successive_halving(models, setup.scorer.evaluator.top1, setup.dataset, teacher_copy(setup.model),
                                 config.finalist_steps, config=finalist_config(config.seed, config.precision),
