@@ -22,17 +22,16 @@ def replay(run: str | Path, keep: list[int], steps: list[int], dataset=None) -> 
     import torch
 
     from amc.config import SearchConfig
-    from amc.finalists import ShortFinetune, finalist_config, teacher_copy
+    from amc.finalists import ShortFinetune, finalist_config, stage_teacher, teacher_copy
     from amc.pipeline import prepare
     from amc.runs import RunDir
-    from amc.train import MemoizedTeacher
 
     config = SearchConfig.from_dict(RunDir(run).settings("planned"))
     torch.set_num_threads(config.threads or 1)
     setup = prepare(config, dataset=dataset)
     t0 = time.perf_counter()
     pruned = setup.scorer.build(keep)
-    teacher = MemoizedTeacher(teacher_copy(setup.model).to(setup.device, memory_format=torch.channels_last))
+    teacher = stage_teacher(teacher_copy(setup.model), setup.device)  # as choose_finalist passes it
     short = ShortFinetune(pruned, setup.dataset, teacher, finalist_config(config.seed, config.precision),
                           setup.device)
     scores = {"0": setup.scorer.evaluator.top1(pruned)}

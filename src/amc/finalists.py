@@ -94,8 +94,8 @@ def successive_halving(models: Sequence[nn.Module], score: Callable[[nn.Module],
     called after every score. Ties keep the earlier candidate (the search's better one)."""
     if steps < 1:
         raise ValueError(f"finalist steps must be at least 1, got {steps}")
-    if teacher is not None:  # every candidate sees the same batches (one seed): the teacher answers each once
-        teacher = MemoizedTeacher(teacher.eval().to(torch.device(device), memory_format=torch.channels_last))
+    if teacher is not None:
+        teacher = stage_teacher(teacher, device)
     runs = [ShortFinetune(m, dataset, teacher, config, device) for m in models]
     scores: list[dict[int, float]] = [{} for _ in models]
     alive = list(range(len(models)))
@@ -108,6 +108,12 @@ def successive_halving(models: Sequence[nn.Module], score: Callable[[nn.Module],
         ranked = sorted(alive, key=lambda i: (-scores[i][runs[i].steps], i))
         alive = ranked[:math.ceil(len(alive) / 2)]
     return FinalistResult(alive[0], scores, sum(r.steps for r in runs))
+
+
+def stage_teacher(teacher: nn.Module, device: str | torch.device = "cpu") -> MemoizedTeacher:
+    """The distillation teacher as the stage uses it: every candidate sees the same batches (one seed), so the
+    teacher answers each batch once."""
+    return MemoizedTeacher(teacher.eval().to(torch.device(device), memory_format=torch.channels_last))
 
 
 def finalist_config(seed: int, precision: str) -> TrainConfig:
@@ -175,4 +181,4 @@ def choose_finalist(setup, config, log: Sequence[dict], best: dict,
 
 
 __all__ = ["FinalistResult", "SHORT_FINETUNE", "ShortFinetune", "choose_finalist", "distinct_best", "finalist_config",
-           "halving_scorings", "successive_halving", "teacher_copy"]
+           "halving_scorings", "stage_teacher", "successive_halving", "teacher_copy"]
